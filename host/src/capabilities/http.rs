@@ -1,0 +1,395 @@
+//! The `http` capability: outbound HTTP to the origins a check was granted.
+//!
+//! Policy: [`HttpPolicy`], a parsed allowlist of origins (scheme, host, port); empty
+//! denies everything, `*` allows every http(s) origin and must be written out.
+//! Per-run state: [`HttpState`]. Host implementation: redirects are followed by hand so
+//! that every hop is checked against the allowlist; the body is read up to a cap; the
+//! exchange gets the lesser of the guest's timeout and the run's remaining time.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode};
+use tracing::Instrument;
+use url::{Host, Url};
+
+use super::bindings::healthhost::plugin::http::{self as wit, Error, Request, Response};
+use crate::limits::{Deadline, HTTP_MAX_REDIRECTS, HTTP_MAX_RESPONSE_BYTES};
+use crate::scrub::Scrubber;
+
+// ---------------------------------------------------------------------------------
+// Policy
+
+/// One allowed origin: scheme, host and port, as in the web's same-origin rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    scheme: String,
+    host: Host<String>,
+    port: u16,
+}
+
+impl Origin {
+    /// The origin of an http(s) URL; `None` for other schemes or a URL without a host.
+    pub fn of(url: &Url) -> Option<Origin> {
+        let scheme = url.scheme();
+        if scheme != "http" && scheme != "https" {
+            return None;
+        }
+        Some(Origin {
+            scheme: scheme.to_owned(),
+            host: url.host()?.to_owned(),
+            port: url.port_or_known_default()?,
+        })
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// An allowlist entry that is not an origin; carries the entry and why.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "invalid http origin '{entry}': {reason} (expected e.g. \"https://api.example.com\" or \"http://127.0.0.1:8080\")"
+)]
+pub struct OriginError {
+    entry: String,
+    reason: &'static str,
+}
+
+/// The origins a check may send requests to. The default allows nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpPolicy {
+    any: bool,
+    origins: Vec<Origin>,
+}
+
+impl HttpPolicy {
+    /// Parses allowlist entries: origins like `https://host[:port]`, or `*` for any.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<HttpPolicy, OriginError> {
+        let mut policy = HttpPolicy::default();
+        for entry in entries {
+            let entry = entry.as_ref().trim();
+            if entry == "*" {
+                policy.any = true;
+                continue;
+            }
+            let error = |reason| OriginError {
+                entry: entry.to_owned(),
+                reason,
+            };
+            let url = Url::parse(entry).map_err(|_| error("not a URL"))?;
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(error("an origin has no user name or password"));
+            }
+            if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some()
+            {
+                return Err(error("an origin has no path, query or fragment"));
+            }
+            let origin = Origin::of(&url)
+                .ok_or_else(|| error("the scheme must be http or https and a host is required"))?;
+            policy.origins.push(origin);
+        }
+        Ok(policy)
+    }
+
+    /// Whether a request to `url` may be sent. Non-http(s) URLs and URLs without a
+    /// host are never allowed.
+    pub fn allows(&self, url: &Url) -> bool {
+        match Origin::of(url) {
+            Some(origin) => self.any || self.origins.contains(&origin),
+            None => false,
+        }
+    }
+
+    /// Whether nothing at all is allowed.
+    pub fn is_empty(&self) -> bool {
+        !self.any && self.origins.is_empty()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Per-run state
+
+/// What the `http` import of one run can reach.
+pub struct HttpState {
+    pub(crate) check: Arc<str>,
+    pub(crate) policy: Arc<HttpPolicy>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) scrubber: Arc<Scrubber>,
+    pub(crate) deadline: Deadline,
+}
+
+/// The client every check shares: redirects are the host's job (see above), and no
+/// proxy from the environment may route around the allowlist.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("healthhost/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a TLS backend is compiled in")
+}
+
+// ---------------------------------------------------------------------------------
+// Host implementation
+
+impl wit::Host for HttpState {
+    async fn send(&mut self, req: Request) -> Result<Response, Error> {
+        let span = tracing::debug_span!("http", check = %self.check, method = %req.method);
+        let timeout = self
+            .deadline
+            .host_call_timeout(req.timeout_ms.map(|ms| Duration::from_millis(ms.into())));
+        let exchange = self.exchange(req);
+        match tokio::time::timeout(timeout, exchange)
+            .instrument(span)
+            .await
+        {
+            Ok(result) => result,
+            Err(_elapsed) => Err(Error::Timeout),
+        }
+    }
+}
+
+/// Redirect statuses, and whether each keeps the method and body (307, 308).
+fn redirect_keeps_method(status: StatusCode) -> Option<bool> {
+    match status.as_u16() {
+        301..=303 => Some(false),
+        307 | 308 => Some(true),
+        _ => None,
+    }
+}
+
+/// Headers that must not follow a redirect to another origin.
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+impl HttpState {
+    async fn exchange(&self, req: Request) -> Result<Response, Error> {
+        let mut method = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Error::Invalid(format!("invalid method '{}'", req.method)))?;
+        let mut url =
+            Url::parse(&req.url).map_err(|e| Error::Invalid(format!("invalid url: {e}")))?;
+        if Origin::of(&url).is_none() {
+            return Err(Error::Invalid(
+                "the url must be http or https and have a host".into(),
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &req.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| Error::Invalid(format!("invalid header name '{name}'")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| Error::Invalid(format!("invalid value for header '{name}'")))?;
+            headers.append(name, value);
+        }
+        let mut body = req.body;
+
+        for _hop in 0..=HTTP_MAX_REDIRECTS {
+            if !self.policy.allows(&url) {
+                let origin = Origin::of(&url).map_or_else(|| url.to_string(), |o| o.to_string());
+                return Err(Error::Denied(origin));
+            }
+            let mut request = self
+                .client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(body) = &body {
+                request = request.body(body.clone());
+            }
+            let response = request.send().await.map_err(|e| self.transport(e))?;
+            let status = response.status();
+            let location = response.headers().get(reqwest::header::LOCATION);
+            let (Some(keeps_method), Some(location)) = (redirect_keeps_method(status), location)
+            else {
+                return self.read(response).await;
+            };
+            let next = location
+                .to_str()
+                .ok()
+                .and_then(|l| url.join(l).ok())
+                .ok_or_else(|| {
+                    Error::Transport(format!(
+                        "redirect with an invalid location (status {status})"
+                    ))
+                })?;
+            if !keeps_method && method != Method::HEAD {
+                method = Method::GET;
+                body = None;
+            }
+            if Origin::of(&next) != Origin::of(&url) {
+                for name in CREDENTIAL_HEADERS {
+                    headers.remove(name);
+                }
+            }
+            url = next;
+        }
+        Err(Error::Transport(format!(
+            "more than {HTTP_MAX_REDIRECTS} redirects"
+        )))
+    }
+
+    /// Reads the response, refusing bodies over the cap without buffering them.
+    async fn read(&self, mut response: reqwest::Response) -> Result<Response, Error> {
+        let too_large = Error::TooLarge(HTTP_MAX_RESPONSE_BYTES);
+        if response
+            .content_length()
+            .is_some_and(|n| n > HTTP_MAX_RESPONSE_BYTES)
+        {
+            return Err(too_large);
+        }
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
+            if (body.len() + chunk.len()) as u64 > HTTP_MAX_RESPONSE_BYTES {
+                return Err(too_large);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// A transport error as the guest sees it: the error chain without the URL and
+    /// without secrets.
+    fn transport(&self, error: reqwest::Error) -> Error {
+        if error.is_timeout() {
+            return Error::Timeout;
+        }
+        if error.is_builder() {
+            return Error::Invalid(
+                self.scrubber
+                    .scrub(&error_chain(&error.without_url()))
+                    .into_owned(),
+            );
+        }
+        Error::Transport(
+            self.scrubber
+                .scrub(&error_chain(&error.without_url()))
+                .into_owned(),
+        )
+    }
+}
+
+/// An error and its sources, joined with ": ".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_origins_and_rejects_everything_else() {
+        let good = [
+            "https://api.telegram.org",
+            "https://api.telegram.org/",
+            "http://127.0.0.1:8080",
+            "http://[::1]:9000",
+            "HTTPS://OpenRouter.AI",
+            "*",
+        ];
+        assert!(HttpPolicy::parse(&good).is_ok());
+        let bad = [
+            "api.telegram.org",
+            "ftp://example.com",
+            "https://user:pw@example.com",
+            "https://example.com/path",
+            "https://example.com?q=1",
+            "https://example.com#frag",
+            "file:///etc/passwd",
+            "http://",
+            "",
+        ];
+        for entry in bad {
+            let err = HttpPolicy::parse(&[entry]).unwrap_err();
+            assert!(err.to_string().contains(&format!("'{entry}'")), "{err}");
+        }
+    }
+
+    #[test]
+    fn matches_scheme_host_and_port_exactly() {
+        let policy = HttpPolicy::parse(&[
+            "https://api.example.com",
+            "http://127.0.0.1:8080",
+            "http://[::1]:9000",
+        ])
+        .unwrap();
+        let cases = [
+            ("https://api.example.com/v1/models", true),
+            ("https://api.example.com:443/x", true),
+            ("https://API.EXAMPLE.COM/x", true),
+            ("http://api.example.com/x", false),
+            ("https://api.example.com:8443/x", false),
+            ("https://evil.example.com/x", false),
+            ("https://api.example.com.evil.com/x", false),
+            ("https://api.example.com@evil.com/x", false),
+            ("https://user:pw@api.example.com/x", true),
+            ("http://127.0.0.1:8080/health", true),
+            ("http://127.0.0.1:8081/health", false),
+            ("http://127.0.0.1/health", false),
+            ("http://localhost:8080/health", false),
+            ("http://[::1]:9000/", true),
+            ("http://[::1]:9001/", false),
+            ("http://[0:0:0:0:0:0:0:1]:9000/", true),
+            ("ftp://api.example.com/", false),
+            ("data:text/plain,hi", false),
+        ];
+        for (u, expected) in cases {
+            assert_eq!(policy.allows(&url(u)), expected, "{u}");
+        }
+    }
+
+    #[test]
+    fn empty_policy_denies_and_star_allows_any_http_origin() {
+        let none = HttpPolicy::default();
+        assert!(none.is_empty());
+        assert!(!none.allows(&url("https://example.com/")));
+        let any = HttpPolicy::parse(&["*"]).unwrap();
+        assert!(any.allows(&url("https://example.com/")));
+        assert!(any.allows(&url("http://10.0.0.1:1234/")));
+        assert!(!any.allows(&url("file:///etc/passwd")));
+    }
+
+    #[test]
+    fn redirect_statuses() {
+        assert_eq!(redirect_keeps_method(StatusCode::FOUND), Some(false));
+        assert_eq!(redirect_keeps_method(StatusCode::SEE_OTHER), Some(false));
+        assert_eq!(
+            redirect_keeps_method(StatusCode::TEMPORARY_REDIRECT),
+            Some(true)
+        );
+        assert_eq!(
+            redirect_keeps_method(StatusCode::PERMANENT_REDIRECT),
+            Some(true)
+        );
+        assert_eq!(redirect_keeps_method(StatusCode::OK), None);
+        assert_eq!(redirect_keeps_method(StatusCode::NOT_MODIFIED), None);
+    }
+}

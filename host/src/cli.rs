@@ -1,0 +1,271 @@
+//! The command line: argument definitions (with the help text of every flag), and the
+//! commands `check` (run one plugin once under production limits) and `wit` (print
+//! the plugin contract).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::capabilities::Grants;
+use crate::capabilities::config::Settings;
+use crate::capabilities::http::HttpPolicy;
+use crate::capabilities::sql::{Datasource, Datasources, SqlPolicy};
+use crate::limits::{DEFAULT_FUEL, Limits};
+use crate::runtime::{RunReport, Runtime};
+use crate::units;
+
+/// Exit status when a check could not run at all (Nagios UNKNOWN); also used for
+/// usage errors, so a monitoring system never mistakes a typo for a verdict.
+pub const EXIT_COULD_NOT_RUN: u8 = 3;
+
+/// Runs service health checks as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "healthhost", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one plugin once under production limits and print its report.
+    ///
+    /// Exit status: 0 pass, 1 warn, 2 fail, 3 could not run (load error, timeout,
+    /// trap, limit broken, bad arguments) — the Nagios convention.
+    Check(CheckArgs),
+    /// Print the plugin contract (WIT) for generating bindings in any language.
+    Wit,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The plugin: a WebAssembly component (.wasm) built for the healthhost:plugin/check world.
+    plugin: PathBuf,
+
+    /// The check's name in logs and output [default: the file name without extension].
+    #[arg(long)]
+    name: Option<String>,
+
+    /// Allow HTTP requests to this origin, e.g. https://api.telegram.org or
+    /// http://127.0.0.1:8080 (repeatable; `*` allows any origin).
+    #[arg(long = "allow-http", value_name = "ORIGIN")]
+    allow_http: Vec<String>,
+
+    /// Define a datasource and grant it to the check, e.g.
+    /// main=postgres://user@127.0.0.1:5432/app, main=sqlite:data/app.db,
+    /// main=mysql://root@127.0.0.1:3306/test (repeatable).
+    #[arg(long = "datasource", value_name = "NAME=URL")]
+    datasources: Vec<String>,
+
+    /// Give the check a setting (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+
+    /// Give the check a secret setting read from an environment variable (repeatable).
+    /// Secrets are removed from every output. An unset variable leaves the key unset.
+    #[arg(long = "secret-env", value_name = "KEY=ENVVAR")]
+    secrets: Vec<String>,
+
+    /// Wall-clock limit for the run, e.g. 3s or 500ms.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::parse_duration)]
+    timeout: Duration,
+
+    /// Fuel limit (about one unit per WebAssembly instruction).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FUEL)]
+    fuel: u64,
+
+    /// Linear-memory limit, e.g. 16MiB.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = units::parse_size)]
+    memory: u64,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints a command-line error (help and version go to stdout with status 0).
+pub fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = error.print();
+        return ExitCode::from(EXIT_COULD_NOT_RUN);
+    }
+    // clap's first line names the problem; the rest is usage, available with --help.
+    let text = error.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    eprintln!("{first} (see healthhost --help)");
+    ExitCode::from(EXIT_COULD_NOT_RUN)
+}
+
+/// Logs go to stderr, so `--json` output on stdout stays clean. `HEALTHHOST_LOG` (or
+/// `RUST_LOG`) sets the filter; plugin log lines are shown by default.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("HEALTHHOST_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "warn,healthhost=info".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs a parsed command line and returns the process's exit status.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check(args) => check(args),
+        Command::Wit => {
+            print!("{}", crate::WIT);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => default_name(&args.plugin)?,
+    };
+    let (grants, datasources) = grants_from_flags(&args)?;
+    let limits = Limits {
+        timeout: args.timeout,
+        fuel: args.fuel,
+        memory: args.memory,
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let runtime = Runtime::new(datasources)?;
+    let plugin = Arc::new(runtime.load_file(&name, &args.plugin, grants, limits)?);
+    let report = tokio.block_on(runtime.run(&plugin));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", human(&report));
+    }
+    Ok(ExitCode::from(report.outcome.exit_code()))
+}
+
+fn default_name(plugin: &Path) -> anyhow::Result<String> {
+    plugin
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .map(str::to_owned)
+        .with_context(|| {
+            format!(
+                "cannot derive a check name from '{}': pass --name",
+                plugin.display()
+            )
+        })
+}
+
+/// Splits `KEY=VALUE`, naming the flag when the `=` is missing.
+fn split_pair<'a>(flag: &str, pair: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key, value)),
+        _ => bail!("invalid {flag} '{pair}': expected KEY=VALUE"),
+    }
+}
+
+fn grants_from_flags(args: &CheckArgs) -> anyhow::Result<(Grants, Datasources)> {
+    let http = HttpPolicy::parse(&args.allow_http)?;
+    let mut datasources = Datasources::default();
+    let mut names = Vec::new();
+    for pair in &args.datasources {
+        let (name, url) = split_pair("--datasource", pair)?;
+        datasources.insert(Datasource::parse(name, url)?);
+        names.push(name.to_owned());
+    }
+    let mut settings = Settings::default();
+    for pair in &args.settings {
+        let (key, value) = split_pair("--set", pair)?;
+        settings.set(key, value);
+    }
+    for pair in &args.secrets {
+        let (key, var) = split_pair("--secret-env", pair)?;
+        match std::env::var(var) {
+            Ok(value) => settings.set_secret(key, value),
+            Err(std::env::VarError::NotPresent) => {
+                tracing::warn!("environment variable {var} is not set; setting '{key}' stays unset")
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                bail!("environment variable {var} is not valid UTF-8")
+            }
+        }
+    }
+    let grants = Grants {
+        http,
+        sql: SqlPolicy::new(names),
+        settings,
+    };
+    Ok((grants, datasources))
+}
+
+/// The report for people: verdict line, measurements, samples.
+fn human(report: &RunReport) -> String {
+    let outcome = report.outcome.label().to_uppercase();
+    let kind = match report.outcome {
+        crate::runtime::Outcome::Error(_) => "ERROR ",
+        _ => "",
+    };
+    let mut out = format!("{}: {kind}{outcome}", report.check);
+    if let Some(message) = &report.message {
+        out.push_str(&format!(" - {message}"));
+    }
+    out.push('\n');
+    out.push_str(&format!(
+        "  latency {:.2} ms, fuel {}, peak memory {:.2} MiB\n",
+        report.latency.as_secs_f64() * 1000.0,
+        report.fuel_consumed,
+        report.peak_memory_bytes as f64 / (1024.0 * 1024.0)
+    ));
+    for sample in &report.samples {
+        let labels: Vec<String> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect();
+        out.push_str(&format!(
+            "  {}{{{}}} {}\n",
+            sample.name,
+            labels.join(","),
+            sample.value
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_need_a_key_and_an_equals_sign() {
+        assert_eq!(split_pair("--set", "a=b=c").unwrap(), ("a", "b=c"));
+        assert_eq!(split_pair("--set", "a=").unwrap(), ("a", ""));
+        for bad in ["a", "=b", ""] {
+            let err = split_pair("--set", bad).unwrap_err().to_string();
+            assert!(
+                err.contains("--set") && err.contains(&format!("'{bad}'")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,211 @@
+//! Every limit and default the runtime applies to a plugin run, with its reason.
+//!
+//! A check's own limits (`Limits`) can be set per check; the caps below them bound what
+//! one host call may return and are the same for every check.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// Wall-clock time a run may take when the check sets none. Long enough for a slow HTTP
+/// dependency (the seed gives external APIs 10 s), short enough for a probe to notice.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Fuel (roughly, wasm instructions) a run may burn when the check sets none. A trivial
+/// Rust check burns ~1 thousand, a Python or JS one 0.1–10 million (WASMTIME-FACTS.md),
+/// so 5 billion leaves room for any language; the wall clock is the limit that bites.
+pub const DEFAULT_FUEL: u64 = 5_000_000_000;
+
+/// Linear memory a run may use when the check sets none: a Rust guest starts at ~1 MiB,
+/// a Python or JS guest at 9–12 MiB, so 64 MiB leaves headroom for all of them.
+pub const DEFAULT_MEMORY_BYTES: u64 = 64 * MIB;
+
+/// The largest memory limit a check may ask for. Every pooled memory slot reserves
+/// address space for it, so it bounds the host's virtual size, not its resident size.
+pub const MAX_MEMORY_BYTES: u64 = 1024 * MIB;
+
+/// The longest timeout a check may ask for: a health check that needs more than a
+/// minute is not telling a probe anything timely.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Before a host call times out, it leaves this share of the run's remaining time
+/// (at most `HOST_CALL_RESERVE_MAX`) to the guest, so a check whose dependency hangs
+/// gets a typed `timeout` error and can still report "Timeout" itself.
+pub const HOST_CALL_RESERVE_DIVISOR: u32 = 10;
+/// Upper bound of the reserve above.
+pub const HOST_CALL_RESERVE_MAX: Duration = Duration::from_millis(250);
+
+/// Interval of the engine's epoch ticker. Guest CPU yields to the async runtime at each
+/// tick; at 1 ms a spinning guest delays other tasks by ~45 ms at worst, at 10 ms by
+/// ~440 ms (WASMTIME-FACTS.md, "Scheduling fact").
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Largest HTTP response body a check receives; bigger ones fail with `too-large`.
+/// Health endpoints answer in bytes or kilobytes; 4 MiB admits a full model list.
+pub const HTTP_MAX_RESPONSE_BYTES: u64 = 4 * MIB;
+/// Redirect hops followed per request; each hop is checked against the allowlist.
+pub const HTTP_MAX_REDIRECTS: usize = 5;
+
+/// Rows one query may return; more fail with `too-large` (a check needs counts, not
+/// tables).
+pub const SQL_MAX_ROWS: u64 = 10_000;
+/// Bytes of values one query may return, counted as their in-memory sizes.
+pub const SQL_MAX_BYTES: u64 = 4 * MIB;
+/// Connections per datasource pool: checks run a few short queries at a time.
+pub const SQL_POOL_SIZE: u32 = 4;
+
+/// Bytes a run may write to the log (log import, stdout and stderr together);
+/// beyond it lines are dropped and counted, so a chatty plugin cannot flood the host.
+pub const LOG_MAX_BYTES_PER_RUN: usize = 64 * 1024;
+/// Longest single log line; longer ones are cut.
+pub const LOG_MAX_LINE_BYTES: usize = 4 * 1024;
+/// Bytes of stdout and of stderr kept per run (each); the rest is discarded, not
+/// refused, so a guest that prints a lot is not broken by the host.
+pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
+
+/// Longest report message kept; longer ones are cut at a character boundary.
+pub const REPORT_MAX_MESSAGE_BYTES: usize = 1024;
+/// Samples kept per report; the rest are dropped.
+pub const REPORT_MAX_SAMPLES: usize = 64;
+
+/// Table elements a run may allocate (function references); generous for any
+/// language runtime, small enough to stop a table-growth bomb.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Concurrent plugin instances the engine's pool holds. A run that would exceed it
+/// fails to instantiate instead of allocating without bound.
+pub const POOL_INSTANCES: u32 = 128;
+
+const MIB: u64 = 1024 * 1024;
+
+/// The limits of one check's runs. Missing fields take the defaults above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-clock time for one run, including time spent in host calls.
+    #[serde(with = "crate::units::duration")]
+    pub timeout: Duration,
+    /// Fuel for one run.
+    pub fuel: u64,
+    /// Linear memory for one run, in bytes (all of the component's memories together).
+    #[serde(with = "crate::units::size")]
+    pub memory: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: DEFAULT_TIMEOUT,
+            fuel: DEFAULT_FUEL,
+            memory: DEFAULT_MEMORY_BYTES,
+        }
+    }
+}
+
+/// A limit outside what the host supports.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LimitError {
+    #[error("timeout must be between 1ms and {}, got {}", humantime::format_duration(MAX_TIMEOUT), humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("fuel must be at least 1, got 0")]
+    Fuel,
+    #[error("memory must be between 1MiB and {}MiB, got {} bytes", MAX_MEMORY_BYTES / MIB, .0)]
+    Memory(u64),
+}
+
+impl Limits {
+    /// Checks that every limit is within what the host supports.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
+            return Err(LimitError::Timeout(self.timeout));
+        }
+        if self.fuel == 0 {
+            return Err(LimitError::Fuel);
+        }
+        if self.memory < MIB || self.memory > MAX_MEMORY_BYTES {
+            return Err(LimitError::Memory(self.memory));
+        }
+        Ok(())
+    }
+}
+
+/// When a run must end; host calls derive their own timeouts from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// A deadline `timeout` from now.
+    pub fn after(timeout: Duration) -> Self {
+        Deadline(Instant::now() + timeout)
+    }
+
+    /// Whether the deadline has passed.
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.0
+    }
+
+    /// The timeout for one host call: the lesser of the call's own `cap` and the run's
+    /// remaining time minus a reserve for the guest to report. Zero once nothing is
+    /// left, so the call fails at once with a typed timeout.
+    pub fn host_call_timeout(&self, cap: Option<Duration>) -> Duration {
+        let remaining = self.0.saturating_duration_since(Instant::now());
+        let reserve = (remaining / HOST_CALL_RESERVE_DIVISOR).min(HOST_CALL_RESERVE_MAX);
+        let budget = remaining - reserve;
+        cap.map_or(budget, |cap| cap.min(budget))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limits_are_valid() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn out_of_range_limits_are_rejected() {
+        let base = Limits::default();
+        let cases = [
+            Limits {
+                timeout: Duration::ZERO,
+                ..base
+            },
+            Limits {
+                timeout: MAX_TIMEOUT + Duration::from_secs(1),
+                ..base
+            },
+            Limits { fuel: 0, ..base },
+            Limits {
+                memory: 1000,
+                ..base
+            },
+            Limits {
+                memory: MAX_MEMORY_BYTES + 1,
+                ..base
+            },
+        ];
+        for limits in cases {
+            assert!(limits.validate().is_err(), "{limits:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn host_call_timeout_keeps_a_reserve_and_honours_the_cap() {
+        let deadline = Deadline::after(Duration::from_secs(10));
+        let own = deadline.host_call_timeout(None);
+        assert!(own <= Duration::from_secs(10) - HOST_CALL_RESERVE_MAX);
+        let capped = deadline.host_call_timeout(Some(Duration::from_millis(5)));
+        assert_eq!(capped, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn host_call_timeout_is_zero_after_the_deadline() {
+        let deadline = Deadline::after(Duration::ZERO);
+        assert_eq!(
+            deadline.host_call_timeout(Some(Duration::from_secs(1))),
+            Duration::ZERO
+        );
+    }
+}

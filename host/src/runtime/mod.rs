@@ -1,0 +1,595 @@
+//! The sandboxed runtime: one wasmtime engine, plugin loading, and single runs.
+//!
+//! Owns the engine (component model, fuel, epoch interruption, pooling allocator),
+//! the epoch ticker, and a tokio runtime of its own on which every plugin run and
+//! every host call of a plugin executes, apart from the host's other async work: a
+//! plugin that spins or floods cannot slow the HTTP server.
+//!
+//! A plugin is compiled and pre-instantiated once ([`Runtime::load`]); every run gets
+//! a fresh store with its own limits ([`Runtime::run`]) and ends in a [`RunReport`]
+//! whose [`Outcome`] is decided by matching on what happened.
+
+pub mod limiter;
+pub mod outcome;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::capabilities::bindings::healthhost::plugin::types::{Report, Status};
+use crate::capabilities::bindings::{Check, CheckPre};
+use crate::capabilities::log::{CapturePipe, LogState, truncate};
+use crate::capabilities::sql::Datasources;
+use crate::capabilities::{self, Grants, RunState, config, http, sql};
+use crate::limits::{
+    self, Deadline, EPOCH_TICK, Limits, MAX_MEMORY_BYTES, POOL_INSTANCES, REPORT_MAX_MESSAGE_BYTES,
+    REPORT_MAX_SAMPLES, STDIO_CAPTURE_BYTES,
+};
+use crate::scrub::Scrubber;
+pub use outcome::{ErrorKind, Outcome, RunReport, Sample};
+
+/// Worker threads of the plugin runtime: the machine's cores, since guest CPU is the
+/// work they do, but at least two so one spinning guest cannot hold them all.
+fn plugin_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2)
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot create the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("cannot start the plugin threads: {0}")]
+    Threads(#[from] std::io::Error),
+}
+
+/// Why a plugin could not be loaded. Each variant names the check.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("check '{check}': cannot read {path}: {source}")]
+    Read {
+        check: String,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("check '{check}': not a valid WebAssembly component: {reason}")]
+    Compile { check: String, reason: String },
+    #[error(
+        "check '{check}': the component does not implement the healthhost:plugin/check world: {reason}"
+    )]
+    World { check: String, reason: String },
+    #[error("check '{check}': {source}")]
+    Limits {
+        check: String,
+        source: limits::LimitError,
+    },
+}
+
+/// A compiled, pre-instantiated plugin with its grants and limits. Cheap to share.
+pub struct Plugin {
+    name: Arc<str>,
+    sha256: String,
+    pre: CheckPre<RunState>,
+    limits: Limits,
+    http: Arc<http::HttpPolicy>,
+    sql: Arc<sql::SqlPolicy>,
+    settings: Arc<config::Settings>,
+    scrubber: Arc<Scrubber>,
+}
+
+impl Plugin {
+    /// The check's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Hex SHA-256 of the component's bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The limits every run gets.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+}
+
+struct Shared {
+    engine: Engine,
+    linker: Linker<RunState>,
+    client: reqwest::Client,
+    datasources: Arc<Datasources>,
+}
+
+/// The engine, its epoch ticker and the plugin threads.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    executor: Executor,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Starts a runtime whose plugins may query `datasources` (as far as granted).
+    pub fn new(datasources: Datasources) -> Result<Runtime, RuntimeError> {
+        let engine =
+            Engine::new(&engine_config()).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        capabilities::add_to_linker(&mut linker)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let executor = Executor::start()?;
+        let _ticker = EpochTicker::start(engine.clone())?;
+        let shared = Arc::new(Shared {
+            engine,
+            linker,
+            client: http::client(),
+            datasources: Arc::new(datasources),
+        });
+        Ok(Runtime {
+            shared,
+            executor,
+            _ticker,
+        })
+    }
+
+    /// Compiles `wasm` as check `name` and checks it against the world and `limits`.
+    pub fn load(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        grants: Grants,
+        limits: Limits,
+    ) -> Result<Plugin, LoadError> {
+        limits.validate().map_err(|source| LoadError::Limits {
+            check: name.to_owned(),
+            source,
+        })?;
+        let component =
+            Component::new(&self.shared.engine, wasm).map_err(|e| LoadError::Compile {
+                check: name.to_owned(),
+                reason: compile_reason(&e, wasm),
+            })?;
+        let world = |e: wasmtime::Error| LoadError::World {
+            check: name.to_owned(),
+            reason: error_chain(&e),
+        };
+        let instance_pre = self
+            .shared
+            .linker
+            .instantiate_pre(&component)
+            .map_err(world)?;
+        let pre = CheckPre::new(instance_pre).map_err(world)?;
+        let scrubber = Scrubber::new(capabilities::secrets(&grants, &self.shared.datasources));
+        Ok(Plugin {
+            name: name.into(),
+            sha256: hex(&Sha256::digest(wasm)),
+            pre,
+            limits,
+            http: Arc::new(grants.http),
+            sql: Arc::new(grants.sql),
+            settings: Arc::new(grants.settings),
+            scrubber: Arc::new(scrubber),
+        })
+    }
+
+    /// Reads and loads a plugin file.
+    pub fn load_file(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        grants: Grants,
+        limits: Limits,
+    ) -> Result<Plugin, LoadError> {
+        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
+            check: name.to_owned(),
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load(name, &wasm, grants, limits)
+    }
+
+    /// Runs `plugin` once on the plugin threads, under its limits.
+    pub async fn run(&self, plugin: &Arc<Plugin>) -> RunReport {
+        let shared = self.shared.clone();
+        let task = self.executor.spawn(run_once(shared, plugin.clone()));
+        match task.await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::error!(check = %plugin.name, error = %e, "plugin run task failed");
+                let mut report = RunReport::empty(plugin);
+                report.outcome = Outcome::Error(ErrorKind::Trap);
+                report.message = Some("the host's run task failed".to_owned());
+                report
+            }
+        }
+    }
+}
+
+impl RunReport {
+    fn empty(plugin: &Plugin) -> RunReport {
+        RunReport {
+            check: plugin.name.to_string(),
+            outcome: Outcome::Error(ErrorKind::Trap),
+            message: None,
+            samples: Vec::new(),
+            latency: Duration::ZERO,
+            fuel_consumed: 0,
+            peak_memory_bytes: 0,
+        }
+    }
+}
+
+fn engine_config() -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(POOL_INSTANCES)
+        .max_memory_size(MAX_MEMORY_BYTES as usize);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// The error an epoch callback returns once the run's deadline has passed.
+#[derive(Debug, thiserror::Error)]
+#[error("the run's deadline passed")]
+struct DeadlineExceeded;
+
+/// Where a run failed, which decides the reason when nothing more specific is known.
+enum Stage {
+    Instantiate,
+    Call,
+}
+
+async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
+    let limits = plugin.limits;
+    let started = Instant::now();
+    let deadline = Deadline::after(limits.timeout);
+    let stdout = CapturePipe::new(STDIO_CAPTURE_BYTES);
+    let stderr = CapturePipe::new(STDIO_CAPTURE_BYTES);
+    let wasi = WasiCtxBuilder::new()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let state = RunState {
+        wasi,
+        table: Default::default(),
+        limiter: limiter::MemoryLimiter::new(limits.memory),
+        http: http::HttpState {
+            check: plugin.name.clone(),
+            policy: plugin.http.clone(),
+            client: shared.client.clone(),
+            scrubber: plugin.scrubber.clone(),
+            deadline,
+        },
+        sql: sql::SqlState {
+            check: plugin.name.clone(),
+            policy: plugin.sql.clone(),
+            datasources: shared.datasources.clone(),
+            scrubber: plugin.scrubber.clone(),
+            deadline,
+        },
+        config: config::ConfigState {
+            settings: plugin.settings.clone(),
+        },
+        log: LogState::new(plugin.name.clone(), plugin.scrubber.clone()),
+    };
+    let mut store = Store::new(&shared.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store
+        .set_fuel(limits.fuel)
+        .expect("fuel is enabled in the engine config");
+    // Yield to the plugin runtime at every tick so a spinning guest shares its thread;
+    // end the run at the deadline.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if deadline.expired() {
+            Err(DeadlineExceeded.into())
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+
+    // Time inside host calls burns neither fuel nor epochs: bound the whole run too.
+    let mut stage = Stage::Instantiate;
+    let result = tokio::time::timeout(limits.timeout, async {
+        let instance: Check = plugin.pre.instantiate_async(&mut store).await?;
+        stage = Stage::Call;
+        instance.call_check(&mut store).await
+    })
+    .await;
+
+    let latency = started.elapsed();
+    let fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    let data = store.data_mut();
+    data.log.write_captured("stdout", &stdout);
+    data.log.write_captured("stderr", &stderr);
+    data.log.finish();
+    let peak_memory_bytes = data.limiter.peak();
+    let memory_refused = data.limiter.refused();
+    drop(store);
+
+    let mut report = RunReport::empty(&plugin);
+    report.latency = latency;
+    report.fuel_consumed = fuel_consumed;
+    report.peak_memory_bytes = peak_memory_bytes;
+    let scrub = |text: &str| plugin.scrubber.scrub(text).into_owned();
+    match result {
+        Ok(Ok(plugin_report)) => {
+            let (outcome, message, samples) = verdict(plugin_report);
+            report.outcome = outcome;
+            report.message = message.map(|m| scrub(truncate(&m, REPORT_MAX_MESSAGE_BYTES)));
+            report.samples = samples;
+        }
+        Ok(Err(error)) => {
+            let (kind, text) = classify(&error, memory_refused, stage, &limits);
+            let stderr_tail = stderr_excerpt(&stdout_text(&stderr));
+            let text = match stderr_tail {
+                Some(tail) if kind == ErrorKind::Trap => format!("{text}; stderr: {tail}"),
+                _ => text,
+            };
+            report.outcome = Outcome::Error(kind);
+            report.message = Some(scrub(truncate(&text, REPORT_MAX_MESSAGE_BYTES)));
+        }
+        Err(_elapsed) => {
+            report.outcome = Outcome::Error(ErrorKind::Timeout);
+            report.message = Some(timeout_message(&limits));
+        }
+    }
+    tracing::debug!(
+        check = %plugin.name,
+        outcome = report.outcome.label(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        fuel_consumed,
+        peak_memory_bytes,
+        "run finished"
+    );
+    report
+}
+
+/// The plugin's verdict, its message, and the samples that are valid.
+fn verdict(report: Report) -> (Outcome, Option<String>, Vec<Sample>) {
+    let outcome = match report.status {
+        Status::Pass => Outcome::Pass,
+        Status::Warn => Outcome::Warn,
+        Status::Fail => Outcome::Fail,
+    };
+    let samples = report
+        .samples
+        .into_iter()
+        .filter(|s| {
+            valid_metric_name(&s.name)
+                && s.value.is_finite()
+                && s.labels.iter().all(|(k, _)| valid_metric_name(k))
+        })
+        .take(REPORT_MAX_SAMPLES)
+        .map(|s| Sample {
+            name: s.name,
+            labels: s.labels,
+            value: s.value,
+        })
+        .collect();
+    (outcome, report.message, samples)
+}
+
+/// Prometheus metric and label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Decides why a run failed by matching on the limiter's state and the error's type.
+fn classify(
+    error: &wasmtime::Error,
+    memory_refused: bool,
+    stage: Stage,
+    limits: &Limits,
+) -> (ErrorKind, String) {
+    if memory_refused {
+        return (
+            ErrorKind::Memory,
+            format!("memory limit of {} exceeded", format_bytes(limits.memory)),
+        );
+    }
+    if error.is::<DeadlineExceeded>() {
+        return (ErrorKind::Timeout, timeout_message(limits));
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => (
+                ErrorKind::OutOfFuel,
+                format!("fuel limit of {} exhausted", limits.fuel),
+            ),
+            Trap::Interrupt => (ErrorKind::Timeout, timeout_message(limits)),
+            other => (ErrorKind::Trap, other.to_string()),
+        };
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return (
+            ErrorKind::Trap,
+            format!("the plugin exited with status {}", exit.0),
+        );
+    }
+    match stage {
+        Stage::Instantiate => (
+            ErrorKind::Load,
+            format!("cannot instantiate: {}", error_chain(error)),
+        ),
+        Stage::Call => (ErrorKind::Trap, error_chain(error)),
+    }
+}
+
+fn timeout_message(limits: &Limits) -> String {
+    format!(
+        "timed out after {}",
+        humantime::format_duration(limits.timeout)
+    )
+}
+
+fn stdout_text(pipe: &CapturePipe) -> String {
+    String::from_utf8_lossy(&pipe.contents().0).into_owned()
+}
+
+/// Lines of stderr kept to explain a trap: a Rust panic prints where, then what.
+const STDERR_EXCERPT_LINES: usize = 2;
+
+/// The last lines of a trapped guest's stderr (its panic message, for instance),
+/// without Rust's hint about backtraces, on one line.
+fn stderr_excerpt(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    let start = lines.len().saturating_sub(STDERR_EXCERPT_LINES);
+    (!lines.is_empty()).then(|| lines[start..].join(" "))
+}
+
+fn format_bytes(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes.is_multiple_of(MIB) {
+        format!("{}MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &wasmtime::Error) -> String {
+    error
+        .chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Why `wasm` failed to compile, with a hint for the common mistakes.
+fn compile_reason(error: &wasmtime::Error, wasm: &[u8]) -> String {
+    const MAGIC: &[u8] = b"\0asm";
+    let reason = error_chain(error);
+    if !wasm.starts_with(MAGIC) {
+        return format!("{reason} (the file does not start with the WebAssembly magic bytes)");
+    }
+    // Byte 4..8: version 1 is a core module, a component has a different layer.
+    if wasm.get(4..8) == Some(&[1, 0, 0, 0]) {
+        return format!(
+            "{reason} (this is a core module, not a component: build it with --target wasm32-wasip2)"
+        );
+    }
+    reason
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The tokio runtime plugin runs execute on, shut down without blocking when dropped
+/// (it may be dropped from inside another runtime).
+struct Executor(Option<tokio::runtime::Runtime>);
+
+impl Executor {
+    fn start() -> std::io::Result<Executor> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(plugin_workers())
+            .thread_name("plugin")
+            .enable_all()
+            .build()?;
+        Ok(Executor(Some(runtime)))
+    }
+
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0
+            .as_ref()
+            .expect("executor runs until dropped")
+            .spawn(future)
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<EpochTicker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(EpochTicker { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names() {
+        for good in ["latency_seconds", "_x", "A1"] {
+            assert!(valid_metric_name(good), "{good}");
+        }
+        for bad in ["", "1x", "a-b", "a b", "é"] {
+            assert!(!valid_metric_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stderr_excerpt_keeps_the_panic_and_drops_the_backtrace_hint() {
+        let stderr = "starting\n\nthread '<unnamed>' panicked at src/lib.rs:9:5:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            stderr_excerpt(stderr).as_deref(),
+            Some("thread '<unnamed>' panicked at src/lib.rs:9:5: boom")
+        );
+        assert_eq!(stderr_excerpt("\n \n"), None);
+    }
+
+    #[test]
+    fn compile_reason_explains_non_components() {
+        let err = wasmtime::Error::msg("boom");
+        assert!(compile_reason(&err, b"hello").contains("magic bytes"));
+        assert!(compile_reason(&err, b"\0asm\x01\0\0\0").contains("core module"));
+        assert_eq!(compile_reason(&err, b"\0asm\x0d\0\x01\0"), "boom");
+    }
+}

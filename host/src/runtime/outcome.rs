@@ -1,0 +1,136 @@
+//! What one run produced: the outcome (the plugin's verdict, or why there is none) and
+//! the measurements of the run. Outcomes are decided by matching on what happened,
+//! never on message text, and drive exit codes, `/health` and metric labels.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The result of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome", content = "reason")]
+pub enum Outcome {
+    /// The plugin says the dependency works.
+    Pass,
+    /// The plugin says it works but needs attention. Counts as healthy.
+    Warn,
+    /// The plugin says the dependency is down.
+    Fail,
+    /// The plugin could not say: the check itself is broken or over a limit
+    /// (Nagios UNKNOWN).
+    Error(ErrorKind),
+}
+
+/// Why a run produced no verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The run's wall-clock limit passed.
+    Timeout,
+    /// The run burned all its fuel.
+    OutOfFuel,
+    /// The run asked for more memory than its limit.
+    Memory,
+    /// The guest trapped (panicked, aborted, hit `unreachable`, exited).
+    Trap,
+    /// The plugin could not be compiled, linked or instantiated.
+    Load,
+}
+
+impl ErrorKind {
+    /// The label used in metrics and JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::OutOfFuel => "out-of-fuel",
+            ErrorKind::Memory => "memory",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Load => "load",
+        }
+    }
+}
+
+impl Outcome {
+    /// The label used in metrics and JSON: `pass`, `warn`, `fail`, or the error reason.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Warn => "warn",
+            Outcome::Fail => "fail",
+            Outcome::Error(kind) => kind.label(),
+        }
+    }
+
+    /// Whether the dependency counts as up (`pass` or `warn`).
+    pub fn is_healthy(self) -> bool {
+        matches!(self, Outcome::Pass | Outcome::Warn)
+    }
+
+    /// The Nagios exit code: 0 pass, 1 warn, 2 fail, 3 could not run.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Pass => 0,
+            Outcome::Warn => 1,
+            Outcome::Fail => 2,
+            Outcome::Error(_) => 3,
+        }
+    }
+}
+
+/// One measured value a plugin reported.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// Everything known about one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The check's name.
+    pub check: String,
+    /// Pass, warn, fail, or why there is no verdict.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// The plugin's message, or the host's explanation of an error; secrets removed.
+    pub message: Option<String>,
+    /// Valid samples the plugin reported.
+    pub samples: Vec<Sample>,
+    /// Wall-clock time of the run (instantiation and call).
+    #[serde(serialize_with = "millis")]
+    #[serde(rename = "latency_ms")]
+    pub latency: Duration,
+    /// Fuel burned.
+    pub fuel_consumed: u64,
+    /// Most linear memory held at once, in bytes.
+    pub peak_memory_bytes: u64,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 100_000.0).round() / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_nagios() {
+        assert_eq!(Outcome::Pass.exit_code(), 0);
+        assert_eq!(Outcome::Warn.exit_code(), 1);
+        assert_eq!(Outcome::Fail.exit_code(), 2);
+        assert_eq!(Outcome::Error(ErrorKind::Timeout).exit_code(), 3);
+    }
+
+    #[test]
+    fn serializes_outcome_with_reason() {
+        let json = serde_json::to_value(Outcome::Error(ErrorKind::OutOfFuel)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"outcome": "error", "reason": "out-of-fuel"})
+        );
+        let json = serde_json::to_value(Outcome::Pass).unwrap();
+        assert_eq!(json, serde_json::json!({"outcome": "pass"}));
+    }
+}

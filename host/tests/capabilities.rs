@@ -1,0 +1,495 @@
+//! Host capabilities through a real guest (the misbehave test plugin): HTTP against
+//! loopback stand-ins, SQL against SQLite, PostgreSQL and MariaDB. Every denial is a
+//! typed error the guest reports, and nothing a plugin sends can write to a database.
+
+mod common;
+
+use common::*;
+use healthhost::capabilities::Grants;
+use healthhost::capabilities::http::HttpPolicy;
+use healthhost::capabilities::sql::{Datasource, Datasources, SqlPolicy};
+use healthhost::limits::Limits;
+use healthhost::runtime::{Outcome, RunReport, Runtime};
+
+async fn http(runtime: &Runtime, allow: &[&str], url: &str, limits: Limits) -> RunReport {
+    let grants = Grants {
+        http: HttpPolicy::parse(allow).unwrap(),
+        settings: settings([("url", url)]),
+        ..Grants::default()
+    };
+    misbehave(runtime, grants, limits, "http").await
+}
+
+#[tokio::test]
+async fn http_to_a_granted_origin_returns_the_response() {
+    let server = StandIn::start(routes([("/ok", Reply::ok("hello"))])).await;
+    let report = http(
+        &runtime(),
+        &[&server.origin],
+        &server.url("/ok"),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Pass, "{report:?}");
+    assert_eq!(report.message.as_deref(), Some("status:200 body:5"));
+}
+
+#[tokio::test]
+async fn http_to_an_origin_not_granted_is_denied() {
+    let server = StandIn::start(routes([("/ok", Reply::ok("hello"))])).await;
+    let report = http(
+        &runtime(),
+        &["http://127.0.0.1:1"],
+        &server.url("/ok"),
+        Limits::default(),
+    )
+    .await;
+    let port = server.origin.rsplit(':').next().unwrap();
+    assert_eq!(
+        report.message.unwrap(),
+        format!("denied:http://127.0.0.1:{port}")
+    );
+    assert!(
+        server.requests.lock().unwrap().is_empty(),
+        "no request was sent"
+    );
+}
+
+#[tokio::test]
+async fn http_redirect_is_rechecked_at_every_hop() {
+    let other = StandIn::start(routes([("/secret", Reply::ok("leak"))])).await;
+    let server = StandIn::start(routes([
+        ("/away", Reply::redirect(other.url("/secret"))),
+        ("/here", Reply::redirect("/ok")),
+        ("/ok", Reply::ok("fine")),
+    ]))
+    .await;
+    let runtime = runtime();
+    let report = http(
+        &runtime,
+        &[&server.origin],
+        &server.url("/away"),
+        Limits::default(),
+    )
+    .await;
+    assert!(
+        report
+            .message
+            .unwrap()
+            .starts_with("denied:http://127.0.0.1:")
+    );
+    assert!(
+        other.requests.lock().unwrap().is_empty(),
+        "the redirect target was never contacted"
+    );
+    let report = http(
+        &runtime,
+        &[&server.origin],
+        &server.url("/here"),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(report.message.as_deref(), Some("status:200 body:4"));
+}
+
+#[tokio::test]
+async fn http_that_never_answers_gives_the_guest_a_timeout_before_the_run_ends() {
+    let server = StandIn::start(routes([("/hang", Reply::Hang)])).await;
+    let report = http(
+        &runtime(),
+        &[&server.origin],
+        &server.url("/hang"),
+        quick(1000),
+    )
+    .await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Fail,
+        "the plugin itself reported it: {report:?}"
+    );
+    assert_eq!(report.message.as_deref(), Some("timeout"));
+}
+
+#[tokio::test]
+async fn http_body_over_the_cap_is_too_large() {
+    let big = vec![b'x'; (healthhost::limits::HTTP_MAX_RESPONSE_BYTES + 1) as usize];
+    let server = StandIn::start(routes([("/big", Reply::ok(big))])).await;
+    let report = http(
+        &runtime(),
+        &[&server.origin],
+        &server.url("/big"),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(
+        report.message.unwrap(),
+        format!("too-large:{}", healthhost::limits::HTTP_MAX_RESPONSE_BYTES)
+    );
+}
+
+#[tokio::test]
+async fn http_urls_without_host_or_http_scheme_are_invalid() {
+    let runtime = runtime();
+    for url in ["file:///etc/passwd", "http://", "not a url"] {
+        let report = http(&runtime, &["*"], url, Limits::default()).await;
+        assert!(
+            report.message.clone().unwrap().starts_with("invalid:"),
+            "{url}: {report:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_transport_errors_do_not_leak_secrets_in_the_url() {
+    // A closed port: the error text reqwest produces would contain the URL.
+    let mut grants = Grants {
+        http: HttpPolicy::parse(&["http://127.0.0.1:9"]).unwrap(),
+        settings: settings([("url", "http://127.0.0.1:9/botSECRET42/getMe")]),
+        ..Grants::default()
+    };
+    grants.settings.set_secret("token", "SECRET42");
+    let report = misbehave(&runtime(), grants, Limits::default(), "http").await;
+    let message = report.message.unwrap();
+    assert!(message.starts_with("transport:"), "{message}");
+    assert!(!message.contains("SECRET42"), "{message}");
+}
+
+/// Runs `statement` through the guest against one datasource named `db`.
+async fn sql(datasource: Datasource, grant: &[&str], statement: &str, params: &str) -> RunReport {
+    let mut all = Datasources::default();
+    all.insert(datasource);
+    let runtime = Runtime::new(all).unwrap();
+    let grants = Grants {
+        sql: SqlPolicy::new(grant.iter().copied()),
+        settings: settings([
+            ("datasource", "db"),
+            ("statement", statement),
+            ("params", params),
+        ]),
+        ..Grants::default()
+    };
+    misbehave(&runtime, grants, Limits::default(), "sql").await
+}
+
+/// A SQLite file in a fresh temporary directory, prepared with `setup`.
+async fn sqlite_file(setup: &[&str]) -> (tempdir::Dir, String) {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+    let dir = tempdir::Dir::new();
+    let path = dir.path.join("db.sqlite");
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = SqlitePool::connect_with(options).await.unwrap();
+    for statement in setup {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    (dir, format!("sqlite://{}", path.display()))
+}
+
+/// A temporary directory removed on drop.
+mod tempdir {
+    pub struct Dir {
+        pub path: std::path::PathBuf,
+    }
+
+    impl Dir {
+        pub fn new() -> Dir {
+            let path = std::env::temp_dir().join(super::unique_table("healthhost_test"));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir { path }
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn sql_reads_typed_values_from_sqlite() {
+    let (_dir, url) = sqlite_file(&[
+        "CREATE TABLE jobs (id TEXT, next_run_time REAL, n INTEGER)",
+        "INSERT INTO jobs VALUES ('a', 1.5, 7), ('b', NULL, 8)",
+    ])
+    .await;
+    let ds = Datasource::parse("db", &url).unwrap();
+    let report = sql(
+        ds,
+        &["db"],
+        "SELECT next_run_time, n FROM jobs WHERE n >= ? ORDER BY n",
+        "7",
+    )
+    .await;
+    assert_eq!(
+        report.message.as_deref(),
+        Some("rows:2 first:1.5"),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn sql_writes_fail_on_sqlite_and_change_nothing() {
+    let (_dir, url) =
+        sqlite_file(&["CREATE TABLE t (n INTEGER)", "INSERT INTO t VALUES (1)"]).await;
+    for statement in [
+        "DELETE FROM t",
+        "DROP TABLE t",
+        "INSERT INTO t VALUES (2)",
+        "UPDATE t SET n = 5",
+    ] {
+        let report = sql(
+            Datasource::parse("db", &url).unwrap(),
+            &["db"],
+            statement,
+            "",
+        )
+        .await;
+        assert_eq!(report.outcome, Outcome::Fail, "{statement}: {report:?}");
+        assert!(
+            report.message.unwrap().starts_with("database:"),
+            "{statement}"
+        );
+    }
+    let report = sql(
+        Datasource::parse("db", &url).unwrap(),
+        &["db"],
+        "SELECT n FROM t",
+        "",
+    )
+    .await;
+    assert_eq!(report.message.as_deref(), Some("rows:1 first:1"));
+}
+
+#[tokio::test]
+async fn sql_denies_datasources_not_granted_and_names_unknown_ones() {
+    let ds = Datasource::parse("db", "sqlite://nowhere.db").unwrap();
+    let report = sql(ds, &[], "SELECT 1", "").await;
+    assert_eq!(report.message.as_deref(), Some("denied:db"));
+
+    let mut all = Datasources::default();
+    all.insert(Datasource::parse("other", "sqlite://nowhere.db").unwrap());
+    let runtime = Runtime::new(all).unwrap();
+    let grants = Grants {
+        sql: SqlPolicy::new(["db"]),
+        settings: settings([("datasource", "db"), ("statement", "SELECT 1")]),
+        ..Grants::default()
+    };
+    let report = misbehave(&runtime, grants, Limits::default(), "sql").await;
+    assert_eq!(report.message.as_deref(), Some("not-configured:db"));
+}
+
+#[tokio::test]
+async fn sql_on_an_unreachable_database_is_a_database_error() {
+    let ds = Datasource::parse("db", "postgres://postgres@127.0.0.1:9/test").unwrap();
+    let report = sql(ds, &["db"], "SELECT 1", "").await;
+    assert_eq!(report.outcome, Outcome::Fail);
+    assert!(report.message.unwrap().starts_with("database:"));
+}
+
+#[tokio::test]
+async fn sql_reads_typed_values_from_postgres() {
+    let pool = postgres().await;
+    let table = unique_table("hh_read");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id varchar(10), next_run_time double precision, n int4, ok bool, raw bytea);
+         INSERT INTO {table} VALUES ('a', 1.5, 7, true, '\\x0102'), ('b', NULL, 8, false, NULL);"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let cases = [
+        (
+            format!("SELECT next_run_time FROM {table} WHERE n = $1"),
+            "7",
+            "rows:1 first:1.5",
+        ),
+        (
+            format!("SELECT n FROM {table} ORDER BY n"),
+            "",
+            "rows:2 first:7",
+        ),
+        (
+            format!("SELECT ok FROM {table} WHERE id = $1"),
+            "a",
+            "rows:1 first:true",
+        ),
+        (
+            format!("SELECT raw FROM {table} WHERE id = 'a'"),
+            "",
+            "rows:1 first:blob(2)",
+        ),
+        (
+            format!("SELECT id FROM {table} WHERE id = 'b'"),
+            "",
+            "rows:1 first:b",
+        ),
+        (
+            format!("SELECT count(*) FROM {table}"),
+            "",
+            "rows:1 first:2",
+        ),
+        ("SELECT 1".to_owned(), "", "rows:1 first:1"),
+    ];
+    for (statement, params, expected) in cases {
+        let ds = Datasource::parse("db", POSTGRES_URL).unwrap();
+        let report = sql(ds, &["db"], &statement, params).await;
+        assert_eq!(
+            report.message.as_deref(),
+            Some(expected),
+            "{statement}: {report:?}"
+        );
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sql_writes_fail_on_postgres_and_change_nothing() {
+    let pool = postgres().await;
+    let table = unique_table("hh_write");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (n int4); INSERT INTO {table} VALUES (1);"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let writes = [
+        format!("DELETE FROM {table}"),
+        format!("DROP TABLE {table}"),
+        format!("INSERT INTO {table} VALUES (2)"),
+        format!("UPDATE {table} SET n = 5"),
+        format!("CREATE TABLE {table}_x (n int4)"),
+    ];
+    for statement in &writes {
+        let report = sql(
+            Datasource::parse("db", POSTGRES_URL).unwrap(),
+            &["db"],
+            statement,
+            "",
+        )
+        .await;
+        assert_eq!(report.outcome, Outcome::Fail, "{statement}: {report:?}");
+        assert!(
+            report.message.unwrap().contains("read-only transaction"),
+            "{statement}"
+        );
+    }
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE n = 1"
+    )))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(n, 1, "the table is unchanged");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sql_reads_typed_values_from_mariadb() {
+    let pool = mariadb().await;
+    let table = unique_table("hh_read");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (id varchar(10), next_run_time double, n int, raw blob);
+         INSERT INTO {table} VALUES ('a', 1.5, 7, x'0102'), ('b', NULL, 8, NULL);"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let cases = [
+        (
+            format!("SELECT next_run_time FROM {table} WHERE n = ?"),
+            "7",
+            "rows:1 first:1.5",
+        ),
+        (
+            format!("SELECT n FROM {table} ORDER BY n"),
+            "",
+            "rows:2 first:7",
+        ),
+        (
+            format!("SELECT raw FROM {table} WHERE id = 'a'"),
+            "",
+            "rows:1 first:blob(2)",
+        ),
+        (
+            format!("SELECT id FROM {table} WHERE id = ?"),
+            "b",
+            "rows:1 first:b",
+        ),
+        (
+            format!("SELECT count(*) FROM {table}"),
+            "",
+            "rows:1 first:2",
+        ),
+        ("SELECT 1".to_owned(), "", "rows:1 first:1"),
+    ];
+    for (statement, params, expected) in cases {
+        let ds = Datasource::parse("db", MARIADB_URL).unwrap();
+        let report = sql(ds, &["db"], &statement, params).await;
+        assert_eq!(
+            report.message.as_deref(),
+            Some(expected),
+            "{statement}: {report:?}"
+        );
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sql_writes_fail_on_mariadb_and_change_nothing() {
+    let pool = mariadb().await;
+    let table = unique_table("hh_write");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (n int); INSERT INTO {table} VALUES (1);"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let writes = [
+        format!("DELETE FROM {table}"),
+        format!("DROP TABLE {table}"),
+        format!("INSERT INTO {table} VALUES (2)"),
+        format!("UPDATE {table} SET n = 5"),
+        format!("CREATE TABLE {table}_x (n int)"),
+        format!("TRUNCATE TABLE {table}"),
+    ];
+    for statement in &writes {
+        let report = sql(
+            Datasource::parse("db", MARIADB_URL).unwrap(),
+            &["db"],
+            statement,
+            "",
+        )
+        .await;
+        assert_eq!(report.outcome, Outcome::Fail, "{statement}: {report:?}");
+        assert!(
+            report.message.unwrap().starts_with("database:"),
+            "{statement}"
+        );
+    }
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE n = 1"
+    )))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(n, 1, "the table is unchanged");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+}

@@ -1,0 +1,211 @@
+//! Test helpers shared by the integration tests: a stand-in HTTP server on loopback,
+//! the machine's databases (failing with instructions when one is missing), and
+//! shortcuts for loading the guests built from source by `test-artifacts`.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use healthhost::capabilities::Grants;
+use healthhost::capabilities::config::Settings;
+use healthhost::capabilities::sql::Datasources;
+use healthhost::limits::Limits;
+use healthhost::runtime::{Plugin, RunReport, Runtime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub const MARIADB_URL: &str = "mysql://root@127.0.0.1:3306/test";
+
+/// What the stand-in answers to one request.
+#[derive(Clone)]
+pub enum Reply {
+    /// Status, extra headers and body.
+    Respond(u16, Vec<(&'static str, String)>, Vec<u8>),
+    /// Accept the request and never answer.
+    Hang,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<Vec<u8>>) -> Reply {
+        Reply::Respond(
+            200,
+            vec![("content-type", "application/json".into())],
+            body.into(),
+        )
+    }
+
+    pub fn status(code: u16, body: impl Into<Vec<u8>>) -> Reply {
+        Reply::Respond(
+            code,
+            vec![("content-type", "application/json".into())],
+            body.into(),
+        )
+    }
+
+    pub fn redirect(location: impl Into<String>) -> Reply {
+        Reply::Respond(302, vec![("location", location.into())], Vec::new())
+    }
+}
+
+/// A minimal HTTP/1.1 server on 127.0.0.1 with an ephemeral port, answering by path.
+pub struct StandIn {
+    pub origin: String,
+    pub requests: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl StandIn {
+    /// Serves `routes` (path → reply); unknown paths get 404. Runs until the test ends.
+    pub async fn start(routes: HashMap<String, Reply>) -> StandIn {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let routes = Arc::new(routes);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let routes = routes.clone();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    seen.lock().unwrap().push(head);
+                    let reply = routes
+                        .get(&path)
+                        .cloned()
+                        .unwrap_or(Reply::status(404, "{}"));
+                    match reply {
+                        Reply::Hang => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        Reply::Respond(code, headers, body) => {
+                            let mut out = format!(
+                                "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+                                body.len()
+                            );
+                            for (k, v) in headers {
+                                out.push_str(&format!("{k}: {v}\r\n"));
+                            }
+                            out.push_str("\r\n");
+                            let _ = socket.write_all(out.as_bytes()).await;
+                            let _ = socket.write_all(&body).await;
+                        }
+                    }
+                });
+            }
+        });
+        StandIn { origin, requests }
+    }
+
+    /// A URL on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin)
+    }
+}
+
+/// Routes from (path, reply) pairs.
+pub fn routes<const N: usize>(pairs: [(&str, Reply); N]) -> HashMap<String, Reply> {
+    pairs.into_iter().map(|(p, r)| (p.to_owned(), r)).collect()
+}
+
+/// Connects to the machine's PostgreSQL, or fails saying how to start it.
+pub async fn postgres() -> sqlx::PgPool {
+    sqlx::PgPool::connect(POSTGRES_URL)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is required at {POSTGRES_URL} ({e}); start it with \
+             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+            )
+        })
+}
+
+/// Connects to the machine's MariaDB, or fails saying how to start it.
+pub async fn mariadb() -> sqlx::MySqlPool {
+    sqlx::MySqlPool::connect(MARIADB_URL)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "MariaDB is required at {MARIADB_URL} ({e}); start it with \
+             `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`"
+            )
+        })
+}
+
+/// A table name unique to this test process and call.
+pub fn unique_table(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Settings from (key, value) pairs.
+pub fn settings<const N: usize>(pairs: [(&str, &str); N]) -> Settings {
+    let mut s = Settings::default();
+    for (k, v) in pairs {
+        s.set(k, v);
+    }
+    s
+}
+
+/// Loads a guest by its artifact path under `name`.
+pub fn load(
+    runtime: &Runtime,
+    name: &str,
+    wasm: &str,
+    grants: Grants,
+    limits: Limits,
+) -> Arc<Plugin> {
+    Arc::new(
+        runtime
+            .load_file(name, std::path::Path::new(wasm), grants, limits)
+            .unwrap_or_else(|e| panic!("loading {wasm}: {e}")),
+    )
+}
+
+/// Runs the misbehave guest once in `mode` with extra grants and limits.
+pub async fn misbehave(
+    runtime: &Runtime,
+    mut grants: Grants,
+    limits: Limits,
+    mode: &str,
+) -> RunReport {
+    grants.settings.set("mode", mode);
+    let plugin = load(
+        runtime,
+        "misbehave",
+        test_artifacts::MISBEHAVE,
+        grants,
+        limits,
+    );
+    runtime.run(&plugin).await
+}
+
+/// A runtime with no datasources.
+pub fn runtime() -> Runtime {
+    Runtime::new(Datasources::default()).unwrap()
+}
+
+/// Limits with a short timeout, for runs meant to hit it.
+pub fn quick(timeout_ms: u64) -> Limits {
+    Limits {
+        timeout: Duration::from_millis(timeout_ms),
+        ..Limits::default()
+    }
+}

@@ -1,0 +1,243 @@
+//! The sandboxed runtime end to end, with real guests built from source: verdicts,
+//! every broken limit, captured output, secret scrubbing, load errors, and that a
+//! spinning guest does not hold up other runs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use healthhost::capabilities::Grants;
+use healthhost::limits::Limits;
+use healthhost::runtime::{ErrorKind, LoadError, Outcome};
+
+#[tokio::test]
+async fn trivial_check_passes_and_reports_its_costs() {
+    let runtime = runtime();
+    let plugin = load(
+        &runtime,
+        "trivial",
+        test_artifacts::TRIVIAL,
+        Grants::default(),
+        Limits::default(),
+    );
+    let report = runtime.run(&plugin).await;
+    assert_eq!(report.outcome, Outcome::Pass);
+    assert_eq!(report.message.as_deref(), Some("ok"));
+    assert!(report.fuel_consumed > 0, "fuel is metered: {report:?}");
+    assert!(
+        report.peak_memory_bytes > 0,
+        "memory is measured: {report:?}"
+    );
+    assert_eq!(plugin.sha256().len(), 64);
+}
+
+#[tokio::test]
+async fn plugin_verdicts_and_samples_come_through() {
+    let runtime = runtime();
+    for (mode, outcome) in [
+        ("pass", Outcome::Pass),
+        ("warn", Outcome::Warn),
+        ("fail", Outcome::Fail),
+    ] {
+        let grants = Grants {
+            settings: settings([("message", "all good")]),
+            ..Grants::default()
+        };
+        let report = misbehave(&runtime, grants, Limits::default(), mode).await;
+        assert_eq!(report.outcome, outcome, "{mode}");
+        assert_eq!(report.message.as_deref(), Some("all good"));
+        assert_eq!(report.samples.len(), 1);
+        assert_eq!(report.samples[0].name, "misbehave_value");
+        assert_eq!(
+            report.samples[0].labels,
+            [("kind".to_owned(), "test".to_owned())]
+        );
+    }
+}
+
+#[tokio::test]
+async fn spinning_guest_times_out() {
+    let report = misbehave(&runtime(), Grants::default(), quick(300), "spin").await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Error(ErrorKind::Timeout),
+        "{report:?}"
+    );
+    assert!(report.message.unwrap().contains("timed out after 300ms"));
+}
+
+#[tokio::test]
+async fn spinning_guest_runs_out_of_fuel() {
+    let limits = Limits {
+        fuel: 1_000_000,
+        ..Limits::default()
+    };
+    let report = misbehave(&runtime(), Grants::default(), limits, "spin").await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Error(ErrorKind::OutOfFuel),
+        "{report:?}"
+    );
+    assert!(report.fuel_consumed >= 1_000_000);
+}
+
+#[tokio::test]
+async fn unbounded_allocation_is_reported_as_memory() {
+    let limits = Limits {
+        memory: 16 << 20,
+        ..Limits::default()
+    };
+    let report = misbehave(&runtime(), Grants::default(), limits, "alloc").await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Error(ErrorKind::Memory),
+        "{report:?}"
+    );
+    assert!(report.message.unwrap().contains("16MiB"));
+    assert!(report.peak_memory_bytes <= 16 << 20);
+    assert!(
+        report.peak_memory_bytes > 8 << 20,
+        "it did allocate: {}",
+        report.peak_memory_bytes
+    );
+}
+
+#[tokio::test]
+async fn sleeping_in_a_host_call_past_the_deadline_times_out() {
+    let report = misbehave(&runtime(), Grants::default(), quick(300), "sleep").await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Error(ErrorKind::Timeout),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn panic_is_a_trap_explained_by_the_panic_message() {
+    let report = misbehave(&runtime(), Grants::default(), Limits::default(), "panic").await;
+    assert_eq!(
+        report.outcome,
+        Outcome::Error(ErrorKind::Trap),
+        "{report:?}"
+    );
+    let message = report.message.unwrap();
+    assert!(message.contains("misbehave: deliberate panic"), "{message}");
+}
+
+#[tokio::test]
+async fn megabytes_of_stdout_are_discarded_not_fatal() {
+    let report = misbehave(&runtime(), Grants::default(), Limits::default(), "stdout").await;
+    assert_eq!(report.outcome, Outcome::Pass, "{report:?}");
+    assert_eq!(report.message.as_deref(), Some("printed"));
+}
+
+#[tokio::test]
+async fn log_flood_is_capped_not_fatal() {
+    let report = misbehave(&runtime(), Grants::default(), Limits::default(), "log").await;
+    assert_eq!(report.outcome, Outcome::Pass, "{report:?}");
+    assert_eq!(report.message.as_deref(), Some("logged"));
+}
+
+#[tokio::test]
+async fn secrets_are_scrubbed_from_the_message() {
+    let mut grants = Grants::default();
+    grants.settings.set_secret("token", "123456:SECRET-token");
+    let report = misbehave(&runtime(), grants, Limits::default(), "secret").await;
+    let message = report.message.unwrap();
+    assert!(!message.contains("SECRET"), "{message}");
+    assert_eq!(message, "token is [REDACTED]");
+}
+
+#[tokio::test]
+async fn config_returns_only_the_checks_own_settings() {
+    let runtime = runtime();
+    let grants = Grants {
+        settings: settings([("key", "colour"), ("colour", "blue")]),
+        ..Grants::default()
+    };
+    let report = misbehave(&runtime, grants, Limits::default(), "config").await;
+    assert_eq!(report.message.as_deref(), Some("blue"));
+    let grants = Grants {
+        settings: settings([("key", "PATH")]),
+        ..Grants::default()
+    };
+    let report = misbehave(&runtime, grants, Limits::default(), "config").await;
+    assert_eq!(
+        report.message.as_deref(),
+        Some("unset"),
+        "no environment leaks in"
+    );
+}
+
+#[tokio::test]
+async fn a_spinning_guest_does_not_hold_up_a_later_trivial_one() {
+    let runtime = std::sync::Arc::new(runtime());
+    let spinner = tokio::spawn({
+        let runtime = runtime.clone();
+        let limits = Limits {
+            fuel: u64::MAX,
+            ..quick(3000)
+        };
+        async move { misbehave(&runtime, Grants::default(), limits, "spin").await }
+    });
+    // Let the spinner get going first (an ordering set-up, not a timing assertion).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let trivial = load(
+        &runtime,
+        "trivial",
+        test_artifacts::TRIVIAL,
+        Grants::default(),
+        Limits::default(),
+    );
+    let report = runtime.run(&trivial).await;
+    assert_eq!(report.outcome, Outcome::Pass);
+    assert!(
+        !spinner.is_finished(),
+        "the trivial check finished while the spinner still ran"
+    );
+    let spun = spinner.await.unwrap();
+    assert_eq!(spun.outcome, Outcome::Error(ErrorKind::Timeout));
+}
+
+#[tokio::test]
+async fn load_rejects_garbage_core_modules_and_other_worlds() {
+    let runtime = runtime();
+    let load = |bytes: &[u8]| {
+        runtime
+            .load("bad", bytes, Grants::default(), Limits::default())
+            .err()
+            .unwrap()
+    };
+
+    let err = load(b"definitely not wasm");
+    assert!(matches!(err, LoadError::Compile { .. }), "{err}");
+    assert!(err.to_string().contains("magic bytes"), "{err}");
+
+    let core_module = b"\0asm\x01\0\0\0";
+    let err = load(core_module);
+    assert!(err.to_string().contains("core module"), "{err}");
+
+    let other_world = std::fs::read(test_artifacts::WRONG_WORLD).unwrap();
+    let err = load(&other_world);
+    assert!(matches!(err, LoadError::World { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("check 'bad': the component does not implement"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn limits_outside_the_supported_range_are_load_errors() {
+    let limits = Limits {
+        memory: 100,
+        ..Limits::default()
+    };
+    let wasm = std::fs::read(test_artifacts::TRIVIAL).unwrap();
+    let err = runtime()
+        .load("t", &wasm, Grants::default(), limits)
+        .err()
+        .unwrap();
+    assert!(matches!(err, LoadError::Limits { .. }), "{err}");
+}

@@ -1,0 +1,234 @@
+//! Built-in check `scheduler`: reads an APScheduler job store (`SQLAlchemyJobStore`)
+//! and checks that jobs are scheduled and none is overdue.
+//!
+//! The job table has `next_run_time` as epoch seconds (NULL for a paused job). A
+//! job is overdue when its next run is more than `grace` seconds in the past,
+//! which means the scheduler that should have run it is not running.
+//!
+//! Settings: `datasource` (default `main`), `table` (default `apscheduler_jobs`,
+//! optionally schema-qualified), `grace` in seconds (default 60).
+//!
+//! Samples: `scheduler_jobs`, `scheduler_overdue_jobs`, `scheduler_latency_seconds`.
+
+wit_bindgen::generate!({ world: "check", path: "../../wit" });
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use healthhost::plugin::config;
+use healthhost::plugin::sql::{self, Error, Value};
+use healthhost::plugin::types::{Sample, Status};
+
+/// The datasource queried when the `datasource` setting is absent.
+const DEFAULT_DATASOURCE: &str = "main";
+/// APScheduler's default table name.
+const DEFAULT_TABLE: &str = "apscheduler_jobs";
+/// How late a job may be before it counts as overdue, in seconds: a busy
+/// scheduler can run a job a little after its time.
+const DEFAULT_GRACE_SECONDS: f64 = 60.0;
+
+struct Scheduler;
+
+impl Guest for Scheduler {
+    fn check() -> Report {
+        match run() {
+            Ok(report) | Err(report) => report,
+        }
+    }
+}
+
+/// The check; `Err` carries an early failure report.
+fn run() -> Result<Report, Report> {
+    let datasource = config::get("datasource").unwrap_or_else(|| DEFAULT_DATASOURCE.into());
+    let table = config::get("table").unwrap_or_else(|| DEFAULT_TABLE.into());
+    if !valid_table_name(&table) {
+        return Err(fail(
+            format!(
+                "invalid setting table = '{table}' (expected a name like \
+                 apscheduler_jobs or schema.apscheduler_jobs)"
+            ),
+            Vec::new(),
+        ));
+    }
+    let grace = match config::get("grace") {
+        None => DEFAULT_GRACE_SECONDS,
+        Some(raw) => match raw.trim().parse::<f64>() {
+            Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => seconds,
+            _ => {
+                return Err(fail(
+                    format!("invalid setting grace = '{raw}' (expected seconds, e.g. 60 or 0.5)"),
+                    Vec::new(),
+                ));
+            }
+        },
+    };
+
+    // The table name is validated above: it cannot carry anything but a name.
+    let statement = format!("SELECT next_run_time FROM {table}");
+    let started = Instant::now();
+    let result = sql::query(&datasource, &statement, &[]);
+    let latency = started.elapsed().as_secs_f64();
+    let rows = result
+        .map_err(|error| fail(error_message(error), Vec::new()))?
+        .rows;
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
+    let deadline = now - grace;
+    let mut overdue = 0_u64;
+    for row in &rows {
+        // A paused job (NULL) is never overdue.
+        match row.first().map(next_run_time) {
+            Some(Ok(Some(next_run))) if next_run < deadline => overdue += 1,
+            Some(Ok(_)) => {}
+            Some(Err(kind)) => {
+                return Err(fail(
+                    format!("unexpected next_run_time value of type {kind}"),
+                    Vec::new(),
+                ));
+            }
+            None => return Err(fail("query returned no column".into(), Vec::new())),
+        }
+    }
+
+    let jobs = rows.len();
+    let samples = vec![
+        sample("scheduler_jobs", jobs as f64),
+        sample("scheduler_overdue_jobs", overdue as f64),
+        sample("scheduler_latency_seconds", latency),
+    ];
+    Ok(if jobs == 0 {
+        fail("no jobs scheduled".into(), samples)
+    } else if overdue > 0 {
+        fail(format!("{overdue} jobs overdue"), samples)
+    } else {
+        Report {
+            status: Status::Pass,
+            message: Some(format!("{jobs} jobs scheduled")),
+            samples,
+        }
+    })
+}
+
+/// `next_run_time` as epoch seconds, `None` for a paused job, or the name of an
+/// unexpected type. Some drivers hand numeric columns over as text.
+fn next_run_time(value: &Value) -> Result<Option<f64>, &'static str> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Real(seconds) => Ok(Some(*seconds)),
+        Value::Integer(seconds) => Ok(Some(*seconds as f64)),
+        Value::Text(text) => text.trim().parse().map(Some).map_err(|_| "text"),
+        Value::Boolean(_) => Err("boolean"),
+        Value::Blob(_) => Err("blob"),
+    }
+}
+
+/// Whether `name` is `[A-Za-z_][A-Za-z0-9_]*`, optionally qualified as `schema.table`.
+fn valid_table_name(name: &str) -> bool {
+    let identifier = |part: &str| {
+        let mut chars = part.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    match name.split_once('.') {
+        Some((schema, table)) => identifier(schema) && identifier(table),
+        None => identifier(name),
+    }
+}
+
+/// The short message for a failed query.
+fn error_message(error: Error) -> String {
+    match error {
+        Error::Database(message) if missing_table(&message) => {
+            "scheduler job store not found".into()
+        }
+        Error::Timeout => "Timeout".into(),
+        // The host removes credentials from driver messages.
+        Error::Database(message) => message,
+        Error::Denied(name) => format!("datasource '{name}' not granted"),
+        Error::NotConfigured(name) => format!("datasource '{name}' not configured"),
+        Error::TooLarge(_) => "result too large".into(),
+    }
+}
+
+/// Whether a driver message says the table does not exist (SQLite, PostgreSQL, MySQL).
+fn missing_table(message: &str) -> bool {
+    let message = message.to_lowercase();
+    ["no such table", "does not exist", "doesn't exist"]
+        .iter()
+        .any(|phrase| message.contains(phrase))
+}
+
+fn sample(name: &str, value: f64) -> Sample {
+    Sample {
+        name: name.into(),
+        labels: Vec::new(),
+        value,
+    }
+}
+
+fn fail(message: String, samples: Vec<Sample>) -> Report {
+    Report {
+        status: Status::Fail,
+        message: Some(message),
+        samples,
+    }
+}
+
+// The export glue wit-bindgen generates declares `unsafe` exported symbols: the
+// only unsafe code in this crate, allowed here and nowhere else.
+#[allow(unsafe_code)]
+mod export {
+    use super::Scheduler;
+    super::export!(Scheduler with_types_in super);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names() {
+        for good in [
+            "apscheduler_jobs",
+            "_jobs",
+            "Jobs2",
+            "public.apscheduler_jobs",
+        ] {
+            assert!(valid_table_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "2jobs",
+            "jobs;drop",
+            "a.b.c",
+            ".jobs",
+            "jobs.",
+            "job s",
+            "\"jobs\"",
+        ] {
+            assert!(!valid_table_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_table_messages() {
+        assert!(missing_table("no such table: apscheduler_jobs"));
+        assert!(missing_table(
+            r#"relation "apscheduler_jobs" does not exist"#
+        ));
+        assert!(missing_table("Table 'app.apscheduler_jobs' doesn't exist"));
+        assert!(!missing_table("connection refused"));
+    }
+
+    #[test]
+    fn next_run_times() {
+        assert_eq!(next_run_time(&Value::Null), Ok(None));
+        assert_eq!(next_run_time(&Value::Real(1.5)), Ok(Some(1.5)));
+        assert_eq!(next_run_time(&Value::Integer(2)), Ok(Some(2.0)));
+        assert_eq!(next_run_time(&Value::Text("3.25".into())), Ok(Some(3.25)));
+        assert_eq!(next_run_time(&Value::Blob(vec![1])), Err("blob"));
+    }
+}

@@ -1,0 +1,204 @@
+//! Built-in check `telegram`: asks the Telegram Bot API who the bot is
+//! (`GET {base_url}/bot{token}/getMe`) and passes with "@username" when the
+//! token is accepted.
+//!
+//! Without a token it passes with "Token not configured (dev mode)" and sends
+//! nothing. On a non-200 status it fails with Telegram's `description`
+//! ("Unauthorized") or "Status N"; on a 200 it cannot read, with "invalid
+//! response from Telegram"; with no response, as the `openrouter` check does.
+//!
+//! Settings: `token` (secret), `base_url` (default `https://api.telegram.org`),
+//! `timeout_ms` (default 10000). Sample: `telegram_latency_seconds` whenever the
+//! API answered. The token never goes into a message or log line.
+
+wit_bindgen::generate!({ world: "check", path: "../../wit" });
+
+use std::time::Instant;
+
+use healthhost::plugin::config;
+use healthhost::plugin::http::{self, Error, Request};
+use healthhost::plugin::types::{Sample, Status};
+
+/// The API's origin when the `base_url` setting is absent.
+const DEFAULT_BASE_URL: &str = "https://api.telegram.org";
+/// How long the request may take when `timeout_ms` is absent; the host may cut
+/// it shorter to fit the run's own timeout.
+const DEFAULT_TIMEOUT_MS: u32 = 10_000;
+
+struct Telegram;
+
+impl Guest for Telegram {
+    fn check() -> Report {
+        match run() {
+            Ok(report) | Err(report) => report,
+        }
+    }
+}
+
+/// The check; `Err` carries an early failure report.
+fn run() -> Result<Report, Report> {
+    let token = config::get("token").unwrap_or_default();
+    if token.is_empty() {
+        return Ok(Report {
+            status: Status::Pass,
+            message: Some("Token not configured (dev mode)".into()),
+            samples: Vec::new(),
+        });
+    }
+    let base_url = config::get("base_url").unwrap_or_else(|| DEFAULT_BASE_URL.into());
+    if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
+        return Err(fail(format!(
+            "invalid setting base_url = '{base_url}' (expected a URL like {DEFAULT_BASE_URL})"
+        )));
+    }
+    let timeout_ms = match config::get("timeout_ms") {
+        None => DEFAULT_TIMEOUT_MS,
+        Some(raw) => raw.trim().parse().map_err(|_| {
+            fail(format!(
+                "invalid setting timeout_ms = '{raw}' (expected milliseconds, e.g. 10000)"
+            ))
+        })?,
+    };
+
+    let request = Request {
+        method: "GET".into(),
+        url: format!("{}/bot{token}/getMe", base_url.trim_end_matches('/')),
+        headers: vec![("accept".into(), "application/json".into())],
+        body: None,
+        timeout_ms: Some(timeout_ms),
+    };
+    let started = Instant::now();
+    let result = http::send(&request);
+    let latency = Sample {
+        name: "telegram_latency_seconds".into(),
+        labels: Vec::new(),
+        value: started.elapsed().as_secs_f64(),
+    };
+
+    let response = result.map_err(|error| fail(redact(error_message(error), &token)))?;
+    let (status, message) = verdict(response.status, &response.body);
+    Ok(Report {
+        status,
+        message: Some(redact(message, &token)),
+        samples: vec![latency],
+    })
+}
+
+/// The verdict on an answer from the Bot API.
+fn verdict(status: u16, body: &[u8]) -> (Status, String) {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    if status == 200 {
+        let username = json
+            .as_ref()
+            .filter(|json| json["ok"] == true)
+            .and_then(|json| json["result"]["username"].as_str());
+        match username {
+            Some(username) => (Status::Pass, format!("@{username}")),
+            None => (Status::Fail, "invalid response from Telegram".into()),
+        }
+    } else {
+        // Telegram explains errors as {"ok": false, "description": "..."}.
+        let description = json.as_ref().and_then(|json| json["description"].as_str());
+        let message = description.map_or_else(|| format!("Status {status}"), str::to_owned);
+        (Status::Fail, message)
+    }
+}
+
+/// The short message for a request that produced no response.
+fn error_message(error: Error) -> String {
+    match error {
+        Error::Timeout => "Timeout".into(),
+        Error::Denied(origin) => format!("origin {origin} not granted"),
+        Error::TooLarge(_) => "response too large".into(),
+        Error::Transport(message) | Error::Invalid(message) => message,
+    }
+}
+
+/// `message` with the token masked, in case the host or the API echoed the URL.
+/// The host scrubs secrets too; this keeps the plugin from relying on it.
+fn redact(message: String, token: &str) -> String {
+    if message.contains(token) {
+        message.replace(token, "***")
+    } else {
+        message
+    }
+}
+
+fn fail(message: String) -> Report {
+    Report {
+        status: Status::Fail,
+        message: Some(message),
+        samples: Vec::new(),
+    }
+}
+
+// The export glue wit-bindgen generates declares `unsafe` exported symbols: the
+// only unsafe code in this crate, allowed here and nowhere else.
+#[allow(unsafe_code)]
+mod export {
+    use super::Telegram;
+    super::export!(Telegram with_types_in super);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_on_answers() {
+        let cases: &[(u16, &str, Status, &str)] = &[
+            (
+                200,
+                r#"{"ok":true,"result":{"id":1,"is_bot":true,"username":"x_bot"}}"#,
+                Status::Pass,
+                "@x_bot",
+            ),
+            (
+                200,
+                r#"{"ok":false,"result":{"username":"x_bot"}}"#,
+                Status::Fail,
+                "invalid response from Telegram",
+            ),
+            (
+                200,
+                r#"{"ok":true,"result":{}}"#,
+                Status::Fail,
+                "invalid response from Telegram",
+            ),
+            (
+                200,
+                "<html>",
+                Status::Fail,
+                "invalid response from Telegram",
+            ),
+            (
+                401,
+                r#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#,
+                Status::Fail,
+                "Unauthorized",
+            ),
+            (502, "Bad Gateway", Status::Fail, "Status 502"),
+            (404, r#"{"ok":false}"#, Status::Fail, "Status 404"),
+        ];
+        for (status, body, want_status, want_message) in cases {
+            let (got_status, got_message) = verdict(*status, body.as_bytes());
+            assert_eq!(
+                (got_status, got_message.as_str()),
+                (*want_status, *want_message),
+                "{status} {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn redact_masks_the_token() {
+        assert_eq!(
+            redact("GET /bot123:abc/getMe failed".into(), "123:abc"),
+            "GET /bot***/getMe failed"
+        );
+        assert_eq!(
+            redact("connection refused".into(), "123:abc"),
+            "connection refused"
+        );
+    }
+}
