@@ -1,6 +1,7 @@
 //! The command line: argument definitions (with the help text of every flag), and the
-//! commands `check` (run one plugin once under production limits) and `wit` (print
-//! the plugin contract).
+//! commands `serve` (run every check in the background and serve the HTTP API),
+//! `validate` (check a config and its plugins), `check` (run one plugin once under
+//! production limits) and `wit` (print the plugin contract).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,8 +15,12 @@ use crate::capabilities::Grants;
 use crate::capabilities::config::Settings;
 use crate::capabilities::http::HttpPolicy;
 use crate::capabilities::sql::{Datasource, Datasources, SqlPolicy};
+use crate::config::Config;
+use crate::health::{self, Health};
 use crate::limits::{DEFAULT_FUEL, Limits};
+use crate::metrics::Metrics;
 use crate::runtime::{RunReport, Runtime};
+use crate::server;
 use crate::units;
 
 /// Exit status when a check could not run at all (Nagios UNKNOWN); also used for
@@ -32,6 +37,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run every configured check in the background and serve /health, /livez,
+    /// /readyz and /metrics.
+    Serve(ServeArgs),
+    /// Check a config file and load every plugin it names; report all problems at once.
+    Validate(ConfigArgs),
     /// Run one plugin once under production limits and print its report.
     ///
     /// Exit status: 0 pass, 1 warn, 2 fail, 3 could not run (load error, timeout,
@@ -39,6 +49,23 @@ enum Command {
     Check(CheckArgs),
     /// Print the plugin contract (WIT) for generating bindings in any language.
     Wit,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// The configuration file; relative paths in it are relative to its folder.
+    #[arg(long, short, value_name = "FILE", default_value = "config.toml")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+
+    /// Listen on this address instead of the config's `listen`, e.g. 0.0.0.0:8080.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -115,20 +142,154 @@ pub fn init_tracing() {
     let filter = std::env::var("HEALTHHOST_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "warn,healthhost=info".to_owned());
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
 /// Runs a parsed command line and returns the process's exit status.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Validate(args) => validate(args),
         Command::Check(args) => check(args),
         Command::Wit => {
             print!("{}", crate::WIT);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Everything `serve` and `validate` need: a runtime with the config's datasources
+/// and every check loaded. Load errors are collected and reported together.
+fn load_checks(config: &Config, runtime: &Runtime) -> anyhow::Result<Vec<health::Check>> {
+    let mut checks = Vec::new();
+    let mut errors = Vec::new();
+    for check in &config.checks {
+        match runtime.load_file(
+            &check.name,
+            &check.plugin,
+            check.grants.clone(),
+            check.limits,
+        ) {
+            Ok(plugin) => checks.push(health::Check {
+                config: check.clone(),
+                plugin: Arc::new(plugin),
+            }),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        bail!(
+            "{} plugin(s) failed to load:\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        );
+    }
+    Ok(checks)
+}
+
+fn datasources(config: &Config) -> Datasources {
+    let mut all = Datasources::default();
+    for ds in &config.datasources {
+        all.insert(ds.clone());
+    }
+    all
+}
+
+fn validate(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let runtime = Runtime::new(datasources(&config))?;
+    let checks = load_checks(&config, &runtime)?;
+    println!(
+        "{}: ok, {} check(s), {} datasource(s)",
+        args.config.display(),
+        checks.len(),
+        config.datasources.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config.config)?;
+    let listen = args.listen.unwrap_or(config.listen);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(async {
+        for ds in &config.datasources {
+            ds.create_embedded().await.with_context(|| {
+                format!(
+                    "cannot create the embedded database of datasource '{}'",
+                    ds.name()
+                )
+            })?;
+        }
+        let runtime = Arc::new(Runtime::new(datasources(&config))?);
+        let checks = load_checks(&config, &runtime)?;
+        let metrics = Arc::new(Metrics::new(&config.namespace)?);
+        let health = Arc::new(Health::new(
+            runtime,
+            metrics.clone(),
+            checks,
+            config.max_concurrent_runs,
+        ));
+        let state = Arc::new(server::AppState {
+            health: health.clone(),
+            metrics,
+            show_details: config.show_details,
+            details_token: config.details_token.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let mut background = health.spawn();
+        let checks = health.names().count();
+        tracing::info!(
+            "listening on http://{} with {checks} check(s)",
+            listener.local_addr()?
+        );
+        let shutdown = {
+            let health = health.clone();
+            async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down: /readyz now answers 503");
+                health.begin_shutdown();
+            }
+        };
+        axum::serve(listener, server::router(state))
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        background.abort_all();
+        while background.join_next().await.is_some() {}
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
     }
 }
 

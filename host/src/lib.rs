@@ -1,15 +1,20 @@
 //! healthhost: runs service health checks as sandboxed WebAssembly components.
 //!
-//! Modules, one per concern: [`limits`] (every limit and default), [`units`]
-//! (durations and sizes), [`scrub`] (secret removal), [`capabilities`] (what plugins
-//! may reach), [`runtime`] (engine, loading, runs and outcomes), [`cli`] (the command
-//! line).
+//! Modules, one per concern: [`config`] (the config file, parsed then validated),
+//! [`limits`] (every limit and default), [`units`] (durations and sizes), [`scrub`]
+//! (secret removal), [`capabilities`] (what plugins may reach), [`runtime`] (engine,
+//! loading, runs and outcomes), [`health`] (scheduling, results, formats), [`metrics`]
+//! (the Prometheus registry), [`server`] (the HTTP API), [`cli`] (the command line).
 
 pub mod capabilities;
 pub mod cli;
+pub mod config;
+pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod runtime;
 pub mod scrub;
+pub mod server;
 pub mod units;
 
 /// The plugin contract (WIT), as shipped with this host.

@@ -80,19 +80,23 @@ pub enum DatasourceError {
     Name(String),
 }
 
+#[derive(Clone)]
 enum Options {
     Sqlite(SqliteConnectOptions),
     Postgres(PgConnectOptions),
     MySql(MySqlConnectOptions),
 }
 
+#[derive(Clone)]
 enum AnyPool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
     MySql(MySqlPool),
 }
 
-/// One operator-defined database. The pool is created on first use.
+/// One operator-defined database. The pool is created on first use (a clone made
+/// before that creates its own).
+#[derive(Clone)]
 pub struct Datasource {
     name: String,
     kind: Kind,
@@ -170,6 +174,24 @@ impl Datasource {
         &self.name
     }
 
+    /// Creates the file of a SQLite datasource that does not exist yet (the host's
+    /// embedded database); does nothing for other kinds or existing files.
+    pub async fn create_embedded(&self) -> Result<(), sqlx::Error> {
+        let Options::Sqlite(options) = &self.options else {
+            return Ok(());
+        };
+        let path = options.get_filename();
+        if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") || path.exists() {
+            return Ok(());
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let writable = options.clone().read_only(false).create_if_missing(true);
+        let conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&writable).await?;
+        sqlx::Connection::close(conn).await
+    }
+
     async fn pool(&self) -> &AnyPool {
         self.pool
             .get_or_init(|| async {
@@ -187,6 +209,16 @@ impl Datasource {
                 }
             })
             .await
+    }
+}
+
+/// Names the datasource and its kind, never its URL (which may hold a password).
+impl std::fmt::Debug for Datasource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datasource")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 

@@ -387,7 +387,7 @@ fn verdict(report: Report) -> (Outcome, Option<String>, Vec<Sample>) {
 }
 
 /// Prometheus metric and label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
-fn valid_metric_name(name: &str) -> bool {
+pub fn valid_metric_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
@@ -483,10 +483,10 @@ fn error_chain(error: &wasmtime::Error) -> String {
 /// Why `wasm` failed to compile, with a hint for the common mistakes.
 fn compile_reason(error: &wasmtime::Error, wasm: &[u8]) -> String {
     const MAGIC: &[u8] = b"\0asm";
-    let reason = error_chain(error);
     if !wasm.starts_with(MAGIC) {
-        return format!("{reason} (the file does not start with the WebAssembly magic bytes)");
+        return "the file does not start with the WebAssembly magic bytes".to_owned();
     }
+    let reason = error_chain(error);
     // Byte 4..8: version 1 is a core module, a component has a different layer.
     if wasm.get(4..8) == Some(&[1, 0, 0, 0]) {
         return format!(

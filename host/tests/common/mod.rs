@@ -25,6 +25,8 @@ pub enum Reply {
     Respond(u16, Vec<(&'static str, String)>, Vec<u8>),
     /// Accept the request and never answer.
     Hang,
+    /// Answer 200 with this body after a delay of this many milliseconds.
+    Slow(u64, &'static str),
 }
 
 impl Reply {
@@ -90,6 +92,14 @@ impl StandIn {
                         Reply::Hang => {
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
+                        Reply::Slow(ms, body) => {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            let out = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = socket.write_all(out.as_bytes()).await;
+                        }
                         Reply::Respond(code, headers, body) => {
                             let mut out = format!(
                                 "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n",
@@ -107,6 +117,20 @@ impl StandIn {
             }
         });
         StandIn { origin, requests }
+    }
+
+    /// A TCP server that accepts connections and never sends a byte; returns its
+    /// `host:port`.
+    pub async fn start_silent() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        addr
     }
 
     /// A URL on this server.

@@ -87,18 +87,22 @@ fn run() -> Result<Report, Report> {
 /// The verdict on an answer from the Bot API.
 fn verdict(status: u16, body: &[u8]) -> (Status, String) {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    // Telegram explains a refusal as {"ok": false, "description": "..."}.
+    let description = json
+        .as_ref()
+        .filter(|json| json["ok"] == false)
+        .and_then(|json| json["description"].as_str());
     if status == 200 {
         let username = json
             .as_ref()
             .filter(|json| json["ok"] == true)
             .and_then(|json| json["result"]["username"].as_str());
-        match username {
-            Some(username) => (Status::Pass, format!("@{username}")),
-            None => (Status::Fail, "invalid response from Telegram".into()),
+        match (username, description) {
+            (Some(username), _) => (Status::Pass, format!("@{username}")),
+            (None, Some(description)) => (Status::Fail, description.to_owned()),
+            (None, None) => (Status::Fail, "invalid response from Telegram".into()),
         }
     } else {
-        // Telegram explains errors as {"ok": false, "description": "..."}.
-        let description = json.as_ref().and_then(|json| json["description"].as_str());
         let message = description.map_or_else(|| format!("Status {status}"), str::to_owned);
         (Status::Fail, message)
     }
@@ -158,6 +162,12 @@ mod tests {
                 r#"{"ok":false,"result":{"username":"x_bot"}}"#,
                 Status::Fail,
                 "invalid response from Telegram",
+            ),
+            (
+                200,
+                r#"{"ok":false,"description":"Bad Request: bot was blocked"}"#,
+                Status::Fail,
+                "Bad Request: bot was blocked",
             ),
             (
                 200,

@@ -1,0 +1,82 @@
+//! Micro-benchmarks of the runtime's hot path: one run of a trivial check
+//! (fresh store, instantiate from the pre-instantiated handle, call, drop), and one run
+//! whose check makes host-call round trips (a config lookup, a SQLite query).
+//!
+//! `cargo bench -p healthhost --bench run`; results go into BENCHMARKS.md.
+
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use healthhost::capabilities::Grants;
+use healthhost::capabilities::config::Settings;
+use healthhost::capabilities::sql::{Datasource, Datasources, SqlPolicy};
+use healthhost::limits::Limits;
+use healthhost::runtime::{Outcome, Plugin, Runtime};
+
+fn load(runtime: &Runtime, wasm: &str, grants: Grants) -> Arc<Plugin> {
+    Arc::new(
+        runtime
+            .load_file(
+                "bench",
+                std::path::Path::new(wasm),
+                grants,
+                Limits::default(),
+            )
+            .unwrap(),
+    )
+}
+
+fn runs(c: &mut Criterion) {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut datasources = Datasources::default();
+    datasources.insert(Datasource::parse("mem", "sqlite::memory:").unwrap());
+    let runtime = Runtime::new(datasources).unwrap();
+
+    let trivial = load(&runtime, test_artifacts::TRIVIAL, Grants::default());
+    let mut settings = Settings::default();
+    settings.set("mode", "config");
+    settings.set("key", "mode");
+    let config = load(
+        &runtime,
+        test_artifacts::MISBEHAVE,
+        Grants {
+            settings,
+            ..Grants::default()
+        },
+    );
+    let mut settings = Settings::default();
+    settings.set("mode", "sql");
+    settings.set("datasource", "mem");
+    settings.set("statement", "SELECT 1");
+    let sql = load(
+        &runtime,
+        test_artifacts::MISBEHAVE,
+        Grants {
+            settings,
+            sql: SqlPolicy::new(["mem"]),
+            ..Grants::default()
+        },
+    );
+    for plugin in [&trivial, &config, &sql] {
+        let report = tokio.block_on(runtime.run(plugin));
+        assert_eq!(report.outcome, Outcome::Pass, "{report:?}");
+    }
+
+    let mut group = c.benchmark_group("run");
+    group.bench_function("trivial check", |b| {
+        b.to_async(&tokio).iter(|| runtime.run(&trivial))
+    });
+    group.bench_function("check with 3 config lookups", |b| {
+        b.to_async(&tokio).iter(|| runtime.run(&config))
+    });
+    group.bench_function("check with 1 SQLite round trip", |b| {
+        b.to_async(&tokio).iter(|| runtime.run(&sql))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, runs);
+criterion_main!(benches);

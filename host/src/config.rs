@@ -1,0 +1,641 @@
+//! The configuration file: parsed with unknown keys rejected, then validated as a whole
+//! so that every problem is reported at once with its file, line and key.
+//!
+//! Phase one ([`RawConfig`]) is the file as written (serde, `deny_unknown_fields`).
+//! Phase two ([`Config::from_raw`]) resolves it: relative paths against the file's
+//! folder, `${VAR}` values from the environment (such values are secrets), the
+//! `DATABASE_URL` override of the `main` datasource, units, allowlists and limits.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::capabilities::Grants;
+use crate::capabilities::config::Settings;
+use crate::capabilities::http::HttpPolicy;
+use crate::capabilities::sql::{Datasource, SqlPolicy};
+use crate::limits::{self, Limits};
+use crate::units;
+
+/// Where the host listens when the file says nothing: loopback, so a first run exposes
+/// nothing; set `listen = "0.0.0.0:8080"` for probes from outside the pod.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Metric namespace when the file says nothing: the seed's.
+pub const DEFAULT_NAMESPACE: &str = "adtrobot";
+/// How often a check runs when it says nothing.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// A result older than this many intervals (plus the timeout) is stale.
+pub const STALE_AFTER_INTERVALS: u32 = 3;
+/// Runs in flight at once across all checks, when the file says nothing.
+pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 8;
+/// Shortest interval: more often than this a health check only loads its dependency.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The environment variable that overrides the `main` datasource's URL.
+pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to listen on, e.g. "0.0.0.0:8080".
+    listen: Option<Spanned<String>>,
+    /// Prefix of every metric name.
+    namespace: Option<Spanned<String>>,
+    /// Who sees check messages in /health: "always", "never" or "when-authorized".
+    show_details: Option<ShowDetails>,
+    /// Bearer token that authorizes details when `show_details = "when-authorized"`.
+    details_token: Option<Spanned<String>>,
+    /// Runs in flight at once across all checks.
+    max_concurrent_runs: Option<Spanned<usize>>,
+    /// Named databases checks may be granted.
+    #[serde(default)]
+    datasources: BTreeMap<String, RawDatasource>,
+    /// The checks, by name.
+    #[serde(default)]
+    checks: BTreeMap<String, Spanned<RawCheck>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatasource {
+    url: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    /// Path of the .wasm component.
+    plugin: Spanned<PathBuf>,
+    /// Whether a failure makes /health answer 503.
+    #[serde(default)]
+    critical: bool,
+    /// How often to run, e.g. "30s".
+    interval: Option<Spanned<String>>,
+    /// Age after which a result counts as failed, e.g. "2m".
+    max_age: Option<Spanned<String>>,
+    /// Wall-clock limit per run, e.g. "3s".
+    timeout: Option<Spanned<String>>,
+    /// Fuel per run.
+    fuel: Option<Spanned<u64>>,
+    /// Linear memory per run, e.g. "64MiB".
+    memory: Option<Spanned<String>>,
+    #[serde(default)]
+    grants: RawGrants,
+    #[serde(default)]
+    settings: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    #[serde(default)]
+    http: Vec<Spanned<String>>,
+    #[serde(default)]
+    sql: Vec<Spanned<String>>,
+}
+
+/// Who sees check messages in `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShowDetails {
+    /// Everyone (the seed's behaviour).
+    #[default]
+    Always,
+    /// Nobody: statuses only.
+    Never,
+    /// Callers presenting `Authorization: Bearer <details_token>`.
+    WhenAuthorized,
+}
+
+/// A resolved, valid configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub namespace: String,
+    pub show_details: ShowDetails,
+    pub details_token: Option<String>,
+    pub max_concurrent_runs: usize,
+    pub datasources: Vec<Datasource>,
+    pub checks: Vec<CheckConfig>,
+}
+
+/// One check, resolved.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    pub name: String,
+    pub plugin: PathBuf,
+    pub critical: bool,
+    pub interval: Duration,
+    pub max_age: Duration,
+    pub limits: Limits,
+    pub grants: Grants,
+}
+
+/// One problem in a config file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+    pub message: String,
+}
+
+/// Everything wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{}", render(.path, .problems))]
+    Invalid {
+        path: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render(path: &str, problems: &[Problem]) -> String {
+    let mut out = format!("{} problem(s) in {path}:", problems.len());
+    for p in problems {
+        out.push_str(&format!(
+            "\n  {path}:{}:{}: {}: {}",
+            p.line, p.column, p.key, p.message
+        ));
+    }
+    out
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.line, self.column, self.key, self.message
+        )
+    }
+}
+
+/// Collects problems with their positions in the source text.
+struct Problems<'a> {
+    source: &'a str,
+    list: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, span: Range<usize>, key: impl Into<String>, message: impl fmt::Display) {
+        let (line, column) = position(self.source, span.start);
+        self.list.push(Problem {
+            line,
+            column,
+            key: key.into(),
+            message: message.to_string(),
+        });
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn position(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..offset.min(source.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&source, base, |name| std::env::var(name).ok()).map_err(|problems| {
+            ConfigError::Invalid {
+                path: path.display().to_string(),
+                problems,
+            }
+        })
+    }
+
+    /// Parses and validates `source`; relative paths resolve against `base`, `${VAR}`
+    /// values through `env`.
+    pub fn parse(
+        source: &str,
+        base: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<Problem>> {
+        let raw: RawConfig = toml::from_str(source).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| position(source, s.start));
+            let message = e.message().to_owned();
+            vec![Problem {
+                line,
+                column,
+                key: "(syntax)".to_owned(),
+                message,
+            }]
+        })?;
+        let mut problems = Problems {
+            source,
+            list: Vec::new(),
+        };
+        let config = Config::from_raw(raw, base, &env, &mut problems);
+        if problems.list.is_empty() {
+            Ok(config)
+        } else {
+            problems.list.sort_by_key(|p| (p.line, p.column));
+            Err(problems.list)
+        }
+    }
+
+    fn from_raw(
+        raw: RawConfig,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Problems,
+    ) -> Config {
+        let listen_text = raw
+            .listen
+            .as_ref()
+            .map_or(DEFAULT_LISTEN, |l| l.get_ref().as_str());
+        let listen = listen_text.parse().unwrap_or_else(|_| {
+            let span = raw.listen.as_ref().map_or(0..0, Spanned::span);
+            problems.add(
+                span,
+                "listen",
+                format!("'{listen_text}' is not an address like \"0.0.0.0:8080\""),
+            );
+            DEFAULT_LISTEN.parse().expect("the default is valid")
+        });
+        let namespace = raw
+            .namespace
+            .as_ref()
+            .map_or(DEFAULT_NAMESPACE.to_owned(), |n| n.get_ref().clone());
+        if !crate::runtime::valid_metric_name(&namespace) {
+            let span = raw.namespace.as_ref().map_or(0..0, Spanned::span);
+            problems.add(
+                span,
+                "namespace",
+                format!("'{namespace}' is not a metric name prefix (letters, digits, '_')"),
+            );
+        }
+        let details_token = raw
+            .details_token
+            .as_ref()
+            .and_then(|t| expand(t.get_ref(), env).0);
+        let show_details = raw.show_details.unwrap_or_default();
+        if show_details == ShowDetails::WhenAuthorized && details_token.is_none() {
+            let span = raw.details_token.as_ref().map_or(0..0, Spanned::span);
+            problems.add(span, "details_token", "show_details = \"when-authorized\" needs a details_token (or its variable is unset)");
+        }
+        let max_concurrent_runs = match &raw.max_concurrent_runs {
+            Some(n) if *n.get_ref() == 0 => {
+                problems.add(n.span(), "max_concurrent_runs", "must be at least 1");
+                DEFAULT_MAX_CONCURRENT_RUNS
+            }
+            Some(n) => *n.get_ref(),
+            None => DEFAULT_MAX_CONCURRENT_RUNS,
+        };
+
+        let mut datasources = Vec::new();
+        for (name, ds) in &raw.datasources {
+            let mut url = ds.url.get_ref().clone();
+            if name == "main"
+                && let Some(over) = env(DATABASE_URL_ENV)
+            {
+                url = over;
+            }
+            let url = resolve_sqlite_path(&url, base);
+            match Datasource::parse(name, &url) {
+                Ok(d) => datasources.push(d),
+                Err(e) => problems.add(ds.url.span(), format!("datasources.{name}.url"), e),
+            }
+        }
+
+        let mut checks = Vec::new();
+        for (name, check) in raw.checks {
+            let span = check.span();
+            let check = check.into_inner();
+            if !valid_check_name(&name) {
+                problems.add(
+                    span.clone(),
+                    format!("checks.{name}"),
+                    "a check name uses letters, digits, '-' and '_'",
+                );
+            }
+            let resolved = resolve_check(&name, check, base, env, &raw.datasources, problems);
+            checks.push(resolved);
+        }
+        Config {
+            listen,
+            namespace,
+            show_details,
+            details_token,
+            max_concurrent_runs,
+            datasources,
+            checks,
+        }
+    }
+}
+
+fn valid_check_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `sqlite:` URLs with a relative path resolve against the config file's folder.
+fn resolve_sqlite_path(url: &str, base: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_owned();
+    };
+    if rest.starts_with(':') || rest.starts_with('/') || rest.is_empty() {
+        return url.to_owned();
+    }
+    format!("sqlite://{}", base.join(rest).display())
+}
+
+/// Expands a whole-value `${VAR}` reference: (value, is_secret). An unset variable
+/// gives no value.
+fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> (Option<String>, bool) {
+    match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+        Some(var) => (env(var), true),
+        None => (Some(value.to_owned()), false),
+    }
+}
+
+fn duration(
+    field: &Option<Spanned<String>>,
+    key: String,
+    default: Duration,
+    problems: &mut Problems,
+) -> Duration {
+    match field {
+        None => default,
+        Some(text) => units::parse_duration(text.get_ref()).unwrap_or_else(|e| {
+            problems.add(text.span(), key, e);
+            default
+        }),
+    }
+}
+
+fn resolve_check(
+    name: &str,
+    raw: RawCheck,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    datasources: &BTreeMap<String, RawDatasource>,
+    problems: &mut Problems,
+) -> CheckConfig {
+    let key = |field: &str| format!("checks.{name}.{field}");
+    let plugin = base.join(raw.plugin.get_ref());
+    let interval = duration(&raw.interval, key("interval"), DEFAULT_INTERVAL, problems);
+    if interval < MIN_INTERVAL
+        && let Some(text) = &raw.interval
+    {
+        problems.add(
+            text.span(),
+            key("interval"),
+            format!(
+                "must be at least {}",
+                humantime::format_duration(MIN_INTERVAL)
+            ),
+        );
+    }
+    let timeout = duration(
+        &raw.timeout,
+        key("timeout"),
+        limits::DEFAULT_TIMEOUT,
+        problems,
+    );
+    let default_max_age = interval * STALE_AFTER_INTERVALS + timeout;
+    let max_age = duration(&raw.max_age, key("max_age"), default_max_age, problems);
+    let memory = match &raw.memory {
+        None => limits::DEFAULT_MEMORY_BYTES,
+        Some(text) => units::parse_size(text.get_ref()).unwrap_or_else(|e| {
+            problems.add(text.span(), key("memory"), e);
+            limits::DEFAULT_MEMORY_BYTES
+        }),
+    };
+    let limits = Limits {
+        timeout,
+        fuel: raw
+            .fuel
+            .as_ref()
+            .map_or(limits::DEFAULT_FUEL, |f| *f.get_ref()),
+        memory,
+    };
+    if let Err(e) = limits.validate() {
+        let span = raw
+            .timeout
+            .as_ref()
+            .map(Spanned::span)
+            .unwrap_or(raw.plugin.span());
+        problems.add(span, key("limits"), e);
+    }
+
+    let origins: Vec<&str> = raw
+        .grants
+        .http
+        .iter()
+        .map(|o| o.get_ref().as_str())
+        .collect();
+    let http = HttpPolicy::parse(&origins).unwrap_or_else(|e| {
+        let bad = raw
+            .grants
+            .http
+            .iter()
+            .find(|o| HttpPolicy::parse(&[o.get_ref()]).is_err());
+        problems.add(bad.map_or(0..0, Spanned::span), key("grants.http"), e);
+        HttpPolicy::default()
+    });
+    for ds in &raw.grants.sql {
+        if !datasources.contains_key(ds.get_ref()) {
+            problems.add(
+                ds.span(),
+                key("grants.sql"),
+                format!(
+                    "no datasource named '{}' is defined under [datasources]",
+                    ds.get_ref()
+                ),
+            );
+        }
+    }
+    let sql = SqlPolicy::new(raw.grants.sql.iter().map(|d| d.get_ref().clone()));
+
+    let mut settings = Settings::default();
+    for (k, value) in raw.settings {
+        let text = match value.get_ref() {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                problems.add(
+                    value.span(),
+                    key(&format!("settings.{k}")),
+                    "a setting is a string, number or boolean",
+                );
+                continue;
+            }
+        };
+        match expand(&text, env) {
+            (Some(v), true) => settings.set_secret(k, v),
+            (Some(v), false) => settings.set(k, v),
+            (None, _) => {
+                tracing::debug!(check = name, key = %k, "setting's environment variable is unset; the key stays unset")
+            }
+        }
+    }
+    CheckConfig {
+        name: name.to_owned(),
+        plugin,
+        critical: raw.critical,
+        interval,
+        max_age,
+        limits,
+        grants: Grants {
+            http,
+            sql,
+            settings,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(source: &str) -> Result<Config, Vec<Problem>> {
+        Config::parse(source, Path::new("/etc/hh"), |var| match var {
+            "TOKEN" => Some("s3cret".to_owned()),
+            _ => None,
+        })
+    }
+
+    const GOOD: &str = r#"
+listen = "0.0.0.0:9090"
+namespace = "svc"
+
+[datasources.main]
+url = "sqlite:data/app.db"
+
+[checks.database]
+plugin = "plugins/check_database.wasm"
+critical = true
+interval = "10s"
+timeout = "3s"
+grants.sql = ["main"]
+settings.datasource = "main"
+
+[checks.telegram]
+plugin = "/opt/check_telegram.wasm"
+grants.http = ["https://api.telegram.org"]
+settings = { token = "${TOKEN}", missing = "${NOPE}", retries = 3 }
+"#;
+
+    #[test]
+    fn resolves_a_good_file() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(config.namespace, "svc");
+        let db = &config.checks[0];
+        assert_eq!(db.name, "database");
+        assert_eq!(db.plugin, Path::new("/etc/hh/plugins/check_database.wasm"));
+        assert!(db.critical);
+        assert_eq!(db.interval, Duration::from_secs(10));
+        assert_eq!(db.limits.timeout, Duration::from_secs(3));
+        assert_eq!(db.max_age, Duration::from_secs(33));
+        assert!(db.grants.sql.allows("main"));
+        let tg = &config.checks[1];
+        assert!(!tg.critical);
+        assert_eq!(tg.grants.settings.get("token"), Some("s3cret"));
+        assert_eq!(tg.grants.settings.secrets().collect::<Vec<_>>(), ["s3cret"]);
+        assert_eq!(tg.grants.settings.get("missing"), None);
+        assert_eq!(tg.grants.settings.get("retries"), Some("3"));
+    }
+
+    #[test]
+    fn database_url_overrides_main() {
+        let config = Config::parse(GOOD, Path::new("/x"), |v| {
+            (v == DATABASE_URL_ENV).then(|| "postgres://db/app".to_owned())
+        })
+        .unwrap();
+        assert_eq!(
+            config.datasources[0].kind(),
+            crate::capabilities::sql::Kind::Postgres
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_line() {
+        let problems = parse("listen = \"0.0.0.0:1\"\ncolour = \"blue\"\n")
+            .err()
+            .unwrap();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, 2);
+        assert!(problems[0].message.contains("colour"), "{:?}", problems[0]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_line_and_key() {
+        let source = r#"listen = "nowhere"
+
+[datasources.main]
+url = "redis://x"
+
+[checks.web]
+plugin = "web.wasm"
+interval = "often"
+memory = "lots"
+grants.http = ["example.com"]
+grants.sql = ["missing"]
+"#;
+        let problems = parse(source).err().unwrap();
+        let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (1, "listen"),
+                (4, "datasources.main.url"),
+                (8, "checks.web.interval"),
+                (9, "checks.web.memory"),
+                (10, "checks.web.grants.http"),
+                (11, "checks.web.grants.sql"),
+            ]
+        );
+    }
+
+    #[test]
+    fn relative_sqlite_paths_resolve_against_the_config_folder() {
+        assert_eq!(
+            resolve_sqlite_path("sqlite:data/a.db", Path::new("/etc/hh")),
+            "sqlite:///etc/hh/data/a.db"
+        );
+        assert_eq!(
+            resolve_sqlite_path("sqlite:///abs/a.db", Path::new("/etc/hh")),
+            "sqlite:///abs/a.db"
+        );
+        assert_eq!(
+            resolve_sqlite_path("sqlite::memory:", Path::new("/etc/hh")),
+            "sqlite::memory:"
+        );
+        assert_eq!(
+            resolve_sqlite_path("postgres://x/y", Path::new("/etc/hh")),
+            "postgres://x/y"
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! The HTTP API (axum): `/health`, `/health/{check}`, `/livez`, `/readyz`, `/metrics`,
+//! JSON 404/405 answers, and request instrumentation by matched route.
+//!
+//! Handlers read the latest results only; none waits on a plugin.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::config::ShowDetails;
+use crate::health::{self, Health};
+use crate::metrics::Metrics;
+
+/// Content type of the IETF health check format.
+pub const HEALTH_JSON: &str = "application/health+json";
+/// Content type of the Prometheus text format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Routes the HTTP metrics leave out, as the seed's instrumentator does: probes and
+/// scrapes would drown the application's own traffic.
+pub const UNINSTRUMENTED: [&str; 3] = ["/health", "/health/{check}", "/metrics"];
+
+/// What the handlers share.
+pub struct AppState {
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub show_details: ShowDetails,
+    pub details_token: Option<String>,
+}
+
+/// The application's router; tests call it without a socket.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health_all))
+        .route("/health/{check}", get(health_one))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), instrument))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Counts requests by matched route, method and grouped status (`2xx`), and tracks
+/// requests in progress. Only matched routes reach this layer.
+async fn instrument(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let Some(route) = route.filter(|r| !UNINSTRUMENTED.contains(&r.as_str())) else {
+        return next.run(request).await;
+    };
+    let method = request.method().as_str().to_owned();
+    let m = &state.metrics;
+    let in_progress = m
+        .requests_in_progress
+        .with_label_values(&[route.as_str(), method.as_str()]);
+    in_progress.inc();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    in_progress.dec();
+    let status = format!("{}xx", response.status().as_u16() / 100);
+    m.requests_total
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .inc();
+    m.request_duration
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Whether the caller may see check messages.
+fn details(state: &AppState, headers: &HeaderMap) -> bool {
+    match state.show_details {
+        ShowDetails::Always => true,
+        ShowDetails::Never => false,
+        ShowDetails::WhenAuthorized => {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match (presented, &state.details_token) {
+                (Some(presented), Some(expected)) => {
+                    constant_time_eq(presented.as_bytes(), expected.as_bytes())
+                }
+                _ => false,
+            }
+        }
+    }
+}
+
+/// Compares secrets without leaking where they differ through timing.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn wants_ietf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(HEALTH_JSON))
+}
+
+/// The `exclude` values of a query string (`?exclude=a&exclude=b`).
+fn excluded(query: Option<&str>) -> Vec<String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "exclude")
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
+
+/// A JSON response that no cache may keep.
+fn json_response(status: StatusCode, content_type: &'static str, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn health_status(healthy: bool) -> StatusCode {
+    if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn health_all(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let views = state.health.views(&excluded(query.as_deref()));
+    let status = health_status(health::healthy(&views));
+    let details = details(&state, &headers);
+    if wants_ietf(&headers) {
+        json_response(status, HEALTH_JSON, &health::ietf_json(&views, details))
+    } else {
+        json_response(
+            status,
+            "application/json",
+            &health::seed_json(&views, details),
+        )
+    }
+}
+
+async fn health_one(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(check): Path<String>,
+) -> Response {
+    let Some(view) = state.health.view(&check) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            &json!({"error": "no such check", "check": check}),
+        );
+    };
+    let status = health_status(view.healthy);
+    let details = details(&state, &headers);
+    let views = [view];
+    if wants_ietf(&headers) {
+        json_response(status, HEALTH_JSON, &health::ietf_json(&views, details))
+    } else {
+        json_response(
+            status,
+            "application/json",
+            &health::seed_check(&views[0], details),
+        )
+    }
+}
+
+async fn livez() -> Response {
+    json_response(
+        StatusCode::OK,
+        "application/json",
+        &json!({"status": "alive"}),
+    )
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let ready = state.health.ready() && health::healthy(&state.health.views(&[]));
+    let body = json!({"status": if ready { "ready" } else { "not ready" }});
+    json_response(health_status(ready), "application/json", &body)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROMETHEUS_TEXT),
+    );
+    response
+}
+
+async fn not_found() -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        "application/json",
+        &json!({"error": "not found"}),
+    )
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "application/json",
+        &json!({"error": "method not allowed", "method": method.as_str()}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(!constant_time_eq(b"token", b"tokex"));
+        assert!(!constant_time_eq(b"token", b"token2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn exclude_is_repeatable_and_decoded() {
+        assert_eq!(
+            excluded(Some("exclude=a&exclude=b%2Dc&other=x")),
+            ["a", "b-c"]
+        );
+        assert!(excluded(None).is_empty());
+    }
+}

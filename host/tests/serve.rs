@@ -1,0 +1,508 @@
+//! `healthhost serve` end to end: a real process on an ephemeral port, real plugins
+//! built from source, stand-in upstreams on loopback and real databases. Covers the
+//! seed's /health JSON and status codes, the IETF format, exclusion, single checks,
+//! staleness, readiness, metrics, 404/405 answers, shutdown and config validation.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
+
+/// A running `healthhost serve`, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let path = std::env::temp_dir().join(unique_table("hh_serve"));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Server {
+    /// Writes `config` (with `listen` on an ephemeral port) and starts serving it.
+    async fn start(config: &str) -> Server {
+        let dir = TempDir::new();
+        let path = dir.0.join("config.toml");
+        std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{config}")).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("HEALTHHOST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let base = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut seen = String::new();
+            for line in lines.by_ref() {
+                let line = line.unwrap();
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let base = rest.split_whitespace().next().unwrap().to_owned();
+                    // Keep draining so the server never blocks on a full pipe.
+                    std::thread::spawn(move || for _ in lines {});
+                    return base;
+                }
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            panic!("the server exited before listening:\n{seen}");
+        })
+        .await
+        .unwrap();
+        Server {
+            child,
+            base,
+            _dir: dir,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        self.get_with(path, &[]).await
+    }
+
+    async fn get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.unwrap())
+    }
+
+    async fn json(&self, path: &str) -> (u16, Value) {
+        let (status, _, body) = self.get(path).await;
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")),
+        )
+    }
+
+    /// Polls `path` until `done` holds for its JSON (bounded; an ordering wait, not a
+    /// timing assertion).
+    async fn wait_for(&self, path: &str, done: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
+        for _ in 0..300 {
+            let (status, body) = self.json(path).await;
+            if done(status, &body) {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (status, body) = self.json(path).await;
+        panic!("{path} never reached the expected state: {status} {body}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every check has a result.
+fn all_ran(_: u16, body: &Value) -> bool {
+    body["checks"]
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|c| !c["outcome"].is_null())
+}
+
+fn check_block(name: &str, wasm: &str, critical: bool, extra: &str) -> String {
+    format!(
+        "[checks.{name}]\nplugin = {wasm:?}\ncritical = {critical}\ninterval = \"1h\"\n{extra}\n"
+    )
+}
+
+/// The four built-ins against a SQLite file with a job table and stand-in APIs.
+async fn four_builtins(openrouter: &StandIn, sqlite: &std::path::Path) -> String {
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(sqlite)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    let next = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 3600.0;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE apscheduler_jobs (id TEXT PRIMARY KEY, next_run_time FLOAT, job_state BLOB NOT NULL);
+         INSERT INTO apscheduler_jobs VALUES ('a', {next}, x'00'), ('b', {next}, x'00'), ('c', NULL, x'00');"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let origin = &openrouter.origin;
+    format!(
+        "[datasources.main]\nurl = \"sqlite://{}\"\n\n{}{}{}{}",
+        sqlite.display(),
+        check_block(
+            "database",
+            test_artifacts::CHECK_DATABASE,
+            true,
+            "timeout = \"3s\"\ngrants.sql = [\"main\"]"
+        ),
+        check_block(
+            "scheduler",
+            test_artifacts::CHECK_SCHEDULER,
+            true,
+            "timeout = \"2s\"\ngrants.sql = [\"main\"]"
+        ),
+        check_block(
+            "openrouter",
+            test_artifacts::CHECK_OPENROUTER,
+            true,
+            &format!(
+                "timeout = \"10s\"\ngrants.http = [\"{origin}\"]\nsettings.base_url = \"{origin}\""
+            )
+        ),
+        check_block(
+            "telegram",
+            test_artifacts::CHECK_TELEGRAM,
+            true,
+            "timeout = \"10s\""
+        ),
+    )
+}
+
+async fn openrouter_stand_in() -> StandIn {
+    StandIn::start(routes([("/api/v1/models", Reply::ok(r#"{"data":[]}"#))])).await
+}
+
+#[tokio::test]
+async fn all_healthy_gives_the_seeds_json_and_200() {
+    let openrouter = openrouter_stand_in().await;
+    let dir = TempDir::new();
+    let server = Server::start(&four_builtins(&openrouter, &dir.0.join("app.db")).await).await;
+    let (status, body) = server.wait_for("/health", all_ran).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "healthy");
+    let checks = body["checks"].as_object().unwrap();
+    assert_eq!(
+        checks.keys().collect::<Vec<_>>(),
+        ["database", "openrouter", "scheduler", "telegram"]
+    );
+    for (name, check) in checks {
+        assert_eq!(check["healthy"], true, "{name}: {check}");
+        assert!(
+            check.get("message").is_some() && check.get("latency_ms").is_some(),
+            "{name}: {check}"
+        );
+    }
+    assert!(checks["database"]["message"].is_null());
+    assert!(checks["database"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(checks["scheduler"]["message"], "3 jobs scheduled");
+    assert!(
+        checks["scheduler"]["latency_ms"].is_number()
+            || checks["scheduler"]["latency_ms"].is_null()
+    );
+    assert_eq!(
+        checks["telegram"]["message"],
+        "Token not configured (dev mode)"
+    );
+    let (_, headers, _) = server.get("/health").await;
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn database_down_gives_503_while_livez_stays_200() {
+    let config = format!(
+        "[datasources.main]\nurl = \"postgres://postgres@127.0.0.1:9/test\"\n{}{}",
+        check_block(
+            "database",
+            test_artifacts::CHECK_DATABASE,
+            true,
+            "timeout = \"3s\"\ngrants.sql = [\"main\"]"
+        ),
+        check_block("telegram", test_artifacts::CHECK_TELEGRAM, true, ""),
+    );
+    let server = Server::start(&config).await;
+    let (status, body) = server.wait_for("/health", all_ran).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unhealthy");
+    assert_eq!(body["checks"]["database"]["healthy"], false);
+    assert!(
+        body["checks"]["database"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{body}"
+    );
+    assert_eq!(body["checks"]["telegram"]["healthy"], true);
+    let (status, _) = server.json("/livez").await;
+    assert_eq!(status, 200);
+    let (status, _) = server.json("/readyz").await;
+    assert_eq!(status, 503, "ready means healthy too");
+}
+
+#[tokio::test]
+async fn a_failing_non_critical_check_keeps_200_and_exclude_and_single_checks_work() {
+    let config = format!(
+        "{}{}",
+        check_block("telegram", test_artifacts::CHECK_TELEGRAM, true, ""),
+        check_block(
+            "flaky",
+            test_artifacts::MISBEHAVE,
+            false,
+            "settings = { mode = \"fail\", message = \"down\" }"
+        ),
+    );
+    let server = Server::start(&config).await;
+    let (status, body) = server.wait_for("/health", all_ran).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["flaky"]["healthy"], false);
+    assert_eq!(body["checks"]["flaky"]["message"], "down");
+    assert_eq!(body["checks"]["flaky"]["critical"], false);
+
+    let (status, body) = server.json("/health?exclude=flaky").await;
+    assert_eq!(status, 200);
+    assert!(body["checks"].get("flaky").is_none(), "{body}");
+    let (status, body) = server.json("/health?exclude=flaky&exclude=telegram").await;
+    assert_eq!(
+        (status, body["checks"].as_object().unwrap().len()),
+        (200, 0)
+    );
+
+    let (status, body) = server.json("/health/flaky").await;
+    assert_eq!(status, 503);
+    assert_eq!(body["message"], "down");
+    let (status, body) = server.json("/health/telegram").await;
+    assert_eq!((status, body["healthy"].clone()), (200, Value::Bool(true)));
+    let (status, _) = server.json("/health/nope").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn ietf_format_on_request() {
+    let config = format!(
+        "{}{}",
+        check_block("telegram", test_artifacts::CHECK_TELEGRAM, true, ""),
+        check_block(
+            "slow",
+            test_artifacts::MISBEHAVE,
+            false,
+            "settings = { mode = \"warn\", message = \"slow\" }"
+        ),
+    );
+    let server = Server::start(&config).await;
+    server.wait_for("/health", all_ran).await;
+    let (status, headers, body) = server
+        .get_with("/health", &[("accept", "application/health+json")])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/health+json");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "warn", "{body}");
+    let slow = &body["checks"]["slow:responseTime"][0];
+    assert_eq!(slow["status"], "warn");
+    assert_eq!(slow["output"], "slow");
+    assert!(slow["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(body["checks"]["telegram:responseTime"][0]["status"], "pass");
+}
+
+#[tokio::test]
+async fn old_results_turn_stale() {
+    let config = check_block("once", test_artifacts::TRIVIAL, true, "max_age = \"1s\"");
+    let server = Server::start(&config).await;
+    let (status, _) = server.wait_for("/health", all_ran).await;
+    assert_eq!(status, 200);
+    let (status, body) = server
+        .wait_for("/health", |_, b| {
+            b["checks"]["once"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("stale")
+        })
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["once"]["healthy"], false);
+}
+
+#[tokio::test]
+async fn readyz_waits_for_the_first_run_of_every_critical_check() {
+    let upstream = StandIn::start(routes([("/api/v1/models", Reply::Slow(1500, "{}"))])).await;
+    let origin = &upstream.origin;
+    let config = check_block(
+        "openrouter",
+        test_artifacts::CHECK_OPENROUTER,
+        true,
+        &format!("grants.http = [\"{origin}\"]\nsettings.base_url = \"{origin}\""),
+    );
+    let server = Server::start(&config).await;
+    let (status, body) = server.json("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = server.json("/health").await;
+    assert_eq!(
+        (status, body["checks"]["openrouter"]["message"].clone()),
+        (503, Value::from("not checked yet"))
+    );
+    server.wait_for("/readyz", |s, _| s == 200).await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let mut server = Server::start(&check_block("t", test_artifacts::TRIVIAL, true, "")).await;
+    server.wait_for("/readyz", |s, _| s == 200).await;
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = server.child.wait().unwrap();
+        drop(server);
+        exit
+    })
+    .await
+    .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test]
+async fn metrics_hold_every_seed_name_and_stay_bounded_under_random_paths() {
+    let config = check_block("telegram", test_artifacts::CHECK_TELEGRAM, true, "");
+    let server = Server::start(&config).await;
+    server.wait_for("/health", all_ran).await;
+    for i in 0..1000 {
+        let (status, _, body) = server.get(&format!("/random/{i}/{}", i * 7919)).await;
+        assert_eq!(status, 404);
+        assert_eq!(body, r#"{"error":"not found"}"#);
+    }
+    server.get("/livez").await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/livez", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+
+    let (status, headers, text) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    for name in [
+        "adtrobot_requests_total",
+        "adtrobot_errors_total",
+        "adtrobot_ai_request_duration_seconds",
+        "adtrobot_ai_tokens_total",
+        "adtrobot_ai_cost_dollars_total",
+        "adtrobot_ai_requests_total",
+        "adtrobot_active_users",
+        "adtrobot_subscription_conversions_total",
+        "adtrobot_revenue_rubles_total",
+        "adtrobot_queue_depth",
+        "adtrobot_health_check_status",
+        "adtrobot_requests_in_progress",
+        "adtrobot_check_runs_total",
+        "adtrobot_check_run_duration_seconds",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+    }
+    assert!(
+        text.contains("adtrobot_health_check_status{check=\"telegram\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("adtrobot_check_runs_total{check=\"telegram\",outcome=\"pass\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "adtrobot_requests_total{handler=\"/livez\",method=\"GET\",status=\"2xx\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("random"),
+        "unknown paths never become label values"
+    );
+    let requests_series = text
+        .lines()
+        .filter(|l| l.starts_with("adtrobot_requests_total{"))
+        .count();
+    assert!(requests_series <= 2, "{requests_series} series");
+}
+
+#[test]
+fn validate_reports_every_config_problem_with_its_location() {
+    let dir = TempDir::new();
+    let path = dir.0.join("bad.toml");
+    std::fs::write(
+        &path,
+        "listen = \"nowhere\"\n[checks.web]\nplugin = \"missing.wasm\"\ninterval = \"often\"\ngrants.http = [\"example.com\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    for expected in [
+        format!("{file}:1:10: listen:"),
+        format!("{file}:4:12: checks.web.interval:"),
+        format!("{file}:5:16: checks.web.grants.http:"),
+    ] {
+        assert!(err.contains(&expected), "{expected} missing from:\n{err}");
+    }
+
+    std::fs::write(&path, "[checks.web]\nplugin = \"missing.wasm\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("check 'web': cannot read"));
+
+    let good = format!("{}", check_block("t", test_artifacts::TRIVIAL, true, ""));
+    std::fs::write(&path, good).unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
