@@ -20,8 +20,8 @@ use crate::health::{self, Health};
 use crate::limits::{DEFAULT_FUEL, Limits};
 use crate::metrics::Metrics;
 use crate::runtime::{RunReport, Runtime};
-use crate::server;
 use crate::units;
+use crate::{server, usage};
 
 /// Exit status when a check could not run at all (Nagios UNKNOWN); also used for
 /// usage errors, so a monitoring system never mistakes a typo for a verdict.
@@ -42,6 +42,8 @@ enum Command {
     Serve(ServeArgs),
     /// Check a config file and load every plugin it names; report all problems at once.
     Validate(ConfigArgs),
+    /// Apply the migrations of the host's tables (ai_usage) and say what was applied.
+    Migrate(MigrateArgs),
     /// Run one plugin once under production limits and print its report.
     ///
     /// Exit status: 0 pass, 1 warn, 2 fail, 3 could not run (load error, timeout,
@@ -59,9 +61,24 @@ struct ConfigArgs {
 }
 
 #[derive(Debug, Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+
+    /// The database to migrate [default: the config's `main` datasource, which
+    /// DATABASE_URL overrides].
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
 struct ServeArgs {
     #[command(flatten)]
     config: ConfigArgs,
+
+    /// Do not apply migrations to the `main` datasource at start.
+    #[arg(long)]
+    no_migrate: bool,
 
     /// Listen on this address instead of the config's `listen`, e.g. 0.0.0.0:8080.
     #[arg(long, value_name = "ADDR")]
@@ -155,6 +172,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Validate(args) => validate(args),
+        Command::Migrate(args) => migrate(args),
         Command::Check(args) => check(args),
         Command::Wit => {
             print!("{}", crate::WIT);
@@ -213,6 +231,40 @@ fn validate(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The datasource holding the host's own tables.
+const MAIN_DATASOURCE: &str = "main";
+
+fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let url = match args.database_url {
+        Some(url) => url,
+        None => {
+            let config = Config::load(&args.config.config)?;
+            let main = config
+                .datasources
+                .iter()
+                .find(|d| d.name() == MAIN_DATASOURCE);
+            let main = main.with_context(|| {
+                format!(
+                    "{} defines no [datasources.{MAIN_DATASOURCE}]: pass --database-url",
+                    args.config.config.display()
+                )
+            })?;
+            main.url().to_owned()
+        }
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let applied = tokio.block_on(usage::migrate(&url))?;
+    if applied.is_empty() {
+        println!("nothing to apply: the database is up to date");
+    }
+    for m in applied {
+        println!("applied {} {}", m.version, m.description);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config.config)?;
     let listen = args.listen.unwrap_or(config.listen);
@@ -220,13 +272,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     tokio.block_on(async {
-        for ds in &config.datasources {
-            ds.create_embedded().await.with_context(|| {
-                format!(
-                    "cannot create the embedded database of datasource '{}'",
-                    ds.name()
-                )
-            })?;
+        if !args.no_migrate
+            && let Some(main) = config
+                .datasources
+                .iter()
+                .find(|d| d.name() == MAIN_DATASOURCE)
+        {
+            // A database that is down must not keep the host from reporting it.
+            match usage::migrate(main.url()).await {
+                Ok(applied) => {
+                    for m in applied {
+                        tracing::info!("applied migration {} {}", m.version, m.description);
+                    }
+                }
+                Err(e) => tracing::warn!("cannot migrate datasource '{MAIN_DATASOURCE}': {e}"),
+            }
         }
         let runtime = Arc::new(Runtime::new(datasources(&config))?);
         let checks = load_checks(&config, &runtime)?;
@@ -254,10 +314,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         let shutdown = {
             let health = health.clone();
+            let delay = config.shutdown_delay;
             async move {
                 shutdown_signal().await;
                 tracing::info!("shutting down: /readyz now answers 503");
                 health.begin_shutdown();
+                // Keep serving while load balancers notice; a second signal cuts it short.
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {},
+                    () = shutdown_signal() => {},
+                }
             }
         };
         axum::serve(listener, server::router(state))

@@ -36,6 +36,10 @@ pub const STALE_AFTER_INTERVALS: u32 = 3;
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 8;
 /// Shortest interval: more often than this a health check only loads its dependency.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the host keeps serving after SIGTERM with `/readyz` at 503, when the file
+/// says nothing: none, so Ctrl-C is immediate. Behind a load balancer or in
+/// Kubernetes, set it to the time endpoints take to drop the instance (e.g. "5s").
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::ZERO;
 /// The environment variable that overrides the `main` datasource's URL.
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 
@@ -53,6 +57,8 @@ pub struct RawConfig {
     details_token: Option<Spanned<String>>,
     /// Runs in flight at once across all checks.
     max_concurrent_runs: Option<Spanned<usize>>,
+    /// Time between SIGTERM (readiness turns 503) and closing the listener.
+    shutdown_delay: Option<Spanned<String>>,
     /// Named databases checks may be granted.
     #[serde(default)]
     datasources: BTreeMap<String, RawDatasource>,
@@ -121,6 +127,7 @@ pub struct Config {
     pub show_details: ShowDetails,
     pub details_token: Option<String>,
     pub max_concurrent_runs: usize,
+    pub shutdown_delay: Duration,
     pub datasources: Vec<Datasource>,
     pub checks: Vec<CheckConfig>,
 }
@@ -306,6 +313,13 @@ impl Config {
             None => DEFAULT_MAX_CONCURRENT_RUNS,
         };
 
+        let shutdown_delay = duration(
+            &raw.shutdown_delay,
+            "shutdown_delay".to_owned(),
+            DEFAULT_SHUTDOWN_DELAY,
+            problems,
+        );
+
         let mut datasources = Vec::new();
         for (name, ds) in &raw.datasources {
             let mut url = ds.url.get_ref().clone();
@@ -341,6 +355,7 @@ impl Config {
             show_details,
             details_token,
             max_concurrent_runs,
+            shutdown_delay,
             datasources,
             checks,
         }

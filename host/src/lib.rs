@@ -4,7 +4,8 @@
 //! [`limits`] (every limit and default), [`units`] (durations and sizes), [`scrub`]
 //! (secret removal), [`capabilities`] (what plugins may reach), [`runtime`] (engine,
 //! loading, runs and outcomes), [`health`] (scheduling, results, formats), [`metrics`]
-//! (the Prometheus registry), [`server`] (the HTTP API), [`cli`] (the command line).
+//! (the Prometheus registry), [`server`] (the HTTP API), [`usage`] (the
+//! `ai_usage` table and its migrations), [`cli`] (the command line).
 
 pub mod capabilities;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod runtime;
 pub mod scrub;
 pub mod server;
 pub mod units;
+pub mod usage;
 
 /// The plugin contract (WIT), as shipped with this host.
 pub const WIT: &str = include_str!("../../wit/plugin.wit");

@@ -26,6 +26,22 @@ pub const ACTIVE_USER_PERIODS: [&str; 3] = ["dau", "wau", "mau"];
 /// States of the seed's queue-depth gauge.
 pub const QUEUE_STATES: [&str; 3] = ["pending", "failed", "completed"];
 
+/// The seed's metric names (Task 2), without the namespace.
+pub const SEED_METRICS: [&str; 12] = [
+    "requests_total",
+    "errors_total",
+    "ai_request_duration_seconds",
+    "ai_tokens_total",
+    "ai_cost_dollars_total",
+    "ai_requests_total",
+    "active_users",
+    "subscription_conversions_total",
+    "revenue_rubles_total",
+    "queue_depth",
+    "health_check_status",
+    "requests_in_progress",
+];
+
 /// Every metric the host exports.
 pub struct Metrics {
     registry: Registry,
@@ -319,22 +335,9 @@ mod tests {
     #[test]
     fn every_seed_metric_is_exposed_even_before_it_has_samples() {
         let text = Metrics::new("adtrobot").unwrap().render();
-        for name in [
-            "adtrobot_requests_total",
-            "adtrobot_errors_total",
-            "adtrobot_ai_request_duration_seconds",
-            "adtrobot_ai_tokens_total",
-            "adtrobot_ai_cost_dollars_total",
-            "adtrobot_ai_requests_total",
-            "adtrobot_active_users",
-            "adtrobot_subscription_conversions_total",
-            "adtrobot_revenue_rubles_total",
-            "adtrobot_queue_depth",
-            "adtrobot_health_check_status",
-            "adtrobot_requests_in_progress",
-        ] {
+        for name in SEED_METRICS {
             assert!(
-                text.contains(&format!("# TYPE {name} ")),
+                text.contains(&format!("# TYPE adtrobot_{name} ")),
                 "{name} missing:\n{text}"
             );
         }

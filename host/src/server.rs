@@ -144,15 +144,23 @@ async fn health_all(
 ) -> Response {
     let views = state.health.views(&excluded(query.as_deref()));
     let status = health_status(health::healthy(&views));
-    let details = details(&state, &headers);
-    if wants_ietf(&headers) {
-        json_response(status, HEALTH_JSON, &health::ietf_json(&views, details))
+    health_response(&state, &headers, status, &views, health::seed_json)
+}
+
+/// Answers in the format the caller accepts: the IETF draft's, or `seed` (the seed's
+/// whole document, or one check of it).
+fn health_response(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    views: &[health::CheckView],
+    seed: fn(&[health::CheckView], bool) -> Value,
+) -> Response {
+    let details = details(state, headers);
+    if wants_ietf(headers) {
+        json_response(status, HEALTH_JSON, &health::ietf_json(views, details))
     } else {
-        json_response(
-            status,
-            "application/json",
-            &health::seed_json(&views, details),
-        )
+        json_response(status, "application/json", &seed(views, details))
     }
 }
 
@@ -169,17 +177,9 @@ async fn health_one(
         );
     };
     let status = health_status(view.healthy);
-    let details = details(&state, &headers);
-    let views = [view];
-    if wants_ietf(&headers) {
-        json_response(status, HEALTH_JSON, &health::ietf_json(&views, details))
-    } else {
-        json_response(
-            status,
-            "application/json",
-            &health::seed_check(&views[0], details),
-        )
-    }
+    health_response(&state, &headers, status, &[view], |views, details| {
+        health::seed_check(&views[0], details)
+    })
 }
 
 async fn livez() -> Response {

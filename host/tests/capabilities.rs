@@ -292,204 +292,137 @@ async fn sql_on_an_unreachable_database_is_a_database_error() {
     assert!(report.message.unwrap().starts_with("database:"));
 }
 
+/// The SQL tests that are the same on PostgreSQL and MariaDB. Statements name their
+/// table `{t}`.
+trait ServerCases {
+    async fn reads(&self, setup: &str, cases: &[(&str, &str, &str)]);
+    async fn refuses_writes(&self, setup: &str, writes: &[&str], refusal: &str);
+}
+
+impl ServerCases for Server {
+    /// Runs `(statement, params, expected message)` cases through the guest against a
+    /// table made by `setup`.
+    async fn reads(&self, setup: &str, cases: &[(&str, &str, &str)]) {
+        let table = unique_table("hh_read");
+        self.exec(setup.replace("{t}", &table)).await;
+        for (statement, params, expected) in cases {
+            let statement = statement.replace("{t}", &table);
+            let report = sql(
+                Datasource::parse("db", self.url()).unwrap(),
+                &["db"],
+                &statement,
+                params,
+            )
+            .await;
+            assert_eq!(
+                report.message.as_deref(),
+                Some(*expected),
+                "{statement}: {report:?}"
+            );
+        }
+        self.exec(format!("DROP TABLE {table}")).await;
+    }
+
+    /// Each write fails with a database error whose text contains `refusal`, and the
+    /// table made by `setup` (one row, n = 1) is unchanged.
+    async fn refuses_writes(&self, setup: &str, writes: &[&str], refusal: &str) {
+        let table = unique_table("hh_write");
+        self.exec(setup.replace("{t}", &table)).await;
+        for statement in writes {
+            let statement = statement.replace("{t}", &table);
+            let report = sql(
+                Datasource::parse("db", self.url()).unwrap(),
+                &["db"],
+                &statement,
+                "",
+            )
+            .await;
+            assert_eq!(report.outcome, Outcome::Fail, "{statement}: {report:?}");
+            let message = report.message.unwrap();
+            assert!(
+                message.starts_with("database:") && message.contains(refusal),
+                "{statement}: {message}"
+            );
+        }
+        let unchanged = self
+            .count(format!("SELECT count(*) FROM {table} WHERE n = 1"))
+            .await;
+        assert_eq!(unchanged, 1, "the table is unchanged");
+        self.exec(format!("DROP TABLE {table}")).await;
+    }
+}
+
+/// Writes every test tries: rows, schema and truncation.
+const WRITES: [&str; 6] = [
+    "DELETE FROM {t}",
+    "DROP TABLE {t}",
+    "INSERT INTO {t} VALUES (2)",
+    "UPDATE {t} SET n = 5",
+    "CREATE TABLE {t}_x (n int)",
+    "TRUNCATE TABLE {t}",
+];
+
 #[tokio::test]
 async fn sql_reads_typed_values_from_postgres() {
-    let pool = postgres().await;
-    let table = unique_table("hh_read");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {table} (id varchar(10), next_run_time double precision, n int4, ok bool, raw bytea);
-         INSERT INTO {table} VALUES ('a', 1.5, 7, true, '\\x0102'), ('b', NULL, 8, false, NULL);"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
+    let setup = "CREATE TABLE {t} (id varchar(10), next_run_time double precision, n int4, ok bool, raw bytea);
+         INSERT INTO {t} VALUES ('a', 1.5, 7, true, '\\x0102'), ('b', NULL, 8, false, NULL);";
     let cases = [
         (
-            format!("SELECT next_run_time FROM {table} WHERE n = $1"),
+            "SELECT next_run_time FROM {t} WHERE n = $1",
             "7",
             "rows:1 first:1.5",
         ),
+        ("SELECT n FROM {t} ORDER BY n", "", "rows:2 first:7"),
+        ("SELECT ok FROM {t} WHERE id = $1", "a", "rows:1 first:true"),
         (
-            format!("SELECT n FROM {table} ORDER BY n"),
-            "",
-            "rows:2 first:7",
-        ),
-        (
-            format!("SELECT ok FROM {table} WHERE id = $1"),
-            "a",
-            "rows:1 first:true",
-        ),
-        (
-            format!("SELECT raw FROM {table} WHERE id = 'a'"),
+            "SELECT raw FROM {t} WHERE id = 'a'",
             "",
             "rows:1 first:blob(2)",
         ),
-        (
-            format!("SELECT id FROM {table} WHERE id = 'b'"),
-            "",
-            "rows:1 first:b",
-        ),
-        (
-            format!("SELECT count(*) FROM {table}"),
-            "",
-            "rows:1 first:2",
-        ),
-        ("SELECT 1".to_owned(), "", "rows:1 first:1"),
+        ("SELECT id FROM {t} WHERE id = 'b'", "", "rows:1 first:b"),
+        ("SELECT count(*) FROM {t}", "", "rows:1 first:2"),
+        ("SELECT 1", "", "rows:1 first:1"),
     ];
-    for (statement, params, expected) in cases {
-        let ds = Datasource::parse("db", POSTGRES_URL).unwrap();
-        let report = sql(ds, &["db"], &statement, params).await;
-        assert_eq!(
-            report.message.as_deref(),
-            Some(expected),
-            "{statement}: {report:?}"
-        );
-    }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    Server::Postgres(postgres().await)
+        .reads(setup, &cases)
+        .await;
 }
 
 #[tokio::test]
 async fn sql_writes_fail_on_postgres_and_change_nothing() {
-    let pool = postgres().await;
-    let table = unique_table("hh_write");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {table} (n int4); INSERT INTO {table} VALUES (1);"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
-    let writes = [
-        format!("DELETE FROM {table}"),
-        format!("DROP TABLE {table}"),
-        format!("INSERT INTO {table} VALUES (2)"),
-        format!("UPDATE {table} SET n = 5"),
-        format!("CREATE TABLE {table}_x (n int4)"),
-    ];
-    for statement in &writes {
-        let report = sql(
-            Datasource::parse("db", POSTGRES_URL).unwrap(),
-            &["db"],
-            statement,
-            "",
-        )
+    let setup = "CREATE TABLE {t} (n int4); INSERT INTO {t} VALUES (1);";
+    Server::Postgres(postgres().await)
+        .refuses_writes(setup, &WRITES, "read-only transaction")
         .await;
-        assert_eq!(report.outcome, Outcome::Fail, "{statement}: {report:?}");
-        assert!(
-            report.message.unwrap().contains("read-only transaction"),
-            "{statement}"
-        );
-    }
-    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {table} WHERE n = 1"
-    )))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(n, 1, "the table is unchanged");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
-        .execute(&pool)
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
 async fn sql_reads_typed_values_from_mariadb() {
-    let pool = mariadb().await;
-    let table = unique_table("hh_read");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {table} (id varchar(10), next_run_time double, n int, raw blob);
-         INSERT INTO {table} VALUES ('a', 1.5, 7, x'0102'), ('b', NULL, 8, NULL);"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
+    let setup = "CREATE TABLE {t} (id varchar(10), next_run_time double, n int, raw blob);
+         INSERT INTO {t} VALUES ('a', 1.5, 7, x'0102'), ('b', NULL, 8, NULL);";
     let cases = [
         (
-            format!("SELECT next_run_time FROM {table} WHERE n = ?"),
+            "SELECT next_run_time FROM {t} WHERE n = ?",
             "7",
             "rows:1 first:1.5",
         ),
+        ("SELECT n FROM {t} ORDER BY n", "", "rows:2 first:7"),
         (
-            format!("SELECT n FROM {table} ORDER BY n"),
-            "",
-            "rows:2 first:7",
-        ),
-        (
-            format!("SELECT raw FROM {table} WHERE id = 'a'"),
+            "SELECT raw FROM {t} WHERE id = 'a'",
             "",
             "rows:1 first:blob(2)",
         ),
-        (
-            format!("SELECT id FROM {table} WHERE id = ?"),
-            "b",
-            "rows:1 first:b",
-        ),
-        (
-            format!("SELECT count(*) FROM {table}"),
-            "",
-            "rows:1 first:2",
-        ),
-        ("SELECT 1".to_owned(), "", "rows:1 first:1"),
+        ("SELECT id FROM {t} WHERE id = ?", "b", "rows:1 first:b"),
+        ("SELECT count(*) FROM {t}", "", "rows:1 first:2"),
+        ("SELECT 1", "", "rows:1 first:1"),
     ];
-    for (statement, params, expected) in cases {
-        let ds = Datasource::parse("db", MARIADB_URL).unwrap();
-        let report = sql(ds, &["db"], &statement, params).await;
-        assert_eq!(
-            report.message.as_deref(),
-            Some(expected),
-            "{statement}: {report:?}"
-        );
-    }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    Server::MariaDb(mariadb().await).reads(setup, &cases).await;
 }
 
 #[tokio::test]
 async fn sql_writes_fail_on_mariadb_and_change_nothing() {
-    let pool = mariadb().await;
-    let table = unique_table("hh_write");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE {table} (n int); INSERT INTO {table} VALUES (1);"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
-    let writes = [
-        format!("DELETE FROM {table}"),
-        format!("DROP TABLE {table}"),
-        format!("INSERT INTO {table} VALUES (2)"),
-        format!("UPDATE {table} SET n = 5"),
-        format!("CREATE TABLE {table}_x (n int)"),
-        format!("TRUNCATE TABLE {table}"),
-    ];
-    for statement in &writes {
-        let report = sql(
-            Datasource::parse("db", MARIADB_URL).unwrap(),
-            &["db"],
-            statement,
-            "",
-        )
+    let setup = "CREATE TABLE {t} (n int); INSERT INTO {t} VALUES (1);";
+    Server::MariaDb(mariadb().await)
+        .refuses_writes(setup, &WRITES, "READ ONLY")
         .await;
-        assert_eq!(report.outcome, Outcome::Fail, "{statement}: {report:?}");
-        assert!(
-            report.message.unwrap().starts_with("database:"),
-            "{statement}"
-        );
-    }
-    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {table} WHERE n = 1"
-    )))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(n, 1, "the table is unchanged");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
-        .execute(&pool)
-        .await
-        .unwrap();
 }

@@ -372,12 +372,25 @@ async fn readyz_waits_for_the_first_run_of_every_critical_check() {
 }
 
 #[tokio::test]
-async fn sigterm_stops_the_server_cleanly() {
-    let mut server = Server::start(&check_block("t", test_artifacts::TRIVIAL, true, "")).await;
+async fn sigterm_turns_readyz_503_then_stops_cleanly() {
+    let config = format!(
+        "shutdown_delay = \"2s\"\n{}",
+        check_block("t", test_artifacts::TRIVIAL, true, "")
+    );
+    let mut server = Server::start(&config).await;
     server.wait_for("/readyz", |s, _| s == 200).await;
     let pid = server.child.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (_, body) = server.wait_for("/readyz", |s, _| s == 503).await;
+    assert_eq!(body["status"], "not ready");
+    let (status, _) = server.json("/livez").await;
+    assert_eq!(status, 200, "still alive while draining");
     let exit = tokio::task::spawn_blocking(move || {
         let exit = server.child.wait().unwrap();
         drop(server);
@@ -386,6 +399,34 @@ async fn sigterm_stops_the_server_cleanly() {
     .await
     .unwrap();
     assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test]
+async fn details_can_be_reserved_for_authorized_callers() {
+    let config = format!(
+        "show_details = \"when-authorized\"\ndetails_token = \"let-me-see\"\n{}",
+        check_block(
+            "flaky",
+            test_artifacts::MISBEHAVE,
+            true,
+            "settings = { mode = \"fail\", message = \"disk full\" }"
+        ),
+    );
+    let server = Server::start(&config).await;
+    let (status, body) = server.wait_for("/health", all_ran).await;
+    assert_eq!(status, 503);
+    assert!(body["checks"]["flaky"]["message"].is_null(), "{body}");
+    for wrong in ["Bearer nope", "let-me-see", "Bearer let-me-seeX"] {
+        let (_, _, text) = server
+            .get_with("/health", &[("authorization", wrong)])
+            .await;
+        assert!(!text.contains("disk full"), "{wrong}: {text}");
+    }
+    let (_, _, text) = server
+        .get_with("/health", &[("authorization", "Bearer let-me-see")])
+        .await;
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["checks"]["flaky"]["message"], "disk full");
 }
 
 #[tokio::test]
@@ -414,23 +455,13 @@ async fn metrics_hold_every_seed_name_and_stay_bounded_under_random_paths() {
             .unwrap()
             .starts_with("text/plain")
     );
-    for name in [
-        "adtrobot_requests_total",
-        "adtrobot_errors_total",
-        "adtrobot_ai_request_duration_seconds",
-        "adtrobot_ai_tokens_total",
-        "adtrobot_ai_cost_dollars_total",
-        "adtrobot_ai_requests_total",
-        "adtrobot_active_users",
-        "adtrobot_subscription_conversions_total",
-        "adtrobot_revenue_rubles_total",
-        "adtrobot_queue_depth",
-        "adtrobot_health_check_status",
-        "adtrobot_requests_in_progress",
+    let seed = healthhost::metrics::SEED_METRICS.map(|name| format!("adtrobot_{name}"));
+    let host = [
         "adtrobot_check_runs_total",
         "adtrobot_check_run_duration_seconds",
         "process_resident_memory_bytes",
-    ] {
+    ];
+    for name in seed.iter().map(String::as_str).chain(host) {
         assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
     }
     assert!(

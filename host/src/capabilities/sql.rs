@@ -67,6 +67,27 @@ pub enum Kind {
     MySql,
 }
 
+impl Kind {
+    /// The kind of a database URL: `sqlite:`, `postgres:`/`postgresql:`,
+    /// `mysql:`/`mariadb:`.
+    pub fn of_url(url: &str) -> Option<Kind> {
+        match url.split(':').next()?.to_ascii_lowercase().as_str() {
+            "sqlite" => Some(Kind::Sqlite),
+            "postgres" | "postgresql" => Some(Kind::Postgres),
+            "mysql" | "mariadb" => Some(Kind::MySql),
+            _ => None,
+        }
+    }
+}
+
+/// sqlx knows MariaDB URLs as `mysql://`.
+pub fn mysql_url(url: &str) -> String {
+    match url.get(..8) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("mariadb:") => format!("mysql:{}", &url[8..]),
+        _ => url.to_owned(),
+    }
+}
+
 /// A datasource URL that cannot be used; carries the datasource name and why.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasourceError {
@@ -99,6 +120,7 @@ enum AnyPool {
 #[derive(Clone)]
 pub struct Datasource {
     name: String,
+    url: String,
     kind: Kind,
     options: Options,
     password: Option<String>,
@@ -120,36 +142,24 @@ impl Datasource {
             name: name.to_owned(),
             reason,
         };
-        let scheme = url
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let (kind, options) = match scheme.as_str() {
-            "sqlite" => {
-                let options = SqliteConnectOptions::from_str(url)
+        let kind = Kind::of_url(url).ok_or_else(|| DatasourceError::Scheme {
+            name: name.to_owned(),
+            scheme: url.split(':').next().unwrap_or_default().to_owned(),
+        })?;
+        let options = match kind {
+            Kind::Sqlite => Options::Sqlite(
+                SqliteConnectOptions::from_str(url)
                     .map_err(|e| invalid(e.to_string()))?
                     .read_only(true)
-                    .create_if_missing(false);
-                (Kind::Sqlite, Options::Sqlite(options))
-            }
-            "postgres" | "postgresql" => {
-                let options =
-                    PgConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
-                (Kind::Postgres, Options::Postgres(options))
-            }
-            "mysql" | "mariadb" => {
-                let url = url.replacen("mariadb", "mysql", 1);
-                let options =
-                    MySqlConnectOptions::from_str(&url).map_err(|e| invalid(e.to_string()))?;
-                (Kind::MySql, Options::MySql(options))
-            }
-            _ => {
-                return Err(DatasourceError::Scheme {
-                    name: name.to_owned(),
-                    scheme,
-                });
-            }
+                    .create_if_missing(false),
+            ),
+            Kind::Postgres => Options::Postgres(
+                PgConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?,
+            ),
+            Kind::MySql => Options::MySql(
+                MySqlConnectOptions::from_str(&mysql_url(url))
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
         };
         let password = url::Url::parse(url)
             .ok()
@@ -157,6 +167,7 @@ impl Datasource {
             .filter(|p| !p.is_empty());
         Ok(Datasource {
             name: name.to_owned(),
+            url: url.to_owned(),
             kind,
             options,
             password,
@@ -174,22 +185,9 @@ impl Datasource {
         &self.name
     }
 
-    /// Creates the file of a SQLite datasource that does not exist yet (the host's
-    /// embedded database); does nothing for other kinds or existing files.
-    pub async fn create_embedded(&self) -> Result<(), sqlx::Error> {
-        let Options::Sqlite(options) = &self.options else {
-            return Ok(());
-        };
-        let path = options.get_filename();
-        if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") || path.exists() {
-            return Ok(());
-        }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let writable = options.clone().read_only(false).create_if_missing(true);
-        let conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&writable).await?;
-        sqlx::Connection::close(conn).await
+    /// The datasource's URL (it may hold a password: never log it).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     async fn pool(&self) -> &AnyPool {
@@ -546,6 +544,14 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn mariadb_urls_become_mysql_urls() {
+        assert_eq!(mysql_url("mariadb://root@db/test"), "mysql://root@db/test");
+        assert_eq!(mysql_url("MariaDB://root@db/test"), "mysql://root@db/test");
+        assert_eq!(mysql_url("mysql://root@db/test"), "mysql://root@db/test");
+        assert_eq!(mysql_url("sqlite:x"), "sqlite:x");
     }
 
     #[test]

@@ -233,3 +233,48 @@ pub fn quick(timeout_ms: u64) -> Limits {
         ..Limits::default()
     }
 }
+
+/// A database server the tests prepare tables in (PostgreSQL or MariaDB), for tests
+/// that are the same on both.
+pub enum Server {
+    Postgres(sqlx::PgPool),
+    MariaDb(sqlx::MySqlPool),
+}
+
+impl Server {
+    /// The URL the host connects with.
+    pub fn url(&self) -> &'static str {
+        match self {
+            Server::Postgres(_) => POSTGRES_URL,
+            Server::MariaDb(_) => MARIADB_URL,
+        }
+    }
+
+    /// Runs statements (several, separated by `;`).
+    pub async fn exec(&self, sql: String) {
+        let sql = sqlx::AssertSqlSafe(sql);
+        match self {
+            Server::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            Server::MariaDb(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        }
+        .unwrap();
+    }
+
+    /// The first column of the first row, as an integer.
+    pub async fn count(&self, sql: String) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql);
+        match self {
+            Server::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Server::MariaDb(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap()
+    }
+
+    /// A new empty database on this server (dropped by the caller), and its URL.
+    pub async fn fresh_database(&self) -> (String, String) {
+        let name = unique_table("hh_fresh");
+        self.exec(format!("CREATE DATABASE {name}")).await;
+        let url = format!("{}/{name}", self.url().rsplit_once('/').unwrap().0);
+        (name, url)
+    }
+}
