@@ -244,11 +244,15 @@ async fn scheduler_reads_the_job_store_in_postgres() {
     );
 }
 
+/// A database file name, its jobs' next run times (no table at all for `None`), and
+/// the exit code and verdict expected.
+type JobStoreCase<'a> = (&'a str, Option<&'a [Option<f64>]>, i32, &'a str);
+
 #[tokio::test]
 async fn scheduler_reads_the_job_store_in_sqlite() {
     let dir = std::env::temp_dir().join(unique_table("hh_sched"));
     std::fs::create_dir_all(&dir).unwrap();
-    let cases: [(&str, Option<&[Option<f64>]>, i32, &str); 4] = [
+    let cases: [JobStoreCase; 4] = [
         (
             "ok.db",
             Some(&[Some(now() + 60.0)]),

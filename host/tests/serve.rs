@@ -523,7 +523,7 @@ fn validate_reports_every_config_problem_with_its_location() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("check 'web': cannot read"));
 
-    let good = format!("{}", check_block("t", test_artifacts::TRIVIAL, true, ""));
+    let good = check_block("t", test_artifacts::TRIVIAL, true, "");
     std::fs::write(&path, good).unwrap();
     let out = Command::new(BIN)
         .args(["validate", "--config"])
