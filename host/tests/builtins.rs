@@ -59,13 +59,7 @@ async fn database_passes_on_sqlite_postgres_and_mariadb() {
     let dir = std::env::temp_dir().join(unique_table("hh_db"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("app.db");
-    let pool = sqlx::SqlitePool::connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&file)
-            .create_if_missing(true),
-    )
-    .await
-    .unwrap();
+    let pool = sqlite(&file).await;
     pool.close().await;
     postgres().await;
     mariadb().await;
@@ -162,13 +156,7 @@ async fn job_store_postgres(table: &str, next_runs: &[Option<f64>]) {
 }
 
 async fn job_store_sqlite(file: &std::path::Path, next_runs: &[Option<f64>]) {
-    let pool = sqlx::SqlitePool::connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(file)
-            .create_if_missing(true),
-    )
-    .await
-    .unwrap();
+    let pool = sqlite(file).await;
     sqlx::raw_sql("CREATE TABLE apscheduler_jobs (id VARCHAR(191) PRIMARY KEY, next_run_time FLOAT, job_state BLOB NOT NULL)")
         .execute(&pool)
         .await
@@ -278,13 +266,7 @@ async fn scheduler_reads_the_job_store_in_sqlite() {
         match jobs {
             Some(jobs) => job_store_sqlite(&file, jobs).await,
             None => {
-                let pool = sqlx::SqlitePool::connect_with(
-                    sqlx::sqlite::SqliteConnectOptions::new()
-                        .filename(&file)
-                        .create_if_missing(true),
-                )
-                .await
-                .unwrap();
+                let pool = sqlite(&file).await;
                 pool.close().await;
             }
         }

@@ -173,13 +173,9 @@ async fn sql(datasource: Datasource, grant: &[&str], statement: &str, params: &s
 
 /// A SQLite file in a fresh temporary directory, prepared with `setup`.
 async fn sqlite_file(setup: &[&str]) -> (tempdir::Dir, String) {
-    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
     let dir = tempdir::Dir::new();
     let path = dir.path.join("db.sqlite");
-    let options = SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true);
-    let pool = SqlitePool::connect_with(options).await.unwrap();
+    let pool = sqlite(&path).await;
     for statement in setup {
         sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
             .execute(&pool)

@@ -142,14 +142,8 @@ fn check_block(name: &str, wasm: &str, critical: bool, extra: &str) -> String {
 }
 
 /// The four built-ins against a SQLite file with a job table and stand-in APIs.
-async fn four_builtins(openrouter: &StandIn, sqlite: &std::path::Path) -> String {
-    let pool = sqlx::SqlitePool::connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(sqlite)
-            .create_if_missing(true),
-    )
-    .await
-    .unwrap();
+async fn four_builtins(openrouter: &StandIn, db_file: &std::path::Path) -> String {
+    let pool = sqlite(db_file).await;
     let next = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -166,7 +160,7 @@ async fn four_builtins(openrouter: &StandIn, sqlite: &std::path::Path) -> String
     let origin = &openrouter.origin;
     format!(
         "[datasources.main]\nurl = \"sqlite://{}\"\n\n{}{}{}{}",
-        sqlite.display(),
+        db_file.display(),
         check_block(
             "database",
             test_artifacts::CHECK_DATABASE,

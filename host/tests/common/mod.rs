@@ -168,6 +168,14 @@ pub async fn mariadb() -> sqlx::MySqlPool {
         })
 }
 
+/// A pool on a SQLite file, created if missing.
+pub async fn sqlite(path: &std::path::Path) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    sqlx::SqlitePool::connect_with(options).await.unwrap()
+}
+
 /// A table name unique to this test process and call.
 pub fn unique_table(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
