@@ -267,18 +267,16 @@ impl HttpState {
         if error.is_timeout() {
             return Error::Timeout;
         }
-        if error.is_builder() {
-            return Error::Invalid(
-                self.scrubber
-                    .scrub(&error_chain(&error.without_url()))
-                    .into_owned(),
-            );
+        let invalid = error.is_builder();
+        let text = self
+            .scrubber
+            .scrub(&error_chain(&error.without_url()))
+            .into_owned();
+        if invalid {
+            Error::Invalid(text)
+        } else {
+            Error::Transport(text)
         }
-        Error::Transport(
-            self.scrubber
-                .scrub(&error_chain(&error.without_url()))
-                .into_owned(),
-        )
     }
 }
 

@@ -38,12 +38,12 @@ impl LogState {
 
     /// Writes one line, if the run's budget allows it.
     pub fn write(&mut self, level: Level, source: &'static str, line: &str) {
+        let line = truncate(line, LOG_MAX_LINE_BYTES);
         if self.written + line.len() > LOG_MAX_BYTES_PER_RUN {
             self.dropped += 1;
             return;
         }
         self.written += line.len();
-        let line = truncate(line, LOG_MAX_LINE_BYTES);
         let line = self.scrubber.scrub(line);
         let check = &*self.check;
         match level {

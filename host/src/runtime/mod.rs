@@ -88,19 +88,9 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// The check's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Hex SHA-256 of the component's bytes.
     pub fn sha256(&self) -> &str {
         &self.sha256
-    }
-
-    /// The limits every run gets.
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 }
 
@@ -337,7 +327,7 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
         }
         Ok(Err(error)) => {
             let (kind, text) = classify(&error, memory_refused, stage, &limits);
-            let stderr_tail = stderr_excerpt(&stdout_text(&stderr));
+            let stderr_tail = stderr_excerpt(&captured_text(&stderr));
             let text = match stderr_tail {
                 Some(tail) if kind == ErrorKind::Trap => format!("{text}; stderr: {tail}"),
                 _ => text,
@@ -443,7 +433,7 @@ fn timeout_message(limits: &Limits) -> String {
     )
 }
 
-fn stdout_text(pipe: &CapturePipe) -> String {
+fn captured_text(pipe: &CapturePipe) -> String {
     String::from_utf8_lossy(&pipe.contents().0).into_owned()
 }
 
