@@ -19,6 +19,7 @@ fn load(runtime: &Runtime, wasm: &str, grants: Grants) -> Arc<Plugin> {
             .load_file(
                 "bench",
                 std::path::Path::new(wasm),
+                None,
                 grants,
                 Limits::default(),
             )

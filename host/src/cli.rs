@@ -1,7 +1,8 @@
 //! The command line: argument definitions (with the help text of every flag), and the
 //! commands `serve` (run every check in the background and serve the HTTP API),
-//! `validate` (check a config and its plugins), `check` (run one plugin once under
-//! production limits) and `wit` (print the plugin contract).
+//! `validate` (check a config and its plugins), `list` (every check and its state),
+//! `migrate`, `check` (run one plugin once under production limits) and `wit` (print
+//! the plugin contract).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,12 +17,13 @@ use crate::capabilities::config::Settings;
 use crate::capabilities::http::HttpPolicy;
 use crate::capabilities::sql::{Datasource, Datasources, SqlPolicy};
 use crate::config::Config;
-use crate::health::{self, Health};
+use crate::dropins::{self, Folder, Scan};
+use crate::health::{CheckSet, Health};
 use crate::limits::{DEFAULT_FUEL, Limits};
 use crate::metrics::Metrics;
 use crate::runtime::{RunReport, Runtime};
 use crate::units;
-use crate::{server, usage};
+use crate::{listing, server, usage};
 
 /// Exit status when a check could not run at all (Nagios UNKNOWN); also used for
 /// usage errors, so a monitoring system never mistakes a typo for a verdict.
@@ -40,8 +42,12 @@ enum Command {
     /// Run every configured check in the background and serve /health, /livez,
     /// /readyz and /metrics.
     Serve(ServeArgs),
-    /// Check a config file and load every plugin it names; report all problems at once.
+    /// Check a config file and load every plugin it names and every plugin of its
+    /// plugins folder; report all problems at once.
     Validate(ConfigArgs),
+    /// List every check (config and plugins folder): source, file hash, grants,
+    /// limits, interval, load status, and the last outcome a running host reports.
+    List(ListArgs),
     /// Apply the migrations of the host's tables (ai_usage) and say what was applied.
     Migrate(MigrateArgs),
     /// Run one plugin once under production limits and print its report.
@@ -58,6 +64,21 @@ struct ConfigArgs {
     /// The configuration file; relative paths in it are relative to its folder.
     #[arg(long, short, value_name = "FILE", default_value = "config.toml")]
     config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+
+    /// Print JSON (an array, one object per check) instead of text.
+    #[arg(long)]
+    json: bool,
+
+    /// The running host to ask for each check's last outcome, e.g.
+    /// http://127.0.0.1:8080 [default: the config's listen address].
+    #[arg(long, value_name = "URL")]
+    host: Option<url::Url>,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +193,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Validate(args) => validate(args),
+        Command::List(args) => list(args),
         Command::Migrate(args) => migrate(args),
         Command::Check(args) => check(args),
         Command::Wit => {
@@ -183,23 +205,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Everything `serve` and `validate` need: a runtime with the config's datasources
 /// and every check loaded. Load errors are collected and reported together.
-fn load_checks(config: &Config, runtime: &Runtime) -> anyhow::Result<Vec<health::Check>> {
-    let mut checks = Vec::new();
-    let mut errors = Vec::new();
-    for check in &config.checks {
-        match runtime.load_file(
-            &check.name,
-            &check.plugin,
-            check.grants.clone(),
-            check.limits,
-        ) {
-            Ok(plugin) => checks.push(health::Check {
-                config: check.clone(),
-                plugin: Arc::new(plugin),
-            }),
-            Err(e) => errors.push(e.to_string()),
-        }
+/// A runtime for `config`'s datasources, with its compile cache when one is
+/// configured (a cache that cannot be opened only costs compile time).
+fn open_runtime(
+    config: &Config,
+    lookups: Option<prometheus::IntCounterVec>,
+) -> anyhow::Result<Runtime> {
+    let mut runtime = Runtime::new(datasources(config))?;
+    if let Some(dir) = &config.cache_dir
+        && let Err(e) = runtime.use_cache(dir, lookups)
+    {
+        tracing::warn!("{e}; compiling plugins without a cache");
     }
+    Ok(runtime)
+}
+
+/// The config file's checks; any that does not load is an error.
+fn configured(config: &Config, runtime: &Runtime) -> anyhow::Result<CheckSet> {
+    let (set, errors) = dropins::configured(config, runtime);
     if !errors.is_empty() {
         bail!(
             "{} plugin(s) failed to load:\n  {}",
@@ -207,7 +230,24 @@ fn load_checks(config: &Config, runtime: &Runtime) -> anyhow::Result<Vec<health:
             errors.join("\n  ")
         );
     }
-    Ok(checks)
+    Ok(set)
+}
+
+/// Every check of the config file and of its plugins folder, each as far as it loads.
+fn everything(config: Config) -> anyhow::Result<(Arc<Config>, CheckSet)> {
+    let config = Arc::new(config);
+    let runtime = Arc::new(open_runtime(&config, None)?);
+    let (set, _) = dropins::configured(&config, &runtime);
+    let mut folder = Folder::new(config.clone(), runtime, None);
+    let scan = Scan {
+        retry_failed: true,
+        settle: Duration::ZERO,
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let set = tokio.block_on(folder.next(&set, scan)).unwrap_or(set);
+    Ok((config, set))
 }
 
 fn datasources(config: &Config) -> Datasources {
@@ -220,14 +260,54 @@ fn datasources(config: &Config) -> Datasources {
 
 fn validate(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    let runtime = Runtime::new(datasources(&config))?;
-    let checks = load_checks(&config, &runtime)?;
+    let (config, set) = everything(config)?;
+    let errors: Vec<String> = set
+        .entries
+        .values()
+        .filter_map(|e| {
+            e.load_error
+                .as_ref()
+                .map(|why| format!("{}: {why}", e.file.display()))
+        })
+        .chain(
+            set.rejected
+                .iter()
+                .map(|(file, why)| format!("{}: {why}", file.display())),
+        )
+        .collect();
+    if !errors.is_empty() {
+        bail!(
+            "{} plugin(s) failed to load:\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        );
+    }
     println!(
         "{}: ok, {} check(s), {} datasource(s)",
         args.config.display(),
-        checks.len(),
+        set.entries.len(),
         config.datasources.len()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config.config)?;
+    let host = match args.host {
+        Some(url) => url,
+        None => listing::local_url(config.listen),
+    };
+    let (_, set) = everything(config)?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let host = tokio.block_on(listing::running_host(&host));
+    let rows = listing::rows(&set, host.as_ref());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", listing::human(&rows, host.is_some()));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -288,14 +368,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => tracing::warn!("cannot migrate datasource '{MAIN_DATASOURCE}': {e}"),
             }
         }
-        let runtime = Arc::new(Runtime::new(datasources(&config))?);
-        let checks = load_checks(&config, &runtime)?;
         let metrics = Arc::new(Metrics::new(&config.namespace)?);
+        let runtime = Arc::new(open_runtime(&config, Some(metrics.compile_cache.clone()))?);
         let health = Arc::new(Health::new(
-            runtime,
+            runtime.clone(),
             metrics.clone(),
-            checks,
             config.max_concurrent_runs,
+        ));
+        health.apply(configured(&config, &runtime)?);
+        let config = Arc::new(config);
+        let mut folder = Folder::new(config.clone(), runtime, Some(metrics.clone()));
+        let first = Scan {
+            retry_failed: true,
+            settle: dropins::SETTLE_TIME,
+        };
+        if let Some(set) = folder.next(&health.set(), first).await {
+            health.apply(set);
+        }
+        let watcher = tokio::spawn(dropins::watch(
+            folder,
+            health.clone(),
+            config.watch_interval,
         ));
         let state = Arc::new(server::AppState {
             health: health.clone(),
@@ -306,8 +399,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        let mut background = health.spawn();
-        let checks = health.names().count();
+        let checks = health.set().entries.len();
         tracing::info!(
             "listening on http://{} with {checks} check(s)",
             listener.local_addr()?
@@ -329,8 +421,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         axum::serve(listener, server::router(state))
             .with_graceful_shutdown(shutdown)
             .await?;
-        background.abort_all();
-        while background.join_next().await.is_some() {}
+        watcher.abort();
+        health.stop();
         tracing::info!("stopped");
         anyhow::Ok(())
     })?;
@@ -374,7 +466,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let runtime = Runtime::new(datasources)?;
-    let plugin = Arc::new(runtime.load_file(&name, &args.plugin, grants, limits)?);
+    let plugin = Arc::new(runtime.load_file(&name, &args.plugin, None, grants, limits)?);
     let report = tokio.block_on(runtime.run(&plugin));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

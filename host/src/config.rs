@@ -6,7 +6,7 @@
 //! folder, `${VAR}` values from the environment (such values are secrets), the
 //! `DATABASE_URL` override of the `main` datasource, units, allowlists and limits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -40,6 +40,12 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// says nothing: none, so Ctrl-C is immediate. Behind a load balancer or in
 /// Kubernetes, set it to the time endpoints take to drop the instance (e.g. "5s").
 pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::ZERO;
+/// The drop-in folder, relative to the config file, when the file says nothing.
+pub const DEFAULT_PLUGINS_DIR: &str = "plugins.d";
+/// How often the drop-in folder is scanned for changes when the file says nothing:
+/// a new check shows up within a second, and a scan of an unchanged folder is a few
+/// `stat` calls.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// The environment variable that overrides the `main` datasource's URL.
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 
@@ -59,6 +65,12 @@ pub struct RawConfig {
     max_concurrent_runs: Option<Spanned<usize>>,
     /// Time between SIGTERM (readiness turns 503) and closing the listener.
     shutdown_delay: Option<Spanned<String>>,
+    /// Folder of dropped-in checks (`NAME.wasm` + optional `NAME.toml`).
+    plugins_dir: Option<PathBuf>,
+    /// How often the plugins folder is scanned, e.g. "1s".
+    watch_interval: Option<Spanned<String>>,
+    /// Folder of compiled plugins; "" turns the cache off.
+    cache_dir: Option<PathBuf>,
     /// Named databases checks may be granted.
     #[serde(default)]
     datasources: BTreeMap<String, RawDatasource>,
@@ -73,11 +85,14 @@ struct RawDatasource {
     url: Spanned<String>,
 }
 
+/// A check as written: a `[checks.NAME]` table, or a dropped-in check's grant file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCheck {
-    /// Path of the .wasm component.
-    plugin: Spanned<PathBuf>,
+    /// Path of the .wasm component (in config.toml; a grant file has none).
+    plugin: Option<Spanned<PathBuf>>,
+    /// Hex SHA-256 the plugin file must have.
+    sha256: Option<Spanned<String>>,
     /// Whether a failure makes /health answer 503.
     #[serde(default)]
     critical: bool,
@@ -104,6 +119,9 @@ struct RawGrants {
     http: Vec<Spanned<String>>,
     #[serde(default)]
     sql: Vec<Spanned<String>>,
+    /// Sample names the check may export to /metrics (as `{namespace}_{name}`).
+    #[serde(default)]
+    metrics: Vec<Spanned<String>>,
 }
 
 /// Who sees check messages in `/health`.
@@ -130,6 +148,21 @@ pub struct Config {
     pub shutdown_delay: Duration,
     pub datasources: Vec<Datasource>,
     pub checks: Vec<CheckConfig>,
+    /// The drop-in folder.
+    pub plugins_dir: PathBuf,
+    pub watch_interval: Duration,
+    /// The compile cache's folder; `None` when turned off.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Where a check comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// A `[checks.NAME]` table of the config file.
+    Config,
+    /// A `.wasm` file in the plugins folder.
+    Folder,
 }
 
 /// One check, resolved.
@@ -142,6 +175,11 @@ pub struct CheckConfig {
     pub max_age: Duration,
     pub limits: Limits,
     pub grants: Grants,
+    /// Sample names the check may export to `/metrics`.
+    pub metrics: BTreeSet<String>,
+    /// The SHA-256 (lower-case hex) the plugin file must have.
+    pub sha256: Option<String>,
+    pub source: Source,
 }
 
 /// One problem in a config file, located.
@@ -196,6 +234,15 @@ struct Problems<'a> {
 }
 
 impl Problems<'_> {
+    /// Every problem in file order, or none.
+    fn finish(mut self) -> Result<(), Vec<Problem>> {
+        if self.list.is_empty() {
+            return Ok(());
+        }
+        self.list.sort_by_key(|p| (p.line, p.column));
+        Err(self.list)
+    }
+
     fn add(&mut self, span: Range<usize>, key: impl Into<String>, message: impl fmt::Display) {
         let (line, column) = position(self.source, span.start);
         self.list.push(Problem {
@@ -241,27 +288,13 @@ impl Config {
         base: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, Vec<Problem>> {
-        let raw: RawConfig = toml::from_str(source).map_err(|e| {
-            let (line, column) = e.span().map_or((1, 1), |s| position(source, s.start));
-            let message = e.message().to_owned();
-            vec![Problem {
-                line,
-                column,
-                key: "(syntax)".to_owned(),
-                message,
-            }]
-        })?;
+        let raw: RawConfig = parse_toml(source)?;
         let mut problems = Problems {
             source,
             list: Vec::new(),
         };
         let config = Config::from_raw(raw, base, &env, &mut problems);
-        if problems.list.is_empty() {
-            Ok(config)
-        } else {
-            problems.list.sort_by_key(|p| (p.line, p.column));
-            Err(problems.list)
-        }
+        problems.finish().map(|()| config)
     }
 
     fn from_raw(
@@ -319,6 +352,27 @@ impl Config {
             DEFAULT_SHUTDOWN_DELAY,
             problems,
         );
+        let watch_interval = duration(
+            &raw.watch_interval,
+            "watch_interval".to_owned(),
+            DEFAULT_WATCH_INTERVAL,
+            problems,
+        );
+        if watch_interval.is_zero()
+            && let Some(text) = &raw.watch_interval
+        {
+            problems.add(text.span(), "watch_interval", "must be more than 0s");
+        }
+        let plugins_dir = base.join(
+            raw.plugins_dir
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_PLUGINS_DIR)),
+        );
+        let cache_dir = match &raw.cache_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(base.join(dir)),
+            None => Some(crate::cache::default_dir()),
+        };
 
         let mut datasources = Vec::new();
         for (name, ds) in &raw.datasources {
@@ -335,18 +389,36 @@ impl Config {
             }
         }
 
+        let datasource_names: BTreeSet<String> = raw.datasources.keys().cloned().collect();
         let mut checks = Vec::new();
         for (name, check) in raw.checks {
             let span = check.span();
-            let check = check.into_inner();
+            let mut check = check.into_inner();
+            let key = format!("checks.{name}");
             if !valid_check_name(&name) {
                 problems.add(
                     span.clone(),
-                    format!("checks.{name}"),
+                    key.clone(),
                     "a check name uses letters, digits, '-' and '_'",
                 );
             }
-            let resolved = resolve_check(&name, check, base, env, &raw.datasources, problems);
+            let plugin = match check.plugin.take() {
+                Some(path) => base.join(path.get_ref()),
+                None => {
+                    problems.add(
+                        span,
+                        format!("{key}.plugin"),
+                        "missing: the path of the .wasm component",
+                    );
+                    PathBuf::new()
+                }
+            };
+            let context = CheckContext {
+                key_prefix: format!("{key}."),
+                env,
+                datasources: &datasource_names,
+            };
+            let resolved = resolve_check(&name, check, plugin, Source::Config, &context, problems);
             checks.push(resolved);
         }
         Config {
@@ -358,8 +430,77 @@ impl Config {
             shutdown_delay,
             datasources,
             checks,
+            plugins_dir,
+            watch_interval,
+            cache_dir,
         }
     }
+
+    /// Resolves the grant file of the dropped-in check `name` (`source`, the text of
+    /// `NAME.toml`, or `None` when there is none) for the plugin at `plugin`; its
+    /// `grants.sql` may name this config's datasources.
+    pub fn drop_in(
+        &self,
+        name: &str,
+        plugin: PathBuf,
+        source: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<CheckConfig, Vec<Problem>> {
+        let datasources: BTreeSet<String> = self
+            .datasources
+            .iter()
+            .map(|d| d.name().to_owned())
+            .collect();
+        let text = source.unwrap_or_default();
+        let raw: RawCheck = parse_toml(text)?;
+        let mut problems = Problems {
+            source: text,
+            list: Vec::new(),
+        };
+        if !valid_check_name(name) {
+            problems.add(
+                0..0,
+                "(file name)",
+                format!("'{name}' is not a check name: use letters, digits, '-' and '_'"),
+            );
+        }
+        if let Some(p) = &raw.plugin {
+            problems.add(
+                p.span(),
+                "plugin",
+                "a dropped-in check's plugin is the .wasm file beside this one; remove this key",
+            );
+        }
+        let context = CheckContext {
+            key_prefix: String::new(),
+            env: &env,
+            datasources: &datasources,
+        };
+        let check = resolve_check(name, raw, plugin, Source::Folder, &context, &mut problems);
+        problems.finish().map(|()| check)
+    }
+}
+
+/// Parses TOML into `T`, a syntax or schema error as one located problem.
+fn parse_toml<T: serde::de::DeserializeOwned>(source: &str) -> Result<T, Vec<Problem>> {
+    toml::from_str(source).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |s| position(source, s.start));
+        vec![Problem {
+            line,
+            column,
+            key: "(syntax)".to_owned(),
+            message: e.message().to_owned(),
+        }]
+    })
+}
+
+/// What resolving a check needs besides the check itself.
+struct CheckContext<'a> {
+    /// Prefix of problem keys: `checks.NAME.` in config.toml, empty in a grant file.
+    key_prefix: String,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    /// Names of the defined datasources.
+    datasources: &'a BTreeSet<String>,
 }
 
 fn valid_check_name(name: &str) -> bool {
@@ -410,13 +551,22 @@ fn duration(
 fn resolve_check(
     name: &str,
     raw: RawCheck,
-    base: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-    datasources: &BTreeMap<String, RawDatasource>,
+    plugin: PathBuf,
+    source: Source,
+    context: &CheckContext,
     problems: &mut Problems,
 ) -> CheckConfig {
-    let key = |field: &str| format!("checks.{name}.{field}");
-    let plugin = base.join(raw.plugin.get_ref());
+    let key = |field: &str| format!("{}{field}", context.key_prefix);
+    let env = context.env;
+    let sha256 = raw.sha256.as_ref().and_then(|pin| {
+        let hex = pin.get_ref().to_ascii_lowercase();
+        if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            Some(hex)
+        } else {
+            problems.add(pin.span(), key("sha256"), "not a SHA-256: 64 hex digits");
+            None
+        }
+    });
     let interval = duration(&raw.interval, key("interval"), DEFAULT_INTERVAL, problems);
     if interval < MIN_INTERVAL
         && let Some(text) = &raw.interval
@@ -454,11 +604,7 @@ fn resolve_check(
         memory,
     };
     if let Err(e) = limits.validate() {
-        let span = raw
-            .timeout
-            .as_ref()
-            .map(Spanned::span)
-            .unwrap_or(raw.plugin.span());
+        let span = raw.timeout.as_ref().map(Spanned::span).unwrap_or_default();
         problems.add(span, key("limits"), e);
     }
 
@@ -478,7 +624,7 @@ fn resolve_check(
         HttpPolicy::default()
     });
     for ds in &raw.grants.sql {
-        if !datasources.contains_key(ds.get_ref()) {
+        if !context.datasources.contains(ds.get_ref()) {
             problems.add(
                 ds.span(),
                 key("grants.sql"),
@@ -490,6 +636,26 @@ fn resolve_check(
         }
     }
     let sql = SqlPolicy::new(raw.grants.sql.iter().map(|d| d.get_ref().clone()));
+
+    let mut metrics = BTreeSet::new();
+    for metric in &raw.grants.metrics {
+        let m = metric.get_ref();
+        if !crate::runtime::valid_metric_name(m) {
+            problems.add(
+                metric.span(),
+                key("grants.metrics"),
+                format!("'{m}' is not a metric name (letters, digits, '_')"),
+            );
+        } else if crate::metrics::reserved(m) {
+            problems.add(
+                metric.span(),
+                key("grants.metrics"),
+                format!("'{m}' is one of the host's own metrics"),
+            );
+        } else {
+            metrics.insert(m.clone());
+        }
+    }
 
     let mut settings = Settings::default();
     for (k, value) in raw.settings {
@@ -527,6 +693,9 @@ fn resolve_check(
             sql,
             settings,
         },
+        metrics,
+        sha256,
+        source,
     }
 }
 
@@ -554,6 +723,7 @@ critical = true
 interval = "10s"
 timeout = "3s"
 grants.sql = ["main"]
+grants.metrics = ["database_latency_seconds"]
 settings.datasource = "main"
 
 [checks.telegram]
@@ -575,6 +745,10 @@ settings = { token = "${TOKEN}", missing = "${NOPE}", retries = 3 }
         assert_eq!(db.limits.timeout, Duration::from_secs(3));
         assert_eq!(db.max_age, Duration::from_secs(33));
         assert!(db.grants.sql.allows("main"));
+        assert_eq!(
+            db.metrics.iter().collect::<Vec<_>>(),
+            ["database_latency_seconds"]
+        );
         let tg = &config.checks[1];
         assert!(!tg.critical);
         assert_eq!(tg.grants.settings.get("token"), Some("s3cret"));
@@ -618,6 +792,7 @@ interval = "often"
 memory = "lots"
 grants.http = ["example.com"]
 grants.sql = ["missing"]
+grants.metrics = ["ok_name", "bad-name", "health_check_status"]
 "#;
         let problems = parse(source).err().unwrap();
         let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
@@ -630,6 +805,8 @@ grants.sql = ["missing"]
                 (9, "checks.web.memory"),
                 (10, "checks.web.grants.http"),
                 (11, "checks.web.grants.sql"),
+                (12, "checks.web.grants.metrics"),
+                (12, "checks.web.grants.metrics"),
             ]
         );
     }

@@ -1,28 +1,70 @@
-//! Health: background scheduling of every check, the latest results, aggregation, and
-//! the two response formats (the seed's JSON and the IETF health check draft).
+//! Health: the set of checks, background scheduling of every check, the latest
+//! results, aggregation, and the two response formats (the seed's JSON and the IETF
+//! health check draft).
 //!
-//! Each check runs on its own interval (first run at start-up) under a cap on runs in
-//! flight; HTTP handlers only read the latest results and never wait on a plugin. A
-//! result older than its check's `max_age` counts as failed ("stale"). Readiness: every
-//! critical check has a result.
+//! The set of checks can be replaced while the host runs ([`Health::apply`], for
+//! drop-ins): handlers read one snapshot of the set, so a request in flight during a
+//! reload is answered from a consistent set. Each loaded check runs on its own
+//! interval (first run at once) under a cap on runs in flight; a result is recorded
+//! only while its check is still the current version. HTTP handlers only read the
+//! latest results and never wait on a plugin. A result older than its check's
+//! `max_age` counts as failed ("stale"). Readiness: every critical check has a result.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::AbortHandle;
 
-use crate::config::CheckConfig;
+use crate::config::{CheckConfig, Source};
 use crate::metrics::Metrics;
 use crate::runtime::{Outcome, Plugin, RunReport, Runtime};
 
-/// A configured check and its loaded plugin.
+/// A check that is loaded: its config and its compiled plugin.
 pub struct Check {
     pub config: CheckConfig,
     pub plugin: Arc<Plugin>,
+}
+
+/// One named check of the set: the version that runs, if any, and why the last
+/// attempt to load it failed, if it did.
+#[derive(Clone)]
+pub struct Entry {
+    pub source: Source,
+    /// The plugin file.
+    pub file: PathBuf,
+    /// Whether its failure makes `/health` 503 (from the running version, or from the
+    /// grant file of a version that failed to load).
+    pub critical: bool,
+    /// The version that runs; a failed reload keeps the previous one here.
+    pub check: Option<Arc<Check>>,
+    /// Why the newest file could not be loaded.
+    pub load_error: Option<String>,
+}
+
+impl Entry {
+    /// An entry for a check that loaded.
+    pub fn loaded(check: Check) -> Entry {
+        Entry {
+            source: check.config.source,
+            file: check.config.plugin.clone(),
+            critical: check.config.critical,
+            check: Some(Arc::new(check)),
+            load_error: None,
+        }
+    }
+}
+
+/// Every check by name, and dropped-in files that could not become one.
+#[derive(Clone, Default)]
+pub struct CheckSet {
+    pub entries: BTreeMap<String, Entry>,
+    /// Files of the plugins folder refused before loading (a name clash), with why.
+    pub rejected: BTreeMap<PathBuf, String>,
 }
 
 /// The latest result of one check.
@@ -33,12 +75,14 @@ struct Latest {
     at: Instant,
 }
 
-/// Every check, its latest result, and the scheduler's shared state.
+/// The check set, the latest results, and the scheduler's shared state.
 pub struct Health {
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
-    checks: Vec<Check>,
+    set: RwLock<Arc<CheckSet>>,
     latest: RwLock<BTreeMap<String, Latest>>,
+    /// The scheduling task of each running check version.
+    tasks: Mutex<BTreeMap<String, (Arc<Check>, AbortHandle)>>,
     runs: Semaphore,
     shutting_down: AtomicBool,
 }
@@ -55,53 +99,106 @@ pub struct CheckView {
     pub latency_ms: Option<f64>,
     pub age_seconds: Option<f64>,
     pub finished: Option<SystemTime>,
+    pub load_error: Option<String>,
 }
 
 impl Health {
-    /// Health over `checks`, runs capped at `max_concurrent_runs`.
-    pub fn new(
-        runtime: Arc<Runtime>,
-        metrics: Arc<Metrics>,
-        checks: Vec<Check>,
-        max_concurrent_runs: usize,
-    ) -> Health {
-        for check in &checks {
-            metrics
-                .health_check_status
-                .with_label_values(&[check.config.name.as_str()])
-                .set(0);
-        }
+    /// Health with no checks yet, runs capped at `max_concurrent_runs`.
+    pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>, max_concurrent_runs: usize) -> Health {
         Health {
             runtime,
             metrics,
-            checks,
+            set: RwLock::default(),
             latest: RwLock::default(),
+            tasks: Mutex::default(),
             runs: Semaphore::new(max_concurrent_runs),
             shutting_down: AtomicBool::new(false),
         }
     }
 
-    /// Starts one background loop per check; dropping or aborting the set stops them.
-    pub fn spawn(self: &Arc<Self>) -> JoinSet<()> {
-        let mut set = JoinSet::new();
-        for index in 0..self.checks.len() {
-            let health = self.clone();
-            set.spawn(async move {
-                let interval = health.checks[index].config.interval;
-                let mut ticker = tokio::time::interval(interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    ticker.tick().await;
-                    health.run_once(index).await;
-                }
-            });
-        }
-        set
+    /// The current set of checks.
+    pub fn set(&self) -> Arc<CheckSet> {
+        self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Runs check `index` once (waiting for a free run slot) and records the result.
-    pub async fn run_once(&self, index: usize) {
-        let check = &self.checks[index];
+    /// Makes `set` the current set in one step, then starts the versions that are new,
+    /// stops those that are gone or replaced, and forgets the results and metrics of
+    /// removed checks. Must be called on the host's tokio runtime.
+    pub fn apply(self: &Arc<Self>, set: CheckSet) {
+        let set = Arc::new(set);
+        *self.set.write().unwrap_or_else(|p| p.into_inner()) = set.clone();
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|name, (check, task)| {
+            let current = set.entries.get(name).and_then(|e| e.check.as_ref());
+            let keep = current.is_some_and(|c| Arc::ptr_eq(c, check));
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (name, entry) in &set.entries {
+            self.metrics
+                .plugin_load_failing
+                .with_label_values(&[name.as_str()])
+                .set(i64::from(entry.load_error.is_some()));
+            let Some(check) = &entry.check else {
+                self.metrics
+                    .health_check_status
+                    .with_label_values(&[name.as_str()])
+                    .set(0);
+                continue;
+            };
+            if tasks.contains_key(name) {
+                continue;
+            }
+            if !self.has_result(name) {
+                self.metrics
+                    .health_check_status
+                    .with_label_values(&[name.as_str()])
+                    .set(0);
+            }
+            let task = tokio::spawn(self.clone().schedule(check.clone()));
+            tasks.insert(name.clone(), (check.clone(), task.abort_handle()));
+        }
+        drop(tasks);
+        let mut latest = self.latest.write().unwrap_or_else(|p| p.into_inner());
+        latest.retain(|name, _| {
+            let keep = set.entries.contains_key(name);
+            if !keep {
+                self.metrics.forget(name);
+            }
+            keep
+        });
+    }
+
+    fn has_result(&self, name: &str) -> bool {
+        self.latest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+    }
+
+    /// Runs `check` on its interval until aborted.
+    async fn schedule(self: Arc<Self>, check: Arc<Check>) {
+        let mut ticker = tokio::time::interval(check.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            self.run_once(&check).await;
+        }
+    }
+
+    /// Stops every check's schedule.
+    pub fn stop(&self) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, (_, task)) in std::mem::take(&mut *tasks) {
+            task.abort();
+        }
+    }
+
+    /// Runs `check` once (waiting for a free run slot) and records the result, unless
+    /// the check was replaced or removed meanwhile.
+    pub async fn run_once(&self, check: &Arc<Check>) {
         let report = {
             let _permit = self
                 .runs
@@ -110,13 +207,23 @@ impl Health {
                 .expect("the semaphore is never closed");
             self.runtime.run(&check.plugin).await
         };
+        let name = &check.config.name;
+        let set = self.set();
+        let current = set.entries.get(name).and_then(|e| e.check.as_ref());
+        if !current.is_some_and(|c| Arc::ptr_eq(c, check)) {
+            return;
+        }
         let finished = SystemTime::now();
         let unix = finished
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        self.metrics
-            .record_run(&report, report.outcome.is_healthy(), unix);
+        self.metrics.record_run(
+            &report,
+            &check.config.metrics,
+            report.outcome.is_healthy(),
+            unix,
+        );
         let latest = Latest {
             report,
             finished,
@@ -125,7 +232,7 @@ impl Health {
         self.latest
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(check.config.name.clone(), latest);
+            .insert(name.clone(), latest);
     }
 
     /// Marks the host as shutting down: `/readyz` answers 503 from now on.
@@ -138,43 +245,47 @@ impl Health {
         if self.shutting_down.load(Ordering::SeqCst) {
             return false;
         }
+        let set = self.set();
         let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
-        self.checks
+        set.entries
             .iter()
-            .filter(|c| c.config.critical)
-            .all(|c| latest.contains_key(&c.config.name))
+            .filter(|(_, e)| e.critical)
+            .all(|(name, _)| latest.contains_key(name))
     }
 
     /// Views of every check not in `exclude`, in name order.
     pub fn views(&self, exclude: &[String]) -> Vec<CheckView> {
+        let set = self.set();
         let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
-        let mut views: Vec<CheckView> = self
-            .checks
+        set.entries
             .iter()
-            .filter(|c| !exclude.contains(&c.config.name))
-            .map(|c| view(&c.config, latest.get(&c.config.name)))
-            .collect();
-        views.sort_by(|a, b| a.name.cmp(&b.name));
-        views
+            .filter(|(name, _)| !exclude.contains(name))
+            .map(|(name, entry)| view(name, entry, latest.get(name)))
+            .collect()
     }
 
     /// The view of one check, if it exists.
     pub fn view(&self, name: &str) -> Option<CheckView> {
+        let set = self.set();
+        let entry = set.entries.get(name)?;
         let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
-        let check = self.checks.iter().find(|c| c.config.name == name)?;
-        Some(view(&check.config, latest.get(name)))
+        Some(view(name, entry, latest.get(name)))
     }
 
-    /// Names of every check.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.checks.iter().map(|c| c.config.name.as_str())
+    /// The outcome label and age of each check's latest result.
+    pub fn last_outcomes(&self) -> BTreeMap<String, (&'static str, Duration)> {
+        let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
+        latest
+            .iter()
+            .map(|(name, l)| (name.clone(), (l.report.outcome.label(), l.at.elapsed())))
+            .collect()
     }
 }
 
-fn view(config: &CheckConfig, latest: Option<&Latest>) -> CheckView {
+fn view(name: &str, entry: &Entry, latest: Option<&Latest>) -> CheckView {
     let mut v = CheckView {
-        name: config.name.clone(),
-        critical: config.critical,
+        name: name.to_owned(),
+        critical: entry.critical,
         healthy: false,
         status: "fail",
         outcome: None,
@@ -182,6 +293,11 @@ fn view(config: &CheckConfig, latest: Option<&Latest>) -> CheckView {
         latency_ms: None,
         age_seconds: None,
         finished: None,
+        load_error: entry.load_error.clone(),
+    };
+    let Some(config) = entry.check.as_ref().map(|c| &c.config) else {
+        v.message = Some("not loaded".to_owned());
+        return v;
     };
     let Some(latest) = latest else { return v };
     let age = latest.at.elapsed();
@@ -244,7 +360,7 @@ pub fn seed_json(views: &[CheckView], details: bool) -> Value {
 
 /// One check in the seed's format, plus the host's extra fields.
 pub fn seed_check(v: &CheckView, details: bool) -> Value {
-    json!({
+    let mut check = json!({
         "healthy": v.healthy,
         "message": if details { v.message.clone() } else { None },
         "latency_ms": v.latency_ms,
@@ -252,7 +368,11 @@ pub fn seed_check(v: &CheckView, details: bool) -> Value {
         "outcome": v.outcome,
         "critical": v.critical,
         "age_seconds": v.age_seconds,
-    })
+    });
+    if details && let Some(error) = &v.load_error {
+        check["load_error"] = json!(error);
+    }
+    check
 }
 
 /// The IETF draft format (draft-inadarei-api-health-check-06), `application/health+json`.

@@ -3,15 +3,23 @@
 //! process metrics — on one explicit registry, never the global one.
 //!
 //! Label values stay bounded: checks come from the config, outcomes from an enum, HTTP
-//! handlers from matched routes only (unknown paths are never recorded).
+//! handlers from matched routes only (unknown paths are never recorded), and plugin
+//! samples reach `/metrics` only under names the check's grant lists, at most
+//! [`MAX_SERIES_PER_CHECK`] series per check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, RwLock};
+#[cfg(target_os = "linux")]
+use std::time::{Duration, Instant};
 
 use prometheus::core::Collector;
+use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
     Counter, CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::runtime::RunReport;
+use crate::runtime::{RunReport, Sample};
 
 /// The seed's buckets for AI request durations, in seconds.
 pub const AI_DURATION_BUCKETS: [f64; 7] = [0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -42,9 +50,47 @@ pub const SEED_METRICS: [&str; 12] = [
     "requests_in_progress",
 ];
 
+/// The host's own metric names (besides the seed's), without the namespace. Plugin
+/// samples may not take these names, nor the seed's.
+pub const HOST_METRICS: [&str; 11] = [
+    "http_request_duration_seconds",
+    "check_run_duration_seconds",
+    "check_runs_total",
+    "check_last_run_timestamp_seconds",
+    "check_fuel_consumed",
+    "check_peak_memory_bytes",
+    "plugin_samples_dropped_total",
+    "plugin_loads_total",
+    "plugin_load_errors_total",
+    "plugin_load_failing",
+    "plugin_compile_cache_total",
+];
+
+/// Series one check may export from its samples: enough for per-table or per-queue
+/// gauges, few enough that a plugin putting ids into labels cannot flood Prometheus.
+pub const MAX_SERIES_PER_CHECK: usize = 32;
+
+/// The label the host adds to every plugin sample; a plugin may not set it itself.
+pub const CHECK_LABEL: &str = "check";
+
+/// How long gathered process metrics are reused. Reading `/proc` costs more than the
+/// rest of a scrape, and CPU time and memory need no finer resolution than a second.
+#[cfg(target_os = "linux")]
+pub const PROCESS_METRICS_TTL: Duration = Duration::from_secs(1);
+
+/// Whether `name` (without the namespace) belongs to the host.
+pub fn reserved(name: &str) -> bool {
+    SEED_METRICS.contains(&name) || HOST_METRICS.contains(&name)
+}
+
 /// Every metric the host exports.
 pub struct Metrics {
     registry: Registry,
+    namespace: String,
+    #[cfg(target_os = "linux")]
+    process: CachedProcess,
+    /// The admitted samples of each check's latest run.
+    samples: RwLock<BTreeMap<String, Vec<Sample>>>,
     /// Name, help and type of every family, so that families with no samples yet
     /// still show their `# HELP` and `# TYPE` lines.
     families: Vec<(String, String, &'static str)>,
@@ -72,6 +118,100 @@ pub struct Metrics {
     pub check_last_run: GaugeVec,
     pub check_fuel: IntGaugeVec,
     pub check_peak_memory: IntGaugeVec,
+    pub samples_dropped: IntCounterVec,
+    pub plugin_loads: IntCounterVec,
+    pub plugin_load_errors: IntCounterVec,
+    pub plugin_load_failing: IntGaugeVec,
+    pub compile_cache: IntCounterVec,
+}
+
+/// Why a plugin sample did not reach `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Its name is not in the check's `grants.metrics`.
+    NotGranted,
+    /// It sets the `check` label, which the host owns.
+    ReservedLabel,
+    /// The same name and labels came earlier in the report.
+    Duplicate,
+    /// The check already has [`MAX_SERIES_PER_CHECK`] series.
+    SeriesCap,
+}
+
+impl Dropped {
+    pub const ALL: [Dropped; 4] = [
+        Dropped::NotGranted,
+        Dropped::ReservedLabel,
+        Dropped::Duplicate,
+        Dropped::SeriesCap,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Dropped::NotGranted => "not-granted",
+            Dropped::ReservedLabel => "reserved-label",
+            Dropped::Duplicate => "duplicate",
+            Dropped::SeriesCap => "series-cap",
+        }
+    }
+}
+
+/// Splits `samples` into those the grant admits (in report order) and why each other
+/// one was dropped.
+pub fn admit<'a>(
+    samples: &'a [Sample],
+    granted: &BTreeSet<String>,
+) -> (Vec<&'a Sample>, Vec<Dropped>) {
+    let mut admitted: Vec<&Sample> = Vec::new();
+    let mut dropped = Vec::new();
+    for sample in samples {
+        let reason = if !granted.contains(&sample.name) {
+            Some(Dropped::NotGranted)
+        } else if sample.labels.iter().any(|(k, _)| k == CHECK_LABEL) {
+            Some(Dropped::ReservedLabel)
+        } else if admitted
+            .iter()
+            .any(|a| a.name == sample.name && same_labels(&a.labels, &sample.labels))
+        {
+            Some(Dropped::Duplicate)
+        } else if admitted.len() >= MAX_SERIES_PER_CHECK {
+            Some(Dropped::SeriesCap)
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => dropped.push(reason),
+            None => admitted.push(sample),
+        }
+    }
+    (admitted, dropped)
+}
+
+fn same_labels(a: &[(String, String)], b: &[(String, String)]) -> bool {
+    let sorted = |l: &[(String, String)]| l.iter().cloned().collect::<BTreeMap<_, _>>();
+    sorted(a) == sorted(b)
+}
+
+/// The process collector behind a short cache (see [`PROCESS_METRICS_TTL`]).
+#[cfg(target_os = "linux")]
+struct CachedProcess {
+    collector: prometheus::process_collector::ProcessCollector,
+    cache: Mutex<Option<(Instant, Vec<MetricFamily>)>>,
+}
+
+#[cfg(target_os = "linux")]
+impl CachedProcess {
+    fn gather(&self) -> Vec<MetricFamily> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match &*cache {
+            Some((at, families)) if at.elapsed() < PROCESS_METRICS_TTL => families.clone(),
+            _ => {
+                let families = self.collector.collect();
+                *cache = Some((Instant::now(), families.clone()));
+                families
+            }
+        }
+    }
 }
 
 /// A metric name that the registry refused (a duplicate or an invalid namespace).
@@ -254,10 +394,31 @@ impl Metrics {
             &["check"],
         )?;
 
-        #[cfg(target_os = "linux")]
-        b.registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        let samples_dropped = b.counter_vec(
+            "plugin_samples_dropped_total",
+            "Plugin samples kept out of /metrics, by reason (not-granted, reserved-label, duplicate, series-cap)",
+            &["check", "reason"],
+        )?;
+        let plugin_loads = b.counter_vec(
+            "plugin_loads_total",
+            "Versions of a dropped-in check loaded from the plugins folder",
+            &["check"],
+        )?;
+        let plugin_load_errors = b.counter_vec(
+            "plugin_load_errors_total",
+            "Failed loads of a check's plugin file (invalid, wrong world, bad grant file, hash mismatch)",
+            &["check"],
+        )?;
+        let plugin_load_failing = b.gauge_vec(
+            "plugin_load_failing",
+            "1 while the newest file of a check failed to load (an older version may still run)",
+            &["check"],
+        )?;
+        let compile_cache = b.counter_vec(
+            "plugin_compile_cache_total",
+            "Compile cache lookups by result (hit, miss, corrupt)",
+            &["result"],
+        )?;
 
         for period in ACTIVE_USER_PERIODS {
             active_users.with_label_values(&[period]).set(0);
@@ -268,6 +429,13 @@ impl Metrics {
 
         Ok(Metrics {
             registry: b.registry,
+            namespace: namespace.to_owned(),
+            #[cfg(target_os = "linux")]
+            process: CachedProcess {
+                collector: prometheus::process_collector::ProcessCollector::for_self(),
+                cache: Mutex::new(None),
+            },
+            samples: RwLock::default(),
             families: b.families,
             requests_total,
             errors_total,
@@ -287,12 +455,34 @@ impl Metrics {
             check_last_run,
             check_fuel,
             check_peak_memory,
+            samples_dropped,
+            plugin_loads,
+            plugin_load_errors,
+            plugin_load_failing,
+            compile_cache,
         })
     }
 
-    /// Records one finished run of `check`.
-    pub fn record_run(&self, report: &RunReport, healthy: bool, finished_unix: f64) {
+    /// Records one finished run of `check`; its samples named in `granted` replace the
+    /// check's previous ones in `/metrics`.
+    pub fn record_run(
+        &self,
+        report: &RunReport,
+        granted: &BTreeSet<String>,
+        healthy: bool,
+        finished_unix: f64,
+    ) {
         let check = report.check.as_str();
+        let (admitted, dropped) = admit(&report.samples, granted);
+        for reason in dropped {
+            self.samples_dropped
+                .with_label_values(&[check, reason.label()])
+                .inc();
+        }
+        self.samples
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(check.to_owned(), admitted.into_iter().cloned().collect());
         self.check_run_duration
             .with_label_values(&[check])
             .observe(report.latency.as_secs_f64());
@@ -313,9 +503,77 @@ impl Metrics {
             .set(i64::from(healthy));
     }
 
+    /// Removes every series of a check that no longer exists.
+    pub fn forget(&self, check: &str) {
+        // Errors only say a series did not exist.
+        for vec in [
+            &self.health_check_status,
+            &self.check_fuel,
+            &self.check_peak_memory,
+            &self.plugin_load_failing,
+        ] {
+            let _ = vec.remove_label_values(&[check]);
+        }
+        let _ = self.check_run_duration.remove_label_values(&[check]);
+        let _ = self.check_last_run.remove_label_values(&[check]);
+        for vec in [&self.plugin_loads, &self.plugin_load_errors] {
+            let _ = vec.remove_label_values(&[check]);
+        }
+        for outcome in crate::runtime::Outcome::ALL {
+            let _ = self
+                .check_runs_total
+                .remove_label_values(&[check, outcome.label()]);
+        }
+        for reason in Dropped::ALL {
+            let _ = self
+                .samples_dropped
+                .remove_label_values(&[check, reason.label()]);
+        }
+        self.samples
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(check);
+    }
+
+    /// The admitted samples of every check, as gauge families `{namespace}_{name}` with
+    /// the check's name as the `check` label.
+    fn sample_families(&self) -> Vec<MetricFamily> {
+        let samples = self.samples.read().unwrap_or_else(|p| p.into_inner());
+        let mut families: BTreeMap<&str, MetricFamily> = BTreeMap::new();
+        for (check, list) in samples.iter() {
+            for sample in list {
+                let family = families.entry(&sample.name).or_insert_with(|| {
+                    let mut f = MetricFamily::default();
+                    f.set_name(format!("{}_{}", self.namespace, sample.name));
+                    f.set_help("Sample reported by a check plugin".to_owned());
+                    f.set_field_type(MetricType::GAUGE);
+                    f
+                });
+                let mut gauge = Gauge::default();
+                gauge.set_value(sample.value);
+                let mut metric = Metric::from_gauge(gauge);
+                let labels = std::iter::once((CHECK_LABEL, check.as_str()))
+                    .chain(sample.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .map(|(k, v)| {
+                        let mut pair = LabelPair::default();
+                        pair.set_name(k.to_owned());
+                        pair.set_value(v.to_owned());
+                        pair
+                    })
+                    .collect();
+                metric.set_label(labels);
+                family.mut_metric().push(metric);
+            }
+        }
+        families.into_values().collect()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let families = self.registry.gather();
+        let mut families = self.registry.gather();
+        #[cfg(target_os = "linux")]
+        families.extend(self.process.gather());
+        families.extend(self.sample_families());
         let mut text = TextEncoder::new()
             .encode_to_string(&families)
             .unwrap_or_default();
@@ -345,6 +603,108 @@ mod tests {
             text.contains("adtrobot_active_users{period=\"dau\"} 0"),
             "{text}"
         );
+    }
+
+    fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
+        Sample {
+            name: name.to_owned(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            value,
+        }
+    }
+
+    fn granted(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn every_registered_family_is_a_seed_or_host_name() {
+        let m = Metrics::new("ns").unwrap();
+        let registered: BTreeSet<&str> = m
+            .families
+            .iter()
+            .map(|(name, _, _)| name.strip_prefix("ns_").unwrap())
+            .collect();
+        let known: BTreeSet<&str> = SEED_METRICS.into_iter().chain(HOST_METRICS).collect();
+        assert_eq!(registered, known);
+    }
+
+    #[test]
+    fn admit_keeps_granted_samples_and_names_every_drop() {
+        let samples = [
+            sample("db_latency_seconds", &[], 0.1),
+            sample("secret_thing", &[], 1.0),
+            sample("db_rows", &[("check", "other")], 1.0),
+            sample("db_rows", &[("table", "a"), ("kind", "x")], 1.0),
+            sample("db_rows", &[("kind", "x"), ("table", "a")], 2.0),
+        ];
+        let (admitted, dropped) = admit(&samples, &granted(&["db_latency_seconds", "db_rows"]));
+        assert_eq!(admitted, [&samples[0], &samples[3]]);
+        assert_eq!(
+            dropped,
+            [
+                Dropped::NotGranted,
+                Dropped::ReservedLabel,
+                Dropped::Duplicate
+            ]
+        );
+    }
+
+    #[test]
+    fn admit_caps_series_per_check() {
+        let samples: Vec<Sample> = (0..MAX_SERIES_PER_CHECK + 5)
+            .map(|i| sample("rows", &[("table", &i.to_string())], 1.0))
+            .collect();
+        let (admitted, dropped) = admit(&samples, &granted(&["rows"]));
+        assert_eq!(admitted.len(), MAX_SERIES_PER_CHECK);
+        assert_eq!(dropped, [Dropped::SeriesCap; 5]);
+    }
+
+    #[test]
+    fn granted_samples_are_exported_with_the_check_label_and_replaced_by_the_next_run() {
+        let m = Metrics::new("ns").unwrap();
+        let mut report = RunReport {
+            check: "db".to_owned(),
+            outcome: crate::runtime::Outcome::Pass,
+            message: None,
+            samples: vec![
+                sample("db_latency_seconds", &[], 0.25),
+                sample("db_rows", &[("table", "jobs")], 7.0),
+                sample("not_granted", &[], 1.0),
+            ],
+            latency: std::time::Duration::from_millis(3),
+            fuel_consumed: 1,
+            peak_memory_bytes: 1,
+        };
+        let grant = granted(&["db_latency_seconds", "db_rows"]);
+        m.record_run(&report, &grant, true, 0.0);
+        let text = m.render();
+        assert!(
+            text.contains("ns_db_latency_seconds{check=\"db\"} 0.25"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ns_db_rows{check=\"db\",table=\"jobs\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE ns_db_rows gauge"), "{text}");
+        assert!(!text.contains("ns_not_granted"), "{text}");
+        assert!(
+            text.contains("ns_plugin_samples_dropped_total{check=\"db\",reason=\"not-granted\"} 1"),
+            "{text}"
+        );
+
+        report.samples = vec![sample("db_latency_seconds", &[], 0.5)];
+        m.record_run(&report, &grant, true, 0.0);
+        let text = m.render();
+        assert!(
+            text.contains("ns_db_latency_seconds{check=\"db\"} 0.5"),
+            "{text}"
+        );
+        assert!(!text.contains("ns_db_rows"), "{text}");
     }
 
     #[test]

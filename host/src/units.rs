@@ -48,6 +48,16 @@ pub fn parse_size(input: &str) -> Result<u64, UnitError> {
     number.checked_mul(factor).ok_or_else(error)
 }
 
+/// A size for people: whole MiB as `64MiB`, anything else in bytes.
+pub fn format_size(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes.is_multiple_of(MIB) {
+        format!("{}MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 /// Serde adapter: a duration written as a string (`"3s"`).
 pub mod duration {
     use serde::{Deserialize, Deserializer};

@@ -110,6 +110,14 @@ impl HttpPolicy {
     pub fn is_empty(&self) -> bool {
         !self.any && self.origins.is_empty()
     }
+
+    /// The allowlist as written in a config: `*`, then each origin.
+    pub fn entries(&self) -> Vec<String> {
+        let any = self.any.then(|| "*".to_owned());
+        any.into_iter()
+            .chain(self.origins.iter().map(Origin::to_string))
+            .collect()
+    }
 }
 
 // ---------------------------------------------------------------------------------

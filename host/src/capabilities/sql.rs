@@ -52,6 +52,11 @@ impl SqlPolicy {
     pub fn allows(&self, datasource: &str) -> bool {
         self.names.contains(datasource)
     }
+
+    /// The granted names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
 }
 
 /// The database kinds a datasource can be, chosen by its URL's scheme.

@@ -24,6 +24,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::WasiCtxBuilder;
 
+use crate::cache::{CacheError, CompileCache, hex};
 use crate::capabilities::bindings::healthhost::plugin::types::{Report, Status};
 use crate::capabilities::bindings::{Check, CheckPre};
 use crate::capabilities::log::{CapturePipe, LogState, truncate};
@@ -68,6 +69,12 @@ pub enum LoadError {
         "check '{check}': the component does not implement the healthhost:plugin/check world: {reason}"
     )]
     World { check: String, reason: String },
+    #[error("check '{check}': the file's SHA-256 is {actual}, but its pin says {expected}")]
+    Pin {
+        check: String,
+        expected: String,
+        actual: String,
+    },
     #[error("check '{check}': {source}")]
     Limits {
         check: String,
@@ -101,11 +108,12 @@ struct Shared {
     datasources: Arc<Datasources>,
 }
 
-/// The engine, its epoch ticker and the plugin threads.
+/// The engine, its epoch ticker, the plugin threads and the compile cache.
 pub struct Runtime {
     shared: Arc<Shared>,
     executor: Executor,
     _ticker: EpochTicker,
+    cache: Option<CompileCache>,
 }
 
 impl Runtime {
@@ -128,7 +136,19 @@ impl Runtime {
             shared,
             executor,
             _ticker,
+            cache: None,
         })
+    }
+
+    /// From now on, compiled plugins are kept in (and taken from) the cache at `dir`;
+    /// lookups are counted in `lookups` by result when given.
+    pub fn use_cache(
+        &mut self,
+        dir: &std::path::Path,
+        lookups: Option<prometheus::IntCounterVec>,
+    ) -> Result<(), CacheError> {
+        self.cache = Some(CompileCache::open(dir, &self.shared.engine, lookups)?);
+        Ok(())
     }
 
     /// Compiles `wasm` as check `name` and checks it against the world and `limits`.
@@ -143,11 +163,19 @@ impl Runtime {
             check: name.to_owned(),
             source,
         })?;
-        let component =
-            Component::new(&self.shared.engine, wasm).map_err(|e| LoadError::Compile {
-                check: name.to_owned(),
-                reason: compile_reason(&e, wasm),
-            })?;
+        let sha256 = hex(&Sha256::digest(wasm));
+        let engine = &self.shared.engine;
+        let compile = || Component::new(engine, wasm);
+        let compiled = match &self.cache {
+            Some(cache) => cache
+                .get_or_compile(engine, &sha256, compile)
+                .map(|(c, _)| c),
+            None => compile(),
+        };
+        let component = compiled.map_err(|e| LoadError::Compile {
+            check: name.to_owned(),
+            reason: compile_reason(&e, wasm),
+        })?;
         let world = |e: wasmtime::Error| LoadError::World {
             check: name.to_owned(),
             reason: error_chain(&e),
@@ -161,7 +189,7 @@ impl Runtime {
         let scrubber = Scrubber::new(capabilities::secrets(&grants, &self.shared.datasources));
         Ok(Plugin {
             name: name.into(),
-            sha256: hex(&Sha256::digest(wasm)),
+            sha256,
             pre,
             limits,
             http: Arc::new(grants.http),
@@ -171,11 +199,12 @@ impl Runtime {
         })
     }
 
-    /// Reads and loads a plugin file.
+    /// Reads and loads a plugin file, which must have the SHA-256 `pin` when given.
     pub fn load_file(
         &self,
         name: &str,
         path: &std::path::Path,
+        pin: Option<&str>,
         grants: Grants,
         limits: Limits,
     ) -> Result<Plugin, LoadError> {
@@ -184,6 +213,16 @@ impl Runtime {
             path: path.display().to_string(),
             source,
         })?;
+        if let Some(expected) = pin {
+            let actual = hex(&Sha256::digest(&wasm));
+            if actual != expected {
+                return Err(LoadError::Pin {
+                    check: name.to_owned(),
+                    expected: expected.to_owned(),
+                    actual,
+                });
+            }
+        }
         self.load(name, &wasm, grants, limits)
     }
 
@@ -395,7 +434,10 @@ fn classify(
     if memory_refused {
         return (
             ErrorKind::Memory,
-            format!("memory limit of {} exceeded", format_bytes(limits.memory)),
+            format!(
+                "memory limit of {} exceeded",
+                crate::units::format_size(limits.memory)
+            ),
         );
     }
     if error.is::<DeadlineExceeded>() {
@@ -452,15 +494,6 @@ fn stderr_excerpt(text: &str) -> Option<String> {
     (!lines.is_empty()).then(|| lines[start..].join(" "))
 }
 
-fn format_bytes(bytes: u64) -> String {
-    const MIB: u64 = 1 << 20;
-    if bytes.is_multiple_of(MIB) {
-        format!("{}MiB", bytes / MIB)
-    } else {
-        format!("{bytes} bytes")
-    }
-}
-
 /// An error and its causes on one line.
 fn error_chain(error: &wasmtime::Error) -> String {
     error
@@ -484,10 +517,6 @@ fn compile_reason(error: &wasmtime::Error, wasm: &[u8]) -> String {
         );
     }
     reason
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The tokio runtime plugin runs execute on, shut down without blocking when dropped

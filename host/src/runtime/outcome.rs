@@ -51,6 +51,18 @@ impl ErrorKind {
 }
 
 impl Outcome {
+    /// Every outcome, for walking the label values of a metric.
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Pass,
+        Outcome::Warn,
+        Outcome::Fail,
+        Outcome::Error(ErrorKind::Timeout),
+        Outcome::Error(ErrorKind::OutOfFuel),
+        Outcome::Error(ErrorKind::Memory),
+        Outcome::Error(ErrorKind::Trap),
+        Outcome::Error(ErrorKind::Load),
+    ];
+
     /// The label used in metrics and JSON: `pass`, `warn`, `fail`, or the error reason.
     pub fn label(self) -> &'static str {
         match self {

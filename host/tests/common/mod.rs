@@ -12,6 +12,9 @@ use healthhost::capabilities::config::Settings;
 use healthhost::capabilities::sql::Datasources;
 use healthhost::limits::Limits;
 use healthhost::runtime::{Plugin, RunReport, Runtime};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -206,7 +209,7 @@ pub fn load(
 ) -> Arc<Plugin> {
     Arc::new(
         runtime
-            .load_file(name, std::path::Path::new(wasm), grants, limits)
+            .load_file(name, std::path::Path::new(wasm), None, grants, limits)
             .unwrap_or_else(|e| panic!("loading {wasm}: {e}")),
     )
 }
@@ -284,5 +287,137 @@ impl Server {
         self.exec(format!("CREATE DATABASE {name}")).await;
         let url = format!("{}/{name}", self.url().rsplit_once('/').unwrap().0);
         (name, url)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// A real `healthhost serve` process
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
+
+/// A running `healthhost serve`, killed when dropped.
+pub struct Host {
+    pub child: Child,
+    pub base: String,
+    pub dir: TempDir,
+}
+
+/// A fresh folder under the system's temporary directory, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let path = std::env::temp_dir().join(unique_table("hh_serve"));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Host {
+    /// Writes `config` (with `listen` on an ephemeral port and the compile cache in
+    /// the folder) to a fresh folder and starts serving it.
+    pub async fn start(config: &str) -> Host {
+        Host::start_in(TempDir::new(), config).await
+    }
+
+    /// Like [`Host::start`], in `dir` (which may hold a plugins folder and cache).
+    pub async fn start_in(dir: TempDir, config: &str) -> Host {
+        let path = dir.0.join("config.toml");
+        std::fs::write(
+            &path,
+            format!("listen = \"127.0.0.1:0\"\ncache_dir = \"cache\"\n{config}"),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("HEALTHHOST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let base = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut seen = String::new();
+            for line in lines.by_ref() {
+                let line = line.unwrap();
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let base = rest.split_whitespace().next().unwrap().to_owned();
+                    // Keep draining so the server never blocks on a full pipe.
+                    std::thread::spawn(move || for _ in lines {});
+                    return base;
+                }
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            panic!("the server exited before listening:\n{seen}");
+        })
+        .await
+        .unwrap();
+        Host { child, base, dir }
+    }
+
+    /// Kills the server and hands back its folder.
+    pub fn stop(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, TempDir(std::path::PathBuf::new()))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        self.get_with(path, &[]).await
+    }
+
+    pub async fn get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.unwrap())
+    }
+
+    pub async fn json(&self, path: &str) -> (u16, Value) {
+        let (status, _, body) = self.get(path).await;
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")),
+        )
+    }
+
+    /// Polls `path` until `done` holds for its JSON (bounded; an ordering wait, not a
+    /// timing assertion).
+    pub async fn wait_for(&self, path: &str, done: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
+        for _ in 0..600 {
+            let (status, body) = self.json(path).await;
+            if done(status, &body) {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (status, body) = self.json(path).await;
+        panic!("{path} never reached the expected state: {status} {body}");
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,421 @@
+//! Drop-in plugins end to end, through a real `healthhost serve`: adding, replacing,
+//! breaking and removing files in the watched plugins folder while the host serves;
+//! a hundred reloads under continuous `/health` load; the compile cache across
+//! restarts (asserted by its lookup counter); and `healthhost list`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use serde_json::Value;
+
+/// Scans of the plugins folder in these tests: often, so that waits are short.
+const WATCH: &str = "watch_interval = \"100ms\"\n";
+
+/// Puts `bytes` at `dir/name` the way the README tells operators to: written under
+/// another name, then renamed into place. The modification time is set in the past so
+/// the file counts as settled at once.
+fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let tmp = dir.join(format!(".{name}.partial"));
+    std::fs::write(&tmp, bytes).unwrap();
+    let file = std::fs::File::options().write(true).open(&tmp).unwrap();
+    file.set_modified(SystemTime::now() - Duration::from_secs(10))
+        .unwrap();
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn read(wasm: &str) -> Vec<u8> {
+    std::fs::read(wasm).unwrap()
+}
+
+/// The value of the series `line_prefix` (a metric name with its labels) in `/metrics`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn metric(server: &Host, series: &str) -> Option<f64> {
+    let (_, _, text) = server.get("/metrics").await;
+    sample(&text, series)
+}
+
+/// Waits until `series` in `/metrics` has `value` (bounded; an ordering wait).
+async fn wait_metric(server: &Host, series: &str, value: f64) {
+    for _ in 0..600 {
+        if metric(server, series).await == Some(value) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, _, text) = server.get("/metrics").await;
+    panic!("{series} never reached {value}:\n{text}");
+}
+
+fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
+    &body["checks"][name]
+}
+
+#[tokio::test]
+async fn drop_replace_break_and_remove_a_plugin_while_serving() {
+    let dir = TempDir::new();
+    let plugins = dir.0.join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let config = format!(
+        "{WATCH}[checks.fixed]\nplugin = {:?}\ninterval = \"1h\"\n",
+        test_artifacts::TRIVIAL
+    );
+    let server = Host::start_in(dir, &config).await;
+    let (_, body) = server
+        .wait_for("/health", |_, b| check(b, "fixed")["outcome"] == "pass")
+        .await;
+    assert!(check(&body, "extra").is_null());
+
+    // Dropped in: appears in /health and /metrics without a restart.
+    drop_file(&plugins, "extra.wasm", &read(test_artifacts::TRIVIAL));
+    let (status, body) = server
+        .wait_for("/health", |_, b| check(b, "extra")["outcome"] == "pass")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(check(&body, "extra")["message"], "ok");
+    assert_eq!(
+        check(&body, "extra")["critical"],
+        false,
+        "no grant file: not critical"
+    );
+    wait_metric(
+        &server,
+        "adtrobot_health_check_status{check=\"extra\"}",
+        1.0,
+    )
+    .await;
+
+    // A new version with a grant file: the new behaviour shows, and its granted
+    // sample reaches /metrics.
+    drop_file(
+        &plugins,
+        "extra.toml",
+        b"interval = \"1h\"\ngrants.metrics = [\"misbehave_value\"]\nsettings = { mode = \"warn\", message = \"second version\" }\n",
+    );
+    drop_file(&plugins, "extra.wasm", &read(test_artifacts::MISBEHAVE));
+    let (_, body) = server
+        .wait_for("/health", |_, b| check(b, "extra")["outcome"] == "warn")
+        .await;
+    assert_eq!(check(&body, "extra")["message"], "second version");
+    assert!(check(&body, "extra")["load_error"].is_null());
+    wait_metric(
+        &server,
+        "adtrobot_misbehave_value{check=\"extra\",kind=\"test\"}",
+        1.0,
+    )
+    .await;
+
+    // Broken replacements: each is reported, and the second version keeps running.
+    let (wrong_world, misbehave) = (
+        read(test_artifacts::WRONG_WORLD),
+        read(test_artifacts::MISBEHAVE),
+    );
+    let broken: [(&str, &[u8], &str); 3] = [
+        (
+            "garbage",
+            b"definitely not wasm",
+            "not a valid WebAssembly component",
+        ),
+        (
+            "another world",
+            &wrong_world,
+            "does not implement the healthhost:plugin/check world",
+        ),
+        ("unknown key", &misbehave, "invalid grant file"),
+    ];
+    for (i, (what, wasm, expected)) in broken.into_iter().enumerate() {
+        if what == "unknown key" {
+            drop_file(
+                &plugins,
+                "extra.toml",
+                b"interval = \"1h\"\ncolour = \"blue\"\n",
+            );
+        }
+        drop_file(&plugins, "extra.wasm", wasm);
+        let (_, body) = server
+            .wait_for("/health", |_, b| {
+                check(b, "extra")["load_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(expected))
+            })
+            .await;
+        assert_eq!(check(&body, "extra")["outcome"], "warn", "{what}: {body}");
+        assert_eq!(check(&body, "extra")["message"], "second version", "{what}");
+        wait_metric(
+            &server,
+            "adtrobot_plugin_load_errors_total{check=\"extra\"}",
+            (i + 1) as f64,
+        )
+        .await;
+        assert_eq!(
+            metric(&server, "adtrobot_plugin_load_failing{check=\"extra\"}").await,
+            Some(1.0)
+        );
+    }
+
+    // A pin that does not match is refused; the matching pin loads.
+    let wrong = "0".repeat(64);
+    drop_file(
+        &plugins,
+        "extra.toml",
+        format!("interval = \"1h\"\nsha256 = \"{wrong}\"\nsettings.mode = \"fail\"\n").as_bytes(),
+    );
+    let (_, body) = server
+        .wait_for("/health", |_, b| {
+            check(b, "extra")["load_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("pin says"))
+        })
+        .await;
+    assert_eq!(check(&body, "extra")["outcome"], "warn");
+    let right = sha256_hex(&misbehave);
+    drop_file(
+        &plugins,
+        "extra.toml",
+        format!("interval = \"1h\"\nsha256 = \"{right}\"\nsettings.mode = \"fail\"\n").as_bytes(),
+    );
+    let (status, body) = server
+        .wait_for("/health", |_, b| check(b, "extra")["outcome"] == "fail")
+        .await;
+    assert_eq!(
+        status, 200,
+        "a dropped-in check is not critical unless it says so"
+    );
+    assert!(check(&body, "extra")["load_error"].is_null(), "{body}");
+
+    // A file named like a configured check is refused; the configured one stays.
+    drop_file(&plugins, "fixed.wasm", &read(test_artifacts::MISBEHAVE));
+    let list = list_json(&server);
+    let clash = list
+        .iter()
+        .find(|r| r["source"] == "folder" && r["name"] == "fixed")
+        .unwrap_or_else(|| panic!("{list:?}"));
+    assert_eq!(clash["status"], "error");
+    assert!(
+        clash["load_error"]
+            .as_str()
+            .unwrap()
+            .contains("config file")
+    );
+    let (_, body) = server.json("/health").await;
+    assert_eq!(check(&body, "fixed")["outcome"], "pass");
+
+    // Deleted: gone from /health and /metrics.
+    std::fs::remove_file(plugins.join("extra.wasm")).unwrap();
+    server
+        .wait_for("/health", |_, b| check(b, "extra").is_null())
+        .await;
+    let (_, _, text) = server.get("/metrics").await;
+    assert!(!text.contains("check=\"extra\""), "{text}");
+}
+
+/// `healthhost list --json` for the host's config, asking the host for outcomes.
+fn list_json(host: &Host) -> Vec<Value> {
+    let output = Command::new(BIN)
+        .args(["list", "--json", "--host", &host.base, "--config"])
+        .arg(host.dir.0.join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_hundred_reloads_under_load_fail_no_request() {
+    const RELOADS: usize = 100;
+    /// Resident memory may grow this much over the reloads (allocator slack, caches);
+    /// a leak of each replaced plugin would exceed it.
+    const RSS_GROWTH_BOUND_KIB: u64 = 64 * 1024;
+
+    let dir = TempDir::new();
+    let plugins = dir.0.join("plugins.d");
+    let versions = [
+        read(test_artifacts::TRIVIAL),
+        read(test_artifacts::MISBEHAVE),
+    ];
+    drop_file(&plugins, "flip.wasm", &versions[0]);
+    let server = Host::start_in(dir, WATCH).await;
+    server
+        .wait_for("/health", |_, b| check(b, "flip")["outcome"] == "pass")
+        .await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (base, stop) = (server.base.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut answered = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let response = client.get(format!("{base}/health")).send().await;
+                let response = response.expect("a /health request failed during reloads");
+                assert_eq!(response.status().as_u16(), 200);
+                let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+                assert!(body["checks"]["flip"].is_object(), "{body}");
+                answered += 1;
+            }
+            answered
+        }));
+    }
+
+    let series = "adtrobot_plugin_loads_total{check=\"flip\"}";
+    wait_metric(&server, series, 1.0).await;
+    let mut rss_after_warmup = 0;
+    for i in 1..=RELOADS {
+        drop_file(&plugins, "flip.wasm", &versions[i % 2]);
+        wait_metric(&server, series, (i + 1) as f64).await;
+        if i == 10 {
+            rss_after_warmup = rss_kib(server.child.id());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = 0;
+    for task in load {
+        answered += task.await.expect("a load task failed");
+    }
+    assert!(answered > 0);
+    let growth = rss_kib(server.child.id()).saturating_sub(rss_after_warmup);
+    assert!(
+        growth < RSS_GROWTH_BOUND_KIB,
+        "resident memory grew by {growth} KiB over {RELOADS} reloads"
+    );
+    assert_eq!(
+        metric(&server, "adtrobot_plugin_load_errors_total{check=\"flip\"}").await,
+        None
+    );
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_restart_with_a_warm_cache_compiles_nothing_and_a_corrupt_entry_is_recompiled() {
+    let dir = TempDir::new();
+    let plugins = dir.0.join("plugins.d");
+    let files = [
+        ("one", test_artifacts::TRIVIAL),
+        ("two", test_artifacts::MISBEHAVE),
+        ("three", test_artifacts::CHECK_TELEGRAM),
+    ];
+    for (name, wasm) in files {
+        drop_file(&plugins, &format!("{name}.wasm"), &read(wasm));
+    }
+    let all_ran = |_: u16, b: &Value| files.iter().all(|(n, _)| !check(b, n)["outcome"].is_null());
+    let hits = "adtrobot_plugin_compile_cache_total{result=\"hit\"}";
+    let misses = "adtrobot_plugin_compile_cache_total{result=\"miss\"}";
+    let corrupt = "adtrobot_plugin_compile_cache_total{result=\"corrupt\"}";
+
+    let cold = Host::start_in(dir, WATCH).await;
+    cold.wait_for("/health", all_ran).await;
+    assert_eq!(metric(&cold, misses).await, Some(3.0));
+    assert_eq!(metric(&cold, hits).await, None);
+    let dir = cold.stop();
+
+    let warm = Host::start_in(dir, WATCH).await;
+    warm.wait_for("/health", all_ran).await;
+    assert_eq!(metric(&warm, hits).await, Some(3.0));
+    assert_eq!(metric(&warm, misses).await, None, "nothing was compiled");
+    let dir = warm.stop();
+
+    // Damage one entry: it is compiled again, never used.
+    let entry = std::fs::read_dir(dir.0.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&entry, bytes).unwrap();
+    let repaired = Host::start_in(dir, WATCH).await;
+    let (_, body) = repaired.wait_for("/health", all_ran).await;
+    assert_eq!(metric(&repaired, corrupt).await, Some(1.0));
+    assert_eq!(metric(&repaired, hits).await, Some(2.0));
+    for (name, _) in files {
+        assert!(check(&body, name)["load_error"].is_null(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn list_shows_every_check_with_its_source_grants_and_last_outcome() {
+    let dir = TempDir::new();
+    let plugins = dir.0.join("plugins.d");
+    drop_file(&plugins, "dropped.wasm", &read(test_artifacts::MISBEHAVE));
+    drop_file(
+        &plugins,
+        "dropped.toml",
+        b"critical = true\ninterval = \"1h\"\ntimeout = \"2s\"\ngrants.http = [\"http://127.0.0.1:9\"]\nsettings.mode = \"pass\"\n",
+    );
+    drop_file(&plugins, "broken.wasm", b"not wasm");
+    let config = format!(
+        "{WATCH}[checks.fixed]\nplugin = {:?}\ninterval = \"1h\"\n",
+        test_artifacts::TRIVIAL
+    );
+    let server = Host::start_in(dir, &config).await;
+    server
+        .wait_for("/health", |_, b| {
+            check(b, "dropped")["outcome"] == "pass" && check(b, "fixed")["outcome"] == "pass"
+        })
+        .await;
+
+    let rows = list_json(&server);
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["broken", "dropped", "fixed"]);
+    let dropped = &rows[1];
+    assert_eq!(dropped["source"], "folder");
+    assert_eq!(dropped["status"], "loaded");
+    assert_eq!(dropped["critical"], true);
+    assert_eq!(
+        dropped["sha256"],
+        sha256_hex(&read(test_artifacts::MISBEHAVE))
+    );
+    assert_eq!(dropped["interval_seconds"], 3600.0);
+    assert_eq!(dropped["limits"]["timeout_seconds"], 2.0);
+    assert_eq!(dropped["grants"]["http"][0], "http://127.0.0.1:9");
+    assert_eq!(dropped["grants"]["settings"][0], "mode");
+    assert_eq!(dropped["last"]["outcome"], "pass");
+    assert_eq!(rows[0]["status"], "error");
+    assert!(
+        rows[0]["load_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid WebAssembly component")
+    );
+    assert_eq!(rows[2]["source"], "config");
+
+    let text = Command::new(BIN)
+        .args(["list", "--host", &server.base, "--config"])
+        .arg(server.dir.0.join("config.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("dropped (folder, critical): loaded"),
+        "{text}"
+    );
+    assert!(text.contains("last     pass"), "{text}");
+}
