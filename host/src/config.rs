@@ -812,6 +812,54 @@ grants.metrics = ["ok_name", "bad-name", "health_check_status"]
     }
 
     #[test]
+    fn a_grant_file_is_a_check_table_without_plugin() {
+        let config = parse(GOOD).unwrap();
+        let wasm = PathBuf::from("/etc/hh/plugins.d/redis.wasm");
+        let short_pin = config
+            .drop_in(
+                "redis",
+                wasm.clone(),
+                Some("critical = true\ngrants.sql = [\"main\"]\nsha256 = \"AB\"\n"),
+                |_| None,
+            )
+            .err()
+            .unwrap();
+        let got: Vec<(usize, &str)> = short_pin.iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert_eq!(got, [(3, "sha256")]);
+
+        let problems = config
+            .drop_in(
+                "redis",
+                wasm.clone(),
+                Some("plugin = \"x.wasm\"\ngrants.sql = [\"other\"]\n"),
+                |_| None,
+            )
+            .err()
+            .unwrap();
+        let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert_eq!(got, [(1, "plugin"), (2, "grants.sql")]);
+
+        let none = config
+            .drop_in("redis", wasm.clone(), None, |_| None)
+            .unwrap();
+        assert_eq!(none.source, Source::Folder);
+        assert!(!none.critical);
+        assert!(none.grants.http.is_empty());
+        assert_eq!(none.plugin, wasm);
+        assert_eq!(none.limits, Limits::default());
+    }
+
+    #[test]
+    fn drop_in_folder_and_cache_resolve_against_the_config_folder() {
+        let config = parse("plugins_dir = \"extra\"\ncache_dir = \"\"\n").unwrap();
+        assert_eq!(config.plugins_dir, Path::new("/etc/hh/extra"));
+        assert_eq!(config.cache_dir, None);
+        let config = parse("").unwrap();
+        assert_eq!(config.plugins_dir, Path::new("/etc/hh/plugins.d"));
+        assert_eq!(config.watch_interval, DEFAULT_WATCH_INTERVAL);
+    }
+
+    #[test]
     fn relative_sqlite_paths_resolve_against_the_config_folder() {
         assert_eq!(
             resolve_sqlite_path("sqlite:data/a.db", Path::new("/etc/hh")),
