@@ -5,126 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
-
-/// A running `healthhost serve`, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let path = std::env::temp_dir().join(unique_table("hh_serve"));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Server {
-    /// Writes `config` (with `listen` on an ephemeral port) and starts serving it.
-    async fn start(config: &str) -> Server {
-        let dir = TempDir::new();
-        let path = dir.0.join("config.toml");
-        std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{config}")).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("HEALTHHOST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let base = tokio::task::spawn_blocking(move || {
-            let mut lines = BufReader::new(stderr).lines();
-            let mut seen = String::new();
-            for line in lines.by_ref() {
-                let line = line.unwrap();
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let base = rest.split_whitespace().next().unwrap().to_owned();
-                    // Keep draining so the server never blocks on a full pipe.
-                    std::thread::spawn(move || for _ in lines {});
-                    return base;
-                }
-                seen.push_str(&line);
-                seen.push('\n');
-            }
-            panic!("the server exited before listening:\n{seen}");
-        })
-        .await
-        .unwrap();
-        Server {
-            child,
-            base,
-            _dir: dir,
-        }
-    }
-
-    async fn get(&self, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
-        self.get_with(path, &[]).await
-    }
-
-    async fn get_with(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> (u16, reqwest::header::HeaderMap, String) {
-        let mut request = reqwest::Client::new().get(format!("{}{path}", self.base));
-        for (k, v) in headers {
-            request = request.header(*k, *v);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        (status, headers, response.text().await.unwrap())
-    }
-
-    async fn json(&self, path: &str) -> (u16, Value) {
-        let (status, _, body) = self.get(path).await;
-        (
-            status,
-            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")),
-        )
-    }
-
-    /// Polls `path` until `done` holds for its JSON (bounded; an ordering wait, not a
-    /// timing assertion).
-    async fn wait_for(&self, path: &str, done: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
-        for _ in 0..300 {
-            let (status, body) = self.json(path).await;
-            if done(status, &body) {
-                return (status, body);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let (status, body) = self.json(path).await;
-        panic!("{path} never reached the expected state: {status} {body}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Every check has a result.
 fn all_ran(_: u16, body: &Value) -> bool {
@@ -198,7 +82,7 @@ async fn openrouter_stand_in() -> StandIn {
 async fn all_healthy_gives_the_seeds_json_and_200() {
     let openrouter = openrouter_stand_in().await;
     let dir = TempDir::new();
-    let server = Server::start(&four_builtins(&openrouter, &dir.0.join("app.db")).await).await;
+    let server = Host::start(&four_builtins(&openrouter, &dir.0.join("app.db")).await).await;
     let (status, body) = server.wait_for("/health", all_ran).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "healthy");
@@ -242,7 +126,7 @@ async fn database_down_gives_503_while_livez_stays_200() {
         ),
         check_block("telegram", test_artifacts::CHECK_TELEGRAM, true, ""),
     );
-    let server = Server::start(&config).await;
+    let server = Host::start(&config).await;
     let (status, body) = server.wait_for("/health", all_ran).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "unhealthy");
@@ -273,7 +157,7 @@ async fn a_failing_non_critical_check_keeps_200_and_exclude_and_single_checks_wo
             "settings = { mode = \"fail\", message = \"down\" }"
         ),
     );
-    let server = Server::start(&config).await;
+    let server = Host::start(&config).await;
     let (status, body) = server.wait_for("/health", all_ran).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["checks"]["flaky"]["healthy"], false);
@@ -310,7 +194,7 @@ async fn ietf_format_on_request() {
             "settings = { mode = \"warn\", message = \"slow\" }"
         ),
     );
-    let server = Server::start(&config).await;
+    let server = Host::start(&config).await;
     server.wait_for("/health", all_ran).await;
     let (status, headers, body) = server
         .get_with("/health", &[("accept", "application/health+json")])
@@ -329,7 +213,7 @@ async fn ietf_format_on_request() {
 #[tokio::test]
 async fn old_results_turn_stale() {
     let config = check_block("once", test_artifacts::TRIVIAL, true, "max_age = \"1s\"");
-    let server = Server::start(&config).await;
+    let server = Host::start(&config).await;
     let (status, _) = server.wait_for("/health", all_ran).await;
     assert_eq!(status, 200);
     let (status, body) = server
@@ -354,7 +238,7 @@ async fn readyz_waits_for_the_first_run_of_every_critical_check() {
         true,
         &format!("grants.http = [\"{origin}\"]\nsettings.base_url = \"{origin}\""),
     );
-    let server = Server::start(&config).await;
+    let server = Host::start(&config).await;
     let (status, body) = server.json("/readyz").await;
     assert_eq!(status, 503, "{body}");
     let (status, body) = server.json("/health").await;
@@ -371,7 +255,7 @@ async fn sigterm_turns_readyz_503_then_stops_cleanly() {
         "shutdown_delay = \"2s\"\n{}",
         check_block("t", test_artifacts::TRIVIAL, true, "")
     );
-    let mut server = Server::start(&config).await;
+    let mut server = Host::start(&config).await;
     server.wait_for("/readyz", |s, _| s == 200).await;
     let pid = server.child.id().to_string();
     assert!(
@@ -406,7 +290,7 @@ async fn details_can_be_reserved_for_authorized_callers() {
             "settings = { mode = \"fail\", message = \"disk full\" }"
         ),
     );
-    let server = Server::start(&config).await;
+    let server = Host::start(&config).await;
     let (status, body) = server.wait_for("/health", all_ran).await;
     assert_eq!(status, 503);
     assert!(body["checks"]["flaky"]["message"].is_null(), "{body}");
@@ -426,7 +310,7 @@ async fn details_can_be_reserved_for_authorized_callers() {
 #[tokio::test]
 async fn metrics_hold_every_seed_name_and_stay_bounded_under_random_paths() {
     let config = check_block("telegram", test_artifacts::CHECK_TELEGRAM, true, "");
-    let server = Server::start(&config).await;
+    let server = Host::start(&config).await;
     server.wait_for("/health", all_ran).await;
     for i in 0..1000 {
         let (status, _, body) = server.get(&format!("/random/{i}/{}", i * 7919)).await;

@@ -1,9 +1,12 @@
 //! Test helpers shared by the integration tests: a stand-in HTTP server on loopback,
-//! the machine's databases (failing with instructions when one is missing), and
-//! shortcuts for loading the guests built from source by `test-artifacts`.
+//! the machine's databases (failing with instructions when one is missing), a real
+//! `healthhost serve` process ([`Host`]), and shortcuts for loading the guests built
+//! from source by `test-artifacts`.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +15,11 @@ use healthhost::capabilities::config::Settings;
 use healthhost::capabilities::sql::Datasources;
 use healthhost::limits::Limits;
 use healthhost::runtime::{Plugin, RunReport, Runtime};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+pub const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
 pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const MARIADB_URL: &str = "mysql://root@127.0.0.1:3306/test";
 
@@ -284,5 +289,140 @@ impl Server {
         self.exec(format!("CREATE DATABASE {name}")).await;
         let url = format!("{}/{name}", self.url().rsplit_once('/').unwrap().0);
         (name, url)
+    }
+}
+
+/// A running `healthhost serve` on an ephemeral port, killed when dropped.
+pub struct Host {
+    pub child: Child,
+    pub base: String,
+    pub dir: TempDir,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let path = std::env::temp_dir().join(unique_table("hh_serve"));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Host {
+    /// Writes `config` (with `listen` on an ephemeral port) and starts serving it.
+    pub async fn start(config: &str) -> Host {
+        Host::start_with_env(config, &[]).await
+    }
+
+    /// Like [`Host::start`], with extra environment variables.
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Host {
+        let dir = TempDir::new();
+        let path = dir.0.join("config.toml");
+        std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{config}")).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .envs(env.iter().copied())
+            .env("HEALTHHOST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let base = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut seen = String::new();
+            for line in lines.by_ref() {
+                let line = line.unwrap();
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let base = rest.split_whitespace().next().unwrap().to_owned();
+                    // Keep draining so the server never blocks on a full pipe.
+                    std::thread::spawn(move || for _ in lines {});
+                    return base;
+                }
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            panic!("the server exited before listening:\n{seen}");
+        })
+        .await
+        .unwrap();
+        Host { child, base, dir }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        self.get_with(path, &[]).await
+    }
+
+    pub async fn get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.unwrap())
+    }
+
+    pub async fn json(&self, path: &str) -> (u16, Value) {
+        let (status, _, body) = self.get(path).await;
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")),
+        )
+    }
+
+    /// Polls `path` until `done` holds for its JSON (bounded; an ordering wait, not a
+    /// timing assertion).
+    pub async fn wait_for(&self, path: &str, done: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
+        for _ in 0..300 {
+            let (status, body) = self.json(path).await;
+            if done(status, &body) {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (status, body) = self.json(path).await;
+        panic!("{path} never reached the expected state: {status} {body}");
+    }
+
+    /// POSTs a JSON `body` to `path`, with `Authorization: Bearer <token>` when given;
+    /// returns the status, headers and body text.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.unwrap())
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
