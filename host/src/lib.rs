@@ -5,14 +5,18 @@
 //! (secret removal), [`capabilities`] (what plugins may reach), [`runtime`] (engine,
 //! loading, runs and outcomes), [`health`] (scheduling, results, formats), [`metrics`]
 //! (the Prometheus registry), [`server`] (the HTTP API), [`usage`] (the
-//! `ai_usage` table and its migrations), [`cli`] (the command line).
+//! `ai_usage` table: migrations and the read-write store), [`ingest`] (recording AI
+//! usage: validation, write, metrics), [`report`] (the usage report), [`cli`] (the
+//! command line).
 
 pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod ingest;
 pub mod limits;
 pub mod metrics;
+pub mod report;
 pub mod runtime;
 pub mod scrub;
 pub mod server;
