@@ -335,13 +335,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             (Some(token), Some(datasource)) => {
                 let store = UsageStore::lazy(datasource.url())?;
                 tracing::info!("recording ai usage on POST {}", server::AI_USAGE_PATH);
-                Some(Ingest::new(
+                Some(Arc::new(Ingest::new(
                     token.clone(),
                     config.usage.max_batch,
                     config.usage.max_label_values,
                     store,
                     metrics.clone(),
-                ))
+                )))
             }
             _ => None,
         };

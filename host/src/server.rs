@@ -42,7 +42,7 @@ pub struct AppState {
     pub show_details: ShowDetails,
     pub details_token: Option<String>,
     /// The usage endpoint; `None` when no token is configured (the route is absent).
-    pub ingest: Option<Ingest>,
+    pub ingest: Option<Arc<Ingest>>,
 }
 
 /// The application's router; tests call it without a socket.
@@ -230,7 +230,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 /// body over the limit; 422 rows that are not valid (every problem listed, nothing
 /// written); 503 with `Retry-After` when the database is unavailable (nothing written).
 async fn ai_usage(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let Some(ingest) = &state.ingest else {
+    let Some(ingest) = state.ingest.clone() else {
         return not_found().await;
     };
     if !ingest.authorized(bearer(request.headers())) {
@@ -255,7 +255,18 @@ async fn ai_usage(State(state): State<Arc<AppState>>, request: Request) -> Respo
             return answer(rejection.status(), json!({"error": rejection.body_text()}));
         }
     };
-    match ingest.record(&body).await {
+    // The write runs on its own task: a client that disconnects drops this handler,
+    // and dropping a write between COMMIT and its answer would leave a row the
+    // metrics never counted.
+    let write = tokio::spawn(async move { ingest.record(&body).await });
+    let Ok(result) = write.await else {
+        tracing::error!("recording ai usage panicked");
+        return answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": "internal error"}),
+        );
+    };
+    match result {
         Ok(ids) => answer(StatusCode::CREATED, json!({"ids": ids})),
         Err(e @ RecordError::Malformed(_)) => {
             answer(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}))
