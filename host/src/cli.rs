@@ -1,8 +1,8 @@
 //! The command line: argument definitions (with the help text of every flag), and the
 //! commands `serve` (run every check in the background and serve the HTTP API),
 //! `validate` (check a config and its plugins), `list` (every check and its state),
-//! `migrate`, `check` (run one plugin once under production limits) and `wit` (print
-//! the plugin contract).
+//! `migrate` (the host's tables), `usage` (the AI usage report), `check` (run one
+//! plugin once under production limits) and `wit` (print the plugin contract).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,11 +19,15 @@ use crate::capabilities::sql::{Datasource, Datasources, SqlPolicy};
 use crate::config::Config;
 use crate::dropins::{self, Folder, Scan};
 use crate::health::{CheckSet, Health};
+use crate::ingest::Ingest;
 use crate::limits::{DEFAULT_FUEL, Limits};
+use crate::listing;
 use crate::metrics::Metrics;
+use crate::report::{self, By};
 use crate::runtime::{RunReport, Runtime};
+use crate::server;
 use crate::units;
-use crate::{listing, server, usage};
+use crate::usage::{self, UsageStore};
 
 /// Exit status when a check could not run at all (Nagios UNKNOWN); also used for
 /// usage errors, so a monitoring system never mistakes a typo for a verdict.
@@ -49,7 +53,10 @@ enum Command {
     /// limits, interval, load status, and the last outcome a running host reports.
     List(ListArgs),
     /// Apply the migrations of the host's tables (ai_usage) and say what was applied.
-    Migrate(MigrateArgs),
+    Migrate(DatabaseArgs),
+    /// Print AI usage from the ai_usage table: calls, tokens and cost by operation,
+    /// model, day or user, with the cost per active user.
+    Usage(UsageArgs),
     /// Run one plugin once under production limits and print its report.
     ///
     /// Exit status: 0 pass, 1 warn, 2 fail, 3 could not run (load error, timeout,
@@ -82,14 +89,32 @@ struct ListArgs {
 }
 
 #[derive(Debug, Args)]
-struct MigrateArgs {
+struct DatabaseArgs {
     #[command(flatten)]
     config: ConfigArgs,
 
-    /// The database to migrate [default: the config's `main` datasource, which
-    /// DATABASE_URL overrides].
+    /// The database holding ai_usage [default: the config's `usage.datasource`, `main`
+    /// unless set, whose URL DATABASE_URL overrides].
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct UsageArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+
+    /// Rows created within this long before now, e.g. 24h, 7d, 30d.
+    #[arg(long, value_name = "DURATION", default_value = report::DEFAULT_SINCE, value_parser = report::parse_since)]
+    since: Duration,
+
+    /// Group rows by operation, model, day (the database's date) or user.
+    #[arg(long, value_enum, default_value_t = By::Operation)]
+    by: By,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate(args),
         Command::List(args) => list(args),
         Command::Migrate(args) => migrate(args),
+        Command::Usage(args) => usage_report(args),
         Command::Check(args) => check(args),
         Command::Wit => {
             print!("{}", crate::WIT);
@@ -311,36 +337,51 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The datasource holding the host's own tables.
-const MAIN_DATASOURCE: &str = "main";
+/// The URL of the database holding `ai_usage`: `--database-url`, or the config's
+/// usage datasource.
+fn usage_url(args: DatabaseArgs) -> anyhow::Result<String> {
+    if let Some(url) = args.database_url {
+        return Ok(url);
+    }
+    let config = Config::load(&args.config.config)?;
+    let datasource = config.usage_datasource().with_context(|| {
+        format!(
+            "{} defines no [datasources.{}]: pass --database-url",
+            args.config.config.display(),
+            config.usage.datasource
+        )
+    })?;
+    Ok(datasource.url().to_owned())
+}
 
-fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    let url = match args.database_url {
-        Some(url) => url,
-        None => {
-            let config = Config::load(&args.config.config)?;
-            let main = config
-                .datasources
-                .iter()
-                .find(|d| d.name() == MAIN_DATASOURCE);
-            let main = main.with_context(|| {
-                format!(
-                    "{} defines no [datasources.{MAIN_DATASOURCE}]: pass --database-url",
-                    args.config.config.display()
-                )
-            })?;
-            main.url().to_owned()
-        }
-    };
-    let tokio = tokio::runtime::Builder::new_current_thread()
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    let applied = tokio.block_on(usage::migrate(&url))?;
+        .build()?)
+}
+
+fn migrate(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
+    let url = usage_url(args)?;
+    let applied = current_thread()?.block_on(usage::migrate(&url))?;
     if applied.is_empty() {
         println!("nothing to apply: the database is up to date");
     }
     for m in applied {
         println!("applied {} {}", m.version, m.description);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn usage_report(args: UsageArgs) -> anyhow::Result<ExitCode> {
+    let url = usage_url(args.database)?;
+    let report = current_thread()?.block_on(async {
+        let store = UsageStore::lazy(&url)?;
+        report::report(&store, args.by, args.since).await
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.to_table());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -352,24 +393,37 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     tokio.block_on(async {
+        let usage_datasource = config.usage_datasource();
         if !args.no_migrate
-            && let Some(main) = config
-                .datasources
-                .iter()
-                .find(|d| d.name() == MAIN_DATASOURCE)
+            && let Some(datasource) = usage_datasource
         {
             // A database that is down must not keep the host from reporting it.
-            match usage::migrate(main.url()).await {
+            match usage::migrate(datasource.url()).await {
                 Ok(applied) => {
                     for m in applied {
                         tracing::info!("applied migration {} {}", m.version, m.description);
                     }
                 }
-                Err(e) => tracing::warn!("cannot migrate datasource '{MAIN_DATASOURCE}': {e}"),
+                Err(e) => tracing::warn!("cannot migrate datasource '{}': {e}", datasource.name()),
             }
         }
         let metrics = Arc::new(Metrics::new(&config.namespace)?);
         let runtime = Arc::new(open_runtime(&config, Some(metrics.compile_cache.clone()))?);
+        // Config validation guarantees the datasource when there is a token.
+        let ingest = match (&config.usage.token, usage_datasource) {
+            (Some(token), Some(datasource)) => {
+                let store = UsageStore::lazy(datasource.url())?;
+                tracing::info!("recording ai usage on POST {}", server::AI_USAGE_PATH);
+                Some(Arc::new(Ingest::new(
+                    token.clone(),
+                    config.usage.max_batch,
+                    config.usage.max_label_values,
+                    store,
+                    metrics.clone(),
+                )))
+            }
+            _ => None,
+        };
         let health = Arc::new(Health::new(
             runtime.clone(),
             metrics.clone(),
@@ -395,6 +449,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             metrics,
             show_details: config.show_details,
             details_token: config.details_token.clone(),
+            ingest,
         });
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -462,9 +517,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         fuel: args.fuel,
         memory: args.memory,
     };
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let tokio = current_thread()?;
     let runtime = Runtime::new(datasources)?;
     let plugin = Arc::new(runtime.load_file(&name, &args.plugin, None, grants, limits)?);
     let report = tokio.block_on(runtime.run(&plugin));

@@ -21,7 +21,7 @@ use crate::capabilities::config::Settings;
 use crate::capabilities::http::HttpPolicy;
 use crate::capabilities::sql::{Datasource, SqlPolicy};
 use crate::limits::{self, Limits};
-use crate::units;
+use crate::{ingest, units};
 
 /// Where the host listens when the file says nothing: loopback, so a first run exposes
 /// nothing; set `listen = "0.0.0.0:8080"` for probes from outside the pod.
@@ -77,6 +77,22 @@ pub struct RawConfig {
     /// The checks, by name.
     #[serde(default)]
     checks: BTreeMap<String, Spanned<RawCheck>>,
+    /// `POST /v1/ai-usage` and the `usage` report.
+    usage: Option<Spanned<RawUsage>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUsage {
+    /// Bearer token writers present; usually "${HEALTHHOST_USAGE_TOKEN}". None: the
+    /// endpoint is off.
+    token: Option<Spanned<String>>,
+    /// Rows one request may carry.
+    max_batch: Option<Spanned<usize>>,
+    /// Distinct operation (and model) label values before `other`.
+    max_label_values: Option<Spanned<usize>>,
+    /// The datasource holding `ai_usage`.
+    datasource: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +169,7 @@ pub struct Config {
     pub watch_interval: Duration,
     /// The compile cache's folder; `None` when turned off.
     pub cache_dir: Option<PathBuf>,
+    pub usage: UsageConfig,
 }
 
 /// Where a check comes from.
@@ -163,6 +180,34 @@ pub enum Source {
     Config,
     /// A `.wasm` file in the plugins folder.
     Folder,
+}
+
+/// The `[usage]` section, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageConfig {
+    /// The bearer token of `POST /v1/ai-usage`; `None` (no key, an unset variable or
+    /// an empty value) turns the endpoint off.
+    pub token: Option<String>,
+    /// Rows per request, 1 to [`ingest::MAX_BATCH_CEILING`]; default
+    /// [`ingest::DEFAULT_MAX_BATCH`].
+    pub max_batch: usize,
+    /// Distinct label values per label, at least 1; default
+    /// [`ingest::DEFAULT_MAX_LABEL_VALUES`].
+    pub max_label_values: usize,
+    /// The datasource holding `ai_usage`; default [`DEFAULT_USAGE_DATASOURCE`].
+    pub datasource: String,
+}
+
+/// The datasource holding the host's own tables when `[usage]` names none.
+pub const DEFAULT_USAGE_DATASOURCE: &str = "main";
+
+impl Config {
+    /// The datasource holding `ai_usage`, if it is defined.
+    pub fn usage_datasource(&self) -> Option<&Datasource> {
+        self.datasources
+            .iter()
+            .find(|d| d.name() == self.usage.datasource)
+    }
 }
 
 /// One check, resolved.
@@ -390,6 +435,8 @@ impl Config {
         }
 
         let datasource_names: BTreeSet<String> = raw.datasources.keys().cloned().collect();
+        let usage = resolve_usage(raw.usage, env, &raw.datasources, problems);
+
         let mut checks = Vec::new();
         for (name, check) in raw.checks {
             let span = check.span();
@@ -433,6 +480,7 @@ impl Config {
             plugins_dir,
             watch_interval,
             cache_dir,
+            usage,
         }
     }
 
@@ -501,6 +549,69 @@ struct CheckContext<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     /// Names of the defined datasources.
     datasources: &'a BTreeSet<String>,
+}
+
+fn resolve_usage(
+    raw: Option<Spanned<RawUsage>>,
+    env: &dyn Fn(&str) -> Option<String>,
+    datasources: &BTreeMap<String, RawDatasource>,
+    problems: &mut Problems,
+) -> UsageConfig {
+    let span = raw.as_ref().map_or(0..0, Spanned::span);
+    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
+    let token = match &raw.token {
+        Some(t) if t.get_ref().is_empty() => {
+            problems.add(
+                t.span(),
+                "usage.token",
+                "must not be empty (leave the key out to turn the endpoint off)",
+            );
+            None
+        }
+        Some(t) => expand(t.get_ref(), env).0.filter(|v| !v.is_empty()),
+        None => None,
+    };
+    let max_batch = match &raw.max_batch {
+        Some(n) if !(1..=ingest::MAX_BATCH_CEILING).contains(n.get_ref()) => {
+            problems.add(
+                n.span(),
+                "usage.max_batch",
+                format!("must be from 1 to {}", ingest::MAX_BATCH_CEILING),
+            );
+            ingest::DEFAULT_MAX_BATCH
+        }
+        Some(n) => *n.get_ref(),
+        None => ingest::DEFAULT_MAX_BATCH,
+    };
+    let max_label_values = match &raw.max_label_values {
+        Some(n) if *n.get_ref() == 0 => {
+            problems.add(n.span(), "usage.max_label_values", "must be at least 1");
+            ingest::DEFAULT_MAX_LABEL_VALUES
+        }
+        Some(n) => *n.get_ref(),
+        None => ingest::DEFAULT_MAX_LABEL_VALUES,
+    };
+    let datasource = raw
+        .datasource
+        .as_ref()
+        .map_or(DEFAULT_USAGE_DATASOURCE, |d| d.get_ref().as_str())
+        .to_owned();
+    // The default datasource may be missing while the endpoint is off; a named one
+    // must exist.
+    if !datasources.contains_key(&datasource) && (raw.datasource.is_some() || token.is_some()) {
+        let at = raw.datasource.as_ref().map_or(span, Spanned::span);
+        problems.add(
+            at,
+            "usage.datasource",
+            format!("no datasource named '{datasource}' is defined under [datasources]"),
+        );
+    }
+    UsageConfig {
+        token,
+        max_batch,
+        max_label_values,
+        datasource,
+    }
 }
 
 fn valid_check_name(name: &str) -> bool {
@@ -857,6 +968,66 @@ grants.metrics = ["ok_name", "bad-name", "health_check_status"]
         let config = parse("").unwrap();
         assert_eq!(config.plugins_dir, Path::new("/etc/hh/plugins.d"));
         assert_eq!(config.watch_interval, DEFAULT_WATCH_INTERVAL);
+    }
+
+    #[test]
+    fn usage_defaults_leave_the_endpoint_off() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(
+            config.usage,
+            UsageConfig {
+                token: None,
+                max_batch: ingest::DEFAULT_MAX_BATCH,
+                max_label_values: ingest::DEFAULT_MAX_LABEL_VALUES,
+                datasource: "main".to_owned(),
+            }
+        );
+        assert_eq!(config.usage_datasource().unwrap().name(), "main");
+    }
+
+    #[test]
+    fn usage_token_comes_from_the_environment_and_an_unset_variable_turns_it_off() {
+        let with = |token: &str| {
+            parse(&format!(
+                "[datasources.main]\nurl = \"sqlite:a.db\"\n[usage]\ntoken = \"{token}\"\nmax_batch = 10\nmax_label_values = 3\n"
+            ))
+            .unwrap()
+            .usage
+        };
+        let usage = with("${TOKEN}");
+        assert_eq!(usage.token.as_deref(), Some("s3cret"));
+        assert_eq!((usage.max_batch, usage.max_label_values), (10, 3));
+        assert_eq!(with("${NOPE}").token, None);
+        assert_eq!(with("literal").token.as_deref(), Some("literal"));
+    }
+
+    #[test]
+    fn usage_problems_are_located() {
+        let source = r#"[datasources.other]
+url = "sqlite:a.db"
+
+[usage]
+token = ""
+max_batch = 0
+max_label_values = 0
+datasource = "missing"
+"#;
+        let problems = parse(source).err().unwrap();
+        let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (5, "usage.token"),
+                (6, "usage.max_batch"),
+                (7, "usage.max_label_values"),
+                (8, "usage.datasource"),
+            ]
+        );
+        let problems = parse("[usage]\ntoken = \"t\"\nmax_batch = 10001\n")
+            .err()
+            .unwrap();
+        let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert_eq!(got, [(1, "usage.datasource"), (3, "usage.max_batch")]);
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! Modules, one per concern: [`config`] (the config file, parsed then validated),
 //! [`limits`] (every limit and default), [`units`] (durations and sizes), [`scrub`]
 //! (secret removal), [`capabilities`] (what plugins may reach), [`runtime`] (engine,
-//! loading, runs and outcomes), [`cache`] (compiled plugins on disk), [`health`] (scheduling, results, formats), [`metrics`]
-//! (the Prometheus registry), [`server`] (the HTTP API), [`usage`] (the
-//! `ai_usage` table and its migrations), [`dropins`] (the config's checks and the
-//! watched plugins folder), [`listing`] (`healthhost list`), [`cli`] (the command
-//! line).
+//! loading, runs and outcomes), [`cache`] (compiled plugins on disk), [`health`]
+//! (scheduling, results, formats), [`metrics`] (the Prometheus registry), [`server`]
+//! (the HTTP API), [`usage`] (the
+//! `ai_usage` table: migrations and the read-write store), [`ingest`] (recording AI
+//! usage: validation, write, metrics), [`report`] (the usage report), [`dropins`] (the
+//! config's checks and the watched plugins folder), [`listing`] (`healthhost list`),
+//! [`cli`] (the command line).
 
 pub mod cache;
 pub mod capabilities;
@@ -15,9 +17,11 @@ pub mod cli;
 pub mod config;
 pub mod dropins;
 pub mod health;
+pub mod ingest;
 pub mod limits;
 pub mod listing;
 pub mod metrics;
+pub mod report;
 pub mod runtime;
 pub mod scrub;
 pub mod server;

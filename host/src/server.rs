@@ -1,21 +1,25 @@
 //! The HTTP API (axum): `/health`, `/health/{check}`, `/livez`, `/readyz`, `/metrics`,
-//! JSON 404/405 answers, and request instrumentation by matched route.
+//! `POST /v1/ai-usage` (when a usage token is configured), JSON 404/405 answers, and
+//! request instrumentation by matched route.
 //!
-//! Handlers read the latest results only; none waits on a plugin.
+//! Health handlers read the latest results only; none waits on a plugin. The usage
+//! endpoint waits on its database, bounded by the store's timeouts.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::config::ShowDetails;
 use crate::health::{self, Health};
+use crate::ingest::{Ingest, RecordError};
 use crate::metrics::Metrics;
 
 /// Content type of the IETF health check format.
@@ -25,6 +29,11 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Routes the HTTP metrics leave out, as the seed's instrumentator does: probes and
 /// scrapes would drown the application's own traffic.
 pub const UNINSTRUMENTED: [&str; 3] = ["/health", "/health/{check}", "/metrics"];
+/// Where AI usage rows are recorded.
+pub const AI_USAGE_PATH: &str = "/v1/ai-usage";
+/// `Retry-After` (seconds) when the usage database is unavailable: long enough for a
+/// restart or failover to finish, short enough that writers do not pile up rows.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
 
 /// What the handlers share.
 pub struct AppState {
@@ -32,16 +41,25 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub show_details: ShowDetails,
     pub details_token: Option<String>,
+    /// The usage endpoint; `None` when no token is configured (the route is absent).
+    pub ingest: Option<Arc<Ingest>>,
 }
 
 /// The application's router; tests call it without a socket.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/health", get(health_all))
         .route("/health/{check}", get(health_one))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    if let Some(ingest) = &state.ingest {
+        router = router.route(
+            AI_USAGE_PATH,
+            post(ai_usage).layer(DefaultBodyLimit::max(ingest.body_limit())),
+        );
+    }
+    router
         .route_layer(middleware::from_fn_with_state(state.clone(), instrument))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -82,19 +100,21 @@ fn details(state: &AppState, headers: &HeaderMap) -> bool {
     match state.show_details {
         ShowDetails::Always => true,
         ShowDetails::Never => false,
-        ShowDetails::WhenAuthorized => {
-            let presented = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            match (presented, &state.details_token) {
-                (Some(presented), Some(expected)) => {
-                    constant_time_eq(presented.as_bytes(), expected.as_bytes())
-                }
-                _ => false,
+        ShowDetails::WhenAuthorized => match (bearer(headers), &state.details_token) {
+            (Some(presented), Some(expected)) => {
+                constant_time_eq(presented.as_bytes(), expected.as_bytes())
             }
-        }
+            _ => false,
+        },
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// Compares secrets without leaking where they differ through timing.
@@ -203,6 +223,84 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         HeaderValue::from_static(PROMETHEUS_TEXT),
     );
     response
+}
+
+/// `POST /v1/ai-usage`: authorizes before reading the body, then records it. 201 with
+/// the new ids after the commit; 400 malformed JSON; 401 no or a wrong token; 413 a
+/// body over the limit; 422 rows that are not valid (every problem listed, nothing
+/// written); 503 with `Retry-After` when the database is unavailable (nothing written).
+async fn ai_usage(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let Some(ingest) = state.ingest.clone() else {
+        return not_found().await;
+    };
+    if !ingest.authorized(bearer(request.headers())) {
+        let mut response = answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing or wrong bearer token"}),
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let body = match Bytes::from_request(request, &()).await {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "body too large", "limit_bytes": ingest.body_limit()}),
+            );
+        }
+        Err(rejection) => {
+            return answer(rejection.status(), json!({"error": rejection.body_text()}));
+        }
+    };
+    // The write runs on its own task: a client that disconnects drops this handler,
+    // and dropping a write between COMMIT and its answer would leave a row the
+    // metrics never counted.
+    let write = tokio::spawn(async move { ingest.record(&body).await });
+    let Ok(result) = write.await else {
+        tracing::error!("recording ai usage panicked");
+        return answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": "internal error"}),
+        );
+    };
+    match result {
+        Ok(ids) => answer(StatusCode::CREATED, json!({"ids": ids})),
+        Err(e @ RecordError::Malformed(_)) => {
+            answer(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}))
+        }
+        Err(RecordError::Invalid(problems)) => answer(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({
+                "error": "invalid rows",
+                "problems": problems.iter().map(|p| p.to_json()).collect::<Vec<_>>(),
+            }),
+        ),
+        Err(e @ (RecordError::NotRows | RecordError::Empty | RecordError::TooMany { .. })) => {
+            answer(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": e.to_string()}),
+            )
+        }
+        Err(RecordError::Store(e)) => {
+            tracing::warn!("cannot record ai usage: {e}");
+            let mut response = answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the usage database is unavailable; nothing was written", "retry_after_seconds": RETRY_AFTER_SECONDS}),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            response
+        }
+    }
+}
+
+/// A JSON answer of the usage endpoint.
+fn answer(status: StatusCode, body: Value) -> Response {
+    json_response(status, "application/json", &body)
 }
 
 async fn not_found() -> Response {

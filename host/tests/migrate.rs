@@ -1,14 +1,12 @@
 //! `healthhost migrate` on SQLite, PostgreSQL and MariaDB: from an empty database the
-//! seed's `ai_usage` table appears with its defaults and indexes; a re-run applies
-//! nothing.
+//! seed's `ai_usage` table appears with its defaults and indexes (and the nullable
+//! `status` column); a re-run applies nothing.
 
 mod common;
 
 use std::process::Command;
 
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
 
 /// Runs `healthhost migrate --database-url URL`; returns its stdout.
 async fn migrate(url: &str) -> String {
@@ -35,7 +33,10 @@ async fn migrate(url: &str) -> String {
 /// Migrates twice and checks what each run said.
 async fn migrates_once(url: &str) {
     let first = migrate(url).await;
-    assert_eq!(first.trim(), "applied 20261128000000 create ai usage");
+    assert_eq!(
+        first.trim(),
+        "applied 20261128000000 create ai usage\napplied 20261129000000 add ai usage status"
+    );
     let second = migrate(url).await;
     assert_eq!(
         second.trim(),
@@ -46,7 +47,7 @@ async fn migrates_once(url: &str) {
 /// The seed's defaults: tokens 0, created_at set, nullable columns null.
 const DEFAULTS: &str = "SELECT count(*) FROM ai_usage WHERE prompt_tokens = 0 AND completion_tokens = 0 \
     AND total_tokens = 0 AND created_at IS NOT NULL AND user_id IS NULL AND cost_dollars IS NULL \
-    AND generation_id IS NULL AND latency_ms IS NULL";
+    AND generation_id IS NULL AND latency_ms IS NULL AND status IS NULL";
 const INSERT: &str =
     "INSERT INTO ai_usage (operation, model) VALUES ('tarot', 'openai/gpt-4o-mini')";
 

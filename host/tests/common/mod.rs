@@ -1,9 +1,12 @@
 //! Test helpers shared by the integration tests: a stand-in HTTP server on loopback,
-//! the machine's databases (failing with instructions when one is missing), and
-//! shortcuts for loading the guests built from source by `test-artifacts`.
+//! the machine's databases (failing with instructions when one is missing), a real
+//! `healthhost serve` process ([`Host`]), and shortcuts for loading the guests built
+//! from source by `test-artifacts`.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,11 +16,10 @@ use healthhost::capabilities::sql::Datasources;
 use healthhost::limits::Limits;
 use healthhost::runtime::{Plugin, RunReport, Runtime};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+pub const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
 pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const MARIADB_URL: &str = "mysql://root@127.0.0.1:3306/test";
 
@@ -293,9 +295,7 @@ impl Server {
 // ---------------------------------------------------------------------------------
 // A real `healthhost serve` process
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
-
-/// A running `healthhost serve`, killed when dropped.
+/// A running `healthhost serve` on an ephemeral port, killed when dropped.
 pub struct Host {
     pub child: Child,
     pub base: String,
@@ -325,11 +325,20 @@ impl Host {
     /// Writes `config` (with `listen` on an ephemeral port and the compile cache in
     /// the folder) to a fresh folder and starts serving it.
     pub async fn start(config: &str) -> Host {
-        Host::start_in(TempDir::new(), config).await
+        Host::start_with_env(config, &[]).await
+    }
+
+    /// Like [`Host::start`], with extra environment variables.
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Host {
+        Host::spawn(TempDir::new(), config, env).await
     }
 
     /// Like [`Host::start`], in `dir` (which may hold a plugins folder and cache).
     pub async fn start_in(dir: TempDir, config: &str) -> Host {
+        Host::spawn(dir, config, &[]).await
+    }
+
+    async fn spawn(dir: TempDir, config: &str, env: &[(&str, &str)]) -> Host {
         let path = dir.0.join("config.toml");
         std::fs::write(
             &path,
@@ -339,6 +348,7 @@ impl Host {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&path)
+            .envs(env.iter().copied())
             .env("HEALTHHOST_LOG", "info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -412,6 +422,27 @@ impl Host {
         }
         let (status, body) = self.json(path).await;
         panic!("{path} never reached the expected state: {status} {body}");
+    }
+
+    /// POSTs a JSON `body` to `path`, with `Authorization: Bearer <token>` when given;
+    /// returns the status, headers and body text.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.unwrap())
     }
 }
 
