@@ -112,6 +112,9 @@ struct RawCheck {
     /// Whether a failure makes /health answer 503.
     #[serde(default)]
     critical: bool,
+    /// Run when /health asks (result reused for `interval`) instead of in the background.
+    #[serde(default)]
+    on_demand: bool,
     /// How often to run, e.g. "30s".
     interval: Option<Spanned<String>>,
     /// Age after which a result counts as failed, e.g. "2m".
@@ -216,6 +219,8 @@ pub struct CheckConfig {
     pub name: String,
     pub plugin: PathBuf,
     pub critical: bool,
+    /// Run when asked for, the result reused for `interval`, not in the background.
+    pub on_demand: bool,
     pub interval: Duration,
     pub max_age: Duration,
     pub limits: Limits,
@@ -796,6 +801,7 @@ fn resolve_check(
         name: name.to_owned(),
         plugin,
         critical: raw.critical,
+        on_demand: raw.on_demand,
         interval,
         max_age,
         limits,

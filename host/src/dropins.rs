@@ -39,10 +39,7 @@ pub fn configured(config: &Config, runtime: &Runtime) -> (CheckSet, Vec<String>)
             check.limits,
         );
         let entry = match loaded {
-            Ok(plugin) => Entry::loaded(Check {
-                config: check.clone(),
-                plugin: Arc::new(plugin),
-            }),
+            Ok(plugin) => Entry::loaded(Check::new(check.clone(), plugin)),
             Err(e) => {
                 errors.push(e.to_string());
                 Entry {
@@ -291,10 +288,7 @@ fn load_drop_in(
             check.limits,
         )
         .map_err(|e| e.to_string())?;
-    Ok(Check {
-        config: check,
-        plugin: Arc::new(plugin),
-    })
+    Ok(Check::new(check, plugin))
 }
 
 fn grant_problems(path: &Path, problems: &[Problem]) -> String {

@@ -6,8 +6,10 @@
 //! drop-ins): handlers read one snapshot of the set, so a request in flight during a
 //! reload is answered from a consistent set. Each loaded check runs on its own
 //! interval (first run at once) under a cap on runs in flight; a result is recorded
-//! only while its check is still the current version. HTTP handlers only read the
-//! latest results and never wait on a plugin. A result older than its check's
+//! only while its check is still the current version. HTTP handlers read the latest
+//! results and never wait on a plugin — except for on-demand checks
+//! ([`Health::refresh`]), which run when asked for once their result is older than
+//! their interval, with concurrent requests merged into one run. A result older than its check's
 //! `max_age` counts as failed ("stale"). Readiness: every critical check has a result.
 
 use std::collections::BTreeMap;
@@ -28,6 +30,19 @@ use crate::runtime::{Outcome, Plugin, RunReport, Runtime};
 pub struct Check {
     pub config: CheckConfig,
     pub plugin: Arc<Plugin>,
+    /// Held by the one request that runs an on-demand check; the others wait for its
+    /// result instead of starting runs of their own.
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl Check {
+    pub fn new(config: CheckConfig, plugin: Plugin) -> Check {
+        Check {
+            config,
+            plugin: Arc::new(plugin),
+            gate: tokio::sync::Mutex::new(()),
+        }
+    }
 }
 
 /// One named check of the set: the version that runs, if any, and why the last
@@ -148,7 +163,7 @@ impl Health {
                     .set(0);
                 continue;
             };
-            if tasks.contains_key(name) {
+            if tasks.contains_key(name) || check.config.on_demand {
                 continue;
             }
             if !self.has_result(name) {
@@ -186,6 +201,31 @@ impl Health {
             ticker.tick().await;
             self.run_once(&check).await;
         }
+    }
+
+    /// Runs the on-demand checks not in `exclude` whose result is missing or older
+    /// than their interval, concurrently; a request that finds a run of the same
+    /// check in progress waits for its result. Failures are reused like passes.
+    pub async fn refresh(&self, exclude: &[String]) {
+        let set = self.set();
+        let due = set
+            .entries
+            .iter()
+            .filter(|(name, _)| !exclude.contains(name))
+            .filter_map(|(_, e)| e.check.as_ref())
+            .filter(|c| c.config.on_demand)
+            .map(|check| async move {
+                let _gate = check.gate.lock().await;
+                if !self.fresh(&check.config.name, check.config.interval) {
+                    self.run_once(check).await;
+                }
+            });
+        futures_util::future::join_all(due).await;
+    }
+
+    fn fresh(&self, name: &str, ttl: Duration) -> bool {
+        let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
+        latest.get(name).is_some_and(|l| l.at.elapsed() < ttl)
     }
 
     /// Stops every check's schedule.

@@ -13,7 +13,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Fuel (roughly, wasm instructions) a run may burn when the check sets none. A trivial
 /// Rust check burns ~1 thousand, a Python or JS one 0.1–10 million (WASMTIME-FACTS.md),
-/// so 5 billion leaves room for any language; the wall clock is the limit that bites.
+/// so 5 billion leaves room for any language, while a plugin stuck in a tight loop burns
+/// it in a few hundred milliseconds on a current CPU and is stopped as out-of-fuel.
 pub const DEFAULT_FUEL: u64 = 5_000_000_000;
 
 /// Linear memory a run may use when the check sets none: a Rust guest starts at ~1 MiB,

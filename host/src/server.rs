@@ -2,7 +2,8 @@
 //! `POST /v1/ai-usage` (when a usage token is configured), JSON 404/405 answers, and
 //! request instrumentation by matched route.
 //!
-//! Health handlers read the latest results only; none waits on a plugin. The usage
+//! Health handlers read the latest results; none waits on a plugin, except that
+//! on-demand checks are brought up to date first (see [`Health::refresh`]). The usage
 //! endpoint waits on its database, bounded by the store's timeouts.
 
 use std::sync::Arc;
@@ -162,7 +163,9 @@ async fn health_all(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let views = state.health.views(&excluded(query.as_deref()));
+    let exclude = excluded(query.as_deref());
+    state.health.refresh(&exclude).await;
+    let views = state.health.views(&exclude);
     let status = health_status(health::healthy(&views));
     health_response(&state, &headers, status, &views, health::seed_json)
 }
@@ -189,6 +192,15 @@ async fn health_one(
     headers: HeaderMap,
     Path(check): Path<String>,
 ) -> Response {
+    let others: Vec<String> = state
+        .health
+        .set()
+        .entries
+        .keys()
+        .filter(|n| **n != check)
+        .cloned()
+        .collect();
+    state.health.refresh(&others).await;
     let Some(view) = state.health.view(&check) else {
         return json_response(
             StatusCode::NOT_FOUND,
@@ -211,6 +223,7 @@ async fn livez() -> Response {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    state.health.refresh(&[]).await;
     let ready = state.health.ready() && health::healthy(&state.health.views(&[]));
     let body = json!({"status": if ready { "ready" } else { "not ready" }});
     json_response(health_status(ready), "application/json", &body)

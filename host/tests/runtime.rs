@@ -175,11 +175,7 @@ async fn a_spinning_guest_does_not_hold_up_a_later_trivial_one() {
     let runtime = std::sync::Arc::new(runtime());
     let spinner = tokio::spawn({
         let runtime = runtime.clone();
-        let limits = Limits {
-            fuel: u64::MAX,
-            ..quick(3000)
-        };
-        async move { misbehave(&runtime, Grants::default(), limits, "spin").await }
+        async move { misbehave(&runtime, Grants::default(), quick(3000), "spin").await }
     });
     // Let the spinner get going first (an ordering set-up, not a timing assertion).
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -229,6 +229,33 @@ async fn ietf_format_on_request() {
 }
 
 #[tokio::test]
+async fn an_on_demand_check_runs_when_asked_once_for_concurrent_requests() {
+    let config = check_block(
+        "lazy",
+        test_artifacts::MISBEHAVE,
+        true,
+        "on_demand = true\nsettings.message = \"ran\"",
+    );
+    let server = Host::start(&config).await;
+    let runs = "adtrobot_check_runs_total{check=\"lazy\",outcome=\"pass\"}";
+    let (_, _, text) = server.get("/metrics").await;
+    assert!(!text.contains(runs), "nothing runs before it is asked for");
+
+    let answers = futures_util::future::join_all((0..8).map(|_| server.json("/health"))).await;
+    for (status, body) in answers {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["checks"]["lazy"]["message"], "ran", "{body}");
+    }
+    let (status, body) = server.json("/health/lazy").await;
+    assert_eq!((status, &body["outcome"]), (200, &Value::from("pass")));
+    let (_, _, text) = server.get("/metrics").await;
+    assert!(
+        text.contains(&format!("{runs} 1\n")),
+        "one run serves every request within the interval:\n{text}"
+    );
+}
+
+#[tokio::test]
 async fn old_results_turn_stale() {
     let config = check_block("once", test_artifacts::TRIVIAL, true, "max_age = \"1s\"");
     let server = Host::start(&config).await;
