@@ -640,20 +640,10 @@ async fn each_row_moves_the_ai_metrics_with_capped_labels() {
     db.remove().await;
 }
 
-#[tokio::test]
-async fn a_database_that_goes_down_answers_503_writes_nothing_and_recovers() {
-    let db = Database::new(Kind::Postgres).await;
-    let host = db.host("").await;
-    let (status, _) = record(&host, &row("tarot", "m")).await;
-    assert_eq!(status, 201);
-
-    let (server, name) = db.server.as_ref().unwrap();
-    server
-        .exec(format!(
-            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-             SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = '{name}'"
-        ))
-        .await;
+/// While the database is unavailable, a batch gets 503 with `Retry-After`, the host
+/// keeps serving and the metrics do not move (one row was recorded before); returns
+/// the batch.
+async fn a_batch_is_refused_while_down(host: &Host) -> String {
     let batch = json!([row("tarot", "m"), row("tarot", "m")]).to_string();
     let (status, headers, text) = host.post(PATH, Some(TOKEN), batch.clone()).await;
     assert_eq!(status, 503, "{text}");
@@ -665,25 +655,48 @@ async fn a_database_that_goes_down_answers_503_writes_nothing_and_recovers() {
     );
     let (status, _, _) = host.get("/livez").await;
     assert_eq!(status, 200, "the host keeps serving");
-    let text = metrics(&host).await;
-    let requests = [
-        ("operation", "tarot"),
-        ("model", "m"),
-        ("status", "success"),
-    ];
     assert_eq!(
-        sample(&text, "adtrobot_ai_requests_total", &requests),
+        sample(&metrics(host).await, "adtrobot_ai_requests_total", &TAROT_M),
         1.0,
         "metrics move only after a commit"
     );
+    batch
+}
 
+/// Once the database is back, the refused batch is written and counted.
+async fn the_batch_is_recorded_once_back(host: &Host, batch: String) {
+    let (status, _, text) = host.post(PATH, Some(TOKEN), batch).await;
+    assert_eq!(status, 201, "{text}");
+    assert_eq!(
+        sample(&metrics(host).await, "adtrobot_ai_requests_total", &TAROT_M),
+        3.0
+    );
+}
+
+const TAROT_M: [(&str, &str); 3] = [
+    ("operation", "tarot"),
+    ("model", "m"),
+    ("status", "success"),
+];
+
+#[tokio::test]
+async fn postgres_that_refuses_connections_answers_503_writes_nothing_and_recovers() {
+    let db = Database::new(Kind::Postgres).await;
+    let host = db.host("").await;
+    assert_eq!(record(&host, &row("tarot", "m")).await.0, 201);
+
+    let (server, name) = db.server.as_ref().unwrap();
+    server
+        .exec(format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await;
+    let batch = a_batch_is_refused_while_down(&host).await;
     server
         .exec(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
         .await;
-    let (status, _, text) = host.post(PATH, Some(TOKEN), batch).await;
-    assert_eq!(status, 201, "{text}");
-    let text = metrics(&host).await;
-    assert_eq!(sample(&text, "adtrobot_ai_requests_total", &requests), 3.0);
+    the_batch_is_recorded_once_back(&host, batch).await;
     drop(host);
     // The test's own pool was cut off too; a fresh one sees the rows.
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
@@ -693,6 +706,73 @@ async fn a_database_that_goes_down_answers_503_writes_nothing_and_recovers() {
         .unwrap();
     assert_eq!(rows, 3, "the refused batch wrote nothing");
     pool.close().await;
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn mariadb_that_locks_the_hosts_account_answers_503_writes_nothing_and_recovers() {
+    let db = Database::new(Kind::MySql).await;
+    let (server, name) = db.server.as_ref().unwrap();
+    // The host connects as an account of its own, which the "outage" locks.
+    let user = format!("{name}_host");
+    server
+        .exec(format!(
+            "CREATE USER '{user}'@'%'; GRANT ALL ON {name}.* TO '{user}'@'%'"
+        ))
+        .await;
+    let url = format!("mysql://{user}@127.0.0.1:3306/{name}");
+    let host = Host::start(&format!(
+        "[datasources.main]\nurl = \"{url}\"\n[usage]\ntoken = \"{TOKEN}\"\n"
+    ))
+    .await;
+    assert_eq!(record(&host, &row("tarot", "m")).await.0, 201);
+
+    server
+        .exec(format!("ALTER USER '{user}'@'%' ACCOUNT LOCK"))
+        .await;
+    let Pool::MySql(pool) = &db.pool else {
+        unreachable!()
+    };
+    let sessions: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM information_schema.processlist WHERE user = '{user}'"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    for id in sessions {
+        server.exec(format!("KILL {id}")).await;
+    }
+    let batch = a_batch_is_refused_while_down(&host).await;
+    server
+        .exec(format!("ALTER USER '{user}'@'%' ACCOUNT UNLOCK"))
+        .await;
+    the_batch_is_recorded_once_back(&host, batch).await;
+    assert_eq!(db.rows().await, 3, "the refused batch wrote nothing");
+    drop(host);
+    server.exec(format!("DROP USER '{user}'@'%'")).await;
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn sqlite_locked_by_another_writer_answers_503_writes_nothing_and_recovers() {
+    use sqlx::Connection;
+    let db = Database::new(Kind::Sqlite).await;
+    let host = db.host("").await;
+    assert_eq!(record(&host, &row("tarot", "m")).await.0, 201);
+
+    // Another process's exclusive transaction: the host's write waits out SQLite's
+    // busy timeout and gives up.
+    let mut other = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let batch = a_batch_is_refused_while_down(&host).await;
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+    the_batch_is_recorded_once_back(&host, batch).await;
+    assert_eq!(db.rows().await, 3, "the refused batch wrote nothing");
+    drop(host);
     db.remove().await;
 }
 
