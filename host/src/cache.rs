@@ -91,14 +91,14 @@ impl CompileCache {
         engine: &Engine,
         sha256: &str,
         compile: impl FnOnce() -> wasmtime::Result<Component>,
-    ) -> wasmtime::Result<(Component, Lookup)> {
+    ) -> wasmtime::Result<Component> {
         let path = self.entry(sha256);
         let mut lookup = Lookup::Miss;
         if let Ok(bytes) = std::fs::read(&path) {
             match verified(engine, &bytes) {
                 Some(component) => {
                     self.count(Lookup::Hit);
-                    return Ok((component, Lookup::Hit));
+                    return Ok(component);
                 }
                 None => {
                     tracing::warn!(entry = %path.display(), "corrupt compile cache entry; compiling again");
@@ -113,7 +113,7 @@ impl CompileCache {
             // The plugin still runs; only the next start is slower.
             tracing::warn!(entry = %path.display(), error = %e, "cannot write compile cache entry");
         }
-        Ok((component, lookup))
+        Ok(component)
     }
 
     fn entry(&self, sha256: &str) -> PathBuf {

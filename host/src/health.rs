@@ -238,7 +238,7 @@ impl Health {
 
     /// Runs `check` once (waiting for a free run slot) and records the result, unless
     /// the check was replaced or removed meanwhile.
-    pub async fn run_once(&self, check: &Arc<Check>) {
+    async fn run_once(&self, check: &Arc<Check>) {
         let report = {
             let _permit = self
                 .runs
@@ -310,15 +310,6 @@ impl Health {
         let entry = set.entries.get(name)?;
         let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
         Some(view(name, entry, latest.get(name)))
-    }
-
-    /// The outcome label and age of each check's latest result.
-    pub fn last_outcomes(&self) -> BTreeMap<String, (&'static str, Duration)> {
-        let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
-        latest
-            .iter()
-            .map(|(name, l)| (name.clone(), (l.report.outcome.label(), l.at.elapsed())))
-            .collect()
     }
 }
 

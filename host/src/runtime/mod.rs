@@ -167,9 +167,7 @@ impl Runtime {
         let engine = &self.shared.engine;
         let compile = || Component::new(engine, wasm);
         let compiled = match &self.cache {
-            Some(cache) => cache
-                .get_or_compile(engine, &sha256, compile)
-                .map(|(c, _)| c),
+            Some(cache) => cache.get_or_compile(engine, &sha256, compile),
             None => compile(),
         };
         let component = compiled.map_err(|e| LoadError::Compile {
