@@ -17,6 +17,8 @@ fn main() {
 
     require_target();
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    // The guests' SDK (the built-ins depend on it).
+    println!("cargo:rerun-if-changed={}", root.join("sdk").display());
     let guests = find_guests(&root);
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -7,13 +7,10 @@
 //!
 //! Setting: `datasource` (default `main`).
 
-wit_bindgen::generate!({ world: "check", path: "../../wit" });
-
 use std::time::Instant;
 
-use healthhost::plugin::config;
-use healthhost::plugin::sql::{self, Error};
-use healthhost::plugin::types::{Sample, Status};
+use healthhost_plugin::sql::{self, Error};
+use healthhost_plugin::{Guest, Report, Sample, Status, config};
 
 /// The datasource queried when the `datasource` setting is absent.
 const DEFAULT_DATASOURCE: &str = "main";
@@ -60,10 +57,10 @@ fn error_message(error: Error) -> String {
     }
 }
 
-// The export glue wit-bindgen generates declares `unsafe` exported symbols: the
-// only unsafe code in this crate, allowed here and nowhere else.
+// The export glue is unsafe (exported symbols): the only unsafe code in this crate,
+// allowed here and nowhere else.
 #[allow(unsafe_code)]
 mod export {
     use super::Database;
-    super::export!(Database with_types_in super);
+    healthhost_plugin::export!(Database);
 }

@@ -8,13 +8,7 @@
 //! Settings: `base_url` (default `https://openrouter.ai`), `timeout_ms` (default
 //! 10000). Sample: `openrouter_latency_seconds` whenever the API answered.
 
-wit_bindgen::generate!({ world: "check", path: "../../wit" });
-
-use std::time::Instant;
-
-use healthhost::plugin::config;
-use healthhost::plugin::http::{self, Error, Request};
-use healthhost::plugin::types::{Sample, Status};
+use healthhost_plugin::{Guest, Report, Status, describe, fail, get_json, settings};
 
 /// The API's origin when the `base_url` setting is absent.
 const DEFAULT_BASE_URL: &str = "https://openrouter.ai";
@@ -34,36 +28,13 @@ impl Guest for OpenRouter {
 
 /// The check; `Err` carries an early failure report.
 fn run() -> Result<Report, Report> {
-    let base_url = config::get("base_url").unwrap_or_else(|| DEFAULT_BASE_URL.into());
-    if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
-        return Err(fail(format!(
-            "invalid setting base_url = '{base_url}' (expected a URL like {DEFAULT_BASE_URL})"
-        )));
-    }
-    let timeout_ms = match config::get("timeout_ms") {
-        None => DEFAULT_TIMEOUT_MS,
-        Some(raw) => raw.trim().parse().map_err(|_| {
-            fail(format!(
-                "invalid setting timeout_ms = '{raw}' (expected milliseconds, e.g. 10000)"
-            ))
-        })?,
-    };
-
-    let request = Request {
-        method: "GET".into(),
-        url: format!("{}/api/v1/models", base_url.trim_end_matches('/')),
-        headers: vec![("accept".into(), "application/json".into())],
-        body: None,
-        timeout_ms: Some(timeout_ms),
-    };
-    let started = Instant::now();
-    let result = http::send(&request);
-    let latency = Sample {
-        name: "openrouter_latency_seconds".into(),
-        labels: Vec::new(),
-        value: started.elapsed().as_secs_f64(),
-    };
-
+    let base_url = settings::url("base_url", DEFAULT_BASE_URL).map_err(fail)?;
+    let timeout_ms = settings::millis("timeout_ms", DEFAULT_TIMEOUT_MS).map_err(fail)?;
+    let (result, latency) = get_json(
+        format!("{base_url}/api/v1/models"),
+        timeout_ms,
+        "openrouter_latency_seconds",
+    );
     Ok(match result {
         Ok(response) if response.status == 200 => Report {
             status: Status::Pass,
@@ -76,32 +47,14 @@ fn run() -> Result<Report, Report> {
             samples: vec![latency],
         },
         // No latency sample: there was no answer to time.
-        Err(error) => fail(error_message(error)),
+        Err(error) => fail(describe(error)),
     })
 }
 
-/// The short message for a request that produced no response.
-fn error_message(error: Error) -> String {
-    match error {
-        Error::Timeout => "Timeout".into(),
-        Error::Denied(origin) => format!("origin {origin} not granted"),
-        Error::TooLarge(_) => "response too large".into(),
-        Error::Transport(message) | Error::Invalid(message) => message,
-    }
-}
-
-fn fail(message: String) -> Report {
-    Report {
-        status: Status::Fail,
-        message: Some(message),
-        samples: Vec::new(),
-    }
-}
-
-// The export glue wit-bindgen generates declares `unsafe` exported symbols: the
-// only unsafe code in this crate, allowed here and nowhere else.
+// The export glue is unsafe (exported symbols): the only unsafe code in this crate,
+// allowed here and nowhere else.
 #[allow(unsafe_code)]
 mod export {
     use super::OpenRouter;
-    super::export!(OpenRouter with_types_in super);
+    healthhost_plugin::export!(OpenRouter);
 }

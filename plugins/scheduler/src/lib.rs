@@ -10,13 +10,10 @@
 //!
 //! Samples: `scheduler_jobs`, `scheduler_overdue_jobs`, `scheduler_latency_seconds`.
 
-wit_bindgen::generate!({ world: "check", path: "../../wit" });
-
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use healthhost::plugin::config;
-use healthhost::plugin::sql::{self, Error, Value};
-use healthhost::plugin::types::{Sample, Status};
+use healthhost_plugin::sql::{self, Error, Value};
+use healthhost_plugin::{Guest, Report, Sample, Status, config};
 
 /// The datasource queried when the `datasource` setting is absent.
 const DEFAULT_DATASOURCE: &str = "main";
@@ -177,12 +174,12 @@ fn fail(message: String, samples: Vec<Sample>) -> Report {
     }
 }
 
-// The export glue wit-bindgen generates declares `unsafe` exported symbols: the
-// only unsafe code in this crate, allowed here and nowhere else.
+// The export glue is unsafe (exported symbols): the only unsafe code in this crate,
+// allowed here and nowhere else.
 #[allow(unsafe_code)]
 mod export {
     use super::Scheduler;
-    super::export!(Scheduler with_types_in super);
+    healthhost_plugin::export!(Scheduler);
 }
 
 #[cfg(test)]

@@ -11,13 +11,7 @@
 //! `timeout_ms` (default 10000). Sample: `telegram_latency_seconds` whenever the
 //! API answered. The token never goes into a message or log line.
 
-wit_bindgen::generate!({ world: "check", path: "../../wit" });
-
-use std::time::Instant;
-
-use healthhost::plugin::config;
-use healthhost::plugin::http::{self, Error, Request};
-use healthhost::plugin::types::{Sample, Status};
+use healthhost_plugin::{Guest, Report, Status, describe, fail, get_json, settings};
 
 /// The API's origin when the `base_url` setting is absent.
 const DEFAULT_BASE_URL: &str = "https://api.telegram.org";
@@ -37,7 +31,7 @@ impl Guest for Telegram {
 
 /// The check; `Err` carries an early failure report.
 fn run() -> Result<Report, Report> {
-    let token = config::get("token").unwrap_or_default();
+    let token = healthhost_plugin::config::get("token").unwrap_or_default();
     if token.is_empty() {
         return Ok(Report {
             status: Status::Pass,
@@ -45,37 +39,14 @@ fn run() -> Result<Report, Report> {
             samples: Vec::new(),
         });
     }
-    let base_url = config::get("base_url").unwrap_or_else(|| DEFAULT_BASE_URL.into());
-    if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
-        return Err(fail(format!(
-            "invalid setting base_url = '{base_url}' (expected a URL like {DEFAULT_BASE_URL})"
-        )));
-    }
-    let timeout_ms = match config::get("timeout_ms") {
-        None => DEFAULT_TIMEOUT_MS,
-        Some(raw) => raw.trim().parse().map_err(|_| {
-            fail(format!(
-                "invalid setting timeout_ms = '{raw}' (expected milliseconds, e.g. 10000)"
-            ))
-        })?,
-    };
-
-    let request = Request {
-        method: "GET".into(),
-        url: format!("{}/bot{token}/getMe", base_url.trim_end_matches('/')),
-        headers: vec![("accept".into(), "application/json".into())],
-        body: None,
-        timeout_ms: Some(timeout_ms),
-    };
-    let started = Instant::now();
-    let result = http::send(&request);
-    let latency = Sample {
-        name: "telegram_latency_seconds".into(),
-        labels: Vec::new(),
-        value: started.elapsed().as_secs_f64(),
-    };
-
-    let response = result.map_err(|error| fail(redact(error_message(error), &token)))?;
+    let base_url = settings::url("base_url", DEFAULT_BASE_URL).map_err(fail)?;
+    let timeout_ms = settings::millis("timeout_ms", DEFAULT_TIMEOUT_MS).map_err(fail)?;
+    let (result, latency) = get_json(
+        format!("{base_url}/bot{token}/getMe"),
+        timeout_ms,
+        "telegram_latency_seconds",
+    );
+    let response = result.map_err(|error| fail(redact(describe(error), &token)))?;
     let (status, message) = verdict(response.status, &response.body);
     Ok(Report {
         status,
@@ -108,16 +79,6 @@ fn verdict(status: u16, body: &[u8]) -> (Status, String) {
     }
 }
 
-/// The short message for a request that produced no response.
-fn error_message(error: Error) -> String {
-    match error {
-        Error::Timeout => "Timeout".into(),
-        Error::Denied(origin) => format!("origin {origin} not granted"),
-        Error::TooLarge(_) => "response too large".into(),
-        Error::Transport(message) | Error::Invalid(message) => message,
-    }
-}
-
 /// `message` with the token masked, in case the host or the API echoed the URL.
 /// The host scrubs secrets too; this keeps the plugin from relying on it.
 fn redact(message: String, token: &str) -> String {
@@ -128,20 +89,12 @@ fn redact(message: String, token: &str) -> String {
     }
 }
 
-fn fail(message: String) -> Report {
-    Report {
-        status: Status::Fail,
-        message: Some(message),
-        samples: Vec::new(),
-    }
-}
-
-// The export glue wit-bindgen generates declares `unsafe` exported symbols: the
-// only unsafe code in this crate, allowed here and nowhere else.
+// The export glue is unsafe (exported symbols): the only unsafe code in this crate,
+// allowed here and nowhere else.
 #[allow(unsafe_code)]
 mod export {
     use super::Telegram;
-    super::export!(Telegram with_types_in super);
+    healthhost_plugin::export!(Telegram);
 }
 
 #[cfg(test)]
