@@ -260,7 +260,7 @@ fn configured(config: &Config, runtime: &Runtime) -> anyhow::Result<CheckSet> {
 }
 
 /// Every check of the config file and of its plugins folder, each as far as it loads.
-fn everything(config: Config) -> anyhow::Result<(Arc<Config>, CheckSet)> {
+async fn everything(config: Config) -> anyhow::Result<(Arc<Config>, CheckSet)> {
     let config = Arc::new(config);
     let runtime = Arc::new(open_runtime(&config, None)?);
     let (set, _) = dropins::configured(&config, &runtime);
@@ -269,10 +269,7 @@ fn everything(config: Config) -> anyhow::Result<(Arc<Config>, CheckSet)> {
         retry_failed: true,
         settle: Duration::ZERO,
     };
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let set = tokio.block_on(folder.next(&set, scan)).unwrap_or(set);
+    let set = folder.next(&set, scan).await.unwrap_or(set);
     Ok((config, set))
 }
 
@@ -286,7 +283,7 @@ fn datasources(config: &Config) -> Datasources {
 
 fn validate(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    let (config, set) = everything(config)?;
+    let (config, set) = current_thread()?.block_on(everything(config))?;
     let errors: Vec<String> = set
         .entries
         .values()
@@ -323,10 +320,8 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         Some(url) => url,
         None => listing::local_url(config.listen),
     };
-    let (_, set) = everything(config)?;
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let tokio = current_thread()?;
+    let (_, set) = tokio.block_on(everything(config))?;
     let host = tokio.block_on(listing::running_host(&host));
     let rows = listing::rows(&set, host.as_ref());
     if args.json {

@@ -203,15 +203,16 @@ impl Health {
         }
     }
 
-    /// Runs the on-demand checks not in `exclude` whose result is missing or older
-    /// than their interval, concurrently; a request that finds a run of the same
-    /// check in progress waits for its result. Failures are reused like passes.
-    pub async fn refresh(&self, exclude: &[String]) {
+    /// Runs the on-demand checks whose name `wanted` accepts and whose result is
+    /// missing or older than their interval, concurrently; a request that finds a run
+    /// of the same check in progress waits for its result. Failures are reused like
+    /// passes.
+    pub async fn refresh(&self, wanted: impl Fn(&str) -> bool) {
         let set = self.set();
         let due = set
             .entries
             .iter()
-            .filter(|(name, _)| !exclude.contains(name))
+            .filter(|(name, _)| wanted(name))
             .filter_map(|(_, e)| e.check.as_ref())
             .filter(|c| c.config.on_demand)
             .map(|check| async move {
