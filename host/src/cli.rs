@@ -4,6 +4,7 @@
 //! `migrate` (the host's tables), `usage` (the AI usage report), `check` (run one
 //! plugin once under production limits) and `wit` (print the plugin contract).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::capabilities::Grants;
 use crate::capabilities::config::Settings;
 use crate::capabilities::http::HttpPolicy;
-use crate::capabilities::sql::{Datasource, Datasources, SqlPolicy};
+use crate::capabilities::sql::{Datasource, Datasources, RoleError, SqlPolicy};
 use crate::config::Config;
 use crate::dropins::{self, Folder, Scan};
 use crate::health::{CheckSet, Health};
@@ -151,6 +152,12 @@ struct CheckArgs {
     #[arg(long = "datasource", value_name = "NAME=URL")]
     datasources: Vec<String>,
 
+    /// Let the check use datasource NAME although its role can run programs or read
+    /// and write files on the database server (a superuser, say). Without it such a
+    /// datasource is refused (repeatable).
+    #[arg(long = "unsafe-allow-privileged-role", value_name = "NAME")]
+    unsafe_allow_privileged_role: Vec<String>,
+
     /// Give the check a setting (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     settings: Vec<String>,
@@ -281,9 +288,55 @@ fn datasources(config: &Config) -> Datasources {
     all
 }
 
+/// Refuses to start when a datasource that a configured check is granted connects
+/// as a role with powers over the database server (unless the operator allowed it). A
+/// database that cannot be reached now is checked on first use instead.
+async fn check_roles(config: &Config) -> anyhow::Result<()> {
+    let granted: BTreeSet<&str> = config
+        .checks
+        .iter()
+        .flat_map(|c| c.grants.sql.names())
+        .collect();
+    let checks = config
+        .datasources
+        .iter()
+        .filter(|d| granted.contains(d.name()))
+        .map(|d| tokio::time::timeout(ROLE_CHECK_TIMEOUT, d.check_role()));
+    let mut refused = Vec::new();
+    for (result, datasource) in futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .zip(
+            config
+                .datasources
+                .iter()
+                .filter(|d| granted.contains(d.name())),
+        )
+    {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e @ RoleError::Privileged { .. })) => refused.push(e.to_string()),
+            Ok(Err(e)) => tracing::warn!("{e}; it is checked again on first use"),
+            Err(_) => tracing::warn!(
+                "datasource '{}': no answer within {ROLE_CHECK_TIMEOUT:?} to check its role; it is checked again on first use",
+                datasource.name()
+            ),
+        }
+    }
+    if !refused.is_empty() {
+        bail!("{}", refused.join("\n"));
+    }
+    Ok(())
+}
+
+/// How long start-up waits for a database to answer the role check.
+const ROLE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
 fn validate(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    let (config, set) = current_thread()?.block_on(everything(config))?;
+    let tokio = current_thread()?;
+    tokio.block_on(check_roles(&config))?;
+    let (config, set) = tokio.block_on(everything(config))?;
     let errors: Vec<String> = set
         .entries
         .values()
@@ -388,6 +441,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     tokio.block_on(async {
+        check_roles(&config).await?;
         let usage_datasource = config.usage_datasource();
         if !args.no_migrate
             && let Some(datasource) = usage_datasource
@@ -551,7 +605,8 @@ fn grants_from_flags(args: &CheckArgs) -> anyhow::Result<(Grants, Datasources)> 
     let mut names = Vec::new();
     for pair in &args.datasources {
         let (name, url) = split_pair("--datasource", pair)?;
-        datasources.insert(Datasource::parse(name, url)?);
+        let allow = args.unsafe_allow_privileged_role.iter().any(|n| n == name);
+        datasources.insert(Datasource::parse(name, url)?.unsafe_allow_privileged_role(allow));
         names.push(name.to_owned());
     }
     let mut settings = Settings::default();

@@ -99,6 +99,10 @@ struct RawUsage {
 #[serde(deny_unknown_fields)]
 struct RawDatasource {
     url: Spanned<String>,
+    /// Lets plugins use a role with powers over the database server's programs and
+    /// files (see `Datasource::check_role`).
+    #[serde(default)]
+    unsafe_allow_privileged_role: bool,
 }
 
 /// A check as written: a `[checks.NAME]` table, or a dropped-in check's grant file.
@@ -434,7 +438,8 @@ impl Config {
             }
             let url = resolve_sqlite_path(&url, base);
             match Datasource::parse(name, &url) {
-                Ok(d) => datasources.push(d),
+                Ok(d) => datasources
+                    .push(d.unsafe_allow_privileged_role(ds.unsafe_allow_privileged_role)),
                 Err(e) => problems.add(ds.url.span(), format!("datasources.{name}.url"), e),
             }
         }

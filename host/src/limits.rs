@@ -54,6 +54,10 @@ pub const SQL_MAX_ROWS: u64 = 10_000;
 pub const SQL_MAX_BYTES: u64 = 4 * MIB;
 /// Connections per datasource pool: checks run a few short queries at a time.
 pub const SQL_POOL_SIZE: u32 = 4;
+/// How long a datasource's role, once found to hold no powers over the database
+/// server, is trusted before it is looked at again: an operator who grants it more
+/// later is noticed within this, at one query's cost a minute.
+pub const SQL_ROLE_RECHECK: Duration = Duration::from_secs(60);
 
 /// Bytes a run may write to the log (log import, stdout and stderr together);
 /// beyond it lines are dropped and counted, so a chatty plugin cannot flood the host.

@@ -65,8 +65,8 @@ async fn database_passes_on_sqlite_postgres_and_mariadb() {
     mariadb().await;
     for url in [
         format!("sqlite://{}", file.display()),
-        POSTGRES_URL.to_owned(),
-        MARIADB_URL.to_owned(),
+        POSTGRES_READER_URL.to_owned(),
+        MARIADB_READER_URL.to_owned(),
     ] {
         let run = check(
             test_artifacts::CHECK_DATABASE,
@@ -198,7 +198,7 @@ async fn scheduler_reads_the_job_store_in_postgres() {
             test_artifacts::CHECK_SCHEDULER,
             &[
                 "--datasource",
-                &ds(POSTGRES_URL),
+                &ds(POSTGRES_READER_URL),
                 "--set",
                 &format!("table={table}"),
                 "--timeout",
@@ -218,7 +218,7 @@ async fn scheduler_reads_the_job_store_in_postgres() {
         test_artifacts::CHECK_SCHEDULER,
         &[
             "--datasource",
-            &ds(POSTGRES_URL),
+            &ds(POSTGRES_READER_URL),
             "--set",
             "table=no_such_job_table",
         ],

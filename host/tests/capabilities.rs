@@ -230,7 +230,7 @@ async fn sql_reads_typed_values_from_sqlite() {
 }
 
 #[tokio::test]
-async fn sql_writes_fail_on_sqlite_and_change_nothing() {
+async fn sql_writes_are_denied_on_sqlite_and_change_nothing() {
     let (_dir, url) =
         sqlite_file(&["CREATE TABLE t (n INTEGER)", "INSERT INTO t VALUES (1)"]).await;
     for statement in [
@@ -248,7 +248,7 @@ async fn sql_writes_fail_on_sqlite_and_change_nothing() {
         .await;
         assert_eq!(report.outcome, Outcome::Fail, "{statement}: {report:?}");
         assert!(
-            report.message.unwrap().starts_with("database:"),
+            report.message.unwrap().starts_with("denied:db: "),
             "{statement}"
         );
     }
@@ -304,7 +304,7 @@ impl ServerCases for Server {
         for (statement, params, expected) in cases {
             let statement = statement.replace("{t}", &table);
             let report = sql(
-                Datasource::parse("db", self.url()).unwrap(),
+                Datasource::parse("db", self.reader_url()).unwrap(),
                 &["db"],
                 &statement,
                 params,
@@ -320,14 +320,17 @@ impl ServerCases for Server {
     }
 
     /// Each write fails with a database error whose text contains `refusal`, and the
-    /// table made by `setup` (one row, n = 1) is unchanged.
+    /// table made by `setup` (one row, n = 1) is unchanged. The datasource connects as
+    /// the superuser (opted in): read-only holds even for a role that could write.
     async fn refuses_writes(&self, setup: &str, writes: &[&str], refusal: &str) {
         let table = unique_table("hh_write");
         self.exec(setup.replace("{t}", &table)).await;
         for statement in writes {
             let statement = statement.replace("{t}", &table);
             let report = sql(
-                Datasource::parse("db", self.url()).unwrap(),
+                Datasource::parse("db", self.url())
+                    .unwrap()
+                    .unsafe_allow_privileged_role(true),
                 &["db"],
                 &statement,
                 "",
@@ -421,4 +424,293 @@ async fn sql_writes_fail_on_mariadb_and_change_nothing() {
     Server::MariaDb(mariadb().await)
         .refuses_writes(setup, &WRITES, "READ ONLY")
         .await;
+}
+
+// ------------------------------------------------------------- SQL under attack
+
+/// Runs each `(statement, expected message prefix)` through the guest on datasource
+/// `db` = `url`, all on one runtime (so one pool: what a run leaves on a connection
+/// would reach the next).
+async fn sql_cases(datasource: Datasource, cases: &[(&str, &str)]) {
+    let mut all = Datasources::default();
+    all.insert(datasource);
+    let runtime = Runtime::new(all).unwrap();
+    for (statement, expected) in cases {
+        let grants = Grants {
+            sql: SqlPolicy::new(["db"]),
+            settings: settings([("datasource", "db"), ("statement", statement)]),
+            ..Grants::default()
+        };
+        let report = misbehave(&runtime, grants, quick(2000), "sql").await;
+        let message = report.message.clone().unwrap_or_default();
+        assert!(
+            message.starts_with(expected),
+            "{statement}: expected {expected}…, got {report:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sql_on_sqlite_allows_only_reading_and_refuses_the_rest_as_denied() {
+    let dir = tempdir::Dir::new();
+    let elsewhere = dir.path.join("other.sqlite");
+    sqlite(&elsewhere).await.close().await;
+    let copy = dir.path.join("copy.sqlite");
+    let (_db, url) = sqlite_file(&["CREATE TABLE t (n INTEGER)", "INSERT INTO t VALUES (1)"]).await;
+    let file = url.trim_start_matches("sqlite://").to_owned();
+    let before = std::fs::read(&file).unwrap();
+    let denied = "denied:db: ";
+    let attach_existing = format!("ATTACH '{}' AS x", elsewhere.display());
+    let attach_missing = format!("ATTACH '{}/missing.sqlite' AS x", dir.path.display());
+    let vacuum_into = format!("VACUUM INTO '{}'", copy.display());
+    sql_cases(
+        Datasource::parse("db", &url).unwrap(),
+        &[
+            // Reaching other files, or writing one.
+            (&attach_existing, denied),
+            (&attach_missing, denied),
+            ("DETACH main", denied),
+            (&vacuum_into, denied),
+            ("VACUUM", denied),
+            ("SELECT load_extension('/lib/x86_64-linux-gnu/libc.so.6')", denied),
+            // State that would outlive the run on a pooled connection.
+            ("CREATE TEMP TABLE t (n INTEGER)", denied),
+            ("CREATE TEMP VIEW v AS SELECT 2 AS n", denied),
+            ("CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END", denied),
+            ("CREATE VIRTUAL TABLE temp.vt USING fts5(x)", denied),
+            ("BEGIN", denied),
+            ("SAVEPOINT s", denied),
+            ("PRAGMA query_only = 0", denied),
+            ("PRAGMA temp_store = memory", denied),
+            ("PRAGMA user_version = 7", denied),
+            ("ANALYZE", denied),
+            // Reading still works, and main.t is the real table.
+            ("SELECT n FROM t", "rows:1 first:1"),
+            ("SELECT n FROM main.t", "rows:1 first:1"),
+            ("PRAGMA user_version", "rows:1 first:0"),
+            ("PRAGMA table_info(t)", "rows:1 first:0"),
+            ("SELECT name FROM pragma_table_info('t')", "rows:1 first:n"),
+            (
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100) SELECT count(*) FROM c",
+                "rows:1 first:100",
+            ),
+            // One value past the cap is refused before it is built.
+            ("SELECT zeroblob(900000000)", "too-large:4194304"),
+            ("SELECT length(randomblob(900000000))", "too-large:4194304"),
+            // printf makes NULL rather than a string past the limit.
+            ("SELECT printf('%.*c', 900000000, 'x')", "rows:1 first:null"),
+            ("SELECT group_concat(zeroblob(1000000)) FROM (SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5)", "too-large:4194304"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "the database file is unchanged"
+    );
+    assert!(!copy.exists(), "VACUUM INTO wrote a file");
+}
+
+#[tokio::test]
+async fn sql_attach_answers_the_same_whether_a_path_exists_or_not() {
+    let dir = tempdir::Dir::new();
+    let existing = dir.path.join("other.sqlite");
+    sqlite(&existing).await.close().await;
+    let (_db, url) = sqlite_file(&["CREATE TABLE t (n INTEGER)"]).await;
+    let mut messages = Vec::new();
+    for path in [existing, dir.path.join("missing.sqlite")] {
+        let statement = format!("ATTACH '{}' AS x", path.display());
+        let report = sql(
+            Datasource::parse("db", &url).unwrap(),
+            &["db"],
+            &statement,
+            "",
+        )
+        .await;
+        messages.push(report.message.unwrap());
+    }
+    assert_eq!(messages[0], messages[1]);
+}
+
+#[tokio::test]
+async fn sql_session_state_does_not_outlive_a_run_on_postgres() {
+    let admin = postgres().await;
+    let key: i64 = 7_000_000 + i64::from(std::process::id());
+    sql_cases(
+        Datasource::parse("db", POSTGRES_READER_URL).unwrap(),
+        &[
+            (&format!("SELECT pg_advisory_lock({key})::text"), "rows:1"),
+            ("PREPARE hh_left AS SELECT 1", "rows:0"),
+            (
+                "SELECT set_config('application_name', 'forged', false)",
+                "rows:1 first:forged",
+            ),
+            ("DECLARE hh_cursor CURSOR WITH HOLD FOR SELECT 1", "rows:0"),
+            ("LISTEN hh_channel", "rows:0"),
+            // A later run sees a session like a new one.
+            (
+                "EXECUTE hh_left",
+                "database:prepared statement \"hh_left\" does not exist",
+            ),
+            (
+                "FETCH hh_cursor",
+                "database:cursor \"hh_cursor\" does not exist",
+            ),
+            (
+                "SELECT current_setting('application_name')",
+                "rows:1 first:",
+            ),
+            (
+                "CREATE TEMP TABLE hh_t (n int)",
+                "database:cannot execute CREATE TABLE in a read-only transaction",
+            ),
+            (
+                "SELECT count(*) FROM pg_listening_channels()",
+                "rows:1 first:0",
+            ),
+        ],
+    )
+    .await;
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1",
+    )
+    .bind(key)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(held, 0, "the advisory lock outlived its run");
+}
+
+#[tokio::test]
+async fn sql_session_state_does_not_outlive_a_run_on_mariadb() {
+    let admin = mariadb().await;
+    let lock = unique_table("hh_lock");
+    sql_cases(
+        Datasource::parse("db", MARIADB_READER_URL).unwrap(),
+        &[
+            (&format!("SELECT GET_LOCK('{lock}', 0)"), "rows:1 first:1"),
+            ("SELECT @hh_forged := 5", "rows:1 first:5"),
+            ("SET @@session.sql_mode = 'ANSI_QUOTES'", "rows:0"),
+            // A later run sees a session like a new one.
+            ("SELECT @hh_forged", "rows:1 first:null"),
+            (
+                "SELECT @@session.sql_mode LIKE '%ANSI_QUOTES%'",
+                "rows:1 first:0",
+            ),
+        ],
+    )
+    .await;
+    let free: i64 = sqlx::query_scalar("SELECT IS_FREE_LOCK(?)")
+        .bind(&lock)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(free, 1, "the named lock outlived its run");
+}
+
+#[tokio::test]
+async fn sql_results_past_the_row_cap_answer_too_large_at_once_on_postgres() {
+    postgres().await;
+    // Ten million rows streamed (no materialised set): reading them all would take
+    // longer than the 2 s the call has.
+    sql_cases(
+        Datasource::parse("db", POSTGRES_READER_URL).unwrap(),
+        &[
+            (
+                "SELECT a FROM generate_series(1, 4000) a, generate_series(1, 2500) b",
+                "too-large:10000",
+            ),
+            ("SELECT repeat('x', 100000000)", "too-large:4194304"),
+            ("SELECT 1", "rows:1 first:1"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sql_results_past_the_caps_are_too_large_on_mariadb() {
+    mariadb().await;
+    sql_cases(
+        Datasource::parse("db", MARIADB_READER_URL).unwrap(),
+        &[
+            ("SELECT seq FROM seq_1_to_20000", "too-large:10000"),
+            // Past max_allowed_packet the server makes NULL, not a huge value.
+            ("SELECT REPEAT('x', 500000000)", "rows:1 first:null"),
+            ("SELECT REPEAT('x', 5000000)", "too-large:4194304"),
+            ("SELECT 1", "rows:1 first:1"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sql_roles_with_server_powers_are_refused_unless_allowed() {
+    postgres().await;
+    mariadb().await;
+    let denied = "denied:db: its role can reach the database server's programs or files";
+    for url in [POSTGRES_URL, MARIADB_URL] {
+        sql_cases(
+            Datasource::parse("db", url).unwrap(),
+            &[("SELECT 1", denied)],
+        )
+        .await;
+        sql_cases(
+            Datasource::parse("db", url)
+                .unwrap()
+                .unsafe_allow_privileged_role(true),
+            &[("SELECT 1", "rows:1 first:1")],
+        )
+        .await;
+    }
+    for url in [POSTGRES_READER_URL, MARIADB_READER_URL] {
+        let ds = Datasource::parse("db", url).unwrap();
+        assert!(ds.check_role().await.is_ok(), "{url}");
+    }
+    let err = Datasource::parse("db", POSTGRES_URL)
+        .unwrap()
+        .check_role()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("role 'postgres' holds superuser"),
+        "{err}"
+    );
+    let err = Datasource::parse("db", MARIADB_URL)
+        .unwrap()
+        .check_role()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("FILE, SUPER"), "{err}");
+}
+
+#[tokio::test]
+async fn sql_server_files_and_programs_stay_out_of_reach_of_a_read_only_role() {
+    postgres().await;
+    mariadb().await;
+    let marker = std::env::temp_dir().join(unique_table("hh_pwned"));
+    let program = format!("COPY (SELECT 1) TO PROGRAM 'touch {}'", marker.display());
+    let copy_to = format!("COPY (SELECT 1) TO '{}'", marker.display());
+    sql_cases(
+        Datasource::parse("db", POSTGRES_READER_URL).unwrap(),
+        &[
+            (&program, "database:"),
+            (&copy_to, "database:"),
+            (
+                "SELECT pg_read_file('/etc/hostname')",
+                "database:permission denied",
+            ),
+            ("SELECT pg_ls_dir('.')", "database:permission denied"),
+        ],
+    )
+    .await;
+    let outfile = format!("SELECT 1 INTO OUTFILE '{}'", marker.display());
+    sql_cases(
+        Datasource::parse("db", MARIADB_READER_URL).unwrap(),
+        &[
+            (&outfile, "database:Access denied"),
+            ("SELECT LOAD_FILE('/etc/hostname')", "rows:1 first:null"),
+        ],
+    )
+    .await;
+    assert!(!marker.exists(), "a plugin wrote {}", marker.display());
 }

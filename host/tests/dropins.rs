@@ -419,3 +419,180 @@ async fn list_shows_every_check_with_its_source_grants_and_last_outcome() {
     );
     assert!(text.contains("last     pass"), "{text}");
 }
+
+// ------------------------------------------------------- statements that never end
+
+/// Plugins whose statement never ends, dropped in beside a critical `database` check on
+/// the same datasource.
+const RUNAWAYS: usize = 5;
+/// Timed-out runs to wait for: more than the datasource's pool holds connections.
+const RUNAWAY_RUNS: f64 = 20.0;
+
+/// CPU time (user + system) a process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Runs [`RUNAWAYS`] drop-ins whose `statement` (tagged with a unique comment) never
+/// ends until [`RUNAWAY_RUNS`] of their runs have timed out, then removes them. Then:
+/// no such statement still runs on the database (`running` counts them by tag), the
+/// host's CPU is back to idle, and the `database` check on the same datasource passes.
+async fn runaway_statements_stop_with_their_runs<F, Fut>(url: &str, statement: &str, running: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let dir = TempDir::new();
+    let plugins = dir.0.join("plugins.d");
+    let tag = unique_table("runaway");
+    let statement = format!("{statement} /* {tag} */");
+    for i in 0..RUNAWAYS {
+        drop_file(
+            &plugins,
+            &format!("spin{i}.toml"),
+            format!(
+                "interval = \"1s\"\ntimeout = \"300ms\"\ngrants.sql = [\"main\"]\n\
+                 settings = {{ mode = \"sql\", statement = {statement:?} }}\n"
+            )
+            .as_bytes(),
+        );
+        drop_file(
+            &plugins,
+            &format!("spin{i}.wasm"),
+            &read(test_artifacts::MISBEHAVE),
+        );
+    }
+    let server = Host::start_in(
+        dir,
+        &format!(
+            "{WATCH}[datasources.main]\nurl = \"{url}\"\n\
+             [checks.database]\nplugin = \"{}\"\ncritical = true\ninterval = \"1s\"\n\
+             timeout = \"2s\"\ngrants.sql = [\"main\"]\n",
+            test_artifacts::CHECK_DATABASE
+        ),
+    )
+    .await;
+
+    for _ in 0..1200 {
+        let (_, _, text) = server.get("/metrics").await;
+        let timed_out: f64 = (0..RUNAWAYS)
+            .filter_map(|i| {
+                sample(
+                    &text,
+                    &format!("adtrobot_check_runs_total{{check=\"spin{i}\",outcome=\"fail\"}}"),
+                )
+            })
+            .sum();
+        if timed_out >= RUNAWAY_RUNS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, body) = server.json("/health").await;
+    assert_eq!(
+        check(&body, "spin0")["message"],
+        "timeout",
+        "the runaway's own call times out: {body}"
+    );
+    for i in 0..RUNAWAYS {
+        std::fs::remove_file(server.dir.0.join(format!("plugins.d/spin{i}.wasm"))).unwrap();
+    }
+    server
+        .wait_for("/health", |_, body| body["checks"].get("spin0").is_none())
+        .await;
+
+    // Nothing of theirs still runs on the database (an ordering wait, bounded)...
+    let mut left = running(tag.clone()).await;
+    for _ in 0..200 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = running(tag.clone()).await;
+    }
+    assert_eq!(left, 0, "statements tagged {tag} still run on the database");
+    // ... nor in the host: over two idle seconds it uses a fraction of one core (a
+    // stranded statement would use all of one).
+    let pid = server.child.id();
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used < 100,
+        "the host used {used} ticks of CPU in 2 idle seconds"
+    );
+    // And the datasource's pool still serves the critical check.
+    let (status, body) = server
+        .wait_for("/health/database", |status, body| {
+            status == 200 && body["checks"]["database"]["age_seconds"].as_f64() < Some(1.5)
+        })
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn runaway_statements_stop_with_their_runs_on_sqlite() {
+    let dir = TempDir::new();
+    let file = dir.0.join("app.db");
+    sqlite(&file).await.close().await;
+    runaway_statements_stop_with_their_runs(
+        &format!("sqlite://{}", file.display()),
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+        |_| async { 0 }, // in-process: the CPU measure covers it
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn runaway_statements_stop_with_their_runs_on_postgres() {
+    let admin = postgres().await;
+    runaway_statements_stop_with_their_runs(
+        POSTGRES_READER_URL,
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+        |tag| {
+            let admin = admin.clone();
+            async move {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE state = 'active' AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
+                )
+                .bind(tag)
+                .fetch_one(&admin)
+                .await
+                .unwrap()
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn runaway_statements_stop_with_their_runs_on_mariadb() {
+    let admin = mariadb().await;
+    runaway_statements_stop_with_their_runs(
+        MARIADB_READER_URL,
+        "SELECT BENCHMARK(1000000000000, MD5('x'))",
+        |tag| {
+            let admin = admin.clone();
+            async move {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM information_schema.PROCESSLIST \
+                     WHERE COMMAND = 'Query' AND INFO LIKE CONCAT('%', ?, '%') AND ID <> CONNECTION_ID()",
+                )
+                .bind(tag)
+                .fetch_one(&admin)
+                .await
+                .unwrap()
+            }
+        },
+    )
+    .await;
+}

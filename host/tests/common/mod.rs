@@ -22,6 +22,23 @@ use tokio::net::TcpListener;
 pub const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
 pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const MARIADB_URL: &str = "mysql://root@127.0.0.1:3306/test";
+/// The least-privilege role plugins use on PostgreSQL (made by [`postgres`]).
+pub const POSTGRES_READER_URL: &str = "postgres://healthhost_reader@127.0.0.1:5432/test";
+/// The least-privilege account plugins use on MariaDB (made by [`mariadb`]).
+pub const MARIADB_READER_URL: &str = "mysql://healthhost_reader@127.0.0.1:3306/test";
+
+/// Makes the README's read-only role on PostgreSQL; concurrent tests may race to it.
+const POSTGRES_READER_SETUP: &str = "DO $$ BEGIN
+        CREATE ROLE healthhost_reader LOGIN;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END $$;
+    GRANT pg_read_all_data TO healthhost_reader;";
+/// Makes the README's read-only account on MariaDB (TCP from 127.0.0.1 matches
+/// `localhost` or `%`, depending on name resolution).
+const MARIADB_READER_SETUP: &str = "CREATE USER IF NOT EXISTS 'healthhost_reader'@'%';
+    CREATE USER IF NOT EXISTS 'healthhost_reader'@'localhost';
+    GRANT SELECT ON test.* TO 'healthhost_reader'@'%';
+    GRANT SELECT ON test.* TO 'healthhost_reader'@'localhost';";
 
 /// What the stand-in answers to one request.
 #[derive(Clone)]
@@ -149,28 +166,40 @@ pub fn routes<const N: usize>(pairs: [(&str, Reply); N]) -> HashMap<String, Repl
     pairs.into_iter().map(|(p, r)| (p.to_owned(), r)).collect()
 }
 
-/// Connects to the machine's PostgreSQL, or fails saying how to start it.
+/// Connects to the machine's PostgreSQL as its superuser, or fails saying how to
+/// start it; makes sure the read-only role of [`POSTGRES_READER_URL`] exists.
 pub async fn postgres() -> sqlx::PgPool {
-    sqlx::PgPool::connect(POSTGRES_URL)
+    let pool = sqlx::PgPool::connect(POSTGRES_URL)
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "PostgreSQL is required at {POSTGRES_URL} ({e}); start it with \
              `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
             )
-        })
+        });
+    sqlx::raw_sql(POSTGRES_READER_SETUP)
+        .execute(&pool)
+        .await
+        .expect("creating the read-only role");
+    pool
 }
 
-/// Connects to the machine's MariaDB, or fails saying how to start it.
+/// Connects to the machine's MariaDB as root, or fails saying how to start it; makes
+/// sure the read-only account of [`MARIADB_READER_URL`] exists.
 pub async fn mariadb() -> sqlx::MySqlPool {
-    sqlx::MySqlPool::connect(MARIADB_URL)
+    let pool = sqlx::MySqlPool::connect(MARIADB_URL)
         .await
         .unwrap_or_else(|e| {
             panic!(
                 "MariaDB is required at {MARIADB_URL} ({e}); start it with \
              `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd`"
             )
-        })
+        });
+    sqlx::raw_sql(MARIADB_READER_SETUP)
+        .execute(&pool)
+        .await
+        .expect("creating the read-only account");
+    pool
 }
 
 /// A pool on a SQLite file, created if missing.
@@ -258,11 +287,19 @@ pub enum Server {
 }
 
 impl Server {
-    /// The URL the host connects with.
+    /// The URL of the server's superuser.
     pub fn url(&self) -> &'static str {
         match self {
             Server::Postgres(_) => POSTGRES_URL,
             Server::MariaDb(_) => MARIADB_URL,
+        }
+    }
+
+    /// The URL of the read-only role plugins are granted.
+    pub fn reader_url(&self) -> &'static str {
+        match self {
+            Server::Postgres(_) => POSTGRES_READER_URL,
+            Server::MariaDb(_) => MARIADB_READER_URL,
         }
     }
 

@@ -6,20 +6,31 @@
 //! lazily on first use, so a database that is down is the check's failure, not the
 //! host's. Per-run state: [`SqlState`].
 //!
-//! Read-only is enforced by the connection, never by inspecting SQL text: SQLite opens
-//! the file read-only, PostgreSQL runs each statement in a `READ ONLY` transaction,
-//! MySQL/MariaDB in a read-only session *and* transaction (a read-only transaction
-//! alone lets DDL through, because DDL commits implicitly). Every transaction is rolled
-//! back. Operators should still grant a database role that can only read.
+//! What a statement may do is bounded by the connection, never by reading its text;
+//! each dialect's module says how (`sqlite`, `postgres`, `mysql`). On every dialect:
+//! - it only reads, and nothing it does outlives it: a connection goes back to the
+//!   pool only after a statement that ran to its end and a session reset ([`Lease`]);
+//!   any other connection is closed;
+//! - it stops on the database when the call's time is up, not just in the host;
+//! - its result stops at [`SQL_MAX_ROWS`] rows and [`SQL_MAX_BYTES`] bytes, and the
+//!   rest is not read;
+//! - a datasource whose role can run programs or reach files on the database server
+//!   is refused unless the operator opted in ([`Datasource::check_role`]).
+
+mod mysql;
+mod postgres;
+mod sqlite;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool};
-use sqlx::postgres::{PgConnectOptions, PgPool, Postgres};
-use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqlitePool};
+use sqlx::database::HasStatementCache;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use sqlx::{
     AssertSqlSafe, Column, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
     Row, Type, TypeInfo, ValueRef,
@@ -28,7 +39,7 @@ use tokio::sync::OnceCell;
 use tracing::Instrument;
 
 use super::bindings::healthhost::plugin::sql::{self as wit, Error, Rows, Value};
-use crate::limits::{Deadline, SQL_MAX_BYTES, SQL_MAX_ROWS, SQL_POOL_SIZE};
+use crate::limits::{Deadline, SQL_MAX_BYTES, SQL_MAX_ROWS, SQL_POOL_SIZE, SQL_ROLE_RECHECK};
 use crate::scrub::Scrubber;
 
 // ---------------------------------------------------------------------------------
@@ -124,7 +135,11 @@ pub struct Datasource {
     kind: Kind,
     options: Options,
     password: Option<String>,
+    /// The operator's opt-out of the privileged-role check.
+    allow_privileged_role: bool,
     pool: OnceCell<AnyPool>,
+    /// When the role was last found to hold no server powers.
+    role_checked: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Datasource {
@@ -147,19 +162,9 @@ impl Datasource {
             scheme: url.split(':').next().unwrap_or_default().to_owned(),
         })?;
         let options = match kind {
-            Kind::Sqlite => Options::Sqlite(
-                SqliteConnectOptions::from_str(url)
-                    .map_err(|e| invalid(e.to_string()))?
-                    .read_only(true)
-                    .create_if_missing(false),
-            ),
-            Kind::Postgres => Options::Postgres(
-                PgConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?,
-            ),
-            Kind::MySql => Options::MySql(
-                MySqlConnectOptions::from_str(&mysql_url(url))
-                    .map_err(|e| invalid(e.to_string()))?,
-            ),
+            Kind::Sqlite => Options::Sqlite(sqlite::options(url).map_err(invalid)?),
+            Kind::Postgres => Options::Postgres(postgres::options(url).map_err(invalid)?),
+            Kind::MySql => Options::MySql(mysql::options(url).map_err(invalid)?),
         };
         let password = url::Url::parse(url)
             .ok()
@@ -171,8 +176,17 @@ impl Datasource {
             kind,
             options,
             password,
+            allow_privileged_role: false,
             pool: OnceCell::new(),
+            role_checked: Arc::default(),
         })
+    }
+
+    /// Lets plugins query this datasource even when its role can run programs or read
+    /// and write files on the database server (see [`Datasource::check_role`]).
+    pub fn unsafe_allow_privileged_role(mut self, allow: bool) -> Self {
+        self.allow_privileged_role = allow;
+        self
     }
 
     /// The database kind.
@@ -208,6 +222,47 @@ impl Datasource {
             })
             .await
     }
+
+    /// Refuses a role that can run programs on the database server or read and write
+    /// its files (PostgreSQL: superuser, `pg_execute_server_program`,
+    /// `pg_read_server_files`, `pg_write_server_files`, or membership of such a role;
+    /// MySQL/MariaDB: `FILE` or `SUPER`, also through a role), unless the operator
+    /// allowed it. Connects once outside the pool; SQLite has no roles.
+    pub async fn check_role(&self) -> Result<(), RoleError> {
+        if self.allow_privileged_role {
+            return Ok(());
+        }
+        let found = match &self.options {
+            Options::Sqlite(_) => return Ok(()),
+            Options::Postgres(o) => postgres::server_powers(o).await,
+            Options::MySql(o) => mysql::server_powers(o).await,
+        };
+        match found {
+            Ok((_, powers)) if powers.is_empty() => {
+                *self.role_checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                Ok(())
+            }
+            Ok((role, powers)) => Err(RoleError::Privileged {
+                datasource: self.name.clone(),
+                role,
+                powers,
+                kind: self.kind,
+            }),
+            Err(e) => Err(RoleError::Unreachable {
+                datasource: self.name.clone(),
+                reason: describe(&e),
+            }),
+        }
+    }
+
+    /// [`Datasource::check_role`], unless it passed within [`SQL_ROLE_RECHECK`].
+    async fn check_role_if_due(&self) -> Result<(), RoleError> {
+        let last = *self.role_checked.lock().unwrap_or_else(|p| p.into_inner());
+        match last {
+            Some(at) if at.elapsed() < SQL_ROLE_RECHECK => Ok(()),
+            _ => self.check_role().await,
+        }
+    }
 }
 
 /// Names the datasource and its kind, never its URL (which may hold a password).
@@ -217,6 +272,38 @@ impl std::fmt::Debug for Datasource {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .finish_non_exhaustive()
+    }
+}
+
+/// Why a datasource's role may not be granted to plugins.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    #[error(
+        "datasource '{datasource}': role '{role}' holds {} — a plugin granted this datasource could use {}; connect as a role that can only read ({}), or set `unsafe_allow_privileged_role = true` on the datasource to accept the risk",
+        powers.join(", "),
+        if powers.len() == 1 { "it" } else { "them" },
+        read_only_role_hint(*kind)
+    )]
+    Privileged {
+        datasource: String,
+        role: String,
+        powers: Vec<String>,
+        kind: Kind,
+    },
+    #[error("datasource '{datasource}': cannot check its role: {reason}")]
+    Unreachable { datasource: String, reason: String },
+}
+
+/// How to make a role that can only read, in one line (the README has the whole SQL).
+fn read_only_role_hint(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Postgres => {
+            "e.g. CREATE ROLE healthhost_reader LOGIN; GRANT pg_read_all_data TO healthhost_reader"
+        }
+        Kind::MySql => {
+            "e.g. CREATE USER 'healthhost_reader'@'%'; GRANT SELECT ON app.* TO 'healthhost_reader'@'%'"
+        }
+        Kind::Sqlite => "",
     }
 }
 
@@ -273,27 +360,57 @@ impl wit::Host for SqlState {
             return Err(Error::NotConfigured(datasource));
         };
         let timeout = self.deadline.host_call_timeout(None);
+        let call = Call {
+            statement,
+            params,
+            timeout,
+            stop_at: Instant::now() + timeout,
+        };
         let span = tracing::debug_span!("sql", check = %self.check, datasource = %datasource);
         let query = async {
+            source.check_role_if_due().await?;
             match source.pool().await {
-                AnyPool::Sqlite(pool) => query_sqlite(pool, statement, params).await,
-                AnyPool::Postgres(pool) => query_postgres(pool, timeout, statement, params).await,
-                AnyPool::MySql(pool) => query_mysql(pool, statement, params).await,
+                AnyPool::Sqlite(pool) => sqlite::query(pool, call).await,
+                AnyPool::Postgres(pool) => postgres::query(pool, call).await,
+                AnyPool::MySql(pool) => mysql::query(pool, call).await,
             }
         };
+        let scrub = |text: &str| self.scrubber.scrub(text).into_owned();
         match tokio::time::timeout(timeout, query).instrument(span).await {
             Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(QueryError::Sqlx(e))) => Err(Error::Database(
-                self.scrubber.scrub(&describe(&e)).into_owned(),
-            )),
+            Ok(Err(QueryError::Sqlx(e))) => Err(match source.kind {
+                Kind::Sqlite => sqlite::error(&datasource, &e),
+                Kind::Postgres | Kind::MySql => None,
+            }
+            .unwrap_or_else(|| Error::Database(scrub(&describe(&e))))),
+            Ok(Err(QueryError::Role(e @ RoleError::Privileged { .. }))) => {
+                tracing::warn!(check = %self.check, "{e}");
+                Err(Error::Denied(format!(
+                    "{datasource}: its role can reach the database server's programs or files; the operator must connect as a read-only role"
+                )))
+            }
+            Ok(Err(QueryError::Role(e @ RoleError::Unreachable { .. }))) => {
+                Err(Error::Database(scrub(&e.to_string())))
+            }
             Ok(Err(QueryError::Plugin(e))) => Err(e),
             Err(_elapsed) => Err(Error::Timeout),
         }
     }
 }
 
+/// One query as the plugin asked for it, with its time budget.
+struct Call {
+    statement: String,
+    params: Vec<Value>,
+    /// How long the call may take, connecting included.
+    timeout: Duration,
+    /// When the statement must stop on the database too.
+    stop_at: Instant,
+}
+
 enum QueryError {
     Sqlx(sqlx::Error),
+    Role(RoleError),
     Plugin(Error),
 }
 
@@ -303,12 +420,64 @@ impl From<sqlx::Error> for QueryError {
     }
 }
 
+impl From<RoleError> for QueryError {
+    fn from(e: RoleError) -> Self {
+        QueryError::Role(e)
+    }
+}
+
+impl QueryError {
+    /// Whether the statement ran to its end on the database, so that its connection
+    /// is in a known state: it finished, or the database refused or failed it. A
+    /// result cut at a cap, a decoding failure or a broken connection leave the rest
+    /// of the result unread.
+    fn statement_finished(result: &Result<Rows, QueryError>) -> bool {
+        matches!(
+            result,
+            Ok(_) | Err(QueryError::Sqlx(sqlx::Error::Database(_)))
+        )
+    }
+}
+
 /// The database's own message when there is one, else the driver's error.
 fn describe(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(db) => db.message().to_owned(),
         sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_owned(),
         other => other.to_string(),
+    }
+}
+
+/// A pooled connection that goes back to the pool only through [`Lease::release`],
+/// after a statement that finished and a session that was reset. Dropped any other
+/// way — the call timed out, the result was cut at a cap, the reset failed — the
+/// connection is closed, never handed to another check with a statement still
+/// running or state left behind.
+struct Lease<DB: Database>(Option<PoolConnection<DB>>);
+
+impl<DB: Database> Lease<DB> {
+    async fn acquire(pool: &Pool<DB>) -> Result<Self, sqlx::Error> {
+        probe(pool).await?;
+        Ok(Lease(Some(pool.acquire().await?)))
+    }
+
+    fn conn(&mut self) -> &mut DB::Connection {
+        self.0
+            .as_mut()
+            .expect("a lease holds its connection until dropped")
+    }
+
+    /// Hands the connection back to the pool.
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl<DB: Database> Drop for Lease<DB> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
+        }
     }
 }
 
@@ -324,58 +493,15 @@ async fn probe<DB: Database>(pool: &Pool<DB>) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-async fn query_sqlite(
-    pool: &SqlitePool,
-    statement: String,
-    params: Vec<Value>,
-) -> Result<Rows, QueryError> {
-    probe(pool).await?;
-    let mut conn = pool.acquire().await?;
-    fetch(&mut *conn, statement, params, decode_sqlite).await
-}
-
-async fn query_postgres(
-    pool: &PgPool,
-    timeout: std::time::Duration,
-    statement: String,
-    params: Vec<Value>,
-) -> Result<Rows, QueryError> {
-    probe(pool).await?;
-    let mut tx = pool.begin_with("BEGIN READ ONLY").await?;
-    let ms = timeout.as_millis().max(1);
-    tx.execute(AssertSqlSafe(format!("SET LOCAL statement_timeout = {ms}")))
-        .await?;
-    let rows = fetch(&mut *tx, statement, params, decode_postgres).await;
-    // Rolled back either way; a failed rollback only closes the connection.
-    let _ = tx.rollback().await;
-    rows
-}
-
-async fn query_mysql(
-    pool: &MySqlPool,
-    statement: String,
-    params: Vec<Value>,
-) -> Result<Rows, QueryError> {
-    probe(pool).await?;
-    let mut conn = pool.acquire().await?;
-    // Session first: DDL commits implicitly and would escape a read-only transaction.
-    // Set on every call, since the previous statement may have changed it.
-    conn.execute("SET SESSION TRANSACTION READ ONLY").await?;
-    let mut tx = sqlx::Connection::begin_with(&mut *conn, "START TRANSACTION READ ONLY").await?;
-    let rows = fetch(&mut *tx, statement, params, decode_mysql).await;
-    let _ = tx.rollback().await;
-    rows
-}
-
-/// Runs `statement` and collects its rows, up to the row and byte caps.
+/// Runs `call`'s statement and collects its rows, up to the row and byte caps. The
+/// statement is never prepared by name, so nothing of it stays on the connection.
 async fn fetch<'c, DB, E>(
     executor: E,
-    statement: String,
-    params: Vec<Value>,
-    decode: fn(&DB::Row, usize) -> Result<Value, String>,
+    call: Call,
+    decode: fn(&DB::Row, usize) -> Result<Value, Error>,
 ) -> Result<Rows, QueryError>
 where
-    DB: Database,
+    DB: Database + HasStatementCache,
     DB::Arguments: IntoArguments<DB>,
     usize: ColumnIndex<DB::Row>,
     E: Executor<'c, Database = DB>,
@@ -386,8 +512,8 @@ where
     for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
 {
-    let mut query = sqlx::query::<DB>(AssertSqlSafe(statement));
-    for param in params {
+    let mut query = sqlx::query::<DB>(AssertSqlSafe(call.statement)).persistent(false);
+    for param in call.params {
         query = match param {
             Value::Null => query.bind(None::<String>),
             Value::Boolean(b) => query.bind(b),
@@ -412,12 +538,12 @@ where
         }
         let mut values = Vec::with_capacity(row.len());
         for i in 0..row.len() {
-            let value = decode(&row, i).map_err(|e| QueryError::Plugin(Error::Database(e)))?;
+            let value = decode(&row, i).map_err(QueryError::Plugin)?;
             bytes += value_size(&value);
+            if bytes > SQL_MAX_BYTES {
+                return Err(QueryError::Plugin(Error::TooLarge(SQL_MAX_BYTES)));
+            }
             values.push(value);
-        }
-        if bytes > SQL_MAX_BYTES {
-            return Err(QueryError::Plugin(Error::TooLarge(SQL_MAX_BYTES)));
         }
         out.rows.push(values);
     }
@@ -453,74 +579,6 @@ where
 {
     let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
     Ok((raw.type_info().name().to_ascii_uppercase(), raw.is_null()))
-}
-
-/// SQLite is dynamically typed: the value's own storage class decides.
-fn decode_sqlite(row: &<Sqlite as Database>::Row, i: usize) -> Result<Value, String> {
-    let (type_name, null) = raw_type::<Sqlite>(row, i)?;
-    if null {
-        return Ok(Value::Null);
-    }
-    Ok(match type_name.as_str() {
-        "INTEGER" | "INT" | "BIGINT" => Value::Integer(get::<Sqlite, i64>(row, i)?),
-        "BOOLEAN" => Value::Boolean(get::<Sqlite, bool>(row, i)?),
-        "REAL" | "FLOAT" | "DOUBLE" | "NUMERIC" => Value::Real(get::<Sqlite, f64>(row, i)?),
-        "BLOB" => Value::Blob(get::<Sqlite, Vec<u8>>(row, i)?),
-        _ => Value::Text(get::<Sqlite, String>(row, i)?),
-    })
-}
-
-fn decode_postgres(row: &<Postgres as Database>::Row, i: usize) -> Result<Value, String> {
-    let (type_name, null) = raw_type::<Postgres>(row, i)?;
-    if null {
-        return Ok(Value::Null);
-    }
-    Ok(match type_name.as_str() {
-        "BOOL" => Value::Boolean(get::<Postgres, bool>(row, i)?),
-        "INT2" => Value::Integer(get::<Postgres, i16>(row, i)?.into()),
-        "INT4" => Value::Integer(get::<Postgres, i32>(row, i)?.into()),
-        "INT8" => Value::Integer(get::<Postgres, i64>(row, i)?),
-        "OID" => Value::Integer(
-            get::<Postgres, sqlx::postgres::types::Oid>(row, i)?
-                .0
-                .into(),
-        ),
-        "FLOAT4" => Value::Real(get::<Postgres, f32>(row, i)?.into()),
-        "FLOAT8" => Value::Real(get::<Postgres, f64>(row, i)?),
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "UNKNOWN" => {
-            Value::Text(get::<Postgres, String>(row, i)?)
-        }
-        "BYTEA" => Value::Blob(get::<Postgres, Vec<u8>>(row, i)?),
-        other => return Err(unsupported(other, i, "value::text or value::float8")),
-    })
-}
-
-fn decode_mysql(row: &<MySql as Database>::Row, i: usize) -> Result<Value, String> {
-    let (type_name, null) = raw_type::<MySql>(row, i)?;
-    if null {
-        return Ok(Value::Null);
-    }
-    Ok(match type_name.as_str() {
-        "BOOLEAN" => Value::Boolean(get::<MySql, bool>(row, i)?),
-        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
-            Value::Integer(get::<MySql, i64>(row, i)?)
-        }
-        t if t.ends_with("UNSIGNED") => {
-            let n = get::<MySql, u64>(row, i)?;
-            Value::Integer(
-                i64::try_from(n)
-                    .map_err(|_| format!("column {i}: {n} does not fit a signed 64-bit integer"))?,
-            )
-        }
-        "FLOAT" => Value::Real(get::<MySql, f32>(row, i)?.into()),
-        "DOUBLE" => Value::Real(get::<MySql, f64>(row, i)?),
-        "DECIMAL" | "CHAR" | "VARCHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT"
-        | "ENUM" | "SET" | "JSON" => Value::Text(get::<MySql, String>(row, i)?),
-        "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
-            Value::Blob(get::<MySql, Vec<u8>>(row, i)?)
-        }
-        other => return Err(unsupported(other, i, "CAST(value AS CHAR)")),
-    })
 }
 
 #[cfg(test)]
