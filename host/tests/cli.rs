@@ -234,3 +234,36 @@ fn help_documents_every_check_flag() {
         assert!(text.contains(flag), "{flag} missing from help");
     }
 }
+
+#[test]
+fn validate_refuses_a_granted_datasource_whose_role_holds_server_powers() {
+    let dir = std::env::temp_dir().join(format!("hh_cli_roles_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    let write = |opt_in: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "plugins_dir = \"none\"\ncache_dir = \"\"\n\
+                 [datasources.main]\nurl = \"postgres://postgres@127.0.0.1:5432/test\"\n{opt_in}\
+                 [checks.db]\nplugin = \"{}\"\ngrants.sql = [\"main\"]\n",
+                test_artifacts::CHECK_DATABASE
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let out = healthhost(&["validate", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("datasource 'main': role 'postgres' holds superuser")
+            && err.contains("CREATE ROLE healthhost_reader")
+            && err.contains("unsafe_allow_privileged_role"),
+        "{err}"
+    );
+    write("unsafe_allow_privileged_role = true\n");
+    let out = healthhost(&["validate", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -389,8 +389,9 @@ impl wit::Host for SqlState {
                     "{datasource}: its role can reach the database server's programs or files; the operator must connect as a read-only role"
                 )))
             }
-            Ok(Err(QueryError::Role(e @ RoleError::Unreachable { .. }))) => {
-                Err(Error::Database(scrub(&e.to_string())))
+            // The database could not be reached: the driver's reason, as for a query.
+            Ok(Err(QueryError::Role(RoleError::Unreachable { reason, .. }))) => {
+                Err(Error::Database(scrub(&reason)))
             }
             Ok(Err(QueryError::Plugin(e))) => Err(e),
             Err(_elapsed) => Err(Error::Timeout),
