@@ -444,6 +444,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         check_roles(&config).await?;
         let usage_datasource = config.usage_datasource();
         if !args.no_migrate
+            && config.usage.migrate
             && let Some(datasource) = usage_datasource
         {
             // A database that is down must not keep the host from reporting it.
@@ -453,6 +454,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                         tracing::info!("applied migration {} {}", m.version, m.description);
                     }
                 }
+                Err(e @ usage::MigrationError::Foreign) => tracing::info!("{e}"),
                 Err(e) => tracing::warn!("cannot migrate datasource '{}': {e}", datasource.name()),
             }
         }

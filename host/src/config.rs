@@ -93,6 +93,8 @@ struct RawUsage {
     max_label_values: Option<Spanned<usize>>,
     /// The datasource holding `ai_usage`.
     datasource: Option<Spanned<String>>,
+    /// Whether `serve` creates and upgrades `ai_usage` at start.
+    migrate: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +205,9 @@ pub struct UsageConfig {
     pub max_label_values: usize,
     /// The datasource holding `ai_usage`; default [`DEFAULT_USAGE_DATASOURCE`].
     pub datasource: String,
+    /// Whether `serve` creates and upgrades `ai_usage` at start (default true). Off
+    /// for a schema another tool owns.
+    pub migrate: bool,
 }
 
 /// The datasource holding the host's own tables when `[usage]` names none.
@@ -621,6 +626,7 @@ fn resolve_usage(
         max_batch,
         max_label_values,
         datasource,
+        migrate: raw.migrate.unwrap_or(true),
     }
 }
 
@@ -991,6 +997,7 @@ grants.metrics = ["ok_name", "bad-name", "health_check_status"]
                 max_batch: ingest::DEFAULT_MAX_BATCH,
                 max_label_values: ingest::DEFAULT_MAX_LABEL_VALUES,
                 datasource: "main".to_owned(),
+                migrate: true,
             }
         );
         assert_eq!(config.usage_datasource().unwrap().name(), "main");

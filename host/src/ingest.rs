@@ -76,6 +76,10 @@ pub enum Fault {
     NotAStatus,
     #[error("prompt_tokens + completion_tokens exceeds {MAX_INTEGER}; give total_tokens")]
     SumTooLarge,
+    /// The database refused the row: a constraint it breaks, or a value too long for
+    /// the column (carries the database's message).
+    #[error("refused by the database: {0}")]
+    Refused(String),
 }
 
 /// One problem of one row: its index in the batch (0 for a single object), the field
@@ -350,7 +354,21 @@ impl Ingest {
     /// moves the metrics. Returns the new ids in the rows' order.
     pub async fn record(&self, body: &[u8]) -> Result<Vec<i64>, RecordError> {
         let rows = parse(body, self.max_batch)?;
-        let ids = self.store.insert(&rows).await?;
+        let ids = match self.store.insert(&rows).await {
+            Ok(ids) => ids,
+            Err(StoreError::Refused {
+                index,
+                field,
+                message,
+            }) => {
+                return Err(RecordError::Invalid(vec![Problem {
+                    index,
+                    field,
+                    fault: Fault::Refused(message),
+                }]));
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.observe(&rows);
         Ok(ids)
     }

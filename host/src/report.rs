@@ -14,7 +14,7 @@ use sqlx::{
     AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
 };
 
-use crate::usage::{StoreError, UsageStore};
+use crate::usage::{StoreError, StorePool, UsageStore};
 
 /// The window when `--since` is not given.
 pub const DEFAULT_SINCE: &str = "7d";
@@ -94,10 +94,11 @@ pub struct Report {
 /// Reads the report from the store.
 pub async fn report(store: &UsageStore, by: By, since: Duration) -> Result<Report, StoreError> {
     let seconds = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
-    let (groups, total) = match store {
-        UsageStore::Sqlite(pool) => run(pool, &SQLITE, by, seconds).await?,
-        UsageStore::Postgres(pool) => run(pool, &POSTGRES, by, seconds).await?,
-        UsageStore::MySql(pool) => run(pool, &MYSQL, by, seconds).await?,
+    let status = store.columns().await?.status;
+    let (groups, total) = match store.pool() {
+        StorePool::Sqlite(pool) => run(pool, &SQLITE, by, seconds, status).await?,
+        StorePool::Postgres(pool) => run(pool, &POSTGRES, by, seconds, status).await?,
+        StorePool::MySql(pool) => run(pool, &MYSQL, by, seconds, status).await?,
     };
     Ok(Report {
         by,
@@ -141,11 +142,16 @@ const MYSQL: Dialect = Dialect {
 
 impl Dialect {
     /// The aggregates (columns 0–6), then the group key (column 7) when grouped.
-    fn sql(&self, by: Option<By>) -> String {
+    /// Without a `status` column no row counts as an error.
+    fn sql(&self, by: Option<By>, status: bool) -> String {
         let int = |expr: &str| format!("{}{expr}{}", self.integer.0, self.integer.1);
         let aggregates = [
             "COUNT(*)".to_owned(),
-            int("COALESCE(SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), 0)"),
+            if status {
+                int("COALESCE(SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), 0)")
+            } else {
+                int("COUNT(*) * 0")
+            },
             int("COALESCE(SUM(prompt_tokens), 0)"),
             int("COALESCE(SUM(completion_tokens), 0)"),
             int("COALESCE(SUM(total_tokens), 0)"),
@@ -178,6 +184,7 @@ async fn run<DB>(
     dialect: &Dialect,
     by: By,
     seconds: i64,
+    status: bool,
 ) -> Result<(Vec<(Option<String>, Sums)>, Sums), sqlx::Error>
 where
     DB: Database,
@@ -188,7 +195,7 @@ where
     for<'r> String: Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    let grouped = sqlx::query(AssertSqlSafe(dialect.sql(Some(by))))
+    let grouped = sqlx::query(AssertSqlSafe(dialect.sql(Some(by), status)))
         .bind(seconds)
         .fetch_all(pool)
         .await?;
@@ -196,7 +203,7 @@ where
         .iter()
         .map(|row| Ok((row.try_get::<Option<String>, _>(7)?, sums(row)?)))
         .collect::<Result<_, sqlx::Error>>()?;
-    let total = sqlx::query(AssertSqlSafe(dialect.sql(None)))
+    let total = sqlx::query(AssertSqlSafe(dialect.sql(None, status)))
         .bind(seconds)
         .fetch_one(pool)
         .await?;
@@ -374,12 +381,12 @@ mod tests {
 
     #[test]
     fn grouped_sql_orders_days_by_time_and_the_rest_by_cost() {
-        assert!(SQLITE.sql(Some(By::Day)).ends_with("ORDER BY 8"));
+        assert!(SQLITE.sql(Some(By::Day), true).ends_with("ORDER BY 8"));
         assert!(
             MYSQL
-                .sql(Some(By::Model))
+                .sql(Some(By::Model), true)
                 .ends_with("GROUP BY model ORDER BY 6 DESC, 8")
         );
-        assert!(!POSTGRES.sql(None).contains("GROUP BY"));
+        assert!(!POSTGRES.sql(None, true).contains("GROUP BY"));
     }
 }

@@ -7,8 +7,10 @@
 //! plugins query are read-only.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::error::ErrorKind;
 use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool};
 use sqlx::postgres::{PgConnectOptions, PgPool, Postgres};
@@ -17,6 +19,8 @@ use sqlx::{
     Connection, Database, Encode, Executor, FromRow, IntoArguments, MySqlConnection, PgConnection,
     Pool, QueryBuilder, SqliteConnection, Type,
 };
+
+use tokio::sync::OnceCell;
 
 use crate::capabilities::sql::{Kind, mysql_url};
 
@@ -38,8 +42,18 @@ pub enum MigrationError {
     Scheme,
     #[error("cannot connect to the database: {0}")]
     Connect(sqlx::Error),
+    #[error("cannot read the database's schema: {0}")]
+    Inspect(sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] MigrateError),
+    /// `ai_usage` exists but healthhost did not create it (no `_sqlx_migrations`): its
+    /// schema is another tool's (the bot's Alembic), and stays as it is.
+    #[error(
+        "ai_usage exists but was not created by healthhost (there is no _sqlx_migrations table): \
+         its schema belongs to another tool, so healthhost leaves it as it is; recording and \
+         the report use the columns it has (set usage.migrate = false to skip this check)"
+    )]
+    Foreign,
 }
 
 /// Applies every pending migration to the database at `url` (creating a SQLite file
@@ -60,21 +74,54 @@ pub async fn migrate(url: &str) -> Result<Vec<Applied>, MigrationError> {
             let mut conn = SqliteConnection::connect_with(&options)
                 .await
                 .map_err(MigrationError::Connect)?;
+            refuse_foreign(&mut conn, SQLITE_FOREIGN).await?;
             apply(&SQLITE, &mut conn).await
         }
         Kind::Postgres => {
             let mut conn = PgConnection::connect(url)
                 .await
                 .map_err(MigrationError::Connect)?;
+            refuse_foreign(&mut conn, POSTGRES_FOREIGN).await?;
             apply(&POSTGRES, &mut conn).await
         }
         Kind::MySql => {
             let mut conn = MySqlConnection::connect(&mysql_url(url))
                 .await
                 .map_err(MigrationError::Connect)?;
+            refuse_foreign(&mut conn, MYSQL_FOREIGN).await?;
             apply(&MYSQL, &mut conn).await
         }
     }
+}
+
+/// Whether `ai_usage` exists without the host's migration history, as one integer.
+const SQLITE_FOREIGN: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ai_usage') \
+     AND NOT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')";
+const POSTGRES_FOREIGN: &str = "SELECT CASE WHEN to_regclass('ai_usage') IS NOT NULL \
+     AND to_regclass('_sqlx_migrations') IS NULL THEN 1::int8 ELSE 0::int8 END";
+const MYSQL_FOREIGN: &str = "SELECT CAST(EXISTS (SELECT 1 FROM information_schema.TABLES \
+       WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'ai_usage') \
+     AND NOT EXISTS (SELECT 1 FROM information_schema.TABLES \
+       WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_sqlx_migrations') AS SIGNED)";
+
+/// Fails with [`MigrationError::Foreign`] when `ai_usage` is another tool's.
+async fn refuse_foreign<'c, C>(conn: &'c mut C, sql: &'static str) -> Result<(), MigrationError>
+where
+    &'c mut C: Executor<'c>,
+    i64: for<'r> sqlx::Decode<'r, <&'c mut C as Executor<'c>>::Database>
+        + Type<<&'c mut C as Executor<'c>>::Database>,
+    usize: sqlx::ColumnIndex<<<&'c mut C as Executor<'c>>::Database as Database>::Row>,
+    <<&'c mut C as Executor<'c>>::Database as Database>::Arguments:
+        IntoArguments<<&'c mut C as Executor<'c>>::Database>,
+{
+    let foreign: i64 = sqlx::query_scalar(sql)
+        .fetch_one(conn)
+        .await
+        .map_err(MigrationError::Inspect)?;
+    if foreign != 0 {
+        return Err(MigrationError::Foreign);
+    }
+    Ok(())
 }
 
 async fn apply<C: Migrate>(
@@ -162,16 +209,39 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("the database did not finish within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    /// The database refused row `index`'s values (a constraint, a value too long).
+    #[error("row {index} refused by the database: {message}")]
+    Refused {
+        index: usize,
+        field: Option<String>,
+        message: String,
+    },
 }
 
 /// Read-write pools on the database that holds `ai_usage`, one kind each. Pools
 /// connect lazily, so a database that is down at start-up does not stop the host: its
 /// writes fail (and are answered 503) until it is back.
 #[derive(Debug, Clone)]
-pub enum UsageStore {
+pub enum StorePool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
     MySql(MySqlPool),
+}
+
+/// The optional columns `ai_usage` has: a table made by another tool (the bot's own
+/// Alembic migration) may lack what the host's migrations add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Columns {
+    /// `status` (success/error). Without it errors are counted in the metrics only.
+    pub status: bool,
+}
+
+/// The store of `ai_usage` rows: its pool, and the columns the table turned out to
+/// have (looked up on first use, and logged once).
+#[derive(Debug, Clone)]
+pub struct UsageStore {
+    pool: StorePool,
+    columns: Arc<OnceCell<Columns>>,
 }
 
 impl UsageStore {
@@ -183,42 +253,233 @@ impl UsageStore {
                 .min_connections(0)
                 .acquire_timeout(STORE_ACQUIRE_TIMEOUT)
         }
-        Ok(match Kind::of_url(url).ok_or(StoreError::Scheme)? {
+        let pool = match Kind::of_url(url).ok_or(StoreError::Scheme)? {
             Kind::Sqlite => {
-                UsageStore::Sqlite(options(STORE_SQLITE_POOL_SIZE).connect_lazy_with(
+                StorePool::Sqlite(options(STORE_SQLITE_POOL_SIZE).connect_lazy_with(
                     SqliteConnectOptions::from_str(url).map_err(StoreError::Url)?,
                 ))
             }
-            Kind::Postgres => UsageStore::Postgres(
+            Kind::Postgres => StorePool::Postgres(
                 options(STORE_POOL_SIZE)
                     .connect_lazy_with(PgConnectOptions::from_str(url).map_err(StoreError::Url)?),
             ),
-            Kind::MySql => UsageStore::MySql(options(STORE_POOL_SIZE).connect_lazy_with(
+            Kind::MySql => StorePool::MySql(options(STORE_POOL_SIZE).connect_lazy_with(
                 MySqlConnectOptions::from_str(&mysql_url(url)).map_err(StoreError::Url)?,
             )),
+        };
+        Ok(UsageStore {
+            pool,
+            columns: Arc::default(),
         })
     }
 
+    /// The pool, for reading.
+    pub fn pool(&self) -> &StorePool {
+        &self.pool
+    }
+
+    /// The optional columns `ai_usage` has, looked up once (again after a failure).
+    pub async fn columns(&self) -> Result<Columns, StoreError> {
+        self.columns
+            .get_or_try_init(|| async {
+                let status = match &self.pool {
+                    StorePool::Sqlite(pool) => has_column(pool, SQLITE_HAS_COLUMN).await,
+                    StorePool::Postgres(pool) => has_column(pool, POSTGRES_HAS_COLUMN).await,
+                    StorePool::MySql(pool) => has_column(pool, MYSQL_HAS_COLUMN).await,
+                }?;
+                if !status {
+                    tracing::info!(
+                        "ai_usage has no status column (its schema is another tool's): \
+                         failed calls are counted in the metrics but not stored"
+                    );
+                }
+                Ok(Columns { status })
+            })
+            .await
+            .copied()
+    }
+
     /// Writes `rows` in one transaction and returns their ids in the rows' order, only
-    /// after the commit. On any error nothing is written: the transaction is rolled back
-    /// (also when the write times out and is dropped).
+    /// after the commit; `created_at` is the database's clock. On any error nothing is
+    /// written: the transaction is rolled back (also when the write times out and is
+    /// dropped). A row the database refuses (a constraint, a value too long for its
+    /// column) is [`StoreError::Refused`], located by its index.
     pub async fn insert(&self, rows: &[NewUsage]) -> Result<Vec<i64>, StoreError> {
         let write = async {
-            match self {
-                UsageStore::Sqlite(pool) => insert_returning::<Sqlite, i64>(pool, rows).await,
-                UsageStore::Postgres(pool) => insert_returning::<Postgres, i32>(pool, rows).await,
-                UsageStore::MySql(pool) => insert_one_by_one(pool, rows).await,
+            let columns = self.columns().await?;
+            let result = match &self.pool {
+                StorePool::Sqlite(pool) => {
+                    insert_returning::<Sqlite, i64>(pool, rows, &SQLITE_INSERT, columns).await
+                }
+                StorePool::Postgres(pool) => {
+                    insert_returning::<Postgres, i32>(pool, rows, &POSTGRES_INSERT, columns).await
+                }
+                StorePool::MySql(pool) => insert_one_by_one(pool, rows, columns).await,
+            };
+            match result {
+                Err(Failure::At(index, e)) | Err(Failure::Batch(Some(index), e)) => {
+                    Err(refusal(index, &e).unwrap_or(StoreError::Database(e)))
+                }
+                Err(Failure::Batch(None, e)) if refusal(0, &e).is_some() => {
+                    // Which row? Each alone, in a transaction that is rolled back.
+                    let found = match &self.pool {
+                        StorePool::Sqlite(pool) => {
+                            first_refused::<Sqlite>(pool, rows, &SQLITE_INSERT, columns).await
+                        }
+                        StorePool::Postgres(pool) => {
+                            first_refused::<Postgres>(pool, rows, &POSTGRES_INSERT, columns).await
+                        }
+                        StorePool::MySql(_) => unreachable!("MySQL inserts row by row"),
+                    };
+                    match found {
+                        Some((index, e)) => {
+                            Err(refusal(index, &e).unwrap_or(StoreError::Database(e)))
+                        }
+                        None => Err(StoreError::Database(e)),
+                    }
+                }
+                Err(Failure::Batch(None, e)) => Err(StoreError::Database(e)),
+                Ok(ids) => Ok(ids),
             }
         };
-        tokio::time::timeout(STORE_WRITE_TIMEOUT, write)
+        let result = tokio::time::timeout(STORE_WRITE_TIMEOUT, write)
             .await
-            .map_err(|_| StoreError::Timeout(STORE_WRITE_TIMEOUT))?
-            .map_err(StoreError::Database)
+            .map_err(|_| StoreError::Timeout(STORE_WRITE_TIMEOUT))?;
+        match (result, &self.pool) {
+            // SQLite does not say which column a foreign key failure is about: when the
+            // table has one foreign key, it is that one.
+            (
+                Err(StoreError::Refused {
+                    index,
+                    field: None,
+                    message,
+                }),
+                StorePool::Sqlite(pool),
+            ) if message.starts_with("FOREIGN KEY") => {
+                let columns: Vec<String> =
+                    sqlx::query_scalar("SELECT \"from\" FROM pragma_foreign_key_list('ai_usage')")
+                        .fetch_all(pool)
+                        .await
+                        .unwrap_or_default();
+                Err(StoreError::Refused {
+                    index,
+                    field: <[String; 1]>::try_from(columns).ok().map(|[c]| c),
+                    message,
+                })
+            }
+            (result, _) => result,
+        }
     }
 }
 
-/// `INSERT INTO ai_usage (...) VALUES (...), ...` for `rows`.
-fn insert_statement<DB>(rows: &[NewUsage]) -> QueryBuilder<DB>
+/// Whether `ai_usage` has a `status` column (the statement takes no parameters).
+async fn has_column<DB>(pool: &Pool<DB>, sql: &'static str) -> Result<bool, StoreError>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    (i64,): for<'r> FromRow<'r, DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    let found: Option<(i64,)> = sqlx::query_as(sql).fetch_optional(pool).await?;
+    Ok(found.is_some())
+}
+
+const SQLITE_HAS_COLUMN: &str = "SELECT 1 FROM pragma_table_info('ai_usage') WHERE name = 'status'";
+const POSTGRES_HAS_COLUMN: &str = "SELECT 1::int8 FROM information_schema.columns \
+     WHERE table_schema = current_schema() AND table_name = 'ai_usage' AND column_name = 'status'";
+const MYSQL_HAS_COLUMN: &str = "SELECT CAST(1 AS SIGNED) FROM information_schema.COLUMNS \
+     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'ai_usage' AND COLUMN_NAME = 'status'";
+
+/// What differs between databases in an insert.
+struct InsertDialect {
+    /// The database's clock, as `created_at` (the migrations' default, and what the
+    /// seed's ORM writes: a table made by another tool may have no default).
+    now: &'static str,
+}
+
+const SQLITE_INSERT: InsertDialect = InsertDialect {
+    now: "CURRENT_TIMESTAMP",
+};
+const POSTGRES_INSERT: InsertDialect = InsertDialect {
+    now: "LOCALTIMESTAMP",
+};
+const MYSQL_INSERT: InsertDialect = InsertDialect {
+    now: "CURRENT_TIMESTAMP",
+};
+
+/// Why a write failed: at a known row (row by row), or somewhere in a batch.
+enum Failure {
+    At(usize, sqlx::Error),
+    Batch(Option<usize>, sqlx::Error),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Failure::Batch(None, e)
+    }
+}
+
+/// The row the database refused, if `e` is a refusal of the row's values rather than
+/// a failure of the database: a foreign key, not-null, check or unique constraint, or
+/// a value too long or out of range for its column.
+fn refusal(index: usize, e: &sqlx::Error) -> Option<StoreError> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    let constraint = matches!(
+        db.kind(),
+        ErrorKind::ForeignKeyViolation
+            | ErrorKind::NotNullViolation
+            | ErrorKind::CheckViolation
+            | ErrorKind::UniqueViolation
+    );
+    // PostgreSQL: string_data_right_truncation, numeric_value_out_of_range.
+    // MySQL/MariaDB: ER_DATA_TOO_LONG, ER_WARN_DATA_OUT_OF_RANGE.
+    let value = matches!(
+        db.code().as_deref(),
+        Some("22001" | "22003" | "1406" | "1264")
+    );
+    (constraint || value).then(|| StoreError::Refused {
+        index,
+        field: refused_field(db.as_ref()),
+        message: db.message().to_owned(),
+    })
+}
+
+/// The column a refusal names, read from the driver's fields or the message.
+fn refused_field(db: &dyn sqlx::error::DatabaseError) -> Option<String> {
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        if let Some(column) = pg.column() {
+            return Some(column.to_owned());
+        }
+        // "Key (user_id)=(999) is not present in table "users"."
+        let detail = pg.detail()?;
+        return Some(between(detail, "Key (", ")")?.to_owned());
+    }
+    let message = db.message();
+    // MySQL: "... FOREIGN KEY (`user_id`) REFERENCES ...", "Column 'operation' cannot
+    // be null", "Data too long for column 'operation' at row 1"; SQLite: "NOT NULL
+    // constraint failed: ai_usage.operation".
+    between(message, "FOREIGN KEY (`", "`")
+        .or_else(|| between(message, "olumn '", "'"))
+        .or_else(|| between(message, "failed: ai_usage.", " "))
+        .or_else(|| message.split_once("failed: ai_usage.").map(|(_, f)| f))
+        .map(str::to_owned)
+}
+
+/// The text between the first `start` and the next `end` after it.
+fn between<'t>(text: &'t str, start: &str, end: &str) -> Option<&'t str> {
+    let rest = &text[text.find(start)? + start.len()..];
+    Some(&rest[..rest.find(end)?])
+}
+
+/// `INSERT INTO ai_usage (...) VALUES (...), ...` for `rows`, with the columns the
+/// table has.
+fn insert_statement<DB>(
+    rows: &[NewUsage],
+    dialect: &InsertDialect,
+    columns: Columns,
+) -> QueryBuilder<DB>
 where
     DB: Database,
     DB::Arguments: Default,
@@ -229,11 +490,13 @@ where
     for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
 {
     let mut query = QueryBuilder::new(
-        "INSERT INTO ai_usage (user_id, operation, model, prompt_tokens, completion_tokens, \
-         total_tokens, cost_dollars, generation_id, latency_ms, status) ",
+        "INSERT INTO ai_usage (created_at, user_id, operation, model, prompt_tokens, \
+         completion_tokens, total_tokens, cost_dollars, generation_id, latency_ms",
     );
+    query.push(if columns.status { ", status) " } else { ") " });
     query.push_values(rows, |mut values, row| {
         values
+            .push(dialect.now)
             .push_bind(row.user_id)
             .push_bind(row.operation.clone())
             .push_bind(row.model.clone())
@@ -242,8 +505,10 @@ where
             .push_bind(row.total_tokens)
             .push_bind(row.cost_dollars)
             .push_bind(row.generation_id.clone())
-            .push_bind(row.latency_ms)
-            .push_bind(row.status.as_str().to_owned());
+            .push_bind(row.latency_ms);
+        if columns.status {
+            values.push_bind(row.status.as_str().to_owned());
+        }
     });
     query
 }
@@ -254,7 +519,9 @@ where
 async fn insert_returning<DB, Id>(
     pool: &Pool<DB>,
     rows: &[NewUsage],
-) -> Result<Vec<i64>, sqlx::Error>
+    dialect: &InsertDialect,
+    columns: Columns,
+) -> Result<Vec<i64>, Failure>
 where
     DB: Database,
     DB::Arguments: Default,
@@ -270,10 +537,17 @@ where
 {
     let mut tx = pool.begin().await?;
     let mut ids = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut query = insert_statement::<DB>(chunk);
+    for (n, chunk) in rows.chunks(ROWS_PER_STATEMENT).enumerate() {
+        let mut query = insert_statement::<DB>(chunk, dialect, columns);
         query.push(" RETURNING id");
-        let chunk_ids: Vec<Id> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+        let chunk_ids: Vec<Id> = match query.build_query_scalar().fetch_all(&mut *tx).await {
+            Ok(ids) => ids,
+            // A chunk of one row names its row.
+            Err(e) if chunk.len() == 1 => {
+                return Err(Failure::Batch(Some(n * ROWS_PER_STATEMENT), e));
+            }
+            Err(e) => return Err(Failure::Batch(None, e)),
+        };
         ids.extend(chunk_ids.into_iter().map(Into::into));
     }
     tx.commit().await?;
@@ -284,16 +558,56 @@ where
 /// MySQL/MariaDB: one statement per row. MySQL has no `RETURNING`, and the ids of a
 /// multi-row insert are consecutive only with `innodb_autoinc_lock_mode` below 2
 /// (MySQL 8's default is 2), so `LAST_INSERT_ID()` of a batch would not name its rows.
-async fn insert_one_by_one(pool: &MySqlPool, rows: &[NewUsage]) -> Result<Vec<i64>, sqlx::Error> {
+async fn insert_one_by_one(
+    pool: &MySqlPool,
+    rows: &[NewUsage],
+    columns: Columns,
+) -> Result<Vec<i64>, Failure> {
     let mut tx = pool.begin().await?;
     let mut ids = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut query = insert_statement::<MySql>(std::slice::from_ref(row));
-        let done = query.build().execute(&mut *tx).await?;
+    for (index, row) in rows.iter().enumerate() {
+        let mut query =
+            insert_statement::<MySql>(std::slice::from_ref(row), &MYSQL_INSERT, columns);
+        let done = query
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| Failure::At(index, e))?;
         ids.push(i64::try_from(done.last_insert_id()).map_err(|e| sqlx::Error::Decode(e.into()))?);
     }
     tx.commit().await?;
     Ok(ids)
+}
+
+/// The first row of `rows` the database refuses on its own, and why; every row is
+/// inserted alone in one transaction that is rolled back.
+async fn first_refused<DB>(
+    pool: &Pool<DB>,
+    rows: &[NewUsage],
+    dialect: &InsertDialect,
+    columns: Columns,
+) -> Option<(usize, sqlx::Error)>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    for<'t> i32: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i32>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<f64>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut tx = pool.begin().await.ok()?;
+    for (index, row) in rows.iter().enumerate() {
+        let mut query = insert_statement::<DB>(std::slice::from_ref(row), dialect, columns);
+        if let Err(e) = query.build().execute(&mut *tx).await {
+            let _ = tx.rollback().await;
+            return Some((index, e));
+        }
+    }
+    let _ = tx.rollback().await;
+    None
 }
 
 #[cfg(test)]

@@ -35,7 +35,15 @@ struct Database {
 }
 
 impl Database {
+    /// A database with the host's migrations applied.
     async fn new(kind: Kind) -> Database {
+        let db = Database::empty(kind).await;
+        healthhost::usage::migrate(&db.url).await.unwrap();
+        db
+    }
+
+    /// A database with nothing in it.
+    async fn empty(kind: Kind) -> Database {
         let dir = TempDir::new();
         let server = match kind {
             Kind::Sqlite => None,
@@ -49,9 +57,16 @@ impl Database {
                 (url, Some((server, name)))
             }
         };
-        healthhost::usage::migrate(&url).await.unwrap();
         let pool = match kind {
-            Kind::Sqlite => Pool::Sqlite(sqlx::SqlitePool::connect(&url).await.unwrap()),
+            Kind::Sqlite => Pool::Sqlite(
+                sqlx::SqlitePool::connect_with(
+                    url.parse::<sqlx::sqlite::SqliteConnectOptions>()
+                        .unwrap()
+                        .create_if_missing(true),
+                )
+                .await
+                .unwrap(),
+            ),
             Kind::Postgres => Pool::Postgres(sqlx::PgPool::connect(&url).await.unwrap()),
             Kind::MySql => Pool::MySql(sqlx::MySqlPool::connect(&url).await.unwrap()),
         };
@@ -781,11 +796,15 @@ async fn sqlite_locked_by_another_writer_answers_503_writes_nothing_and_recovers
 
 /// Runs `healthhost usage --database-url URL ARGS`; (exit code, stdout, stderr).
 async fn usage(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["usage", "--database-url", url];
+    all.extend_from_slice(args);
+    usage_cli(&all).await
+}
+
+/// Runs `healthhost ARGS`; (exit code, stdout, stderr).
+async fn usage_cli(args: &[&str]) -> (Option<i32>, String, String) {
     let mut command = Command::new(BIN);
-    command
-        .args(["usage", "--database-url", url])
-        .args(args)
-        .env("HEALTHHOST_LOG", "off");
+    command.args(args).env("HEALTHHOST_LOG", "off");
     let out = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap();
@@ -957,4 +976,158 @@ async fn report_flags_are_checked_with_one_line_and_exit_3() {
     let (code, _, stderr) = usage("sqlite::memory:", &[]).await;
     assert_eq!(code, Some(3), "no ai_usage table");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+// ------------------------------------------------------- the bot's own schema
+
+/// `users` and `ai_usage` as the seed's SQLAlchemy models and Alembic make them: no
+/// database default on `created_at` (the ORM fills it), no `status`, and a foreign key
+/// to `users`. User 42 exists.
+fn seed_schema(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sqlite => {
+            "CREATE TABLE users (id INTEGER NOT NULL, PRIMARY KEY (id));
+             CREATE TABLE ai_usage (id INTEGER NOT NULL, user_id INTEGER, created_at DATETIME,
+               operation VARCHAR(50), model VARCHAR(100), prompt_tokens INTEGER,
+               completion_tokens INTEGER, total_tokens INTEGER, cost_dollars FLOAT,
+               generation_id VARCHAR(100), latency_ms INTEGER, PRIMARY KEY (id),
+               FOREIGN KEY(user_id) REFERENCES users (id));
+             CREATE INDEX ix_ai_usage_created_at ON ai_usage (created_at);
+             INSERT INTO users (id) VALUES (42);"
+        }
+        Kind::Postgres => {
+            "CREATE TABLE users (id SERIAL NOT NULL, PRIMARY KEY (id));
+             CREATE TABLE ai_usage (id SERIAL NOT NULL, user_id INTEGER,
+               created_at TIMESTAMP WITHOUT TIME ZONE, operation VARCHAR(50), model VARCHAR(100),
+               prompt_tokens INTEGER, completion_tokens INTEGER, total_tokens INTEGER,
+               cost_dollars FLOAT, generation_id VARCHAR(100), latency_ms INTEGER,
+               PRIMARY KEY (id), FOREIGN KEY(user_id) REFERENCES users (id));
+             CREATE INDEX ix_ai_usage_created_at ON ai_usage (created_at);
+             INSERT INTO users (id) VALUES (42);"
+        }
+        Kind::MySql => {
+            "CREATE TABLE users (id INTEGER NOT NULL AUTO_INCREMENT, PRIMARY KEY (id)) ENGINE=InnoDB;
+             CREATE TABLE ai_usage (id INTEGER NOT NULL AUTO_INCREMENT, user_id INTEGER,
+               created_at DATETIME, operation VARCHAR(50), model VARCHAR(100),
+               prompt_tokens INTEGER, completion_tokens INTEGER, total_tokens INTEGER,
+               cost_dollars FLOAT, generation_id VARCHAR(100), latency_ms INTEGER,
+               PRIMARY KEY (id), FOREIGN KEY(user_id) REFERENCES users (id)) ENGINE=InnoDB;
+             CREATE INDEX ix_ai_usage_created_at ON ai_usage (created_at);
+             INSERT INTO users (id) VALUES (42);"
+        }
+    }
+}
+
+/// Whether `table` exists, and whether `ai_usage` has a `status` column.
+fn schema_probe(kind: Kind, table: &str) -> (String, String) {
+    match kind {
+        Kind::Sqlite => (
+            format!("SELECT count(*) FROM sqlite_master WHERE name = '{table}'"),
+            "SELECT count(*) FROM pragma_table_info('ai_usage') WHERE name = 'status'".to_owned(),
+        ),
+        Kind::Postgres => (
+            format!("SELECT count(*) FROM information_schema.tables WHERE table_name = '{table}' AND table_schema = current_schema()"),
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'ai_usage' AND column_name = 'status' AND table_schema = current_schema()".to_owned(),
+        ),
+        Kind::MySql => (
+            format!("SELECT count(*) FROM information_schema.TABLES WHERE TABLE_NAME = '{table}' AND TABLE_SCHEMA = DATABASE()"),
+            "SELECT count(*) FROM information_schema.COLUMNS WHERE TABLE_NAME = 'ai_usage' AND COLUMN_NAME = 'status' AND TABLE_SCHEMA = DATABASE()".to_owned(),
+        ),
+    }
+}
+
+/// On the bot's own schema: serve leaves it as it is (no `status`, no
+/// `_sqlx_migrations`), ingest sets `created_at`, a foreign-key violation is a 422
+/// naming the row and the field with nothing written, and the report counts the rows.
+async fn records_into_the_bots_own_schema(kind: Kind) {
+    let db = Database::empty(kind).await;
+    db.exec(seed_schema(kind)).await;
+    let host = db.host("").await;
+
+    let (status, body) = record(
+        &host,
+        &json!({"operation": "tarot", "model": "m", "user_id": 42, "cost_dollars": 0.5}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = record(
+        &host,
+        &json!({"operation": "tarot", "model": "m", "status": "error"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM ai_usage WHERE created_at IS NOT NULL")
+            .await,
+        2,
+        "created_at comes from the database's clock"
+    );
+
+    let batch = json!([row("tarot", "m"), {"operation": "tarot", "model": "m", "user_id": 999}]);
+    let (status, body) = record(&host, &batch).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["problems"][0]["index"], 1, "{body}");
+    assert_eq!(body["problems"][0]["field"], "user_id", "{body}");
+    assert!(
+        body["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused by the database: "),
+        "{body}"
+    );
+    assert_eq!(
+        db.rows().await,
+        2,
+        "nothing of the refused batch is written"
+    );
+
+    let (migrations, status_column) = schema_probe(kind, "_sqlx_migrations");
+    assert_eq!(
+        db.count(&migrations).await,
+        0,
+        "no _sqlx_migrations in the bot's database"
+    );
+    assert_eq!(
+        db.count(&status_column).await,
+        0,
+        "ai_usage gained no status column"
+    );
+
+    let report = usage_json(&db.url, &["--since", "1d"]).await;
+    assert_eq!(report["total"]["calls"], 2, "{report}");
+    assert_eq!(report["total"]["errors"], 0, "{report}");
+    assert_eq!(report["total"]["cost_dollars"], 0.5, "{report}");
+    drop(host);
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn sqlite_records_into_the_bots_own_schema() {
+    records_into_the_bots_own_schema(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_records_into_the_bots_own_schema() {
+    records_into_the_bots_own_schema(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_records_into_the_bots_own_schema() {
+    records_into_the_bots_own_schema(Kind::MySql).await;
+}
+
+#[tokio::test]
+async fn migrate_refuses_to_change_a_schema_another_tool_owns() {
+    let db = Database::empty(Kind::Sqlite).await;
+    db.exec(seed_schema(Kind::Sqlite)).await;
+    let (code, _, err) = usage_cli(&["migrate", "--database-url", &db.url]).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("ai_usage exists but was not created by healthhost"),
+        "{err}"
+    );
+    let (migrations, status_column) = schema_probe(Kind::Sqlite, "_sqlx_migrations");
+    assert_eq!(db.count(&migrations).await, 0);
+    assert_eq!(db.count(&status_column).await, 0);
+    db.remove().await;
 }
