@@ -389,7 +389,7 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 /// usage datasource.
 fn usage_url(args: DatabaseArgs) -> anyhow::Result<String> {
     if let Some(url) = args.database_url {
-        return Ok(url);
+        return Ok(crate::capabilities::sql::normalize_url(&url).into_owned());
     }
     let config = Config::load(&args.config.config)?;
     let datasource = config.usage_datasource().with_context(|| {

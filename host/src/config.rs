@@ -19,7 +19,7 @@ use toml::Spanned;
 use crate::capabilities::Grants;
 use crate::capabilities::config::Settings;
 use crate::capabilities::http::HttpPolicy;
-use crate::capabilities::sql::{Datasource, SqlPolicy};
+use crate::capabilities::sql::{Datasource, SqlPolicy, normalize_url};
 use crate::limits::{self, Limits};
 use crate::{ingest, units};
 
@@ -436,16 +436,18 @@ impl Config {
         let mut datasources = Vec::new();
         for (name, ds) in &raw.datasources {
             let mut url = ds.url.get_ref().clone();
+            let mut key = format!("datasources.{name}.url");
             if name == "main"
                 && let Some(over) = env(DATABASE_URL_ENV)
             {
                 url = over;
+                key = format!("{key} (replaced by the environment variable {DATABASE_URL_ENV})");
             }
-            let url = resolve_sqlite_path(&url, base);
+            let url = resolve_sqlite_path(&normalize_url(&url), base);
             match Datasource::parse(name, &url) {
                 Ok(d) => datasources
                     .push(d.unsafe_allow_privileged_role(ds.unsafe_allow_privileged_role)),
-                Err(e) => problems.add(ds.url.span(), format!("datasources.{name}.url"), e),
+                Err(e) => problems.add(ds.url.span(), key, e),
             }
         }
 
@@ -894,6 +896,25 @@ settings = { token = "${TOKEN}", missing = "${NOPE}", retries = 3 }
         assert_eq!(
             config.datasources[0].kind(),
             crate::capabilities::sql::Kind::Postgres
+        );
+    }
+
+    #[test]
+    fn database_url_in_sqlalchemy_form_is_accepted_and_a_bad_one_names_the_variable() {
+        let with = |url: &'static str| {
+            Config::parse(GOOD, Path::new("/srv/bot"), move |v| {
+                (v == DATABASE_URL_ENV).then(|| url.to_owned())
+            })
+        };
+        let config = with("postgresql+asyncpg://bot@db:5432/bot").unwrap();
+        assert_eq!(config.datasources[0].url(), "postgresql://bot@db:5432/bot");
+        let config = with("sqlite+aiosqlite:///data/bot.db").unwrap();
+        assert_eq!(config.datasources[0].url(), "sqlite:///srv/bot/data/bot.db");
+        let problems = with("redis://db").err().unwrap();
+        assert_eq!(
+            problems[0].key,
+            "datasources.main.url (replaced by the environment variable DATABASE_URL)",
+            "{problems:?}"
         );
     }
 

@@ -460,3 +460,38 @@ fn validate_reports_every_config_problem_with_its_location() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn serve_accepts_the_bots_database_url_in_each_sqlalchemy_form() {
+    postgres().await;
+    mariadb().await;
+    let dir = TempDir::new();
+    let absolute = dir.0.join("bot.db");
+    sqlite(&absolute).await.close().await;
+    let forms = [
+        POSTGRES_READER_URL.replace("postgres://", "postgresql+asyncpg://"),
+        POSTGRES_READER_URL.replace("postgres://", "postgresql+psycopg2://"),
+        MARIADB_READER_URL.replace("mysql://", "mysql+aiomysql://"),
+        MARIADB_READER_URL.replace("mysql://", "mysql+pymysql://"),
+        format!("sqlite+aiosqlite:///{}", absolute.display()),
+        // Relative: beside the config file (serve's migration creates it).
+        "sqlite+aiosqlite:///bot.db".to_owned(),
+    ];
+    for url in forms {
+        let host = Host::start_with_env(
+            &format!(
+                "[datasources.main]\nurl = \"sqlite:unused.db\"\n\
+                 [checks.database]\nplugin = \"{}\"\ncritical = true\ninterval = \"1s\"\n\
+                 grants.sql = [\"main\"]\n",
+                test_artifacts::CHECK_DATABASE
+            ),
+            &[("DATABASE_URL", &url)],
+        )
+        .await;
+        let (status, body) = host
+            .wait_for("/health/database", |_, body| !body["outcome"].is_null())
+            .await;
+        assert_eq!(status, 200, "{url}: {body}");
+        assert_eq!(body["outcome"], "pass", "{url}: {body}");
+    }
+}

@@ -21,6 +21,7 @@ mod mysql;
 mod postgres;
 mod sqlite;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,6 +92,29 @@ impl Kind {
     }
 }
 
+/// A database URL as sqlx reads it. SQLAlchemy's forms (the bot's `DATABASE_URL`)
+/// name a driver after the scheme, which says nothing to sqlx: `postgresql+asyncpg://`
+/// is `postgresql://`, `mysql+aiomysql://` is `mysql://`. SQLAlchemy's SQLite paths
+/// have one slash more: `sqlite+aiosqlite:///data/bot.db` is the relative
+/// `sqlite://data/bot.db`, `sqlite+aiosqlite:////var/bot.db` the absolute
+/// `sqlite:///var/bot.db`, and no path is an in-memory database. Other URLs are
+/// returned as they are.
+pub fn normalize_url(url: &str) -> Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Cow::Borrowed(url);
+    };
+    let Some((base, _driver)) = scheme.split_once('+') else {
+        return Cow::Borrowed(url);
+    };
+    if !base.eq_ignore_ascii_case("sqlite") {
+        return Cow::Owned(format!("{base}://{rest}"));
+    }
+    match rest.strip_prefix('/').unwrap_or(rest) {
+        "" => Cow::Borrowed("sqlite::memory:"),
+        path => Cow::Owned(format!("sqlite://{path}")),
+    }
+}
+
 /// sqlx knows MariaDB URLs as `mysql://`.
 pub fn mysql_url(url: &str) -> String {
     match url.get(..8) {
@@ -146,6 +170,7 @@ impl Datasource {
     /// Parses a datasource URL: `sqlite:PATH` / `sqlite://PATH`, `postgres://...` /
     /// `postgresql://...`, `mysql://...` / `mariadb://...`.
     pub fn parse(name: &str, url: &str) -> Result<Datasource, DatasourceError> {
+        let url = &*normalize_url(url);
         if name.is_empty()
             || !name
                 .chars()
@@ -603,6 +628,41 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn sqlalchemy_urls_become_sqlx_urls() {
+        let cases = [
+            (
+                "postgresql+asyncpg://bot:pw@db:5432/bot",
+                "postgresql://bot:pw@db:5432/bot",
+            ),
+            (
+                "postgresql+psycopg2://bot@db/bot",
+                "postgresql://bot@db/bot",
+            ),
+            ("mysql+aiomysql://bot@db/bot", "mysql://bot@db/bot"),
+            (
+                "mysql+pymysql://bot@db/bot?charset=utf8mb4",
+                "mysql://bot@db/bot?charset=utf8mb4",
+            ),
+            ("sqlite+aiosqlite:///data/bot.db", "sqlite://data/bot.db"),
+            (
+                "sqlite+aiosqlite:////var/lib/bot.db",
+                "sqlite:///var/lib/bot.db",
+            ),
+            ("sqlite+aiosqlite://", "sqlite::memory:"),
+            ("postgres://u@h/d", "postgres://u@h/d"),
+            ("sqlite:data/app.db", "sqlite:data/app.db"),
+        ];
+        for (url, sqlx) in cases {
+            assert_eq!(normalize_url(url), sqlx, "{url}");
+        }
+        let ds = Datasource::parse("main", "postgresql+asyncpg://bot@db/bot").unwrap();
+        assert_eq!(
+            (ds.kind(), ds.url()),
+            (Kind::Postgres, "postgresql://bot@db/bot")
+        );
     }
 
     #[test]
