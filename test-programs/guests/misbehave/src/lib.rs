@@ -11,7 +11,7 @@
 //! - `log`: logs setting `count` (default 100000) 100-byte lines (log cap).
 //! - `secret`: puts setting `token` in its message and a warn log (scrubbing).
 //! - `http`: sends setting `method` (default GET) to setting `url`, optional
-//!   `timeout_ms`; reports the outcome in the message.
+//!   `timeout_ms` and `header` (`Name: value`); reports the outcome in the message.
 //! - `sql`: runs setting `statement` on setting `datasource` (default `main`)
 //!   with the comma-separated setting `params`; reports the outcome.
 //! - `config`: reports the value of the setting named by setting `key`.
@@ -134,10 +134,17 @@ fn secret() -> Report {
 /// `denied:<origin>` | `timeout` | `too-large:<n>` | `transport:<msg>` |
 /// `invalid:<msg>` (fail).
 fn http_request() -> Result<Report, String> {
+    let headers = config::get("header")
+        .map(|header| match header.split_once(':') {
+            Some((name, value)) => (name.trim().to_owned(), value.trim().to_owned()),
+            None => (header, String::new()),
+        })
+        .into_iter()
+        .collect();
     let request = http::Request {
         method: config::get("method").unwrap_or_else(|| "GET".into()),
         url: required("url")?,
-        headers: Vec::new(),
+        headers,
         body: None,
         timeout_ms: optional_setting("timeout_ms")?,
     };
