@@ -62,13 +62,15 @@ pub const SQL_ROLE_RECHECK: Duration = Duration::from_secs(60);
 /// Bytes a run may write to the log (log import, stdout and stderr together);
 /// beyond it lines are dropped and counted, so a chatty plugin cannot flood the host.
 pub const LOG_MAX_BYTES_PER_RUN: usize = 64 * 1024;
-/// Longest single log line; longer ones are cut.
+/// Longest single log line; longer ones are cut (after secrets are removed).
 pub const LOG_MAX_LINE_BYTES: usize = 4 * 1024;
 /// Bytes of stdout and of stderr kept per run (each); the rest is discarded, not
-/// refused, so a guest that prints a lot is not broken by the host.
+/// refused, so a guest that prints a lot is not broken by the host. A little more is
+/// captured so that a secret straddling the cut is found whole before it is cut.
 pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
 
-/// Longest report message kept; longer ones are cut at a character boundary.
+/// Longest report message kept; longer ones are cut at a character boundary (after
+/// secrets are removed, so a cut never leaves part of one).
 pub const REPORT_MAX_MESSAGE_BYTES: usize = 1024;
 /// Samples kept per report; the rest are dropped.
 pub const REPORT_MAX_SAMPLES: usize = 64;

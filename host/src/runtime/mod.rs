@@ -27,14 +27,14 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::cache::{CacheError, CompileCache, hex};
 use crate::capabilities::bindings::healthhost::plugin::types::{Report, Status};
 use crate::capabilities::bindings::{Check, CheckPre};
-use crate::capabilities::log::{CapturePipe, LogState, truncate};
+use crate::capabilities::log::{CapturePipe, LogState};
 use crate::capabilities::sql::Datasources;
 use crate::capabilities::{self, Grants, RunState, config, http, sql};
 use crate::limits::{
     self, Deadline, EPOCH_TICK, Limits, MAX_MEMORY_BYTES, POOL_INSTANCES, REPORT_MAX_MESSAGE_BYTES,
     REPORT_MAX_SAMPLES, STDIO_CAPTURE_BYTES,
 };
-use crate::scrub::Scrubber;
+use crate::scrub::{Scrubber, cut};
 pub use outcome::{ErrorKind, Outcome, RunReport, Sample};
 
 /// Worker threads of the plugin runtime: the machine's cores, since guest CPU is the
@@ -283,8 +283,9 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
     let limits = plugin.limits;
     let started = Instant::now();
     let deadline = Deadline::after(limits.timeout);
-    let stdout = CapturePipe::new(STDIO_CAPTURE_BYTES);
-    let stderr = CapturePipe::new(STDIO_CAPTURE_BYTES);
+    let lookahead = plugin.scrubber.lookahead();
+    let stdout = CapturePipe::new(STDIO_CAPTURE_BYTES, lookahead);
+    let stderr = CapturePipe::new(STDIO_CAPTURE_BYTES, lookahead);
     let wasi = WasiCtxBuilder::new()
         .stdout(stdout.clone())
         .stderr(stderr.clone())
@@ -342,6 +343,8 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
 
     let latency = started.elapsed();
     let fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    let stdout = stdout.text(&plugin.scrubber);
+    let stderr = stderr.text(&plugin.scrubber);
     let data = store.data_mut();
     data.log.write_captured("stdout", &stdout);
     data.log.write_captured("stderr", &stderr);
@@ -354,23 +357,29 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
     report.latency = latency;
     report.fuel_consumed = fuel_consumed;
     report.peak_memory_bytes = peak_memory_bytes;
-    let scrub = |text: &str| plugin.scrubber.scrub(text).into_owned();
+    // Every text from the plugin is scrubbed before it is cut to its cap.
+    let scrub_cut = |text: &str| {
+        plugin
+            .scrubber
+            .scrub_cut(text, REPORT_MAX_MESSAGE_BYTES)
+            .into_owned()
+    };
     match result {
         Ok(Ok(plugin_report)) => {
             let (outcome, message, samples) = verdict(plugin_report);
             report.outcome = outcome;
-            report.message = message.map(|m| scrub(truncate(&m, REPORT_MAX_MESSAGE_BYTES)));
+            report.message = message.as_deref().map(scrub_cut);
             report.samples = samples;
         }
         Ok(Err(error)) => {
             let (kind, text) = classify(&error, memory_refused, stage, &limits);
-            let stderr_tail = stderr_excerpt(&captured_text(&stderr));
-            let text = match stderr_tail {
+            let text = scrub_cut(&text);
+            let text = match stderr_excerpt(&stderr.text) {
                 Some(tail) if kind == ErrorKind::Trap => format!("{text}; stderr: {tail}"),
                 _ => text,
             };
             report.outcome = Outcome::Error(kind);
-            report.message = Some(scrub(truncate(&text, REPORT_MAX_MESSAGE_BYTES)));
+            report.message = Some(cut(&text, REPORT_MAX_MESSAGE_BYTES).to_owned());
         }
         Err(_elapsed) => {
             report.outcome = Outcome::Error(ErrorKind::Timeout);
@@ -471,10 +480,6 @@ fn timeout_message(limits: &Limits) -> String {
         "timed out after {}",
         humantime::format_duration(limits.timeout)
     )
-}
-
-fn captured_text(pipe: &CapturePipe) -> String {
-    String::from_utf8_lossy(&pipe.contents().0).into_owned()
 }
 
 /// Lines of stderr kept to explain a trap: a Rust panic prints where, then what.

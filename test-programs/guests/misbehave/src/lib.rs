@@ -1,12 +1,15 @@
-//! Test guest `misbehave`: one configurable plugin for the host's tests. The
-//! setting `mode` picks what `check` does (default `pass`):
+//! Test guest `misbehave`: one configurable plugin for the host's tests. Before
+//! anything else, settings `print_log`, `print_stdout` and `print_stderr`, when set,
+//! are logged at info / written to stdout / written to stderr exactly as they are.
+//! Then the setting `mode` picks what `check` does (default `pass`):
 //!
 //! - `pass` | `warn` | `fail`: that status, message from setting `message`, and
 //!   one sample `misbehave_value{kind="test"} 1`.
 //! - `spin`: burns CPU forever (fuel / epoch limits).
 //! - `alloc`: allocates 1 MiB blocks forever (memory limit).
 //! - `sleep`: sleeps an hour inside a WASI call (wall-clock limit).
-//! - `panic`: panics (a trap).
+//! - `panic`: panics with setting `message` (default `misbehave: deliberate
+//!   panic`): a trap.
 //! - `stdout`: writes setting `bytes` (default 8 MiB) to stdout, a line to stderr.
 //! - `log`: logs setting `count` (default 100000) 100-byte lines (log cap).
 //! - `secret`: puts setting `token` in its message and a warn log (scrubbing).
@@ -33,6 +36,7 @@ struct Misbehave;
 
 impl Guest for Misbehave {
     fn check() -> Report {
+        print_settings();
         let mode = config::get("mode").unwrap_or_else(|| "pass".into());
         let result = match mode.as_str() {
             "pass" => Ok(verdict(Status::Pass)),
@@ -41,7 +45,10 @@ impl Guest for Misbehave {
             "spin" => spin(),
             "alloc" => alloc(),
             "sleep" => sleep(),
-            "panic" => panic!("misbehave: deliberate panic"),
+            "panic" => panic!(
+                "{}",
+                config::get("message").unwrap_or_else(|| "misbehave: deliberate panic".into())
+            ),
             "stdout" => stdout(),
             "log" => log_lines(),
             "secret" => Ok(secret()),
@@ -51,6 +58,21 @@ impl Guest for Misbehave {
             other => Err(format!("unknown mode {other}")),
         };
         result.unwrap_or_else(|message| report(Status::Fail, Some(message)))
+    }
+}
+
+/// Settings `print_log`, `print_stdout`, `print_stderr`: logged at info, written to
+/// stdout, written to stderr, exactly as they are.
+fn print_settings() {
+    if let Some(line) = config::get("print_log") {
+        log::log(Level::Info, &line);
+    }
+    if let Some(text) = config::get("print_stdout") {
+        let _ = std::io::stdout().write_all(text.as_bytes());
+        let _ = std::io::stdout().flush();
+    }
+    if let Some(text) = config::get("print_stderr") {
+        let _ = std::io::stderr().write_all(text.as_bytes());
     }
 }
 
