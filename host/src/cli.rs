@@ -634,7 +634,7 @@ fn grants_from_flags(args: &CheckArgs) -> anyhow::Result<(Grants, Datasources)> 
     Ok((grants, datasources))
 }
 
-/// The report for people: verdict line, measurements, samples.
+/// The report for people: verdict line, measurements, samples, dropped samples.
 fn human(report: &RunReport) -> String {
     let outcome = report.outcome.label().to_uppercase();
     let kind = match report.outcome {
@@ -664,6 +664,14 @@ fn human(report: &RunReport) -> String {
             labels.join(","),
             sample.value
         ));
+    }
+    if !report.samples_dropped.is_empty() {
+        let reasons: Vec<String> = report
+            .samples_dropped
+            .iter()
+            .map(|(reason, n)| format!("{} {n}", reason.label()))
+            .collect();
+        out.push_str(&format!("  samples dropped: {}\n", reasons.join(", ")));
     }
     out
 }

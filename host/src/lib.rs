@@ -3,7 +3,8 @@
 //! Modules, one per concern: [`config`] (the config file, parsed then validated),
 //! [`limits`] (every limit and default), [`units`] (durations and sizes), [`scrub`]
 //! (secret removal), [`capabilities`] (what plugins may reach), [`runtime`] (engine,
-//! loading, runs and outcomes), [`cache`] (compiled plugins on disk), [`health`]
+//! loading, runs and outcomes), [`samples`] (which plugin samples are kept and
+//! exported), [`cache`] (compiled plugins on disk), [`health`]
 //! (scheduling, results, formats), [`metrics`] (the Prometheus registry), [`server`]
 //! (the HTTP API), [`usage`] (the
 //! `ai_usage` table: migrations and the read-write store), [`ingest`] (recording AI
@@ -23,6 +24,7 @@ pub mod listing;
 pub mod metrics;
 pub mod report;
 pub mod runtime;
+pub mod samples;
 pub mod scrub;
 pub mod server;
 pub mod units;

@@ -305,7 +305,18 @@ fn secrets_are_scrubbed_before_the_message_and_log_line_cuts_and_in_any_encoding
     let encoded = "print_stdout=GET /bot%5aq9%53ecret42/x and %5A%71%39%53%65%63%72%65%74%34%32\n";
     let out = check_with_secret(
         SECRET,
-        &["--set", &message, "--set", &log, "--set", encoded],
+        &[
+            "--set",
+            "mode=samples",
+            "--set",
+            &message,
+            "--set",
+            &log,
+            "--set",
+            encoded,
+            "--set",
+            "samples=misbehave_value{url=/bot%5aq9%53ecret42/x};misbehave_Zq9Secret42",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_no_leak(&out);
@@ -314,6 +325,11 @@ fn secrets_are_scrubbed_before_the_message_and_log_line_cuts_and_in_any_encoding
         text.lines().next().unwrap(),
         format!("misbehave: PASS - {}[RED", "x".repeat(1020))
     );
+    assert!(
+        text.contains("misbehave_value{url=\"/bot[REDACTED]/x\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("samples dropped: secret 1"), "{text}");
     assert!(
         stderr(&out).contains(&format!("{}[RED", "y".repeat(50))),
         "the log line is scrubbed, then cut at 4 KiB: {}",
@@ -344,5 +360,40 @@ fn a_secret_straddling_the_stderr_capture_cut_does_not_leak_into_the_trap_messag
     assert!(
         first.ends_with(" [RED"),
         "the last stderr line, scrubbed then cut: {first}"
+    );
+}
+
+#[test]
+fn check_shows_the_samples_it_keeps_and_why_it_drops_the_others() {
+    let samples = "samples=misbehave_value{a=1,a=2};misbehave_value{le=1};misbehave_value=inf;misbehave_value{kind=ok}";
+    let out = check(&["--set", "mode=samples", "--set", samples]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("  misbehave_value{kind=\"ok\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  samples dropped: invalid-value 1, invalid-label 1, reserved-label 1\n"),
+        "{text}"
+    );
+
+    let out = check(&[
+        "--set",
+        "mode=samples",
+        "--set",
+        samples,
+        "--set",
+        "repeat=10001",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["samples"].as_array().unwrap().len(),
+        healthhost::limits::REPORT_MAX_SAMPLES
+    );
+    assert_eq!(
+        report["samples_dropped"],
+        serde_json::json!({"invalid-value": 10001, "invalid-label": 10001, "reserved-label": 10001, "too-many": 10001 - 64})
     );
 }

@@ -25,15 +25,16 @@ use wasmtime::{
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::cache::{CacheError, CompileCache, hex};
-use crate::capabilities::bindings::healthhost::plugin::types::{Report, Status};
+use crate::capabilities::bindings::healthhost::plugin::types::{self as wit, Status};
 use crate::capabilities::bindings::{Check, CheckPre};
 use crate::capabilities::log::{CapturePipe, LogState};
 use crate::capabilities::sql::Datasources;
 use crate::capabilities::{self, Grants, RunState, config, http, sql};
 use crate::limits::{
     self, Deadline, EPOCH_TICK, Limits, MAX_MEMORY_BYTES, POOL_INSTANCES, REPORT_MAX_MESSAGE_BYTES,
-    REPORT_MAX_SAMPLES, STDIO_CAPTURE_BYTES,
+    STDIO_CAPTURE_BYTES,
 };
+use crate::samples::{self, Drops};
 use crate::scrub::{Scrubber, cut};
 pub use outcome::{ErrorKind, Outcome, RunReport, Sample};
 
@@ -248,6 +249,7 @@ impl RunReport {
             outcome: Outcome::Error(ErrorKind::Trap),
             message: None,
             samples: Vec::new(),
+            samples_dropped: Drops::new(),
             latency: Duration::ZERO,
             fuel_consumed: 0,
             peak_memory_bytes: 0,
@@ -366,10 +368,11 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
     };
     match result {
         Ok(Ok(plugin_report)) => {
-            let (outcome, message, samples) = verdict(plugin_report);
-            report.outcome = outcome;
-            report.message = message.as_deref().map(scrub_cut);
-            report.samples = samples;
+            report.outcome = verdict(plugin_report.status);
+            report.message = plugin_report.message.as_deref().map(scrub_cut);
+            let reported = plugin_report.samples.into_iter().map(Sample::from);
+            (report.samples, report.samples_dropped) =
+                samples::screen(reported.collect(), &plugin.scrubber);
         }
         Ok(Err(error)) => {
             let (kind, text) = classify(&error, memory_refused, stage, &limits);
@@ -397,38 +400,23 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
     report
 }
 
-/// The plugin's verdict, its message, and the samples that are valid.
-fn verdict(report: Report) -> (Outcome, Option<String>, Vec<Sample>) {
-    let outcome = match report.status {
+/// The plugin's verdict as an outcome.
+fn verdict(status: Status) -> Outcome {
+    match status {
         Status::Pass => Outcome::Pass,
         Status::Warn => Outcome::Warn,
         Status::Fail => Outcome::Fail,
-    };
-    let samples = report
-        .samples
-        .into_iter()
-        .filter(|s| {
-            valid_metric_name(&s.name)
-                && s.value.is_finite()
-                && s.labels.iter().all(|(k, _)| valid_metric_name(k))
-        })
-        .take(REPORT_MAX_SAMPLES)
-        .map(|s| Sample {
+    }
+}
+
+impl From<wit::Sample> for Sample {
+    fn from(s: wit::Sample) -> Sample {
+        Sample {
             name: s.name,
             labels: s.labels,
             value: s.value,
-        })
-        .collect();
-    (outcome, report.message, samples)
-}
-
-/// Prometheus metric and label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn valid_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+    }
 }
 
 /// Decides why a run failed by matching on the limiter's state and the error's type.
@@ -586,16 +574,6 @@ impl Drop for EpochTicker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metric_names() {
-        for good in ["latency_seconds", "_x", "A1"] {
-            assert!(valid_metric_name(good), "{good}");
-        }
-        for bad in ["", "1x", "a-b", "a b", "é"] {
-            assert!(!valid_metric_name(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn stderr_excerpt_keeps_the_panic_and_drops_the_backtrace_hint() {

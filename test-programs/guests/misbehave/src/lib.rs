@@ -5,6 +5,12 @@
 //!
 //! - `pass` | `warn` | `fail`: that status, message from setting `message`, and
 //!   one sample `misbehave_value{kind="test"} 1`.
+//! - `samples`: pass, message from setting `message`, and the samples setting
+//!   `samples` describes: `;`-separated `NAME`, `NAME{K=V,K=V}`, each optionally
+//!   followed by `=VALUE` (default 1; `NaN`, `inf` parse). Each is reported
+//!   setting `repeat` times (default 1; with a label `n` = 0, 1, ... when more than
+//!   once), with setting `label_count` extra labels `l0`, `l1`, ... = `v`, and, when
+//!   setting `value_bytes` is set, a label `big` of that many `x`.
 //! - `spin`: burns CPU forever (fuel / epoch limits).
 //! - `alloc`: allocates 1 MiB blocks forever (memory limit).
 //! - `sleep`: sleeps an hour inside a WASI call (wall-clock limit).
@@ -42,6 +48,7 @@ impl Guest for Misbehave {
             "pass" => Ok(verdict(Status::Pass)),
             "warn" => Ok(verdict(Status::Warn)),
             "fail" => Ok(verdict(Status::Fail)),
+            "samples" => samples(),
             "spin" => spin(),
             "alloc" => alloc(),
             "sleep" => sleep(),
@@ -74,6 +81,70 @@ fn print_settings() {
     if let Some(text) = config::get("print_stderr") {
         let _ = std::io::stderr().write_all(text.as_bytes());
     }
+}
+
+/// `samples`: pass with the samples settings `samples`, `repeat`, `label_count` and
+/// `value_bytes` describe (see the module header).
+fn samples() -> Result<Report, String> {
+    let repeat: usize = setting_or("repeat", 1)?;
+    let label_count: usize = setting_or("label_count", 0)?;
+    let value_bytes: Option<usize> = optional_setting("value_bytes")?;
+    let mut samples = Vec::new();
+    let specs = config::get("samples").unwrap_or_default();
+    for spec in specs.split(';').filter(|spec| !spec.is_empty()) {
+        let (name, mut labels, value) = parse_sample(spec)?;
+        labels.extend((0..label_count).map(|i| (format!("l{i}"), "v".to_owned())));
+        if let Some(n) = value_bytes {
+            labels.push(("big".into(), "x".repeat(n)));
+        }
+        for n in 0..repeat {
+            let mut labels = labels.clone();
+            if repeat > 1 {
+                labels.push(("n".into(), n.to_string()));
+            }
+            samples.push(Sample {
+                name: name.clone(),
+                labels,
+                value,
+            });
+        }
+    }
+    Ok(Report {
+        status: Status::Pass,
+        message: config::get("message"),
+        samples,
+    })
+}
+
+/// One sample of setting `samples`: `NAME`, `NAME{K=V,...}`, then optionally `=VALUE`.
+fn parse_sample(spec: &str) -> Result<(String, Vec<(String, String)>, f64), String> {
+    let (head, value) = match spec.rfind('}') {
+        Some(close) => (&spec[..=close], spec[close + 1..].strip_prefix('=')),
+        None => match spec.split_once('=') {
+            Some((head, value)) => (head, Some(value)),
+            None => (spec, None),
+        },
+    };
+    let value = match value {
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("invalid sample value in '{spec}'"))?,
+        None => 1.0,
+    };
+    let Some((name, labels)) = head.split_once('{') else {
+        return Ok((head.to_owned(), Vec::new(), value));
+    };
+    let labels = labels
+        .strip_suffix('}')
+        .unwrap_or(labels)
+        .split(',')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    Ok((name.to_owned(), labels, value))
 }
 
 /// `pass` | `warn` | `fail`: the status, setting `message`, and one labelled sample.
