@@ -1,7 +1,7 @@
 //! `healthhost check` and `healthhost wit` as plugin authors use them: exit codes
 //! follow Nagios (0 pass, 1 warn, 2 fail, 3 could not run), bad input is one clear
-//! line and exit 3, `--json` is machine-readable, and secrets are scrubbed before
-//! every cut.
+//! line and exit 3, `--json` is machine-readable, secrets are scrubbed before every
+//! cut, and a plugin's text cannot forge lines or drive the terminal.
 
 use std::process::{Command, Output};
 
@@ -361,6 +361,62 @@ fn a_secret_straddling_the_stderr_capture_cut_does_not_leak_into_the_trap_messag
         first.ends_with(" [RED"),
         "the last stderr line, scrubbed then cut: {first}"
     );
+}
+
+#[test]
+fn control_characters_from_a_plugin_cannot_forge_output_lines_or_drive_the_terminal() {
+    let message = "down\n\x1b]0;owned\x07\x1b[2J\u{202e}";
+    let out = check(&[
+        "--name",
+        "evil\rname",
+        "--set",
+        "mode=samples",
+        "--set",
+        &format!("message={message}"),
+        "--set",
+        "samples=misbehave_value{kind=a\nFORGED b}",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        !text.contains(['\x1b', '\x07', '\r', '\u{202e}']),
+        "{text:?}"
+    );
+    assert_eq!(
+        text.lines().next().unwrap(),
+        "evil\\rname: PASS - down\\n\\x1b]0;owned\\x07\\x1b[2J\\u{202e}"
+    );
+    assert!(
+        text.contains("misbehave_value{kind=\"a\\nFORGED b\"} 1"),
+        "{text}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("FORGED")), "{text}");
+
+    let out = check(&[
+        "--set",
+        "mode=fail",
+        "--set",
+        &format!("message={message}"),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["message"], message, "JSON keeps the text as it is");
+
+    let out = Command::new(BIN)
+        .args(["check", test_artifacts::MISBEHAVE])
+        .args(["--set", "print_log=ok\nFORGED ERROR host line\x1b[31m"])
+        .args(["--set", "print_stdout=out\nFORGED stdout\x1b[2J\n"])
+        .env("HEALTHHOST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains('\x1b'), "{err:?}");
+    assert!(!err.lines().any(|l| l.starts_with("FORGED")), "{err}");
+    assert!(
+        err.contains("ok\\nFORGED ERROR host line\\x1b[31m"),
+        "{err}"
+    );
+    assert!(err.contains("FORGED stdout\\x1b[2J"), "{err}");
 }
 
 #[test]

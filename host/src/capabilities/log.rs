@@ -1,10 +1,11 @@
 //! The `log` capability, and the guest's captured stdout and stderr.
 //!
 //! Per-run state: [`LogState`], which writes each line into `tracing` with the check's
-//! name, scrubbed of secrets and then cut, within a per-run byte budget shared with
-//! stdout and stderr. Stdout and stderr are captured by [`CapturePipe`], which keeps
-//! the first bytes up to a cap and silently discards the rest (refusing the write would
-//! make Rust's `print!` panic, turning chattiness into a failure).
+//! name — scrubbed of secrets, then cut, its control characters escaped so it cannot
+//! forge a host log line — within a per-run byte budget shared with stdout and stderr.
+//! Stdout and stderr are captured by [`CapturePipe`], which keeps the first bytes up
+//! to a cap and silently discards the rest (refusing the write would make Rust's
+//! `print!` panic, turning chattiness into a failure).
 
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +13,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use super::bindings::healthhost::plugin::log::{self as wit, Level};
+use crate::escape::escape_controls;
 use crate::limits::{LOG_MAX_BYTES_PER_RUN, LOG_MAX_LINE_BYTES};
 use crate::scrub::{Scrubber, cut};
 
@@ -50,6 +52,7 @@ impl LogState {
             return;
         }
         self.written += line.len();
+        let line = escape_controls(line);
         let check = &*self.check;
         match level {
             Level::Trace => tracing::trace!(check, source, "{line}"),
