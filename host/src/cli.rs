@@ -19,6 +19,7 @@ use crate::capabilities::http::HttpPolicy;
 use crate::capabilities::sql::{Datasource, Datasources, RoleError, SqlPolicy};
 use crate::config::Config;
 use crate::dropins::{self, Folder, Scan};
+use crate::escape::escape_controls;
 use crate::health::{CheckSet, Health};
 use crate::ingest::Ingest;
 use crate::limits::{DEFAULT_FUEL, Limits};
@@ -636,16 +637,18 @@ fn grants_from_flags(args: &CheckArgs) -> anyhow::Result<(Grants, Datasources)> 
     Ok((grants, datasources))
 }
 
-/// The report for people: verdict line, measurements, samples.
+/// The report for people: verdict line, measurements, samples, dropped samples. The
+/// plugin's text has its control characters escaped, so it cannot forge lines or
+/// drive the terminal.
 fn human(report: &RunReport) -> String {
     let outcome = report.outcome.label().to_uppercase();
     let kind = match report.outcome {
         crate::runtime::Outcome::Error(_) => "ERROR ",
         _ => "",
     };
-    let mut out = format!("{}: {kind}{outcome}", report.check);
+    let mut out = format!("{}: {kind}{outcome}", escape_controls(&report.check));
     if let Some(message) = &report.message {
-        out.push_str(&format!(" - {message}"));
+        out.push_str(&format!(" - {}", escape_controls(message)));
     }
     out.push('\n');
     out.push_str(&format!(
@@ -658,7 +661,7 @@ fn human(report: &RunReport) -> String {
         let labels: Vec<String> = sample
             .labels
             .iter()
-            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_controls(v)))
             .collect();
         out.push_str(&format!(
             "  {}{{{}}} {}\n",
@@ -666,6 +669,14 @@ fn human(report: &RunReport) -> String {
             labels.join(","),
             sample.value
         ));
+    }
+    if !report.samples_dropped.is_empty() {
+        let reasons: Vec<String> = report
+            .samples_dropped
+            .iter()
+            .map(|(reason, n)| format!("{} {n}", reason.label()))
+            .collect();
+        out.push_str(&format!("  samples dropped: {}\n", reasons.join(", ")));
     }
     out
 }

@@ -379,7 +379,7 @@ impl Config {
             .namespace
             .as_ref()
             .map_or(DEFAULT_NAMESPACE.to_owned(), |n| n.get_ref().clone());
-        if !crate::runtime::valid_metric_name(&namespace) {
+        if !crate::samples::valid_metric_name(&namespace) {
             let span = raw.namespace.as_ref().map_or(0..0, Spanned::span);
             problems.add(
                 span,
@@ -769,7 +769,7 @@ fn resolve_check(
     let mut metrics = BTreeSet::new();
     for metric in &raw.grants.metrics {
         let m = metric.get_ref();
-        if !crate::runtime::valid_metric_name(m) {
+        if !crate::samples::valid_metric_name(m) {
             problems.add(
                 metric.span(),
                 key("grants.metrics"),

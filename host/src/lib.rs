@@ -2,8 +2,9 @@
 //!
 //! Modules, one per concern: [`config`] (the config file, parsed then validated),
 //! [`limits`] (every limit and default), [`units`] (durations and sizes), [`scrub`]
-//! (secret removal), [`capabilities`] (what plugins may reach), [`runtime`] (engine,
-//! loading, runs and outcomes), [`cache`] (compiled plugins on disk), [`health`]
+//! (secret removal), [`escape`] (control characters in output), [`capabilities`] (what
+//! plugins may reach), [`runtime`] (engine, loading, runs and outcomes), [`samples`]
+//! (which plugin samples are kept and exported), [`cache`] (compiled plugins on disk), [`health`]
 //! (scheduling, results, formats), [`metrics`] (the Prometheus registry), [`server`]
 //! (the HTTP API), [`usage`] (the
 //! `ai_usage` table: migrations and the read-write store), [`ingest`] (recording AI
@@ -16,6 +17,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod dropins;
+pub mod escape;
 pub mod health;
 pub mod ingest;
 pub mod limits;
@@ -23,6 +25,7 @@ pub mod listing;
 pub mod metrics;
 pub mod report;
 pub mod runtime;
+pub mod samples;
 pub mod scrub;
 pub mod server;
 pub mod units;

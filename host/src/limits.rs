@@ -62,16 +62,37 @@ pub const SQL_ROLE_RECHECK: Duration = Duration::from_secs(60);
 /// Bytes a run may write to the log (log import, stdout and stderr together);
 /// beyond it lines are dropped and counted, so a chatty plugin cannot flood the host.
 pub const LOG_MAX_BYTES_PER_RUN: usize = 64 * 1024;
-/// Longest single log line; longer ones are cut.
+/// Longest single log line; longer ones are cut (after secrets are removed).
 pub const LOG_MAX_LINE_BYTES: usize = 4 * 1024;
 /// Bytes of stdout and of stderr kept per run (each); the rest is discarded, not
-/// refused, so a guest that prints a lot is not broken by the host.
+/// refused, so a guest that prints a lot is not broken by the host. A little more is
+/// captured so that a secret straddling the cut is found whole before it is cut.
 pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
 
-/// Longest report message kept; longer ones are cut at a character boundary.
+/// Longest report message kept; longer ones are cut at a character boundary (after
+/// secrets are removed, so a cut never leaves part of one).
 pub const REPORT_MAX_MESSAGE_BYTES: usize = 1024;
-/// Samples kept per report; the rest are dropped.
+/// Samples kept per report; the rest are dropped (`too-many`). A check measures a
+/// handful of values; 64 leaves room for per-table or per-queue ones.
 pub const REPORT_MAX_SAMPLES: usize = 64;
+/// Longest sample name or label name; longer samples are dropped (`too-large`).
+/// Prometheus names are words joined by `_`, never payloads.
+pub const SAMPLE_MAX_NAME_BYTES: usize = 128;
+/// Labels per sample; more and the sample is dropped (`too-large`). A gauge with more
+/// dimensions than this is a log line, and one sample with 100,000 labels would be
+/// a 100,000-field series in every scrape.
+pub const SAMPLE_MAX_LABELS: usize = 16;
+/// Longest label value; longer samples are dropped (`too-large`), not cut, since a cut
+/// value is another series. Table, queue and model names fit; payloads do not.
+pub const SAMPLE_MAX_LABEL_VALUE_BYTES: usize = 256;
+/// Bytes of one report's samples together (names, label names, label values); the
+/// samples beyond it are dropped (`too-large`). It bounds a check's share of every
+/// `/metrics` scrape whatever the plugin sends: 32 series of a few short labels take
+/// about 2 KiB.
+pub const SAMPLES_MAX_BYTES_PER_CHECK: usize = 16 * 1024;
+/// Series one check may export from its samples: enough for per-table or per-queue
+/// gauges, few enough that a plugin putting ids into labels cannot flood Prometheus.
+pub const MAX_SERIES_PER_CHECK: usize = 32;
 
 /// Table elements a run may allocate (function references); generous for any
 /// language runtime, small enough to stop a table-growth bomb.

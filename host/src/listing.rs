@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::Source;
+use crate::escape::escape_controls;
 use crate::health::CheckSet;
 use crate::units::format_size;
 
@@ -143,7 +144,8 @@ pub async fn running_host(host: &url::Url) -> Option<serde_json::Map<String, Val
     body.get("checks")?.as_object().cloned()
 }
 
-/// The rows as text: one block per check.
+/// The rows as text: one block per check. Names, errors and what a host answered can
+/// come from a plugin: their control characters are escaped.
 pub fn human(rows: &[Listed], host_answered: bool) -> String {
     let mut out = String::new();
     for row in rows {
@@ -154,9 +156,12 @@ pub fn human(rows: &[Listed], host_answered: bool) -> String {
         let critical = if row.critical { ", critical" } else { "" };
         out.push_str(&format!(
             "{} ({source}{critical}): {}\n",
-            row.name, row.status
+            escape_controls(&row.name),
+            row.status
         ));
-        let mut line = |key: &str, value: String| out.push_str(&format!("  {key:<9}{value}\n"));
+        let mut line = |key: &str, value: String| {
+            out.push_str(&format!("  {key:<9}{}\n", escape_controls(&value)));
+        };
         line("file", row.file.clone());
         if let Some(error) = &row.load_error {
             line("error", error.clone());

@@ -4,8 +4,8 @@
 //!
 //! Label values stay bounded: checks come from the config, outcomes from an enum, HTTP
 //! handlers from matched routes only (unknown paths are never recorded), and plugin
-//! samples reach `/metrics` only under names the check's grant lists, at most
-//! [`MAX_SERIES_PER_CHECK`] series per check.
+//! samples reach `/metrics` only as [`crate::samples`] screens and admits them: valid,
+//! bounded, granted, at most [`crate::limits::MAX_SERIES_PER_CHECK`] series per check.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, RwLock};
@@ -20,6 +20,7 @@ use prometheus::{
 };
 
 use crate::runtime::{RunReport, Sample};
+use crate::samples::{CHECK_LABEL, Dropped, admit};
 
 /// The seed's buckets for AI request durations, in seconds.
 pub const AI_DURATION_BUCKETS: [f64; 7] = [0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -65,13 +66,6 @@ pub const HOST_METRICS: [&str; 11] = [
     "plugin_load_failing",
     "plugin_compile_cache_total",
 ];
-
-/// Series one check may export from its samples: enough for per-table or per-queue
-/// gauges, few enough that a plugin putting ids into labels cannot flood Prometheus.
-pub const MAX_SERIES_PER_CHECK: usize = 32;
-
-/// The label the host adds to every plugin sample; a plugin may not set it itself.
-pub const CHECK_LABEL: &str = "check";
 
 /// How long gathered process metrics are reused. Reading `/proc` costs more than the
 /// rest of a scrape, and CPU time and memory need no finer resolution than a second.
@@ -123,73 +117,6 @@ pub struct Metrics {
     pub plugin_load_errors: IntCounterVec,
     pub plugin_load_failing: IntGaugeVec,
     pub compile_cache: IntCounterVec,
-}
-
-/// Why a plugin sample did not reach `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dropped {
-    /// Its name is not in the check's `grants.metrics`.
-    NotGranted,
-    /// It sets the `check` label, which the host owns.
-    ReservedLabel,
-    /// The same name and labels came earlier in the report.
-    Duplicate,
-    /// The check already has [`MAX_SERIES_PER_CHECK`] series.
-    SeriesCap,
-}
-
-impl Dropped {
-    pub const ALL: [Dropped; 4] = [
-        Dropped::NotGranted,
-        Dropped::ReservedLabel,
-        Dropped::Duplicate,
-        Dropped::SeriesCap,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Dropped::NotGranted => "not-granted",
-            Dropped::ReservedLabel => "reserved-label",
-            Dropped::Duplicate => "duplicate",
-            Dropped::SeriesCap => "series-cap",
-        }
-    }
-}
-
-/// Splits `samples` into those the grant admits (in report order) and why each other
-/// one was dropped.
-pub fn admit<'a>(
-    samples: &'a [Sample],
-    granted: &BTreeSet<String>,
-) -> (Vec<&'a Sample>, Vec<Dropped>) {
-    let mut admitted: Vec<&Sample> = Vec::new();
-    let mut dropped = Vec::new();
-    for sample in samples {
-        let reason = if !granted.contains(&sample.name) {
-            Some(Dropped::NotGranted)
-        } else if sample.labels.iter().any(|(k, _)| k == CHECK_LABEL) {
-            Some(Dropped::ReservedLabel)
-        } else if admitted
-            .iter()
-            .any(|a| a.name == sample.name && same_labels(&a.labels, &sample.labels))
-        {
-            Some(Dropped::Duplicate)
-        } else if admitted.len() >= MAX_SERIES_PER_CHECK {
-            Some(Dropped::SeriesCap)
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => dropped.push(reason),
-            None => admitted.push(sample),
-        }
-    }
-    (admitted, dropped)
-}
-
-fn same_labels(a: &[(String, String)], b: &[(String, String)]) -> bool {
-    let sorted = |l: &[(String, String)]| l.iter().cloned().collect::<BTreeMap<_, _>>();
-    sorted(a) == sorted(b)
 }
 
 /// The process collector behind a short cache (see [`PROCESS_METRICS_TTL`]).
@@ -396,7 +323,7 @@ impl Metrics {
 
         let samples_dropped = b.counter_vec(
             "plugin_samples_dropped_total",
-            "Plugin samples kept out of /metrics, by reason (not-granted, reserved-label, duplicate, series-cap)",
+            "Plugin samples kept out of /metrics, by reason (invalid-name, invalid-value, invalid-label, reserved-label, secret, too-large, too-many, not-granted, duplicate, series-cap)",
             &["check", "reason"],
         )?;
         let plugin_loads = b.counter_vec(
@@ -474,10 +401,10 @@ impl Metrics {
     ) {
         let check = report.check.as_str();
         let (admitted, dropped) = admit(&report.samples, granted);
-        for reason in dropped {
+        for (reason, count) in report.samples_dropped.iter().chain(&dropped) {
             self.samples_dropped
                 .with_label_values(&[check, reason.label()])
-                .inc();
+                .inc_by(*count);
         }
         self.samples
             .write()
@@ -605,17 +532,6 @@ mod tests {
         );
     }
 
-    fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
-        Sample {
-            name: name.to_owned(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            value,
-        }
-    }
-
     fn granted(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|n| (*n).to_owned()).collect()
     }
@@ -633,37 +549,6 @@ mod tests {
     }
 
     #[test]
-    fn admit_keeps_granted_samples_and_names_every_drop() {
-        let samples = [
-            sample("db_latency_seconds", &[], 0.1),
-            sample("secret_thing", &[], 1.0),
-            sample("db_rows", &[("check", "other")], 1.0),
-            sample("db_rows", &[("table", "a"), ("kind", "x")], 1.0),
-            sample("db_rows", &[("kind", "x"), ("table", "a")], 2.0),
-        ];
-        let (admitted, dropped) = admit(&samples, &granted(&["db_latency_seconds", "db_rows"]));
-        assert_eq!(admitted, [&samples[0], &samples[3]]);
-        assert_eq!(
-            dropped,
-            [
-                Dropped::NotGranted,
-                Dropped::ReservedLabel,
-                Dropped::Duplicate
-            ]
-        );
-    }
-
-    #[test]
-    fn admit_caps_series_per_check() {
-        let samples: Vec<Sample> = (0..MAX_SERIES_PER_CHECK + 5)
-            .map(|i| sample("rows", &[("table", &i.to_string())], 1.0))
-            .collect();
-        let (admitted, dropped) = admit(&samples, &granted(&["rows"]));
-        assert_eq!(admitted.len(), MAX_SERIES_PER_CHECK);
-        assert_eq!(dropped, [Dropped::SeriesCap; 5]);
-    }
-
-    #[test]
     fn granted_samples_are_exported_with_the_check_label_and_replaced_by_the_next_run() {
         let m = Metrics::new("ns").unwrap();
         let mut report = RunReport {
@@ -671,10 +556,11 @@ mod tests {
             outcome: crate::runtime::Outcome::Pass,
             message: None,
             samples: vec![
-                sample("db_latency_seconds", &[], 0.25),
-                sample("db_rows", &[("table", "jobs")], 7.0),
-                sample("not_granted", &[], 1.0),
+                Sample::of("db_latency_seconds", &[], 0.25),
+                Sample::of("db_rows", &[("table", "jobs")], 7.0),
+                Sample::of("not_granted", &[], 1.0),
             ],
+            samples_dropped: crate::samples::Drops::from([(Dropped::TooLarge, 2)]),
             latency: std::time::Duration::from_millis(3),
             fuel_consumed: 1,
             peak_memory_bytes: 1,
@@ -697,7 +583,12 @@ mod tests {
             "{text}"
         );
 
-        report.samples = vec![sample("db_latency_seconds", &[], 0.5)];
+        assert!(
+            text.contains("ns_plugin_samples_dropped_total{check=\"db\",reason=\"too-large\"} 2"),
+            "drops the run screened out are counted too: {text}"
+        );
+
+        report.samples = vec![Sample::of("db_latency_seconds", &[], 0.5)];
         m.record_run(&report, &grant, true, 0.0);
         let text = m.render();
         assert!(

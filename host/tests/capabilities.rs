@@ -1,6 +1,7 @@
 //! Host capabilities through a real guest (the misbehave test plugin): HTTP against
 //! loopback stand-ins, SQL against SQLite, PostgreSQL and MariaDB. Every denial is a
-//! typed error the guest reports, and nothing a plugin sends can write to a database.
+//! typed error the guest reports, a plugin cannot set the headers that route or frame
+//! a request, and nothing a plugin sends can write to a database.
 
 mod common;
 
@@ -152,6 +153,101 @@ async fn http_transport_errors_do_not_leak_secrets_in_the_url() {
     let message = report.message.unwrap();
     assert!(message.starts_with("transport:"), "{message}");
     assert!(!message.contains("SECRET42"), "{message}");
+}
+
+#[tokio::test]
+async fn http_headers_that_route_or_frame_a_request_are_invalid_and_nothing_is_sent() {
+    let server = StandIn::start(routes([("/ok", Reply::ok("hello"))])).await;
+    let runtime = runtime();
+    let send = |header: &str| {
+        let grants = Grants {
+            http: HttpPolicy::parse(&[&server.origin]).unwrap(),
+            settings: settings([("url", &server.url("/ok")), ("header", header)]),
+            ..Grants::default()
+        };
+        misbehave(&runtime, grants, Limits::default(), "http")
+    };
+    let forbidden = [
+        ("Host: internal.example", "host"),
+        ("HOST: internal.example", "host"),
+        ("host: 127.0.0.1", "host"),
+        ("Content-Length: 0", "content-length"),
+        ("Transfer-Encoding: chunked", "transfer-encoding"),
+        ("Connection: keep-alive", "connection"),
+        ("Upgrade: websocket", "upgrade"),
+        ("TE: trailers", "te"),
+        ("Trailer: X-Sum", "trailer"),
+        ("Keep-Alive: timeout=5", "keep-alive"),
+        ("Proxy-Authorization: Basic eDp5", "proxy-authorization"),
+        ("proxy-connection: close", "proxy-connection"),
+    ];
+    for (header, name) in forbidden {
+        let report = send(header).await;
+        assert_eq!(report.outcome, Outcome::Fail, "{header}: {report:?}");
+        let message = report.message.unwrap();
+        assert!(
+            message.starts_with(&format!("invalid:header '{name}' ")),
+            "{header}: {message}"
+        );
+    }
+    assert!(
+        server.requests.lock().unwrap().is_empty(),
+        "no request with a forbidden header was sent"
+    );
+
+    let report = send("X-Check: allowed").await;
+    assert_eq!(report.message.as_deref(), Some("status:200 body:5"));
+    let requests = server.requests.lock().unwrap();
+    assert_eq!(requests.len(), 1);
+    assert!(
+        requests[0]
+            .to_lowercase()
+            .contains("\r\nx-check: allowed\r\n"),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[0].contains(&format!(
+            "\r\nhost: {}\r\n",
+            &server.origin["http://".len()..]
+        )),
+        "the host sets Host from the URL: {}",
+        requests[0]
+    );
+}
+
+#[tokio::test]
+async fn healthhost_check_refuses_a_host_header_with_the_typed_error() {
+    let server = StandIn::start(routes([("/ok", Reply::ok("hello"))])).await;
+    let args = [
+        "check".to_owned(),
+        test_artifacts::MISBEHAVE.to_owned(),
+        "--allow-http".to_owned(),
+        server.origin.clone(),
+        "--set".to_owned(),
+        "mode=http".to_owned(),
+        "--set".to_owned(),
+        format!("url={}", server.url("/ok")),
+        "--set".to_owned(),
+        "header=Host: admin.internal".to_owned(),
+    ];
+    // The stand-in runs on this test's runtime: wait for the process off it.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("HEALTHHOST_LOG", "off")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.starts_with("misbehave: FAIL - invalid:header 'host' "),
+        "{text}"
+    );
+    assert!(server.requests.lock().unwrap().is_empty());
 }
 
 /// Runs `statement` through the guest against one datasource named `db`.

@@ -1,6 +1,7 @@
 //! `healthhost check` and `healthhost wit` as plugin authors use them: exit codes
 //! follow Nagios (0 pass, 1 warn, 2 fail, 3 could not run), bad input is one clear
-//! line and exit 3, and `--json` is machine-readable.
+//! line and exit 3, `--json` is machine-readable, secrets are scrubbed before every
+//! cut, and a plugin's text cannot forge lines or drive the terminal.
 
 use std::process::{Command, Output};
 
@@ -266,4 +267,189 @@ fn validate_refuses_a_granted_datasource_whose_role_holds_server_powers() {
     let out = healthhost(&["validate", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `healthhost check` of the misbehave guest with a secret `token` from the
+/// environment and plugin log lines shown.
+fn check_with_secret(secret: &str, extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .args([
+            "check",
+            test_artifacts::MISBEHAVE,
+            "--secret-env",
+            "token=HH_TEST_TOKEN",
+        ])
+        .args(extra)
+        .env("HH_TEST_TOKEN", secret)
+        .env("HEALTHHOST_LOG", "info")
+        .output()
+        .unwrap()
+}
+
+const SECRET: &str = "Zq9Secret42";
+
+/// Forms of [`SECRET`] and of its prefixes that must never be printed.
+const LEAKS: [&str; 4] = ["Zq9", "%5aq9", "%5A%71", "q9Secret"];
+
+fn assert_no_leak(out: &Output) {
+    let all = format!("{}{}", stdout(out), stderr(out));
+    for leak in LEAKS {
+        assert!(!all.contains(leak), "{leak} printed:\n{all}");
+    }
+}
+
+#[test]
+fn secrets_are_scrubbed_before_the_message_and_log_line_cuts_and_in_any_encoding() {
+    let message = format!("message={}{SECRET}", "x".repeat(1020));
+    let log = format!("print_log={}{SECRET}", "y".repeat(4092));
+    let encoded = "print_stdout=GET /bot%5aq9%53ecret42/x and %5A%71%39%53%65%63%72%65%74%34%32\n";
+    let out = check_with_secret(
+        SECRET,
+        &[
+            "--set",
+            "mode=samples",
+            "--set",
+            &message,
+            "--set",
+            &log,
+            "--set",
+            encoded,
+            "--set",
+            "samples=misbehave_value{url=/bot%5aq9%53ecret42/x};misbehave_Zq9Secret42",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_no_leak(&out);
+    let text = stdout(&out);
+    assert_eq!(
+        text.lines().next().unwrap(),
+        format!("misbehave: PASS - {}[RED", "x".repeat(1020))
+    );
+    assert!(
+        text.contains("misbehave_value{url=\"/bot[REDACTED]/x\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("samples dropped: secret 1"), "{text}");
+    assert!(
+        stderr(&out).contains(&format!("{}[RED", "y".repeat(50))),
+        "the log line is scrubbed, then cut at 4 KiB: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("GET /bot[REDACTED]/x and [REDACTED]"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_secret_straddling_the_stderr_capture_cut_does_not_leak_into_the_trap_message() {
+    use healthhost::limits::STDIO_CAPTURE_BYTES;
+    // Short lines up to 4 bytes before the capture cap, then the secret across it.
+    let lines = "z".repeat(99) + "\n";
+    let mut filler = lines.repeat((STDIO_CAPTURE_BYTES - 4) / 100);
+    filler.push_str(&"z".repeat(STDIO_CAPTURE_BYTES - 4 - filler.len() - 1));
+    filler.push('\n');
+    assert_eq!(filler.len(), STDIO_CAPTURE_BYTES - 4);
+    let stderr_setting = format!("print_stderr={filler}{SECRET}");
+    let out = check_with_secret(SECRET, &["--set", "mode=panic", "--set", &stderr_setting]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_no_leak(&out);
+    let first = stdout(&out).lines().next().unwrap().to_owned();
+    assert!(first.starts_with("misbehave: ERROR TRAP - "), "{first}");
+    assert!(
+        first.ends_with(" [RED"),
+        "the last stderr line, scrubbed then cut: {first}"
+    );
+}
+
+#[test]
+fn control_characters_from_a_plugin_cannot_forge_output_lines_or_drive_the_terminal() {
+    let message = "down\n\x1b]0;owned\x07\x1b[2J\u{202e}";
+    let out = check(&[
+        "--name",
+        "evil\rname",
+        "--set",
+        "mode=samples",
+        "--set",
+        &format!("message={message}"),
+        "--set",
+        "samples=misbehave_value{kind=a\nFORGED b}",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        !text.contains(['\x1b', '\x07', '\r', '\u{202e}']),
+        "{text:?}"
+    );
+    assert_eq!(
+        text.lines().next().unwrap(),
+        "evil\\rname: PASS - down\\n\\x1b]0;owned\\x07\\x1b[2J\\u{202e}"
+    );
+    assert!(
+        text.contains("misbehave_value{kind=\"a\\nFORGED b\"} 1"),
+        "{text}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("FORGED")), "{text}");
+
+    let out = check(&[
+        "--set",
+        "mode=fail",
+        "--set",
+        &format!("message={message}"),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["message"], message, "JSON keeps the text as it is");
+
+    let out = Command::new(BIN)
+        .args(["check", test_artifacts::MISBEHAVE])
+        .args(["--set", "print_log=ok\nFORGED ERROR host line\x1b[31m"])
+        .args(["--set", "print_stdout=out\nFORGED stdout\x1b[2J\n"])
+        .env("HEALTHHOST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains('\x1b'), "{err:?}");
+    assert!(!err.lines().any(|l| l.starts_with("FORGED")), "{err}");
+    assert!(
+        err.contains("ok\\nFORGED ERROR host line\\x1b[31m"),
+        "{err}"
+    );
+    assert!(err.contains("FORGED stdout\\x1b[2J"), "{err}");
+}
+
+#[test]
+fn check_shows_the_samples_it_keeps_and_why_it_drops_the_others() {
+    let samples = "samples=misbehave_value{a=1,a=2};misbehave_value{le=1};misbehave_value=inf;misbehave_value{kind=ok}";
+    let out = check(&["--set", "mode=samples", "--set", samples]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("  misbehave_value{kind=\"ok\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  samples dropped: invalid-value 1, invalid-label 1, reserved-label 1\n"),
+        "{text}"
+    );
+
+    let out = check(&[
+        "--set",
+        "mode=samples",
+        "--set",
+        samples,
+        "--set",
+        "repeat=10001",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["samples"].as_array().unwrap().len(),
+        healthhost::limits::REPORT_MAX_SAMPLES
+    );
+    assert_eq!(
+        report["samples_dropped"],
+        serde_json::json!({"invalid-value": 10001, "invalid-label": 10001, "reserved-label": 10001, "too-many": 10001 - 64})
+    );
 }

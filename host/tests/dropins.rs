@@ -420,6 +420,42 @@ async fn list_shows_every_check_with_its_source_grants_and_last_outcome() {
     assert!(text.contains("last     pass"), "{text}");
 }
 
+#[test]
+fn list_escapes_control_characters_in_names_and_errors() {
+    let dir = TempDir::new();
+    let evil = "evil\nFORGED (config): loaded\x1b[2J";
+    drop_file(
+        &dir.0.join("plugins.d"),
+        &format!("{evil}.wasm"),
+        b"not wasm",
+    );
+    let config = dir.0.join("config.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:9\"\n").unwrap();
+
+    let out = Command::new(BIN)
+        .args(["list", "--config"])
+        .arg(&config)
+        .env("HEALTHHOST_LOG", "off")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains('\x1b'), "{text:?}");
+    assert!(!text.lines().any(|l| l.starts_with("FORGED")), "{text}");
+    assert!(
+        text.starts_with("evil\\nFORGED (config): loaded\\x1b[2J (folder): error\n"),
+        "{text}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["list", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["name"], evil, "JSON keeps the name as it is");
+}
+
 // ------------------------------------------------------- statements that never end
 
 /// Plugins whose statement never ends, dropped in beside a critical `database` check on

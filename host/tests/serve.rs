@@ -1,7 +1,8 @@
 //! `healthhost serve` end to end: a real process on an ephemeral port, real plugins
 //! built from source, stand-in upstreams on loopback and real databases. Covers the
 //! seed's /health JSON and status codes, the IETF format, exclusion, single checks,
-//! staleness, readiness, metrics, 404/405 answers, shutdown and config validation.
+//! staleness, readiness, metrics (parsed strictly, whatever plugins report), 404/405
+//! answers, shutdown and config validation.
 
 mod common;
 
@@ -494,4 +495,274 @@ async fn serve_accepts_the_bots_database_url_in_each_sqlalchemy_form() {
         assert_eq!(status, 200, "{url}: {body}");
         assert_eq!(body["outcome"], "pass", "{url}: {body}");
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Plugin samples in /metrics (issue #10, items 7-9)
+
+#[test]
+fn the_exposition_checker_accepts_valid_text_and_names_what_is_wrong() {
+    let good = "# HELP a_total Help text.\n# TYPE a_total counter\na_total{x=\"1\",y=\"q\\\"\\\\\\n\"} 3\na_total{x=\"2\"} 1e3\nb NaN\nc{} +Inf 123\n";
+    let series = parse_exposition(good).unwrap();
+    assert_eq!(series.len(), 4);
+    assert_eq!(series[0].label("y"), Some("q\"\\\n"));
+    assert_eq!(
+        series_value(&series, "a_total", &[("x", "2")]),
+        Some(1000.0)
+    );
+    let bad = [
+        ("a{x=\"1\",x=\"2\"} 1\n", "duplicate label names"),
+        ("a{__name__=\"b\"} 1\n", "invalid label name"),
+        ("a{a-b=\"1\"} 1\n", "invalid label name"),
+        ("a-b 1\n", "invalid metric name"),
+        ("a{x=\"1\"} 1\na{x=\"1\"} 2\n", "duplicate series"),
+        ("a{x=\"1\n\"} 1\n", "unterminated label value"),
+        ("a{x=\"\\t\"} 1\n", "invalid escape"),
+        ("a{x=1} 1\n", "unquoted label value"),
+        ("a one\n", "invalid value"),
+        ("a 1\n\nb 1\n", "blank line"),
+        ("a 1\n# TYPE a gauge\n", "TYPE repeated or after"),
+        ("a 1", "does not end with a newline"),
+    ];
+    for (text, why) in bad {
+        let err = parse_exposition(text).unwrap_err();
+        assert!(err.contains(why), "{text:?}: {err}");
+    }
+}
+
+/// A non-critical misbehave check granted the sample `misbehave_value`, with these
+/// settings (and memory for the large ones).
+fn misbehave_check(name: &str, settings: &[(&str, &str)]) -> String {
+    let settings: String = settings
+        .iter()
+        .map(|(k, v)| format!("settings.{k} = {}\n", toml::Value::from(*v)))
+        .collect();
+    check_block(
+        name,
+        test_artifacts::MISBEHAVE,
+        false,
+        &format!("memory = \"256MiB\"\ngrants.metrics = [\"misbehave_value\"]\n{settings}"),
+    )
+}
+
+/// A check whose one sample is fine: it must stay in /metrics whatever the others do.
+fn good_check() -> String {
+    misbehave_check(
+        "good",
+        &[("mode", "samples"), ("samples", "misbehave_value{kind=ok}")],
+    )
+}
+
+/// `/metrics` once every check ran, parsed strictly (a parse error fails the test).
+async fn parsed_metrics(server: &Host) -> (String, Vec<Series>) {
+    server.wait_for("/health", all_ran).await;
+    let (status, _, text) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    let series = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    (text, series)
+}
+
+fn dropped(series: &[Series], check: &str, reason: &str) -> Option<f64> {
+    series_value(
+        series,
+        "adtrobot_plugin_samples_dropped_total",
+        &[("check", check), ("reason", reason)],
+    )
+}
+
+/// The series of `check`'s samples.
+fn samples_of<'a>(series: &'a [Series], check: &str) -> Vec<&'a Series> {
+    series
+        .iter()
+        .filter(|s| s.name == "adtrobot_misbehave_value" && s.label("check") == Some(check))
+        .collect()
+}
+
+#[tokio::test]
+async fn samples_with_bad_label_names_are_dropped_and_counted_and_metrics_still_parse() {
+    let bad = [
+        "misbehave_value{a=1,a=2}",
+        "misbehave_value{__name__=x}",
+        "misbehave_value{__meta=x}",
+        "misbehave_value{le=1}",
+        "misbehave_value{quantile=0.5}",
+        "misbehave_value{check=other}",
+        "misbehave_value{a-b=1}",
+        "misbehave_value{1a=1}",
+        "bad-name",
+        "misbehave_value=NaN",
+        "misbehave_value{kind=fine}",
+        "misbehave_value{kind=quote\"back\\slash\nnewline}",
+    ];
+    let config =
+        good_check() + &misbehave_check("bad", &[("mode", "samples"), ("samples", &bad.join(";"))]);
+    let server = Host::start(&config).await;
+    let (_, series) = parsed_metrics(&server).await;
+
+    let name = "adtrobot_misbehave_value";
+    assert_eq!(
+        series_value(&series, name, &[("check", "good"), ("kind", "ok")]),
+        Some(1.0)
+    );
+    assert_eq!(samples_of(&series, "bad").len(), 2, "{series:#?}");
+    assert_eq!(
+        series_value(&series, name, &[("check", "bad"), ("kind", "fine")]),
+        Some(1.0)
+    );
+    let odd = "quote\"back\\slash\nnewline";
+    assert_eq!(
+        series_value(&series, name, &[("check", "bad"), ("kind", odd)]),
+        Some(1.0),
+        "quotes, backslashes and newlines are escaped, not dropped"
+    );
+    assert_eq!(dropped(&series, "bad", "invalid-label"), Some(3.0));
+    assert_eq!(dropped(&series, "bad", "reserved-label"), Some(5.0));
+    assert_eq!(dropped(&series, "bad", "invalid-name"), Some(1.0));
+    assert_eq!(dropped(&series, "bad", "invalid-value"), Some(1.0));
+    assert!(
+        series
+            .iter()
+            .all(|s| s.label("check") != Some("good") || !s.name.contains("dropped")),
+        "the good check drops nothing"
+    );
+}
+
+#[tokio::test]
+async fn metrics_stay_small_whatever_size_plugins_send() {
+    let config = [
+        good_check(),
+        misbehave_check(
+            "huge",
+            &[
+                ("mode", "samples"),
+                ("samples", "misbehave_value"),
+                ("repeat", "32"),
+                ("value_bytes", "1048576"),
+            ],
+        ),
+        misbehave_check(
+            "wide",
+            &[
+                ("mode", "samples"),
+                ("samples", "misbehave_value"),
+                ("label_count", "100000"),
+            ],
+        ),
+        misbehave_check(
+            "many",
+            &[
+                ("mode", "samples"),
+                ("samples", "misbehave_value"),
+                ("repeat", "10001"),
+            ],
+        ),
+        misbehave_check(
+            "fat",
+            &[
+                ("mode", "samples"),
+                ("samples", "misbehave_value"),
+                ("repeat", "64"),
+                ("label_count", "4"),
+                ("value_bytes", "256"),
+            ],
+        ),
+    ]
+    .concat();
+    let server = Host::start(&config).await;
+    let (text, series) = parsed_metrics(&server).await;
+    use healthhost::limits::{
+        MAX_SERIES_PER_CHECK, REPORT_MAX_SAMPLES, SAMPLES_MAX_BYTES_PER_CHECK,
+    };
+
+    assert!(text.len() < 128 * 1024, "/metrics is {} bytes", text.len());
+    for check in ["good", "huge", "wide", "many", "fat"] {
+        let lines: usize = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("adtrobot_misbehave_value{")
+                    && l.contains(&format!("check=\"{check}\""))
+            })
+            .map(str::len)
+            .sum();
+        assert!(
+            lines <= SAMPLES_MAX_BYTES_PER_CHECK + MAX_SERIES_PER_CHECK * 64,
+            "{check}: {lines} bytes of samples"
+        );
+    }
+    assert_eq!(samples_of(&series, "good").len(), 1);
+    assert!(samples_of(&series, "huge").is_empty());
+    assert_eq!(dropped(&series, "huge", "too-large"), Some(32.0));
+    assert!(samples_of(&series, "wide").is_empty());
+    assert_eq!(dropped(&series, "wide", "too-large"), Some(1.0));
+
+    assert_eq!(samples_of(&series, "many").len(), MAX_SERIES_PER_CHECK);
+    let too_many = 10_001 - REPORT_MAX_SAMPLES;
+    assert_eq!(dropped(&series, "many", "too-many"), Some(too_many as f64));
+    let over_cap = REPORT_MAX_SAMPLES - MAX_SERIES_PER_CHECK;
+    assert_eq!(
+        dropped(&series, "many", "series-cap"),
+        Some(over_cap as f64)
+    );
+
+    assert_eq!(samples_of(&series, "fat").len(), MAX_SERIES_PER_CHECK);
+    let too_large = dropped(&series, "fat", "too-large").unwrap_or(0.0);
+    let capped = dropped(&series, "fat", "series-cap").unwrap_or(0.0);
+    assert!(too_large > 0.0, "the byte cap bites first");
+    assert_eq!(too_large + capped + MAX_SERIES_PER_CHECK as f64, 64.0);
+
+    let (status, body) = server.json("/health").await;
+    assert_eq!(status, 200, "{body}");
+    for check in ["good", "huge", "wide", "many", "fat"] {
+        assert_eq!(body["checks"][check]["outcome"], "pass", "{body}");
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_reach_metrics_or_health_in_any_encoding_or_at_a_cut() {
+    const SECRET: &str = "Zq9Secret42";
+    let samples = [
+        "misbehave_value{url=/bot%5aq9%53ecret42/getMe}",
+        "misbehave_value{t=Zq9Secret42}",
+        "misbehave_value{enc=%5A%71%39%53%65%63%72%65%74%34%32}",
+        "misbehave_Zq9Secret42",
+        "misbehave_value{Zq9Secret42=x}",
+    ];
+    let message = format!("{}{SECRET}", "x".repeat(1020));
+    let config = good_check()
+        + &misbehave_check(
+            "leaky",
+            &[
+                ("mode", "samples"),
+                ("samples", &samples.join(";")),
+                ("message", &message),
+                ("token", "${HH_SECRET}"),
+            ],
+        );
+    let server = Host::start_with_env(&config, &[("HH_SECRET", SECRET)]).await;
+    let (text, series) = parsed_metrics(&server).await;
+    let (_, _, health) = server.get("/health").await;
+    for leak in ["Zq9", "%5aq9", "%5A%71", "q9Secret"] {
+        assert!(!text.contains(leak), "{leak} in /metrics:\n{text}");
+        assert!(!health.contains(leak), "{leak} in /health: {health}");
+    }
+    let name = "adtrobot_misbehave_value";
+    for (label, value) in [
+        ("url", "/bot[REDACTED]/getMe"),
+        ("t", "[REDACTED]"),
+        ("enc", "[REDACTED]"),
+    ] {
+        assert_eq!(
+            series_value(&series, name, &[("check", "leaky"), (label, value)]),
+            Some(1.0),
+            "{label}"
+        );
+    }
+    assert_eq!(dropped(&series, "leaky", "secret"), Some(2.0));
+    assert_eq!(samples_of(&series, "good").len(), 1);
+    let (_, body) = server.json("/health/leaky").await;
+    assert_eq!(
+        body["message"],
+        format!("{}[RED", "x".repeat(1020)),
+        "scrubbed, then cut at 1 KiB"
+    );
 }

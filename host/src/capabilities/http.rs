@@ -1,7 +1,10 @@
 //! The `http` capability: outbound HTTP to the origins a check was granted.
 //!
 //! Policy: [`HttpPolicy`], a parsed allowlist of origins (scheme, host, port); empty
-//! denies everything, `*` allows every http(s) origin and must be written out.
+//! denies everything, `*` allows every http(s) origin and must be written out. The
+//! headers that route or frame a request ([`forbidden_header`]: `Host`, the length and
+//! connection headers, `Proxy-*`) are the host's: a plugin that sets one gets the typed
+//! `invalid` error, so it cannot reach another virtual host behind a shared proxy.
 //! Per-run state: [`HttpState`]. Host implementation: redirects are followed by hand so
 //! that every hop is checked against the allowlist; the body is read up to a cap; the
 //! exchange gets the lesser of the guest's timeout and the run's remaining time.
@@ -148,11 +151,14 @@ pub fn client() -> reqwest::Client {
 
 impl wit::Host for HttpState {
     async fn send(&mut self, req: Request) -> Result<Response, Error> {
-        let span = tracing::debug_span!("http", check = %self.check, method = %req.method);
+        // Parsed first, so the span never carries the plugin's raw text.
+        let method = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Error::Invalid(format!("invalid method '{}'", req.method)))?;
+        let span = tracing::debug_span!("http", check = %self.check, %method);
         let timeout = self
             .deadline
             .host_call_timeout(req.timeout_ms.map(|ms| Duration::from_millis(ms.into())));
-        let exchange = self.exchange(req);
+        let exchange = self.exchange(method, req);
         match tokio::time::timeout(timeout, exchange)
             .instrument(span)
             .await
@@ -175,10 +181,28 @@ fn redirect_keeps_method(status: StatusCode) -> Option<bool> {
 /// Headers that must not follow a redirect to another origin.
 const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 
+/// Request headers the host sets and a plugin may not: `host` picks the virtual host
+/// (behind a shared proxy or CDN, one the check was not granted); the others frame the
+/// message or manage the connection, and a plugin's own could smuggle a second
+/// request. Lowercase, as [`HeaderName`] is; every `proxy-*` header is forbidden too.
+pub const FORBIDDEN_HEADERS: [&str; 8] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+];
+
+/// Whether a plugin may not set the header `name` (see [`FORBIDDEN_HEADERS`]).
+pub fn forbidden_header(name: &HeaderName) -> bool {
+    FORBIDDEN_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("proxy-")
+}
+
 impl HttpState {
-    async fn exchange(&self, req: Request) -> Result<Response, Error> {
-        let mut method = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| Error::Invalid(format!("invalid method '{}'", req.method)))?;
+    async fn exchange(&self, mut method: Method, req: Request) -> Result<Response, Error> {
         let mut url =
             Url::parse(&req.url).map_err(|e| Error::Invalid(format!("invalid url: {e}")))?;
         if Origin::of(&url).is_none() {
@@ -190,6 +214,11 @@ impl HttpState {
         for (name, value) in &req.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| Error::Invalid(format!("invalid header name '{name}'")))?;
+            if forbidden_header(&name) {
+                return Err(Error::Invalid(format!(
+                    "header '{name}' is set by the host, a plugin may not set it"
+                )));
+            }
             let value = HeaderValue::from_str(value)
                 .map_err(|_| Error::Invalid(format!("invalid value for header '{name}'")))?;
             headers.append(name, value);
@@ -381,6 +410,35 @@ mod tests {
         assert!(any.allows(&url("https://example.com/")));
         assert!(any.allows(&url("http://10.0.0.1:1234/")));
         assert!(!any.allows(&url("file:///etc/passwd")));
+    }
+
+    #[test]
+    fn routing_framing_and_proxy_headers_are_forbidden_in_any_case() {
+        let cases = [
+            ("Host", true),
+            ("HOST", true),
+            ("content-length", true),
+            ("Transfer-Encoding", true),
+            ("Connection", true),
+            ("upgrade", true),
+            ("TE", true),
+            ("Trailer", true),
+            ("Keep-Alive", true),
+            ("Proxy-Authorization", true),
+            ("proxy-connection", true),
+            ("PROXY-anything", true),
+            ("Authorization", false),
+            ("Accept", false),
+            ("X-Forwarded-Host", false),
+            ("Hostname", false),
+            ("X-Proxy", false),
+            ("Content-Type", false),
+            ("Tea", false),
+        ];
+        for (name, forbidden) in cases {
+            let header = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(forbidden_header(&header), forbidden, "{name}");
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The `log` capability, and the guest's captured stdout and stderr.
 //!
 //! Per-run state: [`LogState`], which writes each line into `tracing` with the check's
-//! name, scrubbed of secrets, within a per-run byte budget shared with stdout and
-//! stderr. Stdout and stderr are captured by [`CapturePipe`], which keeps the first
-//! bytes up to a cap and silently discards the rest (refusing the write would make
-//! Rust's `print!` panic, turning chattiness into a failure).
+//! name — scrubbed of secrets, then cut, its control characters escaped so it cannot
+//! forge a host log line — within a per-run byte budget shared with stdout and stderr.
+//! Stdout and stderr are captured by [`CapturePipe`], which keeps the first bytes up
+//! to a cap and silently discards the rest (refusing the write would make Rust's
+//! `print!` panic, turning chattiness into a failure).
 
 use std::sync::{Arc, Mutex};
 
@@ -12,8 +13,9 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use super::bindings::healthhost::plugin::log::{self as wit, Level};
+use crate::escape::escape_controls;
 use crate::limits::{LOG_MAX_BYTES_PER_RUN, LOG_MAX_LINE_BYTES};
-use crate::scrub::Scrubber;
+use crate::scrub::{Scrubber, cut};
 
 /// What the `log` import of one run writes to.
 pub struct LogState {
@@ -36,15 +38,21 @@ impl LogState {
         }
     }
 
-    /// Writes one line, if the run's budget allows it.
+    /// Writes one line from the plugin, if the run's budget allows it.
     pub fn write(&mut self, level: Level, source: &'static str, line: &str) {
-        let line = truncate(line, LOG_MAX_LINE_BYTES);
+        let line = self.scrubber.scrub_cut(line, LOG_MAX_LINE_BYTES);
+        self.emit(level, source, &line);
+    }
+
+    /// Writes one line already scrubbed, cut to the line cap, if the budget allows it.
+    fn emit(&mut self, level: Level, source: &'static str, line: &str) {
+        let line = cut(line, LOG_MAX_LINE_BYTES);
         if self.written + line.len() > LOG_MAX_BYTES_PER_RUN {
             self.dropped += 1;
             return;
         }
         self.written += line.len();
-        let line = self.scrubber.scrub(line);
+        let line = escape_controls(line);
         let check = &*self.check;
         match level {
             Level::Trace => tracing::trace!(check, source, "{line}"),
@@ -56,12 +64,11 @@ impl LogState {
     }
 
     /// Writes captured output line by line, then notes how much was dropped.
-    pub fn write_captured(&mut self, source: &'static str, pipe: &CapturePipe) {
-        let (bytes, discarded) = pipe.contents();
-        let text = String::from_utf8_lossy(&bytes);
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            self.write(Level::Info, source, line);
+    pub fn write_captured(&mut self, source: &'static str, captured: &Captured) {
+        for line in captured.text.lines().filter(|l| !l.trim().is_empty()) {
+            self.emit(Level::Info, source, line);
         }
+        let discarded = captured.discarded;
         if discarded > 0 {
             let check = &*self.check;
             tracing::warn!(
@@ -92,53 +99,57 @@ impl wit::Host for LogState {
     }
 }
 
-/// `text` cut to at most `max` bytes at a character boundary.
-pub fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-/// A bounded in-memory stdout/stderr: keeps the first `capacity` bytes, discards and
-/// counts the rest, and never refuses a write.
+/// A bounded in-memory stdout/stderr: keeps the first `capacity` bytes (and a
+/// `lookahead` beyond them, so that a secret straddling the cap is found whole), never
+/// refuses a write, and counts what it discards.
 #[derive(Clone)]
 pub struct CapturePipe {
     capacity: usize,
-    inner: Arc<Mutex<Captured>>,
+    lookahead: usize,
+    inner: Arc<Mutex<Written>>,
 }
 
 #[derive(Default)]
-struct Captured {
+struct Written {
     bytes: Vec<u8>,
-    discarded: u64,
+    total: u64,
+}
+
+/// What a guest wrote to one stream: the first bytes as text, scrubbed, then cut to
+/// the capture cap.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Captured {
+    pub text: String,
+    /// Bytes written beyond the cap.
+    pub discarded: u64,
 }
 
 impl CapturePipe {
-    /// A pipe that keeps up to `capacity` bytes.
-    pub fn new(capacity: usize) -> Self {
+    /// A pipe that keeps `capacity` bytes and `lookahead` more for scrubbing.
+    pub fn new(capacity: usize, lookahead: usize) -> Self {
         CapturePipe {
             capacity,
+            lookahead,
             inner: Arc::default(),
         }
     }
 
-    /// The kept bytes and the number discarded.
-    pub fn contents(&self) -> (Vec<u8>, u64) {
+    /// What was written, secrets removed before the cut.
+    pub fn text(&self, scrubber: &Scrubber) -> Captured {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        (inner.bytes.clone(), inner.discarded)
+        let text = String::from_utf8_lossy(&inner.bytes);
+        Captured {
+            text: scrubber.scrub_cut(&text, self.capacity).into_owned(),
+            discarded: inner.total.saturating_sub(self.capacity as u64),
+        }
     }
 
     fn push(&self, buf: &[u8]) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let room = self.capacity.saturating_sub(inner.bytes.len());
+        let room = (self.capacity + self.lookahead).saturating_sub(inner.bytes.len());
         let kept = buf.len().min(room);
         inner.bytes.extend_from_slice(&buf[..kept]);
-        inner.discarded += (buf.len() - kept) as u64;
+        inner.total += buf.len() as u64;
     }
 }
 
@@ -212,17 +223,24 @@ mod tests {
 
     #[test]
     fn capture_keeps_the_first_bytes_and_counts_the_rest() {
-        let pipe = CapturePipe::new(4);
+        let pipe = CapturePipe::new(4, 0);
         pipe.push(b"abc");
         pipe.push(b"defg");
-        assert_eq!(pipe.contents(), (b"abcd".to_vec(), 3));
+        let captured = Captured {
+            text: "abcd".to_owned(),
+            discarded: 3,
+        };
+        assert_eq!(pipe.text(&Scrubber::default()), captured);
     }
 
     #[test]
-    fn truncate_respects_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("héllo", 3), "hé");
-        assert_eq!(truncate("abc", 10), "abc");
+    fn capture_scrubs_a_secret_straddling_the_cap_before_cutting() {
+        let scrubber = Scrubber::new(["Zq9SECRET"]);
+        let pipe = CapturePipe::new(8, scrubber.lookahead());
+        pipe.push(b"line\nxxZq9SECRET and more");
+        let captured = pipe.text(&scrubber);
+        assert_eq!(captured.text, "line\nxx[");
+        assert_eq!(captured.discarded, 25 - 8);
     }
 
     #[test]

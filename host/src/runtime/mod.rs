@@ -25,16 +25,17 @@ use wasmtime::{
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::cache::{CacheError, CompileCache, hex};
-use crate::capabilities::bindings::healthhost::plugin::types::{Report, Status};
+use crate::capabilities::bindings::healthhost::plugin::types::{self as wit, Status};
 use crate::capabilities::bindings::{Check, CheckPre};
-use crate::capabilities::log::{CapturePipe, LogState, truncate};
+use crate::capabilities::log::{CapturePipe, LogState};
 use crate::capabilities::sql::Datasources;
 use crate::capabilities::{self, Grants, RunState, config, http, sql};
 use crate::limits::{
     self, Deadline, EPOCH_TICK, Limits, MAX_MEMORY_BYTES, POOL_INSTANCES, REPORT_MAX_MESSAGE_BYTES,
-    REPORT_MAX_SAMPLES, STDIO_CAPTURE_BYTES,
+    STDIO_CAPTURE_BYTES,
 };
-use crate::scrub::Scrubber;
+use crate::samples::{self, Drops};
+use crate::scrub::{Scrubber, cut};
 pub use outcome::{ErrorKind, Outcome, RunReport, Sample};
 
 /// Worker threads of the plugin runtime: the machine's cores, since guest CPU is the
@@ -248,6 +249,7 @@ impl RunReport {
             outcome: Outcome::Error(ErrorKind::Trap),
             message: None,
             samples: Vec::new(),
+            samples_dropped: Drops::new(),
             latency: Duration::ZERO,
             fuel_consumed: 0,
             peak_memory_bytes: 0,
@@ -283,8 +285,9 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
     let limits = plugin.limits;
     let started = Instant::now();
     let deadline = Deadline::after(limits.timeout);
-    let stdout = CapturePipe::new(STDIO_CAPTURE_BYTES);
-    let stderr = CapturePipe::new(STDIO_CAPTURE_BYTES);
+    let lookahead = plugin.scrubber.lookahead();
+    let stdout = CapturePipe::new(STDIO_CAPTURE_BYTES, lookahead);
+    let stderr = CapturePipe::new(STDIO_CAPTURE_BYTES, lookahead);
     let wasi = WasiCtxBuilder::new()
         .stdout(stdout.clone())
         .stderr(stderr.clone())
@@ -342,6 +345,8 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
 
     let latency = started.elapsed();
     let fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    let stdout = stdout.text(&plugin.scrubber);
+    let stderr = stderr.text(&plugin.scrubber);
     let data = store.data_mut();
     data.log.write_captured("stdout", &stdout);
     data.log.write_captured("stderr", &stderr);
@@ -354,23 +359,30 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
     report.latency = latency;
     report.fuel_consumed = fuel_consumed;
     report.peak_memory_bytes = peak_memory_bytes;
-    let scrub = |text: &str| plugin.scrubber.scrub(text).into_owned();
+    // Every text from the plugin is scrubbed before it is cut to its cap.
+    let scrub_cut = |text: &str| {
+        plugin
+            .scrubber
+            .scrub_cut(text, REPORT_MAX_MESSAGE_BYTES)
+            .into_owned()
+    };
     match result {
         Ok(Ok(plugin_report)) => {
-            let (outcome, message, samples) = verdict(plugin_report);
-            report.outcome = outcome;
-            report.message = message.map(|m| scrub(truncate(&m, REPORT_MAX_MESSAGE_BYTES)));
-            report.samples = samples;
+            report.outcome = verdict(plugin_report.status);
+            report.message = plugin_report.message.as_deref().map(scrub_cut);
+            let reported = plugin_report.samples.into_iter().map(Sample::from);
+            (report.samples, report.samples_dropped) =
+                samples::screen(reported.collect(), &plugin.scrubber);
         }
         Ok(Err(error)) => {
             let (kind, text) = classify(&error, memory_refused, stage, &limits);
-            let stderr_tail = stderr_excerpt(&captured_text(&stderr));
-            let text = match stderr_tail {
+            let text = scrub_cut(&text);
+            let text = match stderr_excerpt(&stderr.text) {
                 Some(tail) if kind == ErrorKind::Trap => format!("{text}; stderr: {tail}"),
                 _ => text,
             };
             report.outcome = Outcome::Error(kind);
-            report.message = Some(scrub(truncate(&text, REPORT_MAX_MESSAGE_BYTES)));
+            report.message = Some(cut(&text, REPORT_MAX_MESSAGE_BYTES).to_owned());
         }
         Err(_elapsed) => {
             report.outcome = Outcome::Error(ErrorKind::Timeout);
@@ -388,38 +400,23 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
     report
 }
 
-/// The plugin's verdict, its message, and the samples that are valid.
-fn verdict(report: Report) -> (Outcome, Option<String>, Vec<Sample>) {
-    let outcome = match report.status {
+/// The plugin's verdict as an outcome.
+fn verdict(status: Status) -> Outcome {
+    match status {
         Status::Pass => Outcome::Pass,
         Status::Warn => Outcome::Warn,
         Status::Fail => Outcome::Fail,
-    };
-    let samples = report
-        .samples
-        .into_iter()
-        .filter(|s| {
-            valid_metric_name(&s.name)
-                && s.value.is_finite()
-                && s.labels.iter().all(|(k, _)| valid_metric_name(k))
-        })
-        .take(REPORT_MAX_SAMPLES)
-        .map(|s| Sample {
+    }
+}
+
+impl From<wit::Sample> for Sample {
+    fn from(s: wit::Sample) -> Sample {
+        Sample {
             name: s.name,
             labels: s.labels,
             value: s.value,
-        })
-        .collect();
-    (outcome, report.message, samples)
-}
-
-/// Prometheus metric and label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn valid_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+    }
 }
 
 /// Decides why a run failed by matching on the limiter's state and the error's type.
@@ -471,10 +468,6 @@ fn timeout_message(limits: &Limits) -> String {
         "timed out after {}",
         humantime::format_duration(limits.timeout)
     )
-}
-
-fn captured_text(pipe: &CapturePipe) -> String {
-    String::from_utf8_lossy(&pipe.contents().0).into_owned()
 }
 
 /// Lines of stderr kept to explain a trap: a Rust panic prints where, then what.
@@ -581,16 +574,6 @@ impl Drop for EpochTicker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metric_names() {
-        for good in ["latency_seconds", "_x", "A1"] {
-            assert!(valid_metric_name(good), "{good}");
-        }
-        for bad in ["", "1x", "a-b", "a b", "é"] {
-            assert!(!valid_metric_name(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn stderr_excerpt_keeps_the_panic_and_drops_the_backtrace_hint() {

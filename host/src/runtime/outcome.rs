@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::samples::Drops;
+
 /// The result of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "outcome", content = "reason")]
@@ -97,6 +99,21 @@ pub struct Sample {
     pub value: f64,
 }
 
+#[cfg(test)]
+impl Sample {
+    /// A sample from borrowed parts.
+    pub(crate) fn of(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
+        Sample {
+            name: name.to_owned(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            value,
+        }
+    }
+}
+
 /// Everything known about one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -107,8 +124,11 @@ pub struct RunReport {
     pub outcome: Outcome,
     /// The plugin's message, or the host's explanation of an error; secrets removed.
     pub message: Option<String>,
-    /// Valid samples the plugin reported.
+    /// The samples the plugin reported that passed [`crate::samples::screen`]: valid,
+    /// within the caps, secrets removed.
     pub samples: Vec<Sample>,
+    /// How many other samples it reported, by why they were dropped.
+    pub samples_dropped: Drops,
     /// Wall-clock time of the run (instantiation and call).
     #[serde(serialize_with = "millis")]
     #[serde(rename = "latency_ms")]

@@ -492,3 +492,168 @@ impl Drop for Host {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------------------------
+// A strict reader of the Prometheus text exposition format
+
+/// One series line of a `/metrics` exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Series {
+    /// The value of label `name`.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses `/metrics` as strictly as Prometheus does, failing with the line number and
+/// why: metric and label names valid, label values quoted with only `\\`, `\"` and
+/// `\n` escapes, unique label names per series (no `__name__`), every series once,
+/// `# TYPE` at most once per family and before its series, no blank lines.
+pub fn parse_exposition(text: &str) -> Result<Vec<Series>, String> {
+    let mut series: Vec<Series> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut typed = std::collections::HashSet::new();
+    let Some(body) = text.strip_suffix('\n') else {
+        return Err("the exposition does not end with a newline".into());
+    };
+    for (i, line) in body.split('\n').enumerate() {
+        let fail = |why: &str| Err(format!("line {}: {why}: {line:?}", i + 1));
+        if line.is_empty() {
+            return fail("blank line");
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let mut words = comment.trim_start().splitn(3, ' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some("TYPE"), Some(name), Some(kind)) => {
+                    if !metric_name(name) {
+                        return fail("invalid metric name in TYPE");
+                    }
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                        return fail("unknown type");
+                    }
+                    if !typed.insert(name.to_owned()) || series.iter().any(|s| s.name == name) {
+                        return fail("TYPE repeated or after the family's series");
+                    }
+                }
+                (Some("HELP"), Some(name), _) if !metric_name(name) => {
+                    return fail("invalid metric name in HELP");
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let parsed = match series_line(line) {
+            Ok(parsed) => parsed,
+            Err(why) => return fail(why),
+        };
+        let mut names: Vec<&str> = parsed.labels.iter().map(|(k, _)| k.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return fail("duplicate label names");
+        }
+        let mut key = parsed.labels.clone();
+        key.sort();
+        if !seen.insert((parsed.name.clone(), format!("{key:?}"))) {
+            return fail("duplicate series");
+        }
+        series.push(parsed);
+    }
+    Ok(series)
+}
+
+fn metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn label_name(name: &str) -> bool {
+    name != "__name__" && !name.contains(':') && metric_name(name)
+}
+
+/// `name{labels} value [timestamp]`.
+fn series_line(line: &str) -> Result<Series, &'static str> {
+    let name_end = line.find(['{', ' ']).ok_or("no value")?;
+    let name = &line[..name_end];
+    if !metric_name(name) {
+        return Err("invalid metric name");
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(mut inner) = rest.strip_prefix('{') {
+        loop {
+            if let Some(after) = inner.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let eq = inner.find('=').ok_or("label without '='")?;
+            let label = &inner[..eq];
+            if !label_name(label) {
+                return Err("invalid label name");
+            }
+            let quoted = inner[eq + 1..]
+                .strip_prefix('"')
+                .ok_or("unquoted label value")?;
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let end = loop {
+                match chars.next().ok_or("unterminated label value")? {
+                    (i, '"') => break i,
+                    (_, '\\') => match chars.next().ok_or("dangling escape")?.1 {
+                        '\\' => value.push('\\'),
+                        '"' => value.push('"'),
+                        'n' => value.push('\n'),
+                        _ => return Err("invalid escape in a label value"),
+                    },
+                    (_, '\n') => return Err("raw newline in a label value"),
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.push((label.to_owned(), value));
+            inner = &quoted[end + 1..];
+            inner = inner.strip_prefix(',').unwrap_or(inner);
+        }
+    }
+    let mut fields = rest
+        .strip_prefix(' ')
+        .ok_or("no space before the value")?
+        .split(' ');
+    let value = match fields.next().ok_or("no value")? {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        v => v.parse().map_err(|_| "invalid value")?,
+    };
+    if let Some(ts) = fields.next()
+        && ts.parse::<i64>().is_err()
+    {
+        return Err("invalid timestamp");
+    }
+    if fields.next().is_some() {
+        return Err("trailing fields");
+    }
+    Ok(Series {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+/// The value of the series `name` whose labels include every pair of `labels`.
+pub fn series_value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    series
+        .iter()
+        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(*v)))
+        .map(|s| s.value)
+}

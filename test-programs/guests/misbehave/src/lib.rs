@@ -1,17 +1,26 @@
-//! Test guest `misbehave`: one configurable plugin for the host's tests. The
-//! setting `mode` picks what `check` does (default `pass`):
+//! Test guest `misbehave`: one configurable plugin for the host's tests. Before
+//! anything else, settings `print_log`, `print_stdout` and `print_stderr`, when set,
+//! are logged at info / written to stdout / written to stderr exactly as they are.
+//! Then the setting `mode` picks what `check` does (default `pass`):
 //!
 //! - `pass` | `warn` | `fail`: that status, message from setting `message`, and
 //!   one sample `misbehave_value{kind="test"} 1`.
+//! - `samples`: pass, message from setting `message`, and the samples setting
+//!   `samples` describes: `;`-separated `NAME`, `NAME{K=V,K=V}`, each optionally
+//!   followed by `=VALUE` (default 1; `NaN`, `inf` parse). Each is reported
+//!   setting `repeat` times (default 1; with a label `n` = 0, 1, ... when more than
+//!   once), with setting `label_count` extra labels `l0`, `l1`, ... = `v`, and, when
+//!   setting `value_bytes` is set, a label `big` of that many `x`.
 //! - `spin`: burns CPU forever (fuel / epoch limits).
 //! - `alloc`: allocates 1 MiB blocks forever (memory limit).
 //! - `sleep`: sleeps an hour inside a WASI call (wall-clock limit).
-//! - `panic`: panics (a trap).
+//! - `panic`: panics with setting `message` (default `misbehave: deliberate
+//!   panic`): a trap.
 //! - `stdout`: writes setting `bytes` (default 8 MiB) to stdout, a line to stderr.
 //! - `log`: logs setting `count` (default 100000) 100-byte lines (log cap).
 //! - `secret`: puts setting `token` in its message and a warn log (scrubbing).
 //! - `http`: sends setting `method` (default GET) to setting `url`, optional
-//!   `timeout_ms`; reports the outcome in the message.
+//!   `timeout_ms` and `header` (`Name: value`); reports the outcome in the message.
 //! - `sql`: runs setting `statement` on setting `datasource` (default `main`)
 //!   with the comma-separated setting `params`; reports the outcome.
 //! - `config`: reports the value of the setting named by setting `key`.
@@ -33,15 +42,20 @@ struct Misbehave;
 
 impl Guest for Misbehave {
     fn check() -> Report {
+        print_settings();
         let mode = config::get("mode").unwrap_or_else(|| "pass".into());
         let result = match mode.as_str() {
             "pass" => Ok(verdict(Status::Pass)),
             "warn" => Ok(verdict(Status::Warn)),
             "fail" => Ok(verdict(Status::Fail)),
+            "samples" => samples(),
             "spin" => spin(),
             "alloc" => alloc(),
             "sleep" => sleep(),
-            "panic" => panic!("misbehave: deliberate panic"),
+            "panic" => panic!(
+                "{}",
+                config::get("message").unwrap_or_else(|| "misbehave: deliberate panic".into())
+            ),
             "stdout" => stdout(),
             "log" => log_lines(),
             "secret" => Ok(secret()),
@@ -52,6 +66,85 @@ impl Guest for Misbehave {
         };
         result.unwrap_or_else(|message| report(Status::Fail, Some(message)))
     }
+}
+
+/// Settings `print_log`, `print_stdout`, `print_stderr`: logged at info, written to
+/// stdout, written to stderr, exactly as they are.
+fn print_settings() {
+    if let Some(line) = config::get("print_log") {
+        log::log(Level::Info, &line);
+    }
+    if let Some(text) = config::get("print_stdout") {
+        let _ = std::io::stdout().write_all(text.as_bytes());
+        let _ = std::io::stdout().flush();
+    }
+    if let Some(text) = config::get("print_stderr") {
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    }
+}
+
+/// `samples`: pass with the samples settings `samples`, `repeat`, `label_count` and
+/// `value_bytes` describe (see the module header).
+fn samples() -> Result<Report, String> {
+    let repeat: usize = setting_or("repeat", 1)?;
+    let label_count: usize = setting_or("label_count", 0)?;
+    let value_bytes: Option<usize> = optional_setting("value_bytes")?;
+    let mut samples = Vec::new();
+    let specs = config::get("samples").unwrap_or_default();
+    for spec in specs.split(';').filter(|spec| !spec.is_empty()) {
+        let (name, mut labels, value) = parse_sample(spec)?;
+        labels.extend((0..label_count).map(|i| (format!("l{i}"), "v".to_owned())));
+        if let Some(n) = value_bytes {
+            labels.push(("big".into(), "x".repeat(n)));
+        }
+        for n in 0..repeat {
+            let mut labels = labels.clone();
+            if repeat > 1 {
+                labels.push(("n".into(), n.to_string()));
+            }
+            samples.push(Sample {
+                name: name.clone(),
+                labels,
+                value,
+            });
+        }
+    }
+    Ok(Report {
+        status: Status::Pass,
+        message: config::get("message"),
+        samples,
+    })
+}
+
+/// One sample of setting `samples`: `NAME`, `NAME{K=V,...}`, then optionally `=VALUE`.
+fn parse_sample(spec: &str) -> Result<(String, Vec<(String, String)>, f64), String> {
+    let (head, value) = match spec.rfind('}') {
+        Some(close) => (&spec[..=close], spec[close + 1..].strip_prefix('=')),
+        None => match spec.split_once('=') {
+            Some((head, value)) => (head, Some(value)),
+            None => (spec, None),
+        },
+    };
+    let value = match value {
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("invalid sample value in '{spec}'"))?,
+        None => 1.0,
+    };
+    let Some((name, labels)) = head.split_once('{') else {
+        return Ok((head.to_owned(), Vec::new(), value));
+    };
+    let labels = labels
+        .strip_suffix('}')
+        .unwrap_or(labels)
+        .split(',')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    Ok((name.to_owned(), labels, value))
 }
 
 /// `pass` | `warn` | `fail`: the status, setting `message`, and one labelled sample.
@@ -134,10 +227,17 @@ fn secret() -> Report {
 /// `denied:<origin>` | `timeout` | `too-large:<n>` | `transport:<msg>` |
 /// `invalid:<msg>` (fail).
 fn http_request() -> Result<Report, String> {
+    let headers = config::get("header")
+        .map(|header| match header.split_once(':') {
+            Some((name, value)) => (name.trim().to_owned(), value.trim().to_owned()),
+            None => (header, String::new()),
+        })
+        .into_iter()
+        .collect();
     let request = http::Request {
         method: config::get("method").unwrap_or_else(|| "GET".into()),
         url: required("url")?,
-        headers: Vec::new(),
+        headers,
         body: None,
         timeout_ms: optional_setting("timeout_ms")?,
     };
