@@ -515,13 +515,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let health = health.clone();
             let delay = config.shutdown_delay;
             async move {
-                shutdown_signal().await;
-                tracing::info!("shutting down: /readyz now answers 503");
+                let signal = shutdown_signal().await;
                 health.begin_shutdown();
-                // Keep serving while load balancers notice; a second signal cuts it short.
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {},
-                    () = shutdown_signal() => {},
+                if signal == Signal::Terminate {
+                    tracing::info!(
+                        "SIGTERM: /readyz now answers 503; serving for {} more",
+                        humantime::format_duration(delay)
+                    );
+                    // Keep serving while load balancers notice; a second signal cuts
+                    // it short.
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {},
+                        _ = shutdown_signal() => {},
+                    }
+                } else {
+                    tracing::info!("SIGINT: stopping");
                 }
             }
         };
@@ -536,8 +544,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// The signals that stop `serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGINT (Ctrl-C): a person at a terminal; stop at once.
+    Interrupt,
+    /// SIGTERM: an orchestrator; drain for `shutdown_delay` first.
+    Terminate,
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C), saying which.
+async fn shutdown_signal() -> Signal {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -553,8 +570,8 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        () = ctrl_c => Signal::Interrupt,
+        () = term => Signal::Terminate,
     }
 }
 

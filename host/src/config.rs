@@ -37,9 +37,10 @@ pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 8;
 /// Shortest interval: more often than this a health check only loads its dependency.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the host keeps serving after SIGTERM with `/readyz` at 503, when the file
-/// says nothing: none, so Ctrl-C is immediate. Behind a load balancer or in
-/// Kubernetes, set it to the time endpoints take to drop the instance (e.g. "5s").
-pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::ZERO;
+/// says nothing: Kubernetes sends SIGTERM while endpoints still route to the pod, and
+/// removing it takes a probe period or two, well within the 30 s grace period. SIGINT
+/// (Ctrl-C in a terminal) does not wait.
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
 /// The drop-in folder, relative to the config file, when the file says nothing.
 pub const DEFAULT_PLUGINS_DIR: &str = "plugins.d";
 /// How often the drop-in folder is scanned for changes when the file says nothing:

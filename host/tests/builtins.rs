@@ -176,39 +176,87 @@ async fn job_store_sqlite(file: &std::path::Path, next_runs: &[Option<f64>]) {
 #[tokio::test]
 async fn scheduler_reads_the_job_store_in_postgres() {
     let soon = now() + 3600.0;
-    let cases: [(&[Option<f64>], i32, &str); 4] = [
+    let daily = now() + 86_400.0;
+    // Jobs' next run times (ids job0, job1, …), extra settings, exit code, verdict.
+    let cases: [(&[Option<f64>], &[&str], i32, &str); 9] = [
         (
             &[Some(soon), Some(soon), None],
+            &[],
             0,
             "PASS - 3 jobs scheduled",
         ),
-        (&[], 2, "FAIL - no jobs scheduled"),
+        (&[], &[], 0, "PASS - 0 jobs scheduled"), // as the seed answers
+        (
+            &[],
+            &["min_jobs=1"],
+            2,
+            "FAIL - 0 jobs scheduled, expected at least 1",
+        ),
         (
             &[Some(soon), Some(now() - 3600.0), Some(now() - 7200.0)],
+            &[],
             2,
             "FAIL - 2 jobs overdue",
         ),
-        (&[Some(now() - 10.0)], 0, "PASS - 1 jobs scheduled"), // within the 60 s grace
+        (&[Some(now() - 10.0)], &[], 0, "PASS - 1 jobs scheduled"), // within the 60 s grace
+        // Daily jobs and a heartbeat every 30 s: a stopped scheduler shows at once.
+        (
+            &[Some(daily), Some(now() - 95.0)],
+            &["heartbeat_job=job1"],
+            2,
+            // Seconds overdue follow; they grow while the cases run.
+            "FAIL - Scheduler not running: heartbeat job 'job1' is …",
+        ),
+        (
+            &[Some(daily), Some(now() + 20.0)],
+            &["heartbeat_job=job1"],
+            0,
+            "PASS - 2 jobs scheduled",
+        ),
+        (
+            &[Some(daily)],
+            &["heartbeat_job=healthhost_heartbeat"],
+            2,
+            "FAIL - Scheduler not running: no heartbeat job 'healthhost_heartbeat' in the job store",
+        ),
+        (
+            &[Some(daily), None],
+            &["heartbeat_job=job1"],
+            2,
+            "FAIL - Scheduler not running: heartbeat job 'job1' is paused",
+        ),
     ];
     let pool = postgres().await;
-    for (jobs, code, expected) in cases {
+    for (jobs, settings, code, expected) in cases {
         let table = unique_table("apscheduler_jobs");
         job_store_postgres(&table, jobs).await;
-        let run = check(
-            test_artifacts::CHECK_SCHEDULER,
-            &[
-                "--datasource",
-                &ds(POSTGRES_READER_URL),
-                "--set",
-                &format!("table={table}"),
-                "--timeout",
-                "2s",
-            ],
-            &[],
-        )
-        .await;
+        let table_setting = format!("table={table}");
+        let mut args = vec![
+            "--datasource",
+            &ds(POSTGRES_READER_URL),
+            "--set",
+            &table_setting,
+            "--timeout",
+            "2s",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        for setting in settings {
+            args.extend(["--set".to_owned(), (*setting).to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = check(test_artifacts::CHECK_SCHEDULER, &args, &[]).await;
         assert_eq!(run.code, code, "{jobs:?}: {}{}", run.stdout, run.stderr);
-        assert_eq!(run.verdict(), format!("check_scheduler: {expected}"));
+        let verdict = run.verdict();
+        match expected.strip_suffix('…') {
+            Some(prefix) => assert!(
+                verdict.starts_with(&format!("check_scheduler: {prefix}"))
+                    && verdict.ends_with(" s overdue"),
+                "{verdict}"
+            ),
+            None => assert_eq!(verdict, format!("check_scheduler: {expected}")),
+        }
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
             .execute(&pool)
             .await
@@ -247,7 +295,7 @@ async fn scheduler_reads_the_job_store_in_sqlite() {
             0,
             "PASS - 1 jobs scheduled",
         ),
-        ("empty.db", Some(&[]), 2, "FAIL - no jobs scheduled"),
+        ("empty.db", Some(&[]), 0, "PASS - 0 jobs scheduled"),
         (
             "late.db",
             Some(&[Some(now() - 600.0)]),

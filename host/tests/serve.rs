@@ -7,6 +7,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -297,10 +298,8 @@ async fn readyz_waits_for_the_first_run_of_every_critical_check() {
 
 #[tokio::test]
 async fn sigterm_turns_readyz_503_then_stops_cleanly() {
-    let config = format!(
-        "shutdown_delay = \"2s\"\n{}",
-        check_block("t", test_artifacts::TRIVIAL, true, "")
-    );
+    // The default shutdown_delay: probes see /readyz 503 before the listener closes.
+    let config = check_block("t", test_artifacts::TRIVIAL, true, "");
     let mut server = Host::start(&config).await;
     server.wait_for("/readyz", |s, _| s == 200).await;
     let pid = server.child.id().to_string();
@@ -321,6 +320,37 @@ async fn sigterm_turns_readyz_503_then_stops_cleanly() {
         exit
     })
     .await
+    .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test]
+async fn sigint_stops_at_once_whatever_the_shutdown_delay() {
+    let config = format!(
+        "shutdown_delay = \"1h\"\n{}",
+        check_block("t", test_artifacts::TRIVIAL, true, "")
+    );
+    let mut server = Host::start(&config).await;
+    server.wait_for("/readyz", |s, _| s == 200).await;
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Bounded: with the hour's delay applied this would never return.
+    let exit = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || {
+            let exit = server.child.wait().unwrap();
+            drop(server);
+            exit
+        }),
+    )
+    .await
+    .expect("SIGINT must not wait for shutdown_delay")
     .unwrap();
     assert_eq!(exit.code(), Some(0));
 }

@@ -1,12 +1,17 @@
 //! Built-in check `scheduler`: reads an APScheduler job store (`SQLAlchemyJobStore`)
-//! and checks that jobs are scheduled and none is overdue.
+//! and checks that no job is overdue and, when a heartbeat job is named, that the
+//! scheduler is running.
 //!
-//! The job table has `next_run_time` as epoch seconds (NULL for a paused job). A
-//! job is overdue when its next run is more than `grace` seconds in the past,
-//! which means the scheduler that should have run it is not running.
+//! The job table has `id` and `next_run_time` as epoch seconds (NULL for a paused
+//! job). A job is overdue when its next run is more than `grace` seconds in the past,
+//! which means the scheduler that should have run it is not running. A job store only
+//! shows that when some job is due: with daily jobs, a stopped scheduler looks healthy
+//! for up to a day. A heartbeat job (a job that runs every few seconds) closes that
+//! gap: once it is overdue by `grace`, the scheduler is not running.
 //!
 //! Settings: `datasource` (default `main`), `table` (default `apscheduler_jobs`,
-//! optionally schema-qualified), `grace` in seconds (default 60).
+//! optionally schema-qualified), `grace` in seconds (default 60), `heartbeat_job`
+//! (a job id; none by default), `min_jobs` (default 0).
 //!
 //! Samples: `scheduler_jobs`, `scheduler_overdue_jobs`, `scheduler_latency_seconds`.
 
@@ -58,9 +63,19 @@ fn run() -> Result<Report, Report> {
             }
         },
     };
+    let min_jobs = match config::get("min_jobs") {
+        None => 0,
+        Some(raw) => raw.trim().parse::<usize>().map_err(|_| {
+            fail(
+                format!("invalid setting min_jobs = '{raw}' (expected a count, e.g. 1)"),
+                Vec::new(),
+            )
+        })?,
+    };
+    let heartbeat = config::get("heartbeat_job");
 
     // The table name is validated above: it cannot carry anything but a name.
-    let statement = format!("SELECT next_run_time FROM {table}");
+    let statement = format!("SELECT next_run_time, id FROM {table}");
     let started = Instant::now();
     let result = sql::query(&datasource, &statement, &[]);
     let latency = started.elapsed().as_secs_f64();
@@ -73,9 +88,17 @@ fn run() -> Result<Report, Report> {
         .map_or(0.0, |since| since.as_secs_f64());
     let deadline = now - grace;
     let mut overdue = 0_u64;
+    // The heartbeat's next run, when the job is there (`Some(None)`: paused).
+    let mut beat: Option<Option<f64>> = None;
     for row in &rows {
+        let next = row.first().map(next_run_time);
+        if let (Some(id), Some(Ok(next))) = (&heartbeat, &next)
+            && matches!(row.get(1), Some(Value::Text(found)) if found == id)
+        {
+            beat = Some(*next);
+        }
         // A paused job (NULL) is never overdue.
-        match row.first().map(next_run_time) {
+        match next {
             Some(Ok(Some(next_run))) if next_run < deadline => overdue += 1,
             Some(Ok(_)) => {}
             Some(Err(kind)) => {
@@ -94,8 +117,25 @@ fn run() -> Result<Report, Report> {
         sample("scheduler_overdue_jobs", overdue as f64),
         sample("scheduler_latency_seconds", latency),
     ];
-    Ok(if jobs == 0 {
-        fail("no jobs scheduled".into(), samples)
+    if let Some(id) = &heartbeat {
+        let stopped = match beat {
+            None => Some(format!("no heartbeat job '{id}' in the job store")),
+            Some(None) => Some(format!("heartbeat job '{id}' is paused")),
+            Some(Some(next_run)) if next_run < deadline => Some(format!(
+                "heartbeat job '{id}' is {:.0} s overdue",
+                now - next_run
+            )),
+            Some(Some(_)) => None,
+        };
+        if let Some(why) = stopped {
+            return Err(fail(format!("Scheduler not running: {why}"), samples));
+        }
+    }
+    Ok(if jobs < min_jobs {
+        fail(
+            format!("{jobs} jobs scheduled, expected at least {min_jobs}"),
+            samples,
+        )
     } else if overdue > 0 {
         fail(format!("{overdue} jobs overdue"), samples)
     } else {
