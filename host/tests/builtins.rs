@@ -173,12 +173,14 @@ async fn job_store_sqlite(file: &std::path::Path, next_runs: &[Option<f64>]) {
     pool.close().await;
 }
 
+/// Jobs' next run times (ids job0, job1, …), extra settings, exit code, verdict.
+type SchedulerCase<'a> = (&'a [Option<f64>], &'a [&'a str], i32, &'a str);
+
 #[tokio::test]
 async fn scheduler_reads_the_job_store_in_postgres() {
     let soon = now() + 3600.0;
     let daily = now() + 86_400.0;
-    // Jobs' next run times (ids job0, job1, …), extra settings, exit code, verdict.
-    let cases: [(&[Option<f64>], &[&str], i32, &str); 9] = [
+    let cases: [SchedulerCase; 9] = [
         (
             &[Some(soon), Some(soon), None],
             &[],

@@ -117,7 +117,10 @@ fn samples() -> Result<Report, String> {
 }
 
 /// One sample of setting `samples`: `NAME`, `NAME{K=V,...}`, then optionally `=VALUE`.
-fn parse_sample(spec: &str) -> Result<(String, Vec<(String, String)>, f64), String> {
+/// A sample as `samples` spells it: name, labels, value.
+type SampleSpec = (String, Vec<(String, String)>, f64);
+
+fn parse_sample(spec: &str) -> Result<SampleSpec, String> {
     let (head, value) = match spec.rfind('}') {
         Some(close) => (&spec[..=close], spec[close + 1..].strip_prefix('=')),
         None => match spec.split_once('=') {
