@@ -436,13 +436,35 @@ impl Config {
 
         let mut datasources = Vec::new();
         for (name, ds) in &raw.datasources {
-            let mut url = ds.url.get_ref().clone();
             let mut key = format!("datasources.{name}.url");
+            let mut url = match expand(ds.url.get_ref(), env) {
+                (Some(url), true) => {
+                    key = format!(
+                        "{key} (from the environment variable {})",
+                        var_name(ds.url.get_ref())
+                    );
+                    url
+                }
+                (Some(url), false) => url,
+                (None, _) => {
+                    problems.add(
+                        ds.url.span(),
+                        key,
+                        format!(
+                            "the environment variable {} is not set",
+                            var_name(ds.url.get_ref())
+                        ),
+                    );
+                    continue;
+                }
+            };
             if name == "main"
                 && let Some(over) = env(DATABASE_URL_ENV)
             {
                 url = over;
-                key = format!("{key} (replaced by the environment variable {DATABASE_URL_ENV})");
+                key = format!(
+                    "datasources.{name}.url (replaced by the environment variable {DATABASE_URL_ENV})"
+                );
             }
             let url = resolve_sqlite_path(&normalize_url(&url), base);
             match Datasource::parse(name, &url) {
@@ -652,6 +674,14 @@ fn resolve_sqlite_path(url: &str, base: &Path) -> String {
         return url.to_owned();
     }
     format!("sqlite://{}", base.join(rest).display())
+}
+
+/// The variable a whole-value `${VAR}` reference names.
+fn var_name(value: &str) -> &str {
+    value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .unwrap_or(value)
 }
 
 /// Expands a whole-value `${VAR}` reference: (value, is_secret). An unset variable

@@ -453,3 +453,64 @@ fn check_shows_the_samples_it_keeps_and_why_it_drops_the_others() {
         serde_json::json!({"invalid-value": 10001, "invalid-label": 10001, "reserved-label": 10001, "too-many": 10001 - 64})
     );
 }
+
+#[test]
+fn the_adtrobot_production_profile_validates() {
+    // Plugin paths point at the release build; the tests' builds stand in for it.
+    let dir = std::env::temp_dir().join(format!("hh_cli_adtrobot_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut profile = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/adtrobot.toml"
+    ))
+    .unwrap();
+    for (name, built) in [
+        ("check_database", test_artifacts::CHECK_DATABASE),
+        ("check_scheduler", test_artifacts::CHECK_SCHEDULER),
+        ("check_openrouter", test_artifacts::CHECK_OPENROUTER),
+        ("check_telegram", test_artifacts::CHECK_TELEGRAM),
+    ] {
+        let placeholder = format!("../target/wasm32-wasip2/release/{name}.wasm");
+        assert!(profile.contains(&placeholder), "{placeholder}");
+        profile = profile.replace(&placeholder, built);
+    }
+    let config = dir.join("adtrobot.toml");
+    std::fs::write(&config, profile).unwrap();
+    let validate = |env: &[(&str, &str)]| {
+        Command::new(BIN)
+            .args(["validate", "--config", config.to_str().unwrap()])
+            .env("HEALTHHOST_LOG", "off")
+            .env_remove("HEALTHHOST_READER_URL")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let bot_env = [
+        (
+            "DATABASE_URL",
+            "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+        ),
+        (
+            "HEALTHHOST_READER_URL",
+            "postgresql://healthhost_reader@127.0.0.1:5432/test",
+        ),
+        ("HEALTHHOST_USAGE_TOKEN", "usage-token"),
+        ("HEALTHHOST_DETAILS_TOKEN", "details-token"),
+    ];
+    let out = validate(&bot_env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("ok, 4 check(s), 2 datasource(s)"),
+        "{}",
+        stdout(&out)
+    );
+    // Without the reader's URL the error names the variable.
+    let out = validate(&bot_env[..1]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("the environment variable HEALTHHOST_READER_URL is not set"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
