@@ -5,7 +5,8 @@
 //! (secret removal), [`escape`] (control characters in output), [`capabilities`] (what
 //! plugins may reach), [`runtime`] (engine, loading, runs and outcomes), [`samples`]
 //! (which plugin samples are kept and exported), [`cache`] (compiled plugins on disk), [`health`]
-//! (scheduling, results, formats), [`metrics`] (the Prometheus registry), [`server`]
+//! (scheduling, results, formats), [`metrics`] (the Prometheus registry),
+//! [`instrumentator`] (the bot's HTTP metric families), [`server`]
 //! (the HTTP API), [`usage`] (the
 //! `ai_usage` table: migrations and the read-write store), [`ingest`] (recording AI
 //! usage: validation, write, metrics), [`report`] (the usage report), [`dropins`] (the
@@ -20,6 +21,7 @@ pub mod dropins;
 pub mod escape;
 pub mod health;
 pub mod ingest;
+pub mod instrumentator;
 pub mod limits;
 pub mod listing;
 pub mod metrics;

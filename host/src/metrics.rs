@@ -19,6 +19,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::instrumentator::{HttpMetrics, SUMMARIES, python_bounds};
 use crate::runtime::{RunReport, Sample};
 use crate::samples::{CHECK_LABEL, Dropped, admit};
 
@@ -105,6 +106,8 @@ pub struct Metrics {
     // HTTP instrumentation.
     pub requests_in_progress: IntGaugeVec,
     pub request_duration: HistogramVec,
+    /// prometheus-fastapi-instrumentator's families, without the namespace.
+    pub http: HttpMetrics,
 
     // The host's own, per check.
     pub check_run_duration: HistogramVec,
@@ -133,10 +136,32 @@ impl CachedProcess {
         match &*cache {
             Some((at, families)) if at.elapsed() < PROCESS_METRICS_TTL => families.clone(),
             _ => {
-                let families = self.collector.collect();
+                let mut families = self.collector.collect();
+                fractional_cpu(&mut families);
                 *cache = Some((Instant::now(), families.clone()));
                 families
             }
+        }
+    }
+}
+
+/// Sets `process_cpu_seconds_total` to the CPU time with its fractions: the
+/// collector divides clock ticks by their rate in integers, so the counter moves in
+/// whole seconds (0, then 1 after 1.42 s).
+#[cfg(target_os = "linux")]
+fn fractional_cpu(families: &mut [MetricFamily]) {
+    let Ok(stat) = procfs::process::Process::myself().and_then(|p| p.stat()) else {
+        return;
+    };
+    let seconds = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+    for family in families
+        .iter_mut()
+        .filter(|f| f.name() == "process_cpu_seconds_total")
+    {
+        for metric in family.mut_metric() {
+            let mut counter = prometheus::proto::Counter::default();
+            counter.set_value(seconds);
+            metric.set_counter(counter);
         }
     }
 }
@@ -347,6 +372,11 @@ impl Metrics {
             &["result"],
         )?;
 
+        let http = HttpMetrics::register(&b.registry)?;
+        for (name, help) in SUMMARIES {
+            b.families.push((name.to_owned(), help.to_owned(), "summary"));
+        }
+
         for period in ACTIVE_USER_PERIODS {
             active_users.with_label_values(&[period]).set(0);
         }
@@ -377,6 +407,7 @@ impl Metrics {
             health_check_status,
             requests_in_progress,
             request_duration,
+            http,
             check_run_duration,
             check_runs_total,
             check_last_run,
@@ -501,15 +532,19 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         families.extend(self.process.gather());
         families.extend(self.sample_families());
+        families.extend(self.http.summaries());
         let mut text = TextEncoder::new()
             .encode_to_string(&families)
-            .unwrap_or_default();
+            .unwrap_or_else(|e| {
+                tracing::error!("cannot encode the metrics: {e}");
+                String::new()
+            });
         for (name, help, kind) in &self.families {
             if !families.iter().any(|f| f.name() == name) {
                 text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             }
         }
-        text
+        python_bounds(&text)
     }
 }
 
@@ -539,13 +574,20 @@ mod tests {
     #[test]
     fn every_registered_family_is_a_seed_or_host_name() {
         let m = Metrics::new("ns").unwrap();
-        let registered: BTreeSet<&str> = m
+        let (ours, instrumentator): (Vec<&str>, Vec<&str>) = m
             .families
             .iter()
-            .map(|(name, _, _)| name.strip_prefix("ns_").unwrap())
-            .collect();
+            .map(|(name, _, _)| name.as_str())
+            .partition(|name| name.starts_with("ns_"));
+        let registered: BTreeSet<&str> = ours.iter().map(|n| &n[3..]).collect();
         let known: BTreeSet<&str> = SEED_METRICS.into_iter().chain(HOST_METRICS).collect();
         assert_eq!(registered, known);
+        assert!(
+            instrumentator
+                .iter()
+                .all(|n| crate::instrumentator::FAMILIES.contains(n)),
+            "{instrumentator:?}"
+        );
     }
 
     #[test]
@@ -605,9 +647,12 @@ mod tests {
             .with_label_values(&["tarot", "m"])
             .observe(3.0);
         let text = m.render();
-        for le in ["0.5", "1", "2.5", "5", "10", "30", "60"] {
+        // Spelled as the Python client spells them.
+        for le in ["0.5", "1.0", "2.5", "5.0", "10.0", "30.0", "60.0", "+Inf"] {
             assert!(
-                text.contains(&format!("le=\"{le}\"")),
+                text.contains(&format!(
+                    "x_ai_request_duration_seconds_bucket{{model=\"m\",operation=\"tarot\",le=\"{le}\"}}"
+                )),
                 "bucket {le} missing:\n{text}"
             );
         }

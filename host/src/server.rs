@@ -21,15 +21,13 @@ use serde_json::{Value, json};
 use crate::config::ShowDetails;
 use crate::health::{self, Health};
 use crate::ingest::{Ingest, RecordError};
+use crate::instrumentator::{HttpMetrics, Observation};
 use crate::metrics::Metrics;
 
 /// Content type of the IETF health check format.
 pub const HEALTH_JSON: &str = "application/health+json";
 /// Content type of the Prometheus text format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// Routes the HTTP metrics leave out, as the seed's instrumentator does: probes and
-/// scrapes would drown the application's own traffic.
-pub const UNINSTRUMENTED: [&str; 3] = ["/health", "/health/{check}", "/metrics"];
 /// Where AI usage rows are recorded.
 pub const AI_USAGE_PATH: &str = "/v1/ai-usage";
 /// `Retry-After` (seconds) when the usage database is unavailable: long enough for a
@@ -74,10 +72,11 @@ async fn instrument(State(state): State<Arc<AppState>>, request: Request, next: 
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let Some(route) = route.filter(|r| !UNINSTRUMENTED.contains(&r.as_str())) else {
+    let Some(route) = route.filter(|r| HttpMetrics::records(r)) else {
         return next.run(request).await;
     };
     let method = request.method().as_str().to_owned();
+    let request_bytes = content_length(request.headers());
     let m = &state.metrics;
     let in_progress = m
         .requests_in_progress
@@ -86,14 +85,32 @@ async fn instrument(State(state): State<Arc<AppState>>, request: Request, next: 
     let started = Instant::now();
     let response = next.run(request).await;
     in_progress.dec();
+    let seconds = started.elapsed().as_secs_f64();
     let status = format!("{}xx", response.status().as_u16() / 100);
     m.requests_total
         .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
         .inc();
     m.request_duration
         .with_label_values(&[route.as_str(), method.as_str()])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(seconds);
+    m.http.observe(&Observation {
+        handler: &route,
+        method: &method,
+        status: response.status().as_u16(),
+        seconds,
+        request_bytes,
+        response_bytes: content_length(response.headers()),
+    });
     response
+}
+
+/// A message's `Content-Length`, 0 without one (as the instrumentator counts it).
+fn content_length(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Whether the caller may see check messages.

@@ -796,3 +796,134 @@ async fn secrets_never_reach_metrics_or_health_in_any_encoding_or_at_a_cut() {
         "scrubbed, then cut at 1 KiB"
     );
 }
+
+/// The label names (`le` aside) and the `le` bounds, in order, of the series of
+/// `family` (its `_bucket`, `_sum` and `_count` series included), the bounds taken
+/// from its first histogram.
+fn family_shape(series: &[Series], family: &str) -> (Vec<String>, Vec<String>) {
+    let ours: Vec<&Series> = series
+        .iter()
+        .filter(|s| {
+            ["", "_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| s.name == format!("{family}{suffix}"))
+        })
+        .collect();
+    let names: std::collections::BTreeSet<String> = ours
+        .iter()
+        .flat_map(|s| s.labels.iter().map(|(k, _)| k.clone()))
+        .filter(|k| k != "le")
+        .collect();
+    let others = |s: &Series| -> Vec<(String, String)> {
+        s.labels
+            .iter()
+            .filter(|(k, _)| k != "le")
+            .cloned()
+            .collect()
+    };
+    let buckets: Vec<&&Series> = ours
+        .iter()
+        .filter(|s| s.name.ends_with("_bucket"))
+        .collect();
+    let bounds = match buckets.first() {
+        Some(first) => buckets
+            .iter()
+            .filter(|s| others(s) == others(first))
+            .map(|s| s.label("le").unwrap().to_owned())
+            .collect(),
+        None => Vec::new(),
+    };
+    (names.into_iter().collect(), bounds)
+}
+
+#[tokio::test]
+async fn metrics_carry_the_instrumentators_families_as_the_bots_dashboards_query_them() {
+    let host = Host::start(&format!(
+        "[datasources.main]\nurl = \"sqlite:usage.db\"\n[usage]\ntoken = \"t\"\n{}",
+        check_block("t", test_artifacts::TRIVIAL, true, "")
+    ))
+    .await;
+    // The first scrape of a fresh host: its CPU time has fractions (ticks of 10 ms).
+    let ticks = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = ticks(host.child.id());
+    let (_, _, text) = host.get("/metrics").await;
+    let after = ticks(host.child.id());
+    let cpu: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    if before % 100 != 0 {
+        assert!(
+            before as f64 / 100.0 <= cpu + 1e-9 && cpu <= after as f64 / 100.0 + 1e-9,
+            "process_cpu_seconds_total {cpu} not within {before}..{after} ticks"
+        );
+    }
+
+    for path in [
+        "/livez",
+        "/readyz",
+        "/health",
+        "/health/t",
+        "/metrics",
+        "/nowhere",
+    ] {
+        host.get(path).await;
+    }
+    let (status, _, _) = host
+        .post(
+            "/v1/ai-usage",
+            Some("t"),
+            r#"{"operation":"tarot","model":"m"}"#.to_owned(),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (_, _, text) = host.get("/metrics").await;
+    let series = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+
+    let fixture = include_str!("fixtures/instrumentator.txt");
+    for line in fixture
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let fields: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (family, kind, labels, bounds) = (fields[0], fields[1], fields[2], fields[3]);
+        assert!(
+            text.contains(&format!("# TYPE {family} {kind}\n")),
+            "{family} is not a {kind}:\n{text}"
+        );
+        let (names, found) = family_shape(&series, family);
+        let expected: Vec<&str> = labels.split(',').filter(|l| !l.is_empty()).collect();
+        assert_eq!(names, expected, "{family}'s label names");
+        let expected: Vec<&str> = bounds.split(',').filter(|b| !b.is_empty()).collect();
+        assert_eq!(found, expected, "{family}'s buckets");
+    }
+    // Matched routes only, /health and /metrics excluded, statuses grouped.
+    for series in [
+        "http_requests_total{handler=\"/livez\",method=\"GET\",status=\"2xx\"} 1",
+        "http_requests_total{handler=\"/v1/ai-usage\",method=\"POST\",status=\"2xx\"} 1",
+        "http_request_size_bytes_count{handler=\"/v1/ai-usage\"} 1",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    for absent in [
+        "handler=\"/health",
+        "handler=\"/metrics\"",
+        "/nowhere",
+        "le=\"1\"",
+        "le=\"10\"",
+    ] {
+        assert!(!text.contains(absent), "{absent} present:\n{text}");
+    }
+    assert!(text.contains("adtrobot_http_request_duration_seconds_bucket{handler=\"/livez\",method=\"GET\",le=\"1.0\"} 1"), "{text}");
+}
