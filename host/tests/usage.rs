@@ -1036,13 +1036,13 @@ fn schema_probe(kind: Kind, table: &str) -> (String, String) {
     }
 }
 
-/// On the bot's own schema: serve leaves it as it is (no `status`, no
-/// `_sqlx_migrations`), ingest sets `created_at`, a foreign-key violation is a 422
+/// On the bot's own schema, with `[usage]` settings `usage_settings`: serve leaves it
+/// as it is (no `status`, no `_sqlx_migrations`), ingest sets `created_at`, a foreign-key violation is a 422
 /// naming the row and the field with nothing written, and the report counts the rows.
-async fn records_into_the_bots_own_schema(kind: Kind) {
+async fn records_into_the_bots_own_schema(kind: Kind, usage_settings: &str) {
     let db = Database::empty(kind).await;
     db.exec(seed_schema(kind)).await;
-    let host = db.host("").await;
+    let host = db.host(usage_settings).await;
 
     let (status, body) = record(
         &host,
@@ -1103,17 +1103,18 @@ async fn records_into_the_bots_own_schema(kind: Kind) {
 
 #[tokio::test]
 async fn sqlite_records_into_the_bots_own_schema() {
-    records_into_the_bots_own_schema(Kind::Sqlite).await;
+    // Migration on (the default): the host sees the table is not its own.
+    records_into_the_bots_own_schema(Kind::Sqlite, "").await;
 }
 
 #[tokio::test]
 async fn postgres_records_into_the_bots_own_schema() {
-    records_into_the_bots_own_schema(Kind::Postgres).await;
+    records_into_the_bots_own_schema(Kind::Postgres, "migrate = false").await;
 }
 
 #[tokio::test]
 async fn mariadb_records_into_the_bots_own_schema() {
-    records_into_the_bots_own_schema(Kind::MySql).await;
+    records_into_the_bots_own_schema(Kind::MySql, "migrate = false").await;
 }
 
 #[tokio::test]
