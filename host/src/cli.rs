@@ -18,7 +18,7 @@ use crate::capabilities::config::Settings;
 use crate::capabilities::http::HttpPolicy;
 use crate::capabilities::sql::{Datasource, Datasources, RoleError, SqlPolicy};
 use crate::config::Config;
-use crate::dropins::{self, Folder, Scan};
+use crate::dropins::{self, Folder, Load, Loader, Scan};
 use crate::escape::escape_controls;
 use crate::health::{CheckSet, Health};
 use crate::ingest::Ingest;
@@ -254,31 +254,34 @@ fn open_runtime(
     Ok(runtime)
 }
 
-/// The config file's checks; any that does not load is an error.
-fn configured(config: &Config, runtime: &Runtime) -> anyhow::Result<CheckSet> {
-    let (set, errors) = dropins::configured(config, runtime);
-    if !errors.is_empty() {
-        bail!(
-            "{} plugin(s) failed to load:\n  {}",
-            errors.len(),
-            errors.join("\n  ")
-        );
-    }
-    Ok(set)
-}
-
 /// Every check of the config file and of its plugins folder, each as far as it loads.
 async fn everything(config: Config) -> anyhow::Result<(Arc<Config>, CheckSet)> {
     let config = Arc::new(config);
     let runtime = Arc::new(open_runtime(&config, None)?);
-    let (set, _) = dropins::configured(&config, &runtime);
-    let mut folder = Folder::new(config.clone(), runtime, None);
+    let mut folder = Folder::new(config.clone());
     let scan = Scan {
         retry_failed: true,
         settle: Duration::ZERO,
     };
-    let set = folder.next(&set, scan).await.unwrap_or(set);
+    let (mut set, loads) = initial_set(&config, &mut folder, scan);
+    let loader = Loader::new(config.clone(), runtime, None, config.compile_concurrency);
+    for (name, entry) in loader.load_all(loads).await {
+        set.entries.insert(name, entry);
+    }
     Ok((config, set))
+}
+
+/// The config file's checks and the plugins folder's, all marked loading, and their
+/// loads.
+fn initial_set(config: &Config, folder: &mut Folder, scan: Scan) -> (CheckSet, Vec<Load>) {
+    let (set, mut loads) = dropins::configured(config);
+    match folder.scan(&set, scan) {
+        Some((next, more)) => {
+            loads.extend(more);
+            (next, loads)
+        }
+        None => (set, loads),
+    }
 }
 
 fn datasources(config: &Config) -> Datasources {
@@ -480,22 +483,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             runtime.clone(),
             metrics.clone(),
             config.max_concurrent_runs,
+            config.startup_grace,
         ));
-        health.apply(configured(&config, &runtime)?);
         let config = Arc::new(config);
-        let mut folder = Folder::new(config.clone(), runtime, Some(metrics.clone()));
+        // Every check is listed as loading at once; they compile after the listener
+        // is up, so probes get answers from the first moment.
+        let mut folder = Folder::new(config.clone());
         let first = Scan {
             retry_failed: true,
             settle: dropins::SETTLE_TIME,
         };
-        if let Some(set) = folder.next(&health.set(), first).await {
-            health.apply(set);
-        }
-        let watcher = tokio::spawn(dropins::watch(
-            folder,
-            health.clone(),
-            config.watch_interval,
-        ));
+        let loads = health
+            .edit(|_| Some(initial_set(&config, &mut folder, first)))
+            .unwrap_or_default();
+        let loader = Loader::new(
+            config.clone(),
+            runtime,
+            Some(metrics.clone()),
+            config.compile_concurrency,
+        );
         let state = Arc::new(server::AppState {
             health: health.clone(),
             metrics,
@@ -508,9 +514,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {listen}"))?;
         let checks = health.set().entries.len();
         tracing::info!(
-            "listening on http://{} with {checks} check(s)",
+            "listening on http://{} with {checks} check(s) to load",
             listener.local_addr()?
         );
+        loader.spawn(loads, health.clone());
+        let watcher = tokio::spawn(dropins::watch(
+            folder,
+            loader,
+            health.clone(),
+            config.watch_interval,
+        ));
         let shutdown = {
             let health = health.clone();
             let delay = config.shutdown_delay;

@@ -36,6 +36,17 @@ pub const STALE_AFTER_INTERVALS: u32 = 3;
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 8;
 /// Shortest interval: more often than this a health check only loads its dependency.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long after start a critical check whose plugin is still compiling does not make
+/// `/health` fail: a cold start of a thousand small plugins on two cores compiles for
+/// about two minutes (`/readyz` stays 503 until critical checks have run either way).
+pub const DEFAULT_STARTUP_GRACE: Duration = Duration::from_secs(180);
+
+/// Plugins compiled at once when the file says nothing: one per core, since a compile
+/// keeps a core busy (wasmtime's own parallelism inside one compile fills the gaps).
+pub fn default_compile_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
 /// How long the host keeps serving after SIGTERM with `/readyz` at 503, when the file
 /// says nothing: Kubernetes sends SIGTERM while endpoints still route to the pod, and
 /// removing it takes a probe period or two, well within the 30 s grace period. SIGINT
@@ -64,6 +75,10 @@ pub struct RawConfig {
     details_token: Option<Spanned<String>>,
     /// Runs in flight at once across all checks.
     max_concurrent_runs: Option<Spanned<usize>>,
+    /// Plugins compiled at once.
+    compile_concurrency: Option<Spanned<usize>>,
+    /// How long after start a critical check still loading does not fail /health.
+    startup_grace: Option<Spanned<String>>,
     /// Time between SIGTERM (readiness turns 503) and closing the listener.
     shutdown_delay: Option<Spanned<String>>,
     /// Folder of dropped-in checks (`NAME.wasm` + optional `NAME.toml`).
@@ -171,6 +186,10 @@ pub struct Config {
     pub show_details: ShowDetails,
     pub details_token: Option<String>,
     pub max_concurrent_runs: usize,
+    /// Plugins compiled at once; default: the machine's cores.
+    pub compile_concurrency: usize,
+    /// How long after start a critical check still loading does not count as failing.
+    pub startup_grace: Duration,
     pub shutdown_delay: Duration,
     pub datasources: Vec<Datasource>,
     pub checks: Vec<CheckConfig>,
@@ -406,6 +425,20 @@ impl Config {
             None => DEFAULT_MAX_CONCURRENT_RUNS,
         };
 
+        let compile_concurrency = match &raw.compile_concurrency {
+            Some(n) if *n.get_ref() == 0 => {
+                problems.add(n.span(), "compile_concurrency", "must be at least 1");
+                default_compile_concurrency()
+            }
+            Some(n) => *n.get_ref(),
+            None => default_compile_concurrency(),
+        };
+        let startup_grace = duration(
+            &raw.startup_grace,
+            "startup_grace".to_owned(),
+            DEFAULT_STARTUP_GRACE,
+            problems,
+        );
         let shutdown_delay = duration(
             &raw.shutdown_delay,
             "shutdown_delay".to_owned(),
@@ -514,6 +547,8 @@ impl Config {
             show_details,
             details_token,
             max_concurrent_runs,
+            compile_concurrency,
+            startup_grace,
             shutdown_delay,
             datasources,
             checks,

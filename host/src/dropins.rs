@@ -1,6 +1,11 @@
 //! Loading checks into a [`CheckSet`]: the config file's checks, and the plugins folder
 //! (drop-ins) with its grant files, watched while the host runs.
 //!
+//! A scan decides what to load and marks those entries `loading` at once; the
+//! [`Loader`] compiles them in parallel (at most `compile_concurrency` at a time), and
+//! each enters the running set as soon as it is ready, so a slow plugin never holds
+//! back the others, and `serve` answers while they compile.
+//!
 //! Every `NAME.wasm` in the folder is a check named `NAME`; `NAME.toml` beside it holds
 //! its grants, settings, limits, interval, critical flag and optional `sha256` pin, in
 //! the schema of a `[checks.NAME]` table. A file is loaded once it has not changed for
@@ -13,10 +18,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{Config, Problem, Source};
+use tokio::sync::Semaphore;
+
+use crate::config::{CheckConfig, Config, Problem, Source};
 use crate::health::{Check, CheckSet, Entry, Health};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -25,35 +33,271 @@ use crate::runtime::Runtime;
 /// for a copy in progress to show a new size or modification time at the next scan.
 pub const SETTLE_TIME: Duration = Duration::from_millis(500);
 
-/// Loads every check of the config file: the set, and a message per check that did
-/// not load (such a check is in the set with its error, not running).
-pub fn configured(config: &Config, runtime: &Runtime) -> (CheckSet, Vec<String>) {
-    let mut set = CheckSet::default();
-    let mut errors = Vec::new();
-    for check in &config.checks {
-        let loaded = runtime.load_file(
-            &check.name,
-            &check.plugin,
-            check.sha256.as_deref(),
-            check.grants.clone(),
-            check.limits,
-        );
-        let entry = match loaded {
-            Ok(plugin) => Entry::loaded(Check::new(check.clone(), plugin)),
-            Err(e) => {
-                errors.push(e.to_string());
-                Entry {
-                    source: Source::Config,
-                    file: check.plugin.clone(),
-                    critical: check.critical,
-                    check: None,
-                    load_error: Some(e.to_string()),
-                }
-            }
-        };
-        set.entries.insert(check.name.clone(), entry);
+/// How often the log reports the progress of a batch of loads.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Numbers the loads, so that an entry takes only the result of its newest one.
+static NEXT_LOAD: AtomicU64 = AtomicU64::new(1);
+
+/// One plugin to load: a check of the config file or a file of the plugins folder.
+pub struct Load {
+    pub name: String,
+    what: What,
+    /// Whether the check is critical, as far as is known before it loads.
+    critical: bool,
+    /// The entry before this load: what keeps running if it fails.
+    previous: Option<Entry>,
+    id: u64,
+}
+
+enum What {
+    Config(Box<CheckConfig>),
+    Folder(Found),
+}
+
+impl Load {
+    fn new(name: String, what: What, critical: bool, previous: Option<Entry>) -> Load {
+        Load {
+            name,
+            what,
+            critical,
+            previous,
+            id: NEXT_LOAD.fetch_add(1, Ordering::Relaxed),
+        }
     }
-    (set, errors)
+
+    /// The entry while this load runs: the previous version keeps running, if any.
+    fn pending(&self) -> Entry {
+        let (source, file) = match &self.what {
+            What::Config(c) => (Source::Config, c.plugin.clone()),
+            What::Folder(f) => (Source::Folder, f.wasm.clone()),
+        };
+        match &self.previous {
+            Some(previous) => Entry {
+                loading: Some(self.id),
+                ..previous.clone()
+            },
+            None => Entry {
+                source,
+                file,
+                critical: self.critical,
+                check: None,
+                load_error: None,
+                loading: Some(self.id),
+            },
+        }
+    }
+
+    /// Reads and compiles the plugin (blocking).
+    fn run(&self, config: &Config, runtime: &Runtime) -> Result<Check, String> {
+        match &self.what {
+            What::Config(check) => runtime
+                .load_file(
+                    &check.name,
+                    &check.plugin,
+                    check.sha256.as_deref(),
+                    check.grants.clone(),
+                    check.limits,
+                )
+                .map(|plugin| Check::new((**check).clone(), plugin))
+                .map_err(|e| e.to_string()),
+            What::Folder(file) => load_drop_in(config, runtime, &self.name, file),
+        }
+    }
+}
+
+/// The config file's checks, each marked loading, and their loads.
+pub fn configured(config: &Config) -> (CheckSet, Vec<Load>) {
+    let mut set = CheckSet::default();
+    let loads: Vec<Load> = config
+        .checks
+        .iter()
+        .map(|c| {
+            Load::new(
+                c.name.clone(),
+                What::Config(Box::new(c.clone())),
+                c.critical,
+                None,
+            )
+        })
+        .collect();
+    for load in &loads {
+        set.entries.insert(load.name.clone(), load.pending());
+    }
+    (set, loads)
+}
+
+/// Compiles loads on blocking threads, at most `concurrency` at a time, and reports
+/// their progress.
+pub struct Loader {
+    config: Arc<Config>,
+    runtime: Arc<Runtime>,
+    metrics: Option<Arc<Metrics>>,
+    permits: Arc<Semaphore>,
+    progress: Mutex<Progress>,
+}
+
+/// The loads since the last time none was pending.
+#[derive(Default)]
+struct Progress {
+    started: Option<Instant>,
+    total: usize,
+    done: usize,
+}
+
+impl Loader {
+    pub fn new(
+        config: Arc<Config>,
+        runtime: Arc<Runtime>,
+        metrics: Option<Arc<Metrics>>,
+        concurrency: usize,
+    ) -> Arc<Loader> {
+        Arc::new(Loader {
+            config,
+            runtime,
+            metrics,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            progress: Mutex::default(),
+        })
+    }
+
+    /// Starts `loads`; each result replaces its entry in `health` when ready.
+    pub fn spawn(self: &Arc<Self>, loads: Vec<Load>, health: Arc<Health>) {
+        if loads.is_empty() {
+            return;
+        }
+        if self.begin(loads.len()) {
+            tokio::spawn(self.clone().report_progress());
+        }
+        for load in loads {
+            let (loader, health) = (self.clone(), health.clone());
+            tokio::spawn(async move {
+                let (name, id, entry) = loader.load(load).await;
+                health.finish_load(&name, id, entry);
+            });
+        }
+    }
+
+    /// Runs `loads` and returns every result (for `validate` and `list`).
+    pub async fn load_all(self: &Arc<Self>, loads: Vec<Load>) -> Vec<(String, Entry)> {
+        self.begin(loads.len());
+        let mut tasks = tokio::task::JoinSet::new();
+        for load in loads {
+            let loader = self.clone();
+            tasks.spawn(async move { loader.load(load).await });
+        }
+        let mut entries = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((name, _, entry)) = done {
+                entries.push((name, entry));
+            }
+        }
+        entries
+    }
+
+    /// Counts `n` more loads; whether they start a new batch.
+    fn begin(&self, n: usize) -> bool {
+        let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let new = p.done == p.total;
+        if new {
+            *p = Progress {
+                started: Some(Instant::now()),
+                ..Progress::default()
+            };
+        }
+        p.total += n;
+        self.set_pending(p.total - p.done);
+        new
+    }
+
+    fn set_pending(&self, pending: usize) {
+        if let Some(m) = &self.metrics {
+            m.plugin_loads_pending
+                .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Loads one plugin when a permit is free: its name, load id and new entry.
+    async fn load(self: Arc<Self>, load: Load) -> (String, u64, Entry) {
+        let permit = self.permits.clone().acquire_owned().await;
+        let loader = self.clone();
+        let (load, result) = tokio::task::spawn_blocking(move || {
+            let result = load.run(&loader.config, &loader.runtime);
+            (load, result)
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        drop(permit);
+        let entry = match result {
+            Ok(check) => {
+                if matches!(load.what, What::Folder(_)) {
+                    tracing::info!(check = %load.name, sha256 = %check.plugin.sha256(), "loaded plugin from the plugins folder");
+                    if let Some(m) = &self.metrics {
+                        m.plugin_loads
+                            .with_label_values(&[load.name.as_str()])
+                            .inc();
+                    }
+                }
+                Entry::loaded(check)
+            }
+            Err(error) => self.failed(&load, error),
+        };
+        let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        p.done += 1;
+        self.set_pending(p.total - p.done);
+        (load.name, load.id, entry)
+    }
+
+    /// The entry of a check whose new file did not load: its previous version, if any,
+    /// with the error.
+    fn failed(&self, load: &Load, error: String) -> Entry {
+        let name = load.name.as_str();
+        let keeps = load.previous.as_ref().is_some_and(|p| p.check.is_some());
+        tracing::warn!(
+            check = %name,
+            %error,
+            "plugin not loaded; {}",
+            if keeps { "the previous version keeps running" } else { "the check has no running version" }
+        );
+        if let Some(m) = &self.metrics {
+            m.plugin_load_errors.with_label_values(&[name]).inc();
+        }
+        Entry {
+            load_error: Some(error),
+            loading: None,
+            ..load.previous.clone().unwrap_or_else(|| load.pending())
+        }
+    }
+
+    /// Logs the batch's progress every [`PROGRESS_EVERY`] while it lasts, then its
+    /// total.
+    async fn report_progress(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(PROGRESS_EVERY).await;
+            let p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            let elapsed = p.started.map_or(Duration::ZERO, |s| s.elapsed());
+            if p.done == p.total {
+                tracing::info!(
+                    "loaded {} plugin(s) in {}",
+                    p.total,
+                    humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64))
+                );
+                return;
+            }
+            let rate = p.done as f64 / elapsed.as_secs_f64().max(0.001);
+            let left = if p.done == 0 {
+                "unknown".to_owned()
+            } else {
+                let seconds = (p.total - p.done) as f64 / rate;
+                humantime::format_duration(Duration::from_secs(seconds.ceil() as u64)).to_string()
+            };
+            tracing::info!(
+                "loading plugins: {} of {} done ({rate:.1}/s, about {left} left)",
+                p.done,
+                p.total
+            );
+        }
+    }
 }
 
 /// Size and modification time: what tells a changed file from the same one.
@@ -121,8 +365,6 @@ fn scan_folder(dir: &Path) -> std::io::Result<BTreeMap<String, Found>> {
 /// The plugins folder of one config, and what was last attempted from it.
 pub struct Folder {
     config: Arc<Config>,
-    runtime: Arc<Runtime>,
-    metrics: Option<Arc<Metrics>>,
     /// The fingerprints each check's last load attempt saw.
     seen: BTreeMap<String, (Fingerprint, Option<Fingerprint>)>,
 }
@@ -137,23 +379,17 @@ pub struct Scan {
 }
 
 impl Folder {
-    /// The folder of `config`; load failures are counted in `metrics` when given.
-    pub fn new(
-        config: Arc<Config>,
-        runtime: Arc<Runtime>,
-        metrics: Option<Arc<Metrics>>,
-    ) -> Folder {
+    /// The plugins folder of `config`.
+    pub fn new(config: Arc<Config>) -> Folder {
         Folder {
             config,
-            runtime,
-            metrics,
             seen: BTreeMap::new(),
         }
     }
 
-    /// The set that follows `current` given the folder's contents now, or `None` when
-    /// nothing changed. Compiling runs on a blocking thread.
-    pub async fn next(&mut self, current: &CheckSet, scan: Scan) -> Option<CheckSet> {
+    /// The set that follows `current` given the folder's contents now, with the files
+    /// to load marked loading, and their loads; `None` when nothing changed.
+    pub fn scan(&mut self, current: &CheckSet, scan: Scan) -> Option<(CheckSet, Vec<Load>)> {
         let dir = &self.config.plugins_dir;
         let found = match scan_folder(dir) {
             Ok(found) => found,
@@ -202,62 +438,39 @@ impl Folder {
         if to_load.is_empty() && !removed && next.rejected == current.rejected {
             return None;
         }
-
-        let loads: Vec<(String, Found)> = to_load
-            .iter()
-            .map(|(name, file, _)| (name.clone(), file.clone()))
+        let loads: Vec<Load> = to_load
+            .into_iter()
+            .map(|(name, file, previous)| {
+                self.seen.insert(name.clone(), file.print);
+                // Critical as its grant file says, so that readiness waits for it.
+                let critical = load_grants(&self.config, &name, &file)
+                    .map_or(previous.as_ref().is_some_and(|p| p.critical), |c| {
+                        c.critical
+                    });
+                Load::new(name, What::Folder(file), critical, previous)
+            })
             .collect();
-        let (config, runtime) = (self.config.clone(), self.runtime.clone());
-        let results = tokio::task::spawn_blocking(move || {
-            loads
-                .iter()
-                .map(|(name, file)| load_drop_in(&config, &runtime, name, file))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        for ((name, file, previous), result) in to_load.into_iter().zip(results) {
-            self.seen.insert(name.clone(), file.print);
-            let entry = match result {
-                Ok(check) => {
-                    tracing::info!(check = %name, sha256 = %check.plugin.sha256(), "loaded plugin from the plugins folder");
-                    if let Some(m) = &self.metrics {
-                        m.plugin_loads.with_label_values(&[name.as_str()]).inc();
-                    }
-                    Entry::loaded(check)
-                }
-                Err(error) => self.failed(&name, &file, previous, error),
-            };
-            next.entries.insert(name, entry);
+        for load in &loads {
+            next.entries.insert(load.name.clone(), load.pending());
         }
-        Some(next)
+        Some((next, loads))
     }
+}
 
-    /// The entry of a check whose new file did not load: its previous version, if any,
-    /// with the error.
-    fn failed(&self, name: &str, file: &Found, previous: Option<Entry>, error: String) -> Entry {
-        let keeps = previous.as_ref().is_some_and(|p| p.check.is_some());
-        tracing::warn!(
-            check = %name,
-            %error,
-            "plugin not loaded; {}",
-            if keeps { "the previous version keeps running" } else { "the check has no running version" }
-        );
-        if let Some(m) = &self.metrics {
-            m.plugin_load_errors.with_label_values(&[name]).inc();
-        }
-        let previous = previous.unwrap_or(Entry {
-            source: Source::Folder,
-            file: file.wasm.clone(),
-            critical: false,
-            check: None,
-            load_error: None,
-        });
-        Entry {
-            load_error: Some(error),
-            ..previous
-        }
-    }
+/// The check a dropped-in file makes under its grant file (if any).
+fn load_grants(config: &Config, name: &str, file: &Found) -> Result<CheckConfig, String> {
+    let text = match file.print.1 {
+        Some(_) => Some(
+            std::fs::read_to_string(&file.grants)
+                .map_err(|e| format!("cannot read {}: {e}", file.grants.display()))?,
+        ),
+        None => None,
+    };
+    config
+        .drop_in(name, file.wasm.clone(), text.as_deref(), |v| {
+            std::env::var(v).ok()
+        })
+        .map_err(|problems| grant_problems(&file.grants, &problems))
 }
 
 /// Reads the grant file (if any) and loads the plugin under it.
@@ -267,18 +480,7 @@ fn load_drop_in(
     name: &str,
     file: &Found,
 ) -> Result<Check, String> {
-    let text = match file.print.1 {
-        Some(_) => Some(
-            std::fs::read_to_string(&file.grants)
-                .map_err(|e| format!("cannot read {}: {e}", file.grants.display()))?,
-        ),
-        None => None,
-    };
-    let check = config
-        .drop_in(name, file.wasm.clone(), text.as_deref(), |v| {
-            std::env::var(v).ok()
-        })
-        .map_err(|problems| grant_problems(&file.grants, &problems))?;
+    let check = load_grants(config, name, file)?;
     let plugin = runtime
         .load_file(
             name,
@@ -300,8 +502,14 @@ fn grant_problems(path: &Path, problems: &[Problem]) -> String {
 }
 
 /// Rescans the plugins folder every `interval`, and at once on SIGHUP (which also
-/// retries files whose last load failed), swapping each new set into `health`.
-pub async fn watch(mut folder: Folder, health: Arc<Health>, interval: Duration) {
+/// retries files whose last load failed), marking what changed as loading in `health`
+/// and handing the loads to `loader`.
+pub async fn watch(
+    mut folder: Folder,
+    loader: Arc<Loader>,
+    health: Arc<Health>,
+    interval: Duration,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hangup = hangups();
@@ -317,8 +525,8 @@ pub async fn watch(mut folder: Folder, health: Arc<Health>, interval: Duration) 
             retry_failed,
             settle: SETTLE_TIME,
         };
-        if let Some(set) = folder.next(&health.set(), scan).await {
-            health.apply(set);
+        if let Some(loads) = health.edit(|current| folder.scan(current, scan)) {
+            loader.spawn(loads, health.clone());
         }
     }
 }

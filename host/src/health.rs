@@ -59,6 +59,9 @@ pub struct Entry {
     pub check: Option<Arc<Check>>,
     /// Why the newest file could not be loaded.
     pub load_error: Option<String>,
+    /// The load of the newest file in progress, if one is: only its result may
+    /// replace this entry (a newer file starts a newer load).
+    pub loading: Option<u64>,
 }
 
 impl Entry {
@@ -70,6 +73,7 @@ impl Entry {
             critical: check.config.critical,
             check: Some(Arc::new(check)),
             load_error: None,
+            loading: None,
         }
     }
 }
@@ -100,6 +104,13 @@ pub struct Health {
     tasks: Mutex<BTreeMap<String, (Arc<Check>, AbortHandle)>>,
     runs: Semaphore,
     shutting_down: AtomicBool,
+    /// Held while a change of the set is computed and applied, so that changes made
+    /// from different tasks (the folder watcher, finished loads) never undo each other.
+    editing: Mutex<()>,
+    /// When the host started, and how long after that a critical check still loading
+    /// does not count as failing.
+    started: Instant,
+    startup_grace: Duration,
 }
 
 /// One check as a response shows it.
@@ -115,11 +126,19 @@ pub struct CheckView {
     pub age_seconds: Option<f64>,
     pub finished: Option<SystemTime>,
     pub load_error: Option<String>,
+    /// Still loading within the start-up grace: not counted as failing.
+    pub pending: bool,
 }
 
 impl Health {
-    /// Health with no checks yet, runs capped at `max_concurrent_runs`.
-    pub fn new(runtime: Arc<Runtime>, metrics: Arc<Metrics>, max_concurrent_runs: usize) -> Health {
+    /// Health with no checks yet, runs capped at `max_concurrent_runs`; a critical
+    /// check still loading within `startup_grace` of now does not count as failing.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        metrics: Arc<Metrics>,
+        max_concurrent_runs: usize,
+        startup_grace: Duration,
+    ) -> Health {
         Health {
             runtime,
             metrics,
@@ -128,7 +147,43 @@ impl Health {
             tasks: Mutex::default(),
             runs: Semaphore::new(max_concurrent_runs),
             shutting_down: AtomicBool::new(false),
+            editing: Mutex::default(),
+            started: Instant::now(),
+            startup_grace,
         }
+    }
+
+    /// Computes the next set from the current one with `change` and applies it, unless
+    /// `change` returns `None`; no other change runs in between.
+    pub fn edit<R>(
+        self: &Arc<Self>,
+        change: impl FnOnce(&CheckSet) -> Option<(CheckSet, R)>,
+    ) -> Option<R> {
+        let _editing = self.editing.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, result) = change(&self.set())?;
+        self.apply(next);
+        Some(result)
+    }
+
+    /// Puts the result of load `load` in place, if that load is still the newest of
+    /// check `name` (a newer file, or the check's removal, discards it).
+    pub fn finish_load(self: &Arc<Self>, name: &str, load: u64, entry: Entry) -> bool {
+        self.edit(|current| {
+            let wanted = current.entries.get(name)?.loading == Some(load);
+            wanted.then(|| {
+                let mut next = current.clone();
+                next.entries.insert(name.to_owned(), entry);
+                (next, ())
+            })
+        })
+        .is_some()
+    }
+
+    /// Checks whose newest file is still loading, of all checks.
+    pub fn loading(&self) -> (usize, usize) {
+        let set = self.set();
+        let loading = set.entries.values().filter(|e| e.loading.is_some()).count();
+        (loading, set.entries.len())
     }
 
     /// The current set of checks.
@@ -298,11 +353,16 @@ impl Health {
     pub fn views(&self, exclude: &[String]) -> Vec<CheckView> {
         let set = self.set();
         let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
+        let grace = self.in_grace();
         set.entries
             .iter()
             .filter(|(name, _)| !exclude.contains(name))
-            .map(|(name, entry)| view(name, entry, latest.get(name)))
+            .map(|(name, entry)| view(name, entry, latest.get(name), grace))
             .collect()
+    }
+
+    fn in_grace(&self) -> bool {
+        self.started.elapsed() < self.startup_grace
     }
 
     /// The view of one check, if it exists.
@@ -310,11 +370,11 @@ impl Health {
         let set = self.set();
         let entry = set.entries.get(name)?;
         let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
-        Some(view(name, entry, latest.get(name)))
+        Some(view(name, entry, latest.get(name), self.in_grace()))
     }
 }
 
-fn view(name: &str, entry: &Entry, latest: Option<&Latest>) -> CheckView {
+fn view(name: &str, entry: &Entry, latest: Option<&Latest>, grace: bool) -> CheckView {
     let mut v = CheckView {
         name: name.to_owned(),
         critical: entry.critical,
@@ -326,9 +386,16 @@ fn view(name: &str, entry: &Entry, latest: Option<&Latest>) -> CheckView {
         age_seconds: None,
         finished: None,
         load_error: entry.load_error.clone(),
+        pending: false,
     };
     let Some(config) = entry.check.as_ref().map(|c| &c.config) else {
-        v.message = Some("not loaded".to_owned());
+        if entry.loading.is_some() {
+            v.outcome = Some("loading");
+            v.message = Some("loading: the plugin is being compiled".to_owned());
+            v.pending = grace;
+        } else {
+            v.message = Some("not loaded".to_owned());
+        }
         return v;
     };
     let Some(latest) = latest else { return v };
@@ -372,9 +439,13 @@ fn whole_seconds(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs())
 }
 
-/// Whether the checks add up to healthy: every critical one passes or warns.
+/// Whether the checks add up to healthy: every critical one passes or warns, or is
+/// still loading within the start-up grace.
 pub fn healthy(views: &[CheckView]) -> bool {
-    views.iter().filter(|v| v.critical).all(|v| v.healthy)
+    views
+        .iter()
+        .filter(|v| v.critical && !v.pending)
+        .all(|v| v.healthy)
 }
 
 /// The seed's format: `{"status": "healthy"|"unhealthy", "checks": {name: {healthy,

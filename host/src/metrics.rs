@@ -16,7 +16,7 @@ use prometheus::core::Collector;
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
     Counter, CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::instrumentator::{HttpMetrics, SUMMARIES, python_bounds};
@@ -54,7 +54,7 @@ pub const SEED_METRICS: [&str; 12] = [
 
 /// The host's own metric names (besides the seed's), without the namespace. Plugin
 /// samples may not take these names, nor the seed's.
-pub const HOST_METRICS: [&str; 11] = [
+pub const HOST_METRICS: [&str; 12] = [
     "http_request_duration_seconds",
     "check_run_duration_seconds",
     "check_runs_total",
@@ -65,6 +65,7 @@ pub const HOST_METRICS: [&str; 11] = [
     "plugin_loads_total",
     "plugin_load_errors_total",
     "plugin_load_failing",
+    "plugin_loads_pending",
     "plugin_compile_cache_total",
 ];
 
@@ -119,6 +120,7 @@ pub struct Metrics {
     pub plugin_loads: IntCounterVec,
     pub plugin_load_errors: IntCounterVec,
     pub plugin_load_failing: IntGaugeVec,
+    pub plugin_loads_pending: IntGauge,
     pub compile_cache: IntCounterVec,
 }
 
@@ -366,6 +368,10 @@ impl Metrics {
             "1 while the newest file of a check failed to load (an older version may still run)",
             &["check"],
         )?;
+        let name = b.name("plugin_loads_pending");
+        let help = "Plugins being compiled or waiting to be (start-up, and changed drop-ins)";
+        let plugin_loads_pending =
+            b.add(name.clone(), help, "gauge", IntGauge::new(&name, help)?)?;
         let compile_cache = b.counter_vec(
             "plugin_compile_cache_total",
             "Compile cache lookups by result (hit, miss, corrupt)",
@@ -374,7 +380,8 @@ impl Metrics {
 
         let http = HttpMetrics::register(&b.registry)?;
         for (name, help) in SUMMARIES {
-            b.families.push((name.to_owned(), help.to_owned(), "summary"));
+            b.families
+                .push((name.to_owned(), help.to_owned(), "summary"));
         }
 
         for period in ACTIVE_USER_PERIODS {
@@ -417,6 +424,7 @@ impl Metrics {
             plugin_loads,
             plugin_load_errors,
             plugin_load_failing,
+            plugin_loads_pending,
             compile_cache,
         })
     }

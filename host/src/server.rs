@@ -237,7 +237,12 @@ async fn livez() -> Response {
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     state.health.refresh(|_| true).await;
     let ready = state.health.ready() && health::healthy(&state.health.views(&[]));
-    let body = json!({"status": if ready { "ready" } else { "not ready" }});
+    let (loading, checks) = state.health.loading();
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "loading": loading,
+        "checks": checks,
+    });
     json_response(health_status(ready), "application/json", &body)
 }
 

@@ -324,7 +324,7 @@ async fn a_restart_with_a_warm_cache_compiles_nothing_and_a_corrupt_entry_is_rec
     for (name, wasm) in files {
         drop_file(&plugins, &format!("{name}.wasm"), &read(wasm));
     }
-    let all_ran = |_: u16, b: &Value| files.iter().all(|(n, _)| !check(b, n)["outcome"].is_null());
+    let all_ran = |_: u16, b: &Value| files.iter().all(|(n, _)| has_run(check(b, n)));
     let hits = "adtrobot_plugin_compile_cache_total{result=\"hit\"}";
     let misses = "adtrobot_plugin_compile_cache_total{result=\"miss\"}";
     let corrupt = "adtrobot_plugin_compile_cache_total{result=\"corrupt\"}";
@@ -631,4 +631,83 @@ async fn runaway_statements_stop_with_their_runs_on_mariadb() {
         },
     )
     .await;
+}
+
+/// Peak resident memory of a process so far (`VmHWM`), from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Host memory stays bounded whatever a plugin queries: values far past the cap are
+/// refused by the database (SQLite's length limit, MariaDB's max_allowed_packet)
+/// before the host holds them.
+#[tokio::test]
+async fn huge_sql_values_never_reach_host_memory() {
+    mariadb().await;
+    let dir = TempDir::new();
+    let file = dir.0.join("app.db");
+    sqlite(&file).await.close().await;
+    let plugins = dir.0.join("plugins.d");
+    for (name, url_key, statement) in [
+        ("lite", "lite", "SELECT zeroblob(900000000)"),
+        (
+            "lite_text",
+            "lite",
+            "SELECT length(printf('%.*c', 900000000, 'x'))",
+        ),
+        ("maria", "maria", "SELECT REPEAT('x', 900000000)"),
+    ] {
+        drop_file(
+            &plugins,
+            &format!("{name}.toml"),
+            format!(
+                "interval = \"1h\"\ntimeout = \"5s\"\ngrants.sql = [\"{url_key}\"]\n\
+                 settings = {{ mode = \"sql\", datasource = \"{url_key}\", statement = {statement:?} }}\n"
+            )
+            .as_bytes(),
+        );
+        drop_file(
+            &plugins,
+            &format!("{name}.wasm"),
+            &read(test_artifacts::MISBEHAVE),
+        );
+    }
+    let server = Host::start_in(
+        dir,
+        &format!(
+            "{WATCH}[datasources.lite]\nurl = \"sqlite://{}\"\n\
+             [datasources.maria]\nurl = \"{MARIADB_READER_URL}\"\n",
+            file.display()
+        ),
+    )
+    .await;
+    let (_, body) = server
+        .wait_for("/health", |_, b| {
+            ["lite", "lite_text", "maria"]
+                .iter()
+                .all(|n| has_run(check(b, n)))
+        })
+        .await;
+    assert_eq!(
+        check(&body, "lite")["message"],
+        "too-large:4194304",
+        "{body}"
+    );
+    assert_eq!(
+        check(&body, "lite_text")["message"],
+        "rows:1 first:null",
+        "{body}"
+    );
+    assert_eq!(
+        check(&body, "maria")["message"],
+        "rows:1 first:null",
+        "{body}"
+    );
+    let peak = peak_rss_kib(server.child.id());
+    assert!(peak < 256 * 1024, "host peak RSS {peak} KiB");
 }

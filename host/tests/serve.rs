@@ -14,11 +14,7 @@ use serde_json::Value;
 
 /// Every check has a result.
 fn all_ran(_: u16, body: &Value) -> bool {
-    body["checks"]
-        .as_object()
-        .unwrap()
-        .values()
-        .all(|c| !c["outcome"].is_null())
+    body["checks"].as_object().unwrap().values().all(has_run)
 }
 
 fn check_block(name: &str, wasm: &str, critical: bool, extra: &str) -> String {
@@ -288,11 +284,13 @@ async fn readyz_waits_for_the_first_run_of_every_critical_check() {
     let server = Host::start(&config).await;
     let (status, body) = server.json("/readyz").await;
     assert_eq!(status, 503, "{body}");
-    let (status, body) = server.json("/health").await;
-    assert_eq!(
-        (status, body["checks"]["openrouter"]["message"].clone()),
-        (503, Value::from("not checked yet"))
-    );
+    // Loaded, its first run still waiting on the slow upstream.
+    let (status, body) = server
+        .wait_for("/health", |_, b| {
+            b["checks"]["openrouter"]["message"] == "not checked yet"
+        })
+        .await;
+    assert_eq!(status, 503, "{body}");
     server.wait_for("/readyz", |s, _| s == 200).await;
 }
 
@@ -520,7 +518,7 @@ async fn serve_accepts_the_bots_database_url_in_each_sqlalchemy_form() {
         )
         .await;
         let (status, body) = host
-            .wait_for("/health/database", |_, body| !body["outcome"].is_null())
+            .wait_for("/health/database", |_, body| has_run(body))
             .await;
         assert_eq!(status, 200, "{url}: {body}");
         assert_eq!(body["outcome"], "pass", "{url}: {body}");
@@ -926,4 +924,116 @@ async fn metrics_carry_the_instrumentators_families_as_the_bots_dashboards_query
         assert!(!text.contains(absent), "{absent} present:\n{text}");
     }
     assert!(text.contains("adtrobot_http_request_duration_seconds_bucket{handler=\"/livez\",method=\"GET\",le=\"1.0\"} 1"), "{text}");
+}
+
+// ------------------------------------------------------------------ start-up
+
+/// A plugin file whose load blocks until [`SlowPlugin::release`] writes it: a FIFO,
+/// read by the host like any plugin file. A real slow load, with no hook in the host.
+struct SlowPlugin {
+    path: std::path::PathBuf,
+}
+
+impl SlowPlugin {
+    fn new(dir: &std::path::Path, name: &str) -> SlowPlugin {
+        let path = dir.join(name);
+        let made = Command::new("mkfifo").arg(&path).status().unwrap();
+        assert!(made.success(), "mkfifo {}", path.display());
+        SlowPlugin { path }
+    }
+
+    /// Writes `wasm` into the FIFO: the host's read finishes and the plugin loads.
+    async fn release(&self, wasm: &'static str) {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::write(&path, std::fs::read(wasm).unwrap()).unwrap();
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// Starts a host whose checks are `checks` (config blocks), failing instead of hanging
+/// if it does not listen while plugins load.
+async fn start_while_loading(dir: TempDir, checks: &str) -> Host {
+    tokio::time::timeout(Duration::from_secs(60), Host::start_in(dir, checks))
+        .await
+        .expect("serve must listen before its plugins are loaded")
+}
+
+#[tokio::test]
+async fn serve_answers_at_once_while_a_plugin_loads_and_a_slow_one_delays_no_other() {
+    let dir = TempDir::new();
+    let slow = SlowPlugin::new(&dir.0, "slow.wasm");
+    let checks = format!(
+        "{}{}",
+        check_block("slow", slow.path.to_str().unwrap(), true, ""),
+        check_block("fast", test_artifacts::TRIVIAL, true, "")
+    );
+    let server = start_while_loading(dir, &checks).await;
+
+    let (status, _) = server.json("/livez").await;
+    assert_eq!(status, 200);
+    // Not ready while a critical check loads; the body counts what is loading.
+    let (status, body) = server.wait_for("/readyz", |_, b| b["loading"] == 1).await;
+    assert_eq!((status, body["checks"].clone()), (503, 2.into()), "{body}");
+    // The fast check loads and runs while the slow one is still being read.
+    let (status, body) = server.wait_for("/health/fast", |_, b| has_run(b)).await;
+    assert_eq!(
+        (status, body["outcome"].clone()),
+        (200, "pass".into()),
+        "{body}"
+    );
+    let (status, body) = server.json("/health").await;
+    assert_eq!(body["checks"]["slow"]["outcome"], "loading", "{body}");
+    assert_eq!(body["checks"]["slow"]["healthy"], false, "{body}");
+    // Critical but loading within the start-up grace: not failing.
+    assert_eq!(status, 200, "{body}");
+    let (_, _, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("adtrobot_plugin_loads_pending 1\n"),
+        "{metrics}"
+    );
+
+    slow.release(test_artifacts::TRIVIAL).await;
+    let (_, body) = server.wait_for("/readyz", |s, _| s == 200).await;
+    assert_eq!(body["loading"], 0, "{body}");
+    let (_, _, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("adtrobot_plugin_loads_pending 0\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_waits_for_critical_checks_only() {
+    let dir = TempDir::new();
+    let slow = SlowPlugin::new(&dir.0, "slow.wasm");
+    let checks = format!(
+        "{}{}",
+        check_block("slow", slow.path.to_str().unwrap(), false, ""),
+        check_block("fast", test_artifacts::TRIVIAL, true, "")
+    );
+    let server = start_while_loading(dir, &checks).await;
+    let (_, body) = server.wait_for("/readyz", |s, _| s == 200).await;
+    assert_eq!(
+        body["loading"], 1,
+        "the non-critical check still loads: {body}"
+    );
+    slow.release(test_artifacts::TRIVIAL).await;
+}
+
+#[tokio::test]
+async fn a_critical_check_still_loading_after_the_grace_fails_health() {
+    let dir = TempDir::new();
+    let slow = SlowPlugin::new(&dir.0, "slow.wasm");
+    let checks = format!(
+        "startup_grace = \"0s\"\n{}",
+        check_block("slow", slow.path.to_str().unwrap(), true, "")
+    );
+    let server = start_while_loading(dir, &checks).await;
+    let (status, body) = server.json("/health").await;
+    assert_eq!(body["checks"]["slow"]["outcome"], "loading", "{body}");
+    assert_eq!(status, 503, "{body}");
+    slow.release(test_artifacts::TRIVIAL).await;
 }

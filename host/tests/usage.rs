@@ -637,8 +637,9 @@ async fn each_row_moves_the_ai_metrics_with_capped_labels() {
             &[tarot[0], tarot[1], ("le", le)],
         )
     };
+    // Bounds as the Python client spells them.
     assert_eq!(
-        (bucket("0.5"), bucket("1"), bucket("30"), bucket("60")),
+        (bucket("0.5"), bucket("1.0"), bucket("30.0"), bucket("60.0")),
         (0.0, 1.0, 1.0, 2.0)
     );
     let horoscope = [("operation", "horoscope"), ("model", "m2")];

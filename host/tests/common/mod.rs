@@ -166,6 +166,12 @@ pub fn routes<const N: usize>(pairs: [(&str, Reply); N]) -> HashMap<String, Repl
     pairs.into_iter().map(|(p, r)| (p.to_owned(), r)).collect()
 }
 
+/// Whether a check (an entry of `/health`, or `/health/{check}`) has run: it has an
+/// outcome, and not `loading`.
+pub fn has_run(check: &Value) -> bool {
+    !check["outcome"].is_null() && check["outcome"] != "loading"
+}
+
 /// Connects to the machine's PostgreSQL as its superuser, or fails saying how to
 /// start it; makes sure the read-only role of [`POSTGRES_READER_URL`] exists.
 pub async fn postgres() -> sqlx::PgPool {
