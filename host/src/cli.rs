@@ -508,6 +508,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             show_details: config.show_details,
             details_token: config.details_token.clone(),
             ingest,
+            bodies: server::HealthBodies::default(),
         });
         let listener = tokio::net::TcpListener::bind(listen)
             .await

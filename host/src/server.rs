@@ -6,8 +6,8 @@
 //! on-demand checks are brought up to date first (see [`Health::refresh`]). The usage
 //! endpoint waits on its database, bounded by the store's timeouts.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -42,6 +42,40 @@ pub struct AppState {
     pub details_token: Option<String>,
     /// The usage endpoint; `None` when no token is configured (the route is absent).
     pub ingest: Option<Arc<Ingest>>,
+    /// Built bodies of the whole `/health`.
+    pub bodies: HealthBodies,
+}
+
+/// How long a built `/health` body is served again while no result or check changed:
+/// ages and staleness move with time, and a tenth of a second is finer than any probe
+/// looks. With a thousand checks a body takes milliseconds to build; served from here
+/// it costs a copy of a pointer.
+pub const HEALTH_BODY_TTL: Duration = Duration::from_millis(100);
+
+/// The whole `/health` (no `exclude`), built: one per format and details setting.
+#[derive(Default)]
+pub struct HealthBodies(Mutex<[Option<Built>; 4]>);
+
+#[derive(Clone)]
+struct Built {
+    version: u64,
+    at: Instant,
+    status: StatusCode,
+    body: Bytes,
+}
+
+impl HealthBodies {
+    /// The body for `slot` built from `version` within the TTL, if there is one.
+    fn get(&self, slot: usize, version: u64) -> Option<Built> {
+        let bodies = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        bodies[slot]
+            .clone()
+            .filter(|b| b.version == version && b.at.elapsed() < HEALTH_BODY_TTL)
+    }
+
+    fn put(&self, slot: usize, built: Built) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())[slot] = Some(built);
+    }
 }
 
 /// The application's router; tests call it without a socket.
@@ -160,7 +194,11 @@ fn excluded(query: Option<&str>) -> Vec<String> {
 
 /// A JSON response that no cache may keep.
 fn json_response(status: StatusCode, content_type: &'static str, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
+    bytes_response(status, content_type, Bytes::from(body.to_string()))
+}
+
+fn bytes_response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
+    let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -185,9 +223,40 @@ async fn health_all(
         .health
         .refresh(|name| !exclude.iter().any(|e| e == name))
         .await;
-    let views = state.health.views(&exclude);
-    let status = health_status(health::healthy(&views));
-    health_response(&state, &headers, status, &views, health::seed_json)
+    if !exclude.is_empty() {
+        let views = state.health.views(&exclude);
+        let status = health_status(health::healthy(&views));
+        return health_response(&state, &headers, status, &views, health::seed_json);
+    }
+    // The whole document: built once per change (or TTL), then served as bytes.
+    let (ietf, details) = (wants_ietf(&headers), details(&state, &headers));
+    let slot = usize::from(ietf) * 2 + usize::from(details);
+    let version = state.health.version();
+    let built = match state.bodies.get(slot, version) {
+        Some(built) => built,
+        None => {
+            let views = state.health.views(&[]);
+            let body = if ietf {
+                health::ietf_json(&views, details)
+            } else {
+                health::seed_json(&views, details)
+            };
+            let built = Built {
+                version,
+                at: Instant::now(),
+                status: health_status(health::healthy(&views)),
+                body: Bytes::from(body.to_string()),
+            };
+            state.bodies.put(slot, built.clone());
+            built
+        }
+    };
+    let content_type = if ietf {
+        HEALTH_JSON
+    } else {
+        "application/json"
+    };
+    bytes_response(built.status, content_type, built.body)
 }
 
 /// Answers in the format the caller accepts: the IETF draft's, or `seed` (the seed's
