@@ -15,6 +15,7 @@
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::IntCounterVec;
 use sha2::{Digest, Sha256};
@@ -25,6 +26,10 @@ use wasmtime::component::Component;
 const DIGEST_BYTES: usize = 32;
 /// File name suffix of entries.
 const ENTRY_SUFFIX: &str = "cwasm";
+
+/// Numbers temporary files: plugins load in parallel, and two checks of one file
+/// store the same entry at once.
+static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
 
 /// What one lookup found; the label values of the lookup counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +137,8 @@ impl CompileCache {
     fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
         let artifact = component.serialize()?;
         let digest = Sha256::digest(&artifact);
-        let tmp = path.with_extension(format!("{ENTRY_SUFFIX}.tmp{}", std::process::id()));
+        let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{ENTRY_SUFFIX}.tmp{}-{n}", std::process::id()));
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&digest)?;
         file.write_all(&artifact)?;
