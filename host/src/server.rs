@@ -102,12 +102,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// Counts requests by matched route, method and grouped status (`2xx`), and tracks
 /// requests in progress. Only matched routes reach this layer.
 async fn instrument(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let Some(route) = route.filter(|r| HttpMetrics::records(r)) else {
-        return next.run(request).await;
+    // Decided before anything is allocated: probes and scrapes are most requests.
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) if HttpMetrics::records(path.as_str()) => path.as_str().to_owned(),
+        _ => return next.run(request).await,
     };
     let method = request.method().as_str().to_owned();
     let request_bytes = content_length(request.headers());
