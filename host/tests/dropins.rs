@@ -282,7 +282,7 @@ async fn a_hundred_reloads_under_load_fail_no_request() {
         drop_file(&plugins, "flip.wasm", &versions[i % 2]);
         wait_metric(&server, series, (i + 1) as f64).await;
         if i == 10 {
-            rss_after_warmup = rss_kib(server.child.id());
+            rss_after_warmup = proc_status_kib(server.child.id(), "VmRSS");
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -291,7 +291,7 @@ async fn a_hundred_reloads_under_load_fail_no_request() {
         answered += task.await.expect("a load task failed");
     }
     assert!(answered > 0);
-    let growth = rss_kib(server.child.id()).saturating_sub(rss_after_warmup);
+    let growth = proc_status_kib(server.child.id(), "VmRSS").saturating_sub(rss_after_warmup);
     assert!(
         growth < RSS_GROWTH_BOUND_KIB,
         "resident memory grew by {growth} KiB over {RELOADS} reloads"
@@ -300,16 +300,6 @@ async fn a_hundred_reloads_under_load_fail_no_request() {
         metric(&server, "adtrobot_plugin_load_errors_total{check=\"flip\"}").await,
         None
     );
-}
-
-/// Resident memory of a process, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[tokio::test]
@@ -463,19 +453,6 @@ fn list_escapes_control_characters_in_names_and_errors() {
 const RUNAWAYS: usize = 5;
 /// Timed-out runs to wait for: more than the datasource's pool holds connections.
 const RUNAWAY_RUNS: f64 = 20.0;
-
-/// CPU time (user + system) a process has used, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
 
 /// Runs [`RUNAWAYS`] drop-ins whose `statement` (tagged with a unique comment) never
 /// ends until [`RUNAWAY_RUNS`] of their runs have timed out, then removes them. Then:
@@ -633,16 +610,6 @@ async fn runaway_statements_stop_with_their_runs_on_mariadb() {
     .await;
 }
 
-/// Peak resident memory of a process so far (`VmHWM`), from /proc.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Host memory stays bounded whatever a plugin queries: values far past the cap are
 /// refused by the database (SQLite's length limit, MariaDB's max_allowed_packet)
 /// before the host holds them.
@@ -708,6 +675,6 @@ async fn huge_sql_values_never_reach_host_memory() {
         "rows:1 first:null",
         "{body}"
     );
-    let peak = peak_rss_kib(server.child.id());
+    let peak = proc_status_kib(server.child.id(), "VmHWM");
     assert!(peak < 256 * 1024, "host peak RSS {peak} KiB");
 }

@@ -235,6 +235,7 @@ async fn an_on_demand_check_runs_when_asked_once_for_concurrent_requests() {
         "on_demand = true\nsettings.message = \"ran\"",
     );
     let server = Host::start(&config).await;
+    server.wait_loaded().await;
     let runs = "adtrobot_check_runs_total{check=\"lazy\",outcome=\"pass\"}";
     let (_, _, text) = server.get("/metrics").await;
     assert!(!text.contains(runs), "nothing runs before it is asked for");
@@ -842,19 +843,9 @@ async fn metrics_carry_the_instrumentators_families_as_the_bots_dashboards_query
     ))
     .await;
     // The first scrape of a fresh host: its CPU time has fractions (ticks of 10 ms).
-    let ticks = |pid: u32| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-    };
-    let before = ticks(host.child.id());
+    let before = cpu_ticks(host.child.id());
     let (_, _, text) = host.get("/metrics").await;
-    let after = ticks(host.child.id());
+    let after = cpu_ticks(host.child.id());
     let cpu: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))

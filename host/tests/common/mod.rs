@@ -166,6 +166,29 @@ pub fn routes<const N: usize>(pairs: [(&str, Reply); N]) -> HashMap<String, Repl
     pairs.into_iter().map(|(p, r)| (p.to_owned(), r)).collect()
 }
 
+/// CPU time (user + system) a process has used, in clock ticks, from /proc.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A memory figure of a process's /proc status in KiB: `VmRSS`, `VmHWM` (the peak).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
 /// Whether a check (an entry of `/health`, or `/health/{check}`) has run: it has an
 /// outcome, and not `loading`.
 pub fn has_run(check: &Value) -> bool {
@@ -420,6 +443,19 @@ impl Host {
         .await
         .unwrap();
         Host { child, base, dir }
+    }
+
+    /// Waits until no plugin is still loading (`serve` answers while they compile),
+    /// without running anything: on-demand checks run when `/health` asks.
+    pub async fn wait_loaded(&self) {
+        for _ in 0..1200 {
+            let (_, _, text) = self.get("/metrics").await;
+            if text.contains("\nadtrobot_plugin_loads_pending 0\n") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("plugins still loading after a minute");
     }
 
     /// Kills the server and hands back its folder.
