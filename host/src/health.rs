@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -107,9 +107,6 @@ pub struct Health {
     /// Held while a change of the set is computed and applied, so that changes made
     /// from different tasks (the folder watcher, finished loads) never undo each other.
     editing: Mutex<()>,
-    /// Moves with every change of the set or of a result: what a built `/health`
-    /// body was built from.
-    version: AtomicU64,
     /// When the host started, and how long after that a critical check still loading
     /// does not count as failing.
     started: Instant,
@@ -151,7 +148,6 @@ impl Health {
             runs: Semaphore::new(max_concurrent_runs),
             shutting_down: AtomicBool::new(false),
             editing: Mutex::default(),
-            version: AtomicU64::new(0),
             started: Instant::now(),
             startup_grace,
         }
@@ -190,11 +186,6 @@ impl Health {
         (loading, set.entries.len())
     }
 
-    /// A number that changes whenever the set or any check's result changes.
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::SeqCst)
-    }
-
     /// The current set of checks.
     pub fn set(&self) -> Arc<CheckSet> {
         self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -206,7 +197,6 @@ impl Health {
     pub fn apply(self: &Arc<Self>, set: CheckSet) {
         let set = Arc::new(set);
         *self.set.write().unwrap_or_else(|p| p.into_inner()) = set.clone();
-        self.version.fetch_add(1, Ordering::SeqCst);
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.retain(|name, (check, task)| {
             let current = set.entries.get(name).and_then(|e| e.check.as_ref());
@@ -339,7 +329,6 @@ impl Health {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.clone(), latest);
-        self.version.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Marks the host as shutting down: `/readyz` answers 503 from now on.

@@ -46,10 +46,11 @@ pub struct AppState {
     pub bodies: HealthBodies,
 }
 
-/// How long a built `/health` body is served again while no result or check changed:
-/// ages and staleness move with time, and a tenth of a second is finer than any probe
-/// looks. With a thousand checks a body takes milliseconds to build; served from here
-/// it costs a copy of a pointer.
+/// How long a built `/health` body is served again: a result, an age or a check set
+/// is at most this late, finer than any probe looks. With a thousand checks a body
+/// takes milliseconds to build, and with every check running each second a result
+/// changes every millisecond: rebuilding per change would be rebuilding per request.
+/// Served from here it costs a copy of a pointer.
 pub const HEALTH_BODY_TTL: Duration = Duration::from_millis(100);
 
 /// The whole `/health` (no `exclude`), built: one per format and details setting.
@@ -58,19 +59,18 @@ pub struct HealthBodies(Mutex<[Option<Built>; 4]>);
 
 #[derive(Clone)]
 struct Built {
-    version: u64,
     at: Instant,
     status: StatusCode,
     body: Bytes,
 }
 
 impl HealthBodies {
-    /// The body for `slot` built from `version` within the TTL, if there is one.
-    fn get(&self, slot: usize, version: u64) -> Option<Built> {
+    /// The body for `slot` built within the TTL, if there is one.
+    fn get(&self, slot: usize) -> Option<Built> {
         let bodies = self.0.lock().unwrap_or_else(|p| p.into_inner());
         bodies[slot]
             .clone()
-            .filter(|b| b.version == version && b.at.elapsed() < HEALTH_BODY_TTL)
+            .filter(|b| b.at.elapsed() < HEALTH_BODY_TTL)
     }
 
     fn put(&self, slot: usize, built: Built) {
@@ -226,11 +226,10 @@ async fn health_all(
         let status = health_status(health::healthy(&views));
         return health_response(&state, &headers, status, &views, health::seed_json);
     }
-    // The whole document: built once per change (or TTL), then served as bytes.
+    // The whole document: built at most once per TTL, then served as bytes.
     let (ietf, details) = (wants_ietf(&headers), details(&state, &headers));
     let slot = usize::from(ietf) * 2 + usize::from(details);
-    let version = state.health.version();
-    let built = match state.bodies.get(slot, version) {
+    let built = match state.bodies.get(slot) {
         Some(built) => built,
         None => {
             let views = state.health.views(&[]);
@@ -240,7 +239,6 @@ async fn health_all(
                 health::seed_json(&views, details)
             };
             let built = Built {
-                version,
                 at: Instant::now(),
                 status: health_status(health::healthy(&views)),
                 body: Bytes::from(body.to_string()),

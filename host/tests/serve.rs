@@ -852,7 +852,7 @@ async fn metrics_carry_the_instrumentators_families_as_the_bots_dashboards_query
         .unwrap()
         .parse()
         .unwrap();
-    if before % 100 != 0 {
+    if !before.is_multiple_of(100) {
         assert!(
             before as f64 / 100.0 <= cpu + 1e-9 && cpu <= after as f64 / 100.0 + 1e-9,
             "process_cpu_seconds_total {cpu} not within {before}..{after} ticks"
