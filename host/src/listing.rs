@@ -201,13 +201,14 @@ pub fn human(rows: &[Listed], host_answered: bool) -> String {
             line("settings", list(&g.settings));
         }
         let last = match (&row.last, host_answered) {
-            (Some(last), _) => format!(
-                "{} ({}s ago)",
-                last["outcome"].as_str().unwrap_or("not run yet"),
-                last["age_seconds"]
-                    .as_f64()
-                    .map_or("-".to_owned(), |a| a.to_string())
-            ),
+            (Some(last), _) => {
+                let outcome = last["outcome"].as_str().unwrap_or("not run yet");
+                match last["age_seconds"].as_f64() {
+                    Some(age) => format!("{outcome} ({age}s ago)"),
+                    // Never run, or still loading: there is no age to show.
+                    None => outcome.to_owned(),
+                }
+            }
             (None, true) => "not in the running host".to_owned(),
             (None, false) => "unknown: no host answered".to_owned(),
         };
@@ -221,4 +222,44 @@ pub fn human(rows: &[Listed], host_answered: bool) -> String {
 
 fn seconds(s: f64) -> String {
     humantime::format_duration(Duration::from_secs_f64(s)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_shows_an_age_only_when_the_check_has_run() {
+        let row = |last: Value| Listed {
+            name: "c".to_owned(),
+            source: Source::Folder,
+            file: "c.wasm".to_owned(),
+            status: "error",
+            load_error: None,
+            sha256: None,
+            critical: false,
+            interval_seconds: None,
+            limits: None,
+            grants: None,
+            last: Some(last),
+        };
+        let cases = [
+            (
+                serde_json::json!({"outcome": "pass", "age_seconds": 2.5}),
+                "pass (2.5s ago)",
+            ),
+            (
+                serde_json::json!({"outcome": "loading", "age_seconds": null}),
+                "loading",
+            ),
+            (
+                serde_json::json!({"outcome": null, "age_seconds": null}),
+                "not run yet",
+            ),
+        ];
+        for (last, shown) in cases {
+            let text = human(&[row(last)], true);
+            assert!(text.contains(&format!("last     {shown}\n")), "{text}");
+        }
+    }
 }

@@ -377,6 +377,27 @@ async fn sql_denies_datasources_not_granted_and_names_unknown_ones() {
 }
 
 #[tokio::test]
+async fn sql_on_a_sqlite_file_that_does_not_exist_says_so_without_its_path() {
+    let dir = tempdir::Dir::new();
+    let missing = dir.path.join("missing.sqlite");
+    let url = format!("sqlite://{}", missing.display());
+    let report = sql(
+        Datasource::parse("db", &url).unwrap(),
+        &["db"],
+        "SELECT 1",
+        "",
+    )
+    .await;
+    let message = report.message.unwrap();
+    assert!(
+        message.starts_with("database:db: cannot open the database file: it does not exist"),
+        "{message}"
+    );
+    assert!(!message.contains("missing.sqlite"), "{message}");
+    assert!(!missing.exists(), "a read-only datasource created its file");
+}
+
+#[tokio::test]
 async fn sql_on_an_unreachable_database_is_a_database_error() {
     let ds = Datasource::parse("db", "postgres://postgres@127.0.0.1:9/test").unwrap();
     let report = sql(ds, &["db"], "SELECT 1", "").await;

@@ -514,3 +514,15 @@ fn the_adtrobot_production_profile_validates() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_missing_plugin_file_is_named_once_with_what_to_check() {
+    let out = healthhost(&[
+        "check",
+        "/nonexistent/target/wasm32-wasip2/release/mine.wasm",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains("crate-type = [\"cdylib\"]"), "{err}");
+}

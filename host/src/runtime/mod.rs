@@ -58,11 +58,14 @@ pub enum RuntimeError {
 /// Why a plugin could not be loaded. Each variant names the check.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("check '{check}': cannot read {path}: {source}")]
+    #[error(
+        "check '{check}': cannot read {path}: {error}{}",
+        missing_hint(error, path)
+    )]
     Read {
         check: String,
         path: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("check '{check}': not a valid WebAssembly component: {reason}")]
     Compile { check: String, reason: String },
@@ -81,6 +84,18 @@ pub enum LoadError {
         check: String,
         source: limits::LimitError,
     },
+}
+
+/// What to check when a plugin file is missing: a Rust crate without a `cdylib`
+/// target builds no `.wasm` at all.
+fn missing_hint(error: &std::io::Error, path: &str) -> &'static str {
+    if error.kind() == std::io::ErrorKind::NotFound && path.ends_with(".wasm") {
+        " (a Rust plugin needs `crate-type = [\"cdylib\"]` under [lib] in its Cargo.toml; \
+         `cargo build --release --target wasm32-wasip2` then writes \
+         target/wasm32-wasip2/release/NAME.wasm)"
+    } else {
+        ""
+    }
 }
 
 /// A compiled, pre-instantiated plugin with its grants and limits. Cheap to share.
@@ -207,10 +222,10 @@ impl Runtime {
         grants: Grants,
         limits: Limits,
     ) -> Result<Plugin, LoadError> {
-        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
+        let wasm = std::fs::read(path).map_err(|error| LoadError::Read {
             check: name.to_owned(),
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         if let Some(expected) = pin {
             let actual = hex(&Sha256::digest(&wasm));

@@ -171,6 +171,11 @@ pub(super) fn error(datasource: &str, e: &sqlx::Error) -> Option<Error> {
             db.message()
         ))),
         ffi::SQLITE_TOOBIG => Some(Error::TooLarge(SQL_MAX_BYTES)),
+        // The path is the operator's, never shown to a plugin.
+        ffi::SQLITE_CANTOPEN => Some(Error::Database(format!(
+            "{datasource}: cannot open the database file: it does not exist or cannot be read \
+             (SQLite datasources are opened read-only and never created)"
+        ))),
         ffi::SQLITE_INTERRUPT => Some(Error::Timeout),
         _ => None,
     }
