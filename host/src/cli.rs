@@ -183,6 +183,15 @@ struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+
+    /// Where compiled plugins are kept, so that checking an unchanged plugin again
+    /// does not compile it again (default: serve's, `$XDG_CACHE_HOME/healthhost`).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Compile the plugin without reading or writing the compile cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
 }
 
 /// Prints a command-line error (help and version go to stdout with status 0).
@@ -601,7 +610,17 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         memory: args.memory,
     };
     let tokio = current_thread()?;
-    let runtime = Runtime::new(datasources)?;
+    let mut runtime = Runtime::new(datasources)?;
+    if !args.no_cache {
+        let dir = args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(crate::cache::default_dir);
+        if let Err(e) = runtime.use_cache(&dir, None) {
+            // Only slower: the plugin is compiled without the cache.
+            tracing::warn!("{e}; compiling without a cache");
+        }
+    }
     let plugin = Arc::new(runtime.load_file(&name, &args.plugin, None, grants, limits)?);
     let report = tokio.block_on(runtime.run(&plugin));
     if args.json {

@@ -231,6 +231,8 @@ fn help_documents_every_check_flag() {
         "--fuel",
         "--memory",
         "--json",
+        "--cache-dir",
+        "--no-cache",
     ] {
         assert!(text.contains(flag), "{flag} missing from help");
     }
@@ -525,4 +527,50 @@ fn a_missing_plugin_file_is_named_once_with_what_to_check() {
     let err = stderr(&out);
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     assert!(err.contains("crate-type = [\"cdylib\"]"), "{err}");
+}
+
+#[test]
+fn check_keeps_compiled_plugins_in_the_cache_unless_told_not_to() {
+    let dir = std::env::temp_dir().join(format!("hh_cli_cache_{}", std::process::id()));
+    let cache = dir.join("cache");
+    let entries = || {
+        std::fs::read_dir(&cache)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "cwasm")
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    let out = check(&["--no-cache"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!cache.exists());
+    // The entry's inode: a store renames a new file into place, a hit leaves it.
+    let inode = || {
+        use std::os::unix::fs::MetadataExt;
+        let entry = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .unwrap();
+        std::fs::metadata(entry).unwrap().ino()
+    };
+    let mut first = None;
+    for _ in 0..2 {
+        let out = check(&["--cache-dir", cache.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(entries(), 1, "one entry");
+        let now = inode();
+        assert_eq!(
+            *first.get_or_insert(now),
+            now,
+            "the second check used the entry"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }
