@@ -314,18 +314,14 @@ async fn check_roles(config: &Config) -> anyhow::Result<()> {
         .datasources
         .iter()
         .filter(|d| granted.contains(d.name()))
-        .map(|d| tokio::time::timeout(ROLE_CHECK_TIMEOUT, d.check_role()));
+        .map(|d| async move {
+            (
+                d,
+                tokio::time::timeout(ROLE_CHECK_TIMEOUT, d.check_role()).await,
+            )
+        });
     let mut refused = Vec::new();
-    for (result, datasource) in futures_util::future::join_all(checks)
-        .await
-        .into_iter()
-        .zip(
-            config
-                .datasources
-                .iter()
-                .filter(|d| granted.contains(d.name())),
-        )
-    {
+    for (datasource, result) in futures_util::future::join_all(checks).await {
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e @ RoleError::Privileged { .. })) => refused.push(e.to_string()),

@@ -469,27 +469,22 @@ impl Config {
 
         let mut datasources = Vec::new();
         for (name, ds) in &raw.datasources {
-            let mut key = format!("datasources.{name}.url");
-            let mut url = match expand(ds.url.get_ref(), env) {
-                (Some(url), true) => {
-                    key = format!(
-                        "{key} (from the environment variable {})",
-                        var_name(ds.url.get_ref())
-                    );
-                    url
-                }
-                (Some(url), false) => url,
-                (None, _) => {
-                    problems.add(
-                        ds.url.span(),
-                        key,
-                        format!(
-                            "the environment variable {} is not set",
-                            var_name(ds.url.get_ref())
-                        ),
-                    );
-                    continue;
-                }
+            let (mut url, mut key) = match env_reference(ds.url.get_ref()) {
+                Some(var) => match env(var) {
+                    Some(url) => (
+                        url,
+                        format!("datasources.{name}.url (from the environment variable {var})"),
+                    ),
+                    None => {
+                        problems.add(
+                            ds.url.span(),
+                            format!("datasources.{name}.url"),
+                            format!("the environment variable {var} is not set"),
+                        );
+                        continue;
+                    }
+                },
+                None => (ds.url.get_ref().clone(), format!("datasources.{name}.url")),
             };
             if name == "main"
                 && let Some(over) = env(DATABASE_URL_ENV)
@@ -711,18 +706,15 @@ fn resolve_sqlite_path(url: &str, base: &Path) -> String {
     format!("sqlite://{}", base.join(rest).display())
 }
 
-/// The variable a whole-value `${VAR}` reference names.
-fn var_name(value: &str) -> &str {
-    value
-        .strip_prefix("${")
-        .and_then(|v| v.strip_suffix('}'))
-        .unwrap_or(value)
+/// The variable a whole-value `${VAR}` reference names, if `value` is one.
+fn env_reference(value: &str) -> Option<&str> {
+    value.strip_prefix("${").and_then(|v| v.strip_suffix('}'))
 }
 
 /// Expands a whole-value `${VAR}` reference: (value, is_secret). An unset variable
 /// gives no value.
 fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> (Option<String>, bool) {
-    match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+    match env_reference(value) {
         Some(var) => (env(var), true),
         None => (Some(value.to_owned()), false),
     }

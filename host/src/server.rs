@@ -61,6 +61,7 @@ pub struct HealthBodies(Mutex<[Option<Built>; 4]>);
 struct Built {
     at: Instant,
     status: StatusCode,
+    content_type: &'static str,
     body: Bytes,
 }
 
@@ -233,26 +234,18 @@ async fn health_all(
         Some(built) => built,
         None => {
             let views = state.health.views(&[]);
-            let body = if ietf {
-                health::ietf_json(&views, details)
-            } else {
-                health::seed_json(&views, details)
-            };
+            let (content_type, body) = health_body(&views, ietf, details, health::seed_json);
             let built = Built {
                 at: Instant::now(),
                 status: health_status(health::healthy(&views)),
-                body: Bytes::from(body.to_string()),
+                content_type,
+                body,
             };
             state.bodies.put(slot, built.clone());
             built
         }
     };
-    let content_type = if ietf {
-        HEALTH_JSON
-    } else {
-        "application/json"
-    };
-    bytes_response(built.status, content_type, built.body)
+    bytes_response(built.status, built.content_type, built.body)
 }
 
 /// Answers in the format the caller accepts: the IETF draft's, or `seed` (the seed's
@@ -264,12 +257,24 @@ fn health_response(
     views: &[health::CheckView],
     seed: fn(&[health::CheckView], bool) -> Value,
 ) -> Response {
-    let details = details(state, headers);
-    if wants_ietf(headers) {
-        json_response(status, HEALTH_JSON, &health::ietf_json(views, details))
+    let (content_type, body) =
+        health_body(views, wants_ietf(headers), details(state, headers), seed);
+    bytes_response(status, content_type, body)
+}
+
+/// A `/health` body and its content type: the IETF draft's format, or `seed`.
+fn health_body(
+    views: &[health::CheckView],
+    ietf: bool,
+    details: bool,
+    seed: fn(&[health::CheckView], bool) -> Value,
+) -> (&'static str, Bytes) {
+    let (content_type, body) = if ietf {
+        (HEALTH_JSON, health::ietf_json(views, details))
     } else {
-        json_response(status, "application/json", &seed(views, details))
-    }
+        ("application/json", seed(views, details))
+    };
+    (content_type, Bytes::from(body.to_string()))
 }
 
 async fn health_one(

@@ -316,11 +316,13 @@ impl UsageStore {
                 }
                 StorePool::MySql(pool) => insert_one_by_one(pool, rows, columns).await,
             };
-            match result {
-                Err(Failure::At(index, e)) | Err(Failure::Batch(Some(index), e)) => {
-                    Err(refusal(index, &e).unwrap_or(StoreError::Database(e)))
-                }
-                Err(Failure::Batch(None, e)) if refusal(0, &e).is_some() => {
+            let (index, error) = match result {
+                Ok(ids) => return Ok(ids),
+                Err(Failure {
+                    row: Some(index),
+                    error,
+                }) => (index, error),
+                Err(Failure { row: None, error }) if refusal(0, &error).is_some() => {
                     // Which row? Each alone, in a transaction that is rolled back.
                     let found = match &self.pool {
                         StorePool::Sqlite(pool) => {
@@ -331,16 +333,11 @@ impl UsageStore {
                         }
                         StorePool::MySql(_) => unreachable!("MySQL inserts row by row"),
                     };
-                    match found {
-                        Some((index, e)) => {
-                            Err(refusal(index, &e).unwrap_or(StoreError::Database(e)))
-                        }
-                        None => Err(StoreError::Database(e)),
-                    }
+                    found.ok_or(StoreError::Database(error))?
                 }
-                Err(Failure::Batch(None, e)) => Err(StoreError::Database(e)),
-                Ok(ids) => Ok(ids),
-            }
+                Err(Failure { row: None, error }) => return Err(StoreError::Database(error)),
+            };
+            Err(refusal(index, &error).unwrap_or(StoreError::Database(error)))
         };
         let result = tokio::time::timeout(STORE_WRITE_TIMEOUT, write)
             .await
@@ -407,15 +404,15 @@ const MYSQL_INSERT: InsertDialect = InsertDialect {
     now: "CURRENT_TIMESTAMP",
 };
 
-/// Why a write failed: at a known row (row by row), or somewhere in a batch.
-enum Failure {
-    At(usize, sqlx::Error),
-    Batch(Option<usize>, sqlx::Error),
+/// Why a write failed, and at which row when that is known (a row written alone).
+struct Failure {
+    row: Option<usize>,
+    error: sqlx::Error,
 }
 
 impl From<sqlx::Error> for Failure {
-    fn from(e: sqlx::Error) -> Self {
-        Failure::Batch(None, e)
+    fn from(error: sqlx::Error) -> Self {
+        Failure { row: None, error }
     }
 }
 
@@ -544,9 +541,12 @@ where
             Ok(ids) => ids,
             // A chunk of one row names its row.
             Err(e) if chunk.len() == 1 => {
-                return Err(Failure::Batch(Some(n * ROWS_PER_STATEMENT), e));
+                return Err(Failure {
+                    row: Some(n * ROWS_PER_STATEMENT),
+                    error: e,
+                });
             }
-            Err(e) => return Err(Failure::Batch(None, e)),
+            Err(e) => return Err(e.into()),
         };
         ids.extend(chunk_ids.into_iter().map(Into::into));
     }
@@ -572,7 +572,10 @@ async fn insert_one_by_one(
             .build()
             .execute(&mut *tx)
             .await
-            .map_err(|e| Failure::At(index, e))?;
+            .map_err(|error| Failure {
+                row: Some(index),
+                error,
+            })?;
         ids.push(i64::try_from(done.last_insert_id()).map_err(|e| sqlx::Error::Decode(e.into()))?);
     }
     tx.commit().await?;

@@ -29,6 +29,16 @@ fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
+/// Drops the misbehave guest in as check `name`, its grant file first.
+fn drop_misbehave(dir: &Path, name: &str, grants: &str) {
+    drop_file(dir, &format!("{name}.toml"), grants.as_bytes());
+    drop_file(
+        dir,
+        &format!("{name}.wasm"),
+        &read(test_artifacts::MISBEHAVE),
+    );
+}
+
 fn read(wasm: &str) -> Vec<u8> {
     std::fs::read(wasm).unwrap()
 }
@@ -479,19 +489,13 @@ where
     let tag = unique_table("runaway");
     let statement = format!("{statement} /* {tag} */");
     for i in 0..RUNAWAYS {
-        drop_file(
+        drop_misbehave(
             &plugins,
-            &format!("spin{i}.toml"),
-            format!(
+            &format!("spin{i}"),
+            &format!(
                 "interval = \"1s\"\ntimeout = \"300ms\"\ngrants.sql = [\"main\"]\n\
                  settings = {{ mode = \"sql\", statement = {statement:?} }}\n"
-            )
-            .as_bytes(),
-        );
-        drop_file(
-            &plugins,
-            &format!("spin{i}.wasm"),
-            &read(test_artifacts::MISBEHAVE),
+            ),
         );
     }
     let server = Host::start_in(
@@ -640,19 +644,13 @@ async fn huge_sql_values_never_reach_host_memory() {
         ),
         ("maria", "maria", "SELECT REPEAT('x', 900000000)"),
     ] {
-        drop_file(
+        drop_misbehave(
             &plugins,
-            &format!("{name}.toml"),
-            format!(
+            name,
+            &format!(
                 "interval = \"1h\"\ntimeout = \"5s\"\ngrants.sql = [\"{url_key}\"]\n\
                  settings = {{ mode = \"sql\", datasource = \"{url_key}\", statement = {statement:?} }}\n"
-            )
-            .as_bytes(),
-        );
-        drop_file(
-            &plugins,
-            &format!("{name}.wasm"),
-            &read(test_artifacts::MISBEHAVE),
+            ),
         );
     }
     let server = Host::start_in(
