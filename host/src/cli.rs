@@ -2,7 +2,8 @@
 //! commands `serve` (run every check in the background and serve the HTTP API),
 //! `validate` (check a config and its plugins), `list` (every check and its state),
 //! `migrate` (the host's tables), `usage` (the AI usage report), `check` (run one
-//! plugin once under production limits) and `wit` (print the plugin contract).
+//! plugin once under production limits), `wit` (print the plugin contract) and `new`
+//! (write a plugin project).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,19 +15,21 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::capabilities::Grants;
-use crate::capabilities::config::Settings;
 use crate::capabilities::http::HttpPolicy;
 use crate::capabilities::sql::{Datasource, Datasources, RoleError, SqlPolicy};
 use crate::config::Config;
+use crate::diagnose::Diagnostics;
 use crate::dropins::{self, Folder, Load, Loader, Scan};
 use crate::escape::escape_controls;
+use crate::fixtures::Fixtures;
 use crate::health::{CheckSet, Health};
 use crate::ingest::Ingest;
-use crate::limits::{DEFAULT_FUEL, Limits};
+use crate::limits::Limits;
 use crate::listing;
 use crate::metrics::Metrics;
 use crate::report::{self, By};
-use crate::runtime::{RunReport, Runtime};
+use crate::runtime::{Compiler, RunReport, Runtime};
+use crate::scaffold::{self, Lang};
 use crate::server;
 use crate::units;
 use crate::usage::{self, UsageStore};
@@ -66,6 +69,23 @@ enum Command {
     Check(CheckArgs),
     /// Print the plugin contract (WIT) for generating bindings in any language.
     Wit,
+    /// Write a new plugin project: the check's source, its build script, a grant
+    /// file, fixtures for pass, warn and fail, a test that runs them, and a README.
+    New(NewArgs),
+}
+
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The check's name: a letter, then letters, digits, '-' and '_'.
+    name: String,
+
+    /// The language of the project.
+    #[arg(long, value_enum)]
+    lang: Lang,
+
+    /// The folder to create [default: NAME in the current folder]; it must not exist.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -159,7 +179,7 @@ struct CheckArgs {
     #[arg(long = "unsafe-allow-privileged-role", value_name = "NAME")]
     unsafe_allow_privileged_role: Vec<String>,
 
-    /// Give the check a setting (repeatable).
+    /// Give the check a setting (repeatable; overrides the grant file's).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     settings: Vec<String>,
 
@@ -168,17 +188,45 @@ struct CheckArgs {
     #[arg(long = "secret-env", value_name = "KEY=ENVVAR")]
     secrets: Vec<String>,
 
-    /// Wall-clock limit for the run, e.g. 3s or 500ms.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::parse_duration)]
-    timeout: Duration,
+    /// Take grants, settings and limits from a grant file, as `serve` does for a
+    /// dropped-in NAME.toml; the flags above add to it and override it.
+    #[arg(long, value_name = "FILE")]
+    grants: Option<PathBuf>,
 
-    /// Fuel limit (about one unit per WebAssembly instruction).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_FUEL)]
-    fuel: u64,
+    /// Answer the check's HTTP requests and SQL queries from a fixtures file instead
+    /// of the network and the databases (repeatable; see README, "Writing a plugin").
+    /// Grants and limits still apply; a call no fixture answers is refused.
+    #[arg(long, value_name = "FILE")]
+    fixtures: Vec<PathBuf>,
 
-    /// Linear-memory limit, e.g. 16MiB.
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = units::parse_size)]
-    memory: u64,
+    /// A quick HTTP fixture: '[METHOD] URL -> STATUS [BODY]', e.g.
+    /// 'GET http://127.0.0.1:8080/status -> 200 {"status":"ok"}' (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    respond: Vec<String>,
+
+    /// A quick SQL fixture: 'DATASOURCE: STATEMENT -> ROWS', ROWS a JSON array of
+    /// rows or 'error: TEXT', e.g. 'main: SELECT count(*) FROM jobs -> [[3]]'
+    /// (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    sql: Vec<String>,
+
+    /// Wall-clock limit for the run, e.g. 3s or 500ms [default: the grant file's, or 10s].
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    timeout: Option<Duration>,
+
+    /// Fuel limit (about one unit per WebAssembly instruction) [default: the grant
+    /// file's, or 5000000000].
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+
+    /// Linear-memory limit, e.g. 16MiB [default: the grant file's, or 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    memory: Option<u64>,
+
+    /// The code generator: cranelift compiles slowest and runs fastest (what `serve`
+    /// uses by default), winch compiles fastest.
+    #[arg(long, value_enum, default_value_t = Compiler::Cranelift)]
+    compiler: Compiler,
 
     /// Print the report as JSON.
     #[arg(long)]
@@ -243,7 +291,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", crate::WIT);
             Ok(ExitCode::SUCCESS)
         }
+        Command::New(args) => new_project(args),
     }
+}
+
+fn new_project(args: NewArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+    let files = scaffold::create(&args.name, args.lang, &dir)?;
+    println!(
+        "created {} ({:?} check '{}'):",
+        dir.display(),
+        args.lang,
+        args.name
+    );
+    for file in files {
+        println!("  {file}");
+    }
+    println!(
+        "next: cd {} && ./test.sh   (builds {}.wasm, then runs it on fixtures/pass.toml, warn.toml and fail.toml; see README.md)",
+        dir.display(),
+        args.name
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Everything `serve` and `validate` need: a runtime with the config's datasources
@@ -254,7 +323,7 @@ fn open_runtime(
     config: &Config,
     lookups: Option<prometheus::IntCounterVec>,
 ) -> anyhow::Result<Runtime> {
-    let mut runtime = Runtime::new(datasources(config))?;
+    let mut runtime = Runtime::with_compiler(datasources(config), config.compiler)?;
     if let Some(dir) = &config.cache_dir
         && let Err(e) = runtime.use_cache(dir, lookups)
     {
@@ -599,14 +668,10 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         Some(name) => name.clone(),
         None => default_name(&args.plugin)?,
     };
-    let (grants, datasources) = grants_from_flags(&args)?;
-    let limits = Limits {
-        timeout: args.timeout,
-        fuel: args.fuel,
-        memory: args.memory,
-    };
+    let fixtures = fixtures_from_flags(&args)?;
+    let setup = check_setup(&args, &name, fixtures.as_ref())?;
     let tokio = current_thread()?;
-    let mut runtime = Runtime::new(datasources)?;
+    let mut runtime = Runtime::with_compiler(setup.datasources, args.compiler)?;
     if !args.no_cache {
         let dir = args
             .cache_dir
@@ -617,14 +682,123 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!("{e}; compiling without a cache");
         }
     }
-    let plugin = Arc::new(runtime.load_file(&name, &args.plugin, None, grants, limits)?);
-    let report = tokio.block_on(runtime.run(&plugin));
+    let settings = setup.grants.settings.clone();
+    let mut plugin = runtime.load_file(&name, &args.plugin, None, setup.grants, setup.limits)?;
+    if let Some(fixtures) = fixtures {
+        plugin = plugin.with_fixtures(fixtures);
+    }
+    let report = tokio.block_on(runtime.run(&Arc::new(plugin)));
+    let diagnostics = Diagnostics::of(&report, &settings, &setup.metrics);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        json["diagnostics"] = serde_json::to_value(&diagnostics)?;
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print!("{}", human(&report));
+        print!("{}{}", human(&report), diagnostics.human());
     }
     Ok(ExitCode::from(report.outcome.exit_code()))
+}
+
+/// The fixtures of `--fixtures`, `--respond` and `--sql`, in that order; `None` when
+/// there are none (the check then reaches the network and the databases).
+fn fixtures_from_flags(args: &CheckArgs) -> anyhow::Result<Option<Fixtures>> {
+    let mut all = Fixtures::default();
+    for path in &args.fixtures {
+        all.extend(Fixtures::load(path)?);
+    }
+    for spec in &args.respond {
+        all.extend(Fixtures::respond_flag(spec)?);
+    }
+    for spec in &args.sql {
+        all.extend(Fixtures::sql_flag(spec)?);
+    }
+    let given = !args.fixtures.is_empty() || !args.respond.is_empty() || !args.sql.is_empty();
+    Ok(given.then_some(all))
+}
+
+/// What `check` runs a plugin with: the grant file's grants, settings and limits (or
+/// none), with the flags' added and overriding.
+struct CheckSetup {
+    grants: Grants,
+    datasources: Datasources,
+    limits: Limits,
+    metrics: BTreeSet<String>,
+}
+
+fn check_setup(
+    args: &CheckArgs,
+    name: &str,
+    fixtures: Option<&Fixtures>,
+) -> anyhow::Result<CheckSetup> {
+    let env = |var: &str| std::env::var(var).ok();
+    let file = match &args.grants {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read grant file {}", path.display()))?;
+            let check =
+                crate::config::grant_file(name, args.plugin.clone(), Some(&text), &env, None)
+                    .map_err(|problems| {
+                        anyhow::anyhow!(crate::config::render(
+                            &path.display().to_string(),
+                            &problems
+                        ))
+                    })?;
+            Some(check)
+        }
+        None => None,
+    };
+    let (mut grants, limits, metrics) = match file {
+        Some(c) => (c.grants, c.limits, c.metrics),
+        None => (Grants::default(), Limits::default(), BTreeSet::new()),
+    };
+    let mut origins = grants.http.entries();
+    origins.extend(args.allow_http.iter().cloned());
+    grants.http = HttpPolicy::parse(&origins)?;
+
+    let mut datasources = Datasources::default();
+    let mut names: Vec<String> = grants.sql.names().map(str::to_owned).collect();
+    for pair in &args.datasources {
+        let (ds, url) = split_pair("--datasource", pair)?;
+        let allow = args.unsafe_allow_privileged_role.iter().any(|n| n == ds);
+        datasources.insert(Datasource::parse(ds, url)?.unsafe_allow_privileged_role(allow));
+        names.push(ds.to_owned());
+    }
+    if fixtures.is_none()
+        && let Some(missing) = names.iter().find(|n| datasources.get(n).is_none())
+    {
+        bail!(
+            "the grant file grants datasource '{missing}', which is not defined: pass --datasource {missing}=URL, or answer its queries with --fixtures or --sql"
+        );
+    }
+    grants.sql = SqlPolicy::new(names);
+
+    for pair in &args.settings {
+        let (key, value) = split_pair("--set", pair)?;
+        grants.settings.set(key, value);
+    }
+    for pair in &args.secrets {
+        let (key, var) = split_pair("--secret-env", pair)?;
+        match std::env::var(var) {
+            Ok(value) => grants.settings.set_secret(key, value),
+            Err(std::env::VarError::NotPresent) => {
+                tracing::warn!("environment variable {var} is not set; setting '{key}' stays unset")
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                bail!("environment variable {var} is not valid UTF-8")
+            }
+        }
+    }
+    let limits = Limits {
+        timeout: args.timeout.unwrap_or(limits.timeout),
+        fuel: args.fuel.unwrap_or(limits.fuel),
+        memory: args.memory.unwrap_or(limits.memory),
+    };
+    Ok(CheckSetup {
+        grants,
+        datasources,
+        limits,
+        metrics,
+    })
 }
 
 fn default_name(plugin: &Path) -> anyhow::Result<String> {
@@ -646,41 +820,6 @@ fn split_pair<'a>(flag: &str, pair: &'a str) -> anyhow::Result<(&'a str, &'a str
         Some((key, value)) if !key.is_empty() => Ok((key, value)),
         _ => bail!("invalid {flag} '{pair}': expected KEY=VALUE"),
     }
-}
-
-fn grants_from_flags(args: &CheckArgs) -> anyhow::Result<(Grants, Datasources)> {
-    let http = HttpPolicy::parse(&args.allow_http)?;
-    let mut datasources = Datasources::default();
-    let mut names = Vec::new();
-    for pair in &args.datasources {
-        let (name, url) = split_pair("--datasource", pair)?;
-        let allow = args.unsafe_allow_privileged_role.iter().any(|n| n == name);
-        datasources.insert(Datasource::parse(name, url)?.unsafe_allow_privileged_role(allow));
-        names.push(name.to_owned());
-    }
-    let mut settings = Settings::default();
-    for pair in &args.settings {
-        let (key, value) = split_pair("--set", pair)?;
-        settings.set(key, value);
-    }
-    for pair in &args.secrets {
-        let (key, var) = split_pair("--secret-env", pair)?;
-        match std::env::var(var) {
-            Ok(value) => settings.set_secret(key, value),
-            Err(std::env::VarError::NotPresent) => {
-                tracing::warn!("environment variable {var} is not set; setting '{key}' stays unset")
-            }
-            Err(std::env::VarError::NotUnicode(_)) => {
-                bail!("environment variable {var} is not valid UTF-8")
-            }
-        }
-    }
-    let grants = Grants {
-        http,
-        sql: SqlPolicy::new(names),
-        settings,
-    };
-    Ok((grants, datasources))
 }
 
 /// The report for people: verdict line, measurements, samples, dropped samples. The

@@ -21,6 +21,7 @@ use crate::capabilities::config::Settings;
 use crate::capabilities::http::HttpPolicy;
 use crate::capabilities::sql::{Datasource, SqlPolicy, normalize_url};
 use crate::limits::{self, Limits};
+use crate::runtime::Compiler;
 use crate::{ingest, units};
 
 /// Where the host listens when the file says nothing: loopback, so a first run exposes
@@ -77,6 +78,8 @@ pub struct RawConfig {
     max_concurrent_runs: Option<Spanned<usize>>,
     /// Plugins compiled at once.
     compile_concurrency: Option<Spanned<usize>>,
+    /// The code generator: "cranelift", "cranelift-unoptimized" or "winch".
+    compiler: Option<Compiler>,
     /// How long after start a critical check still loading does not fail /health.
     startup_grace: Option<Spanned<String>>,
     /// Time between SIGTERM (readiness turns 503) and closing the listener.
@@ -188,6 +191,8 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// Plugins compiled at once; default: the machine's cores.
     pub compile_concurrency: usize,
+    /// The code generator of every plugin.
+    pub compiler: Compiler,
     /// How long after start a critical check still loading does not count as failing.
     pub startup_grace: Duration,
     pub shutdown_delay: Duration,
@@ -285,7 +290,7 @@ pub enum ConfigError {
     },
 }
 
-fn render(path: &str, problems: &[Problem]) -> String {
+pub(crate) fn render(path: &str, problems: &[Problem]) -> String {
     let mut out = format!("{} problem(s) in {path}:", problems.len());
     for p in problems {
         out.push_str(&format!(
@@ -307,14 +312,14 @@ impl fmt::Display for Problem {
 }
 
 /// Collects problems with their positions in the source text.
-struct Problems<'a> {
-    source: &'a str,
-    list: Vec<Problem>,
+pub(crate) struct Problems<'a> {
+    pub(crate) source: &'a str,
+    pub(crate) list: Vec<Problem>,
 }
 
 impl Problems<'_> {
     /// Every problem in file order, or none.
-    fn finish(mut self) -> Result<(), Vec<Problem>> {
+    pub(crate) fn finish(mut self) -> Result<(), Vec<Problem>> {
         if self.list.is_empty() {
             return Ok(());
         }
@@ -322,7 +327,12 @@ impl Problems<'_> {
         Err(self.list)
     }
 
-    fn add(&mut self, span: Range<usize>, key: impl Into<String>, message: impl fmt::Display) {
+    pub(crate) fn add(
+        &mut self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl fmt::Display,
+    ) {
         let (line, column) = position(self.source, span.start);
         self.list.push(Problem {
             line,
@@ -531,7 +541,7 @@ impl Config {
             let context = CheckContext {
                 key_prefix: format!("{key}."),
                 env,
-                datasources: &datasource_names,
+                datasources: Some(&datasource_names),
             };
             let resolved = resolve_check(&name, check, plugin, Source::Config, &context, problems);
             checks.push(resolved);
@@ -543,6 +553,7 @@ impl Config {
             details_token,
             max_concurrent_runs,
             compile_concurrency,
+            compiler: raw.compiler.unwrap_or_default(),
             startup_grace,
             shutdown_delay,
             datasources,
@@ -569,38 +580,50 @@ impl Config {
             .iter()
             .map(|d| d.name().to_owned())
             .collect();
-        let text = source.unwrap_or_default();
-        let raw: RawCheck = parse_toml(text)?;
-        let mut problems = Problems {
-            source: text,
-            list: Vec::new(),
-        };
-        if !valid_check_name(name) {
-            problems.add(
-                0..0,
-                "(file name)",
-                format!("'{name}' is not a check name: use letters, digits, '-' and '_'"),
-            );
-        }
-        if let Some(p) = &raw.plugin {
-            problems.add(
-                p.span(),
-                "plugin",
-                "a dropped-in check's plugin is the .wasm file beside this one; remove this key",
-            );
-        }
-        let context = CheckContext {
-            key_prefix: String::new(),
-            env: &env,
-            datasources: &datasources,
-        };
-        let check = resolve_check(name, raw, plugin, Source::Folder, &context, &mut problems);
-        problems.finish().map(|()| check)
+        grant_file(name, plugin, source, &env, Some(&datasources))
     }
 }
 
+/// Resolves a grant file (the keys of a `[checks.NAME]` table without `plugin`) for
+/// check `name`; `grants.sql` names are checked against `datasources` when given.
+pub fn grant_file(
+    name: &str,
+    plugin: PathBuf,
+    source: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    datasources: Option<&BTreeSet<String>>,
+) -> Result<CheckConfig, Vec<Problem>> {
+    let text = source.unwrap_or_default();
+    let raw: RawCheck = parse_toml(text)?;
+    let mut problems = Problems {
+        source: text,
+        list: Vec::new(),
+    };
+    if !valid_check_name(name) {
+        problems.add(
+            0..0,
+            "(file name)",
+            format!("'{name}' is not a check name: use letters, digits, '-' and '_'"),
+        );
+    }
+    if let Some(p) = &raw.plugin {
+        problems.add(
+            p.span(),
+            "plugin",
+            "a grant file's plugin is the .wasm file beside it; remove this key",
+        );
+    }
+    let context = CheckContext {
+        key_prefix: String::new(),
+        env,
+        datasources,
+    };
+    let check = resolve_check(name, raw, plugin, Source::Folder, &context, &mut problems);
+    problems.finish().map(|()| check)
+}
+
 /// Parses TOML into `T`, a syntax or schema error as one located problem.
-fn parse_toml<T: serde::de::DeserializeOwned>(source: &str) -> Result<T, Vec<Problem>> {
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(source: &str) -> Result<T, Vec<Problem>> {
     toml::from_str(source).map_err(|e| {
         let (line, column) = e.span().map_or((1, 1), |s| position(source, s.start));
         vec![Problem {
@@ -617,8 +640,9 @@ struct CheckContext<'a> {
     /// Prefix of problem keys: `checks.NAME.` in config.toml, empty in a grant file.
     key_prefix: String,
     env: &'a dyn Fn(&str) -> Option<String>,
-    /// Names of the defined datasources.
-    datasources: &'a BTreeSet<String>,
+    /// Names of the defined datasources; `None` when they are checked elsewhere
+    /// (`healthhost check` defines them by flag or answers them with fixtures).
+    datasources: Option<&'a BTreeSet<String>>,
 }
 
 fn resolve_usage(
@@ -811,7 +835,10 @@ fn resolve_check(
         HttpPolicy::default()
     });
     for ds in &raw.grants.sql {
-        if !context.datasources.contains(ds.get_ref()) {
+        if context
+            .datasources
+            .is_some_and(|known| !known.contains(ds.get_ref()))
+        {
             problems.add(
                 ds.span(),
                 key("grants.sql"),

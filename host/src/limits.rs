@@ -69,6 +69,12 @@ pub const LOG_MAX_LINE_BYTES: usize = 4 * 1024;
 /// captured so that a secret straddling the cut is found whole before it is cut.
 pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
 
+/// Calls a run records for `healthhost check`'s diagnostics (setting keys read, calls
+/// refused), each; a plugin that asks in a loop cannot grow the host's memory with them.
+pub const DIAGNOSTIC_MAX_ENTRIES: usize = 32;
+/// Longest recorded key or call text; a plugin's own text, so it is cut.
+pub const DIAGNOSTIC_MAX_TEXT_BYTES: usize = 256;
+
 /// Longest report message kept; longer ones are cut at a character boundary (after
 /// secrets are removed, so a cut never leaves part of one).
 pub const REPORT_MAX_MESSAGE_BYTES: usize = 1024;

@@ -614,6 +614,7 @@ mod tests {
             latency: std::time::Duration::from_millis(3),
             fuel_consumed: 1,
             peak_memory_bytes: 1,
+            calls: Default::default(),
         };
         let grant = granted(&["db_latency_seconds", "db_rows"]);
         m.record_run(&report, &grant, true, 0.0);

@@ -187,8 +187,25 @@ fn sample_bytes(sample: &Sample) -> usize {
 /// Splits screened `samples` into those the grant admits (in report order) and how
 /// many others were dropped, by reason.
 pub fn admit<'a>(samples: &'a [Sample], granted: &BTreeSet<String>) -> (Vec<&'a Sample>, Drops) {
-    let mut admitted: Vec<&Sample> = Vec::new();
+    let mut admitted = Vec::new();
     let mut drops = Drops::new();
+    for (sample, verdict) in verdicts(samples, granted) {
+        match verdict {
+            Some(reason) => *drops.entry(reason).or_default() += 1,
+            None => admitted.push(sample),
+        }
+    }
+    (admitted, drops)
+}
+
+/// Each screened sample, in report order, with why the grant keeps it out of
+/// `/metrics` (`None`: admitted).
+pub fn verdicts<'a>(
+    samples: &'a [Sample],
+    granted: &BTreeSet<String>,
+) -> Vec<(&'a Sample, Option<Dropped>)> {
+    let mut admitted: Vec<&Sample> = Vec::new();
+    let mut out = Vec::with_capacity(samples.len());
     for sample in samples {
         let reason = if !granted.contains(&sample.name) {
             Some(Dropped::NotGranted)
@@ -200,14 +217,12 @@ pub fn admit<'a>(samples: &'a [Sample], granted: &BTreeSet<String>) -> (Vec<&'a 
         } else if admitted.len() >= MAX_SERIES_PER_CHECK {
             Some(Dropped::SeriesCap)
         } else {
+            admitted.push(sample);
             None
         };
-        match reason {
-            Some(reason) => *drops.entry(reason).or_default() += 1,
-            None => admitted.push(sample),
-        }
+        out.push((sample, reason));
     }
-    (admitted, drops)
+    out
 }
 
 fn same_labels(a: &[(String, String)], b: &[(String, String)]) -> bool {

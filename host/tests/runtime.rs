@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use healthhost::capabilities::Grants;
+use healthhost::capabilities::sql::Datasources;
 use healthhost::limits::Limits;
-use healthhost::runtime::{ErrorKind, LoadError, Outcome};
+use healthhost::runtime::{Compiler, ErrorKind, LoadError, Outcome, Runtime};
 
 #[tokio::test]
 async fn trivial_check_passes_and_reports_its_costs() {
@@ -236,4 +237,33 @@ async fn limits_outside_the_supported_range_are_load_errors() {
         .err()
         .unwrap();
     assert!(matches!(err, LoadError::Limits { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn every_compiler_enforces_fuel_the_deadline_and_memory() {
+    for compiler in [
+        Compiler::Cranelift,
+        Compiler::CraneliftUnoptimized,
+        Compiler::Winch,
+    ] {
+        let runtime = Runtime::with_compiler(Datasources::default(), compiler).unwrap();
+        let run = |limits, mode| misbehave(&runtime, Grants::default(), limits, mode);
+        let fuel = Limits {
+            fuel: 1_000_000,
+            ..Limits::default()
+        };
+        let memory = Limits {
+            memory: 2 * 1024 * 1024,
+            ..Limits::default()
+        };
+        for (limits, mode, expected) in [
+            (Limits::default(), "pass", Outcome::Pass),
+            (fuel, "spin", Outcome::Error(ErrorKind::OutOfFuel)),
+            (quick(300), "spin", Outcome::Error(ErrorKind::Timeout)),
+            (memory, "alloc", Outcome::Error(ErrorKind::Memory)),
+        ] {
+            let report = run(limits, mode).await;
+            assert_eq!(report.outcome, expected, "{compiler:?} {mode}: {report:?}");
+        }
+    }
 }

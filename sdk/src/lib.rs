@@ -1,27 +1,25 @@
 //! healthhost-plugin: the Rust SDK for healthhost checks.
 //!
 //! It holds the bindings of the plugin contract (`wit/plugin.wit`, world `check`) and
-//! the small pieces every HTTP check repeats: reading its settings with messages that
-//! name the bad value, a timed request with its latency sample, and the short text of a
-//! request that got no response. A check implements [`Guest`] and exports itself:
+//! the small pieces every check repeats: reports and samples in one call each
+//! ([`Report::pass`], [`Report::warn`], [`Report::fail`], [`Sample::new`]), settings
+//! read with messages that name the bad value ([`settings`]), a timed HTTP request or
+//! SQL query with its latency sample ([`get_json`], [`timed_query`]), and the short
+//! text of a call that got no answer ([`describe`], [`describe_sql`]). A check
+//! implements [`Guest`] and exports itself with [`export_check!`]:
 //!
 //! ```ignore
-//! use healthhost_plugin::{Guest, Report, Status};
+//! use healthhost_plugin::{Guest, Report};
 //!
 //! struct Ping;
 //!
 //! impl Guest for Ping {
 //!     fn check() -> Report {
-//!         Report { status: Status::Pass, message: None, samples: Vec::new() }
+//!         Report::pass()
 //!     }
 //! }
 //!
-//! // The export glue is unsafe (exported symbols): allow it on this module only.
-//! #[allow(unsafe_code)]
-//! mod export {
-//!     use super::Ping;
-//!     healthhost_plugin::export!(Ping);
-//! }
+//! healthhost_plugin::export_check!(Ping);
 //! ```
 //!
 //! Build with `cargo build --release --target wasm32-wasip2` and test the result with
@@ -44,13 +42,79 @@ pub use bindings::healthhost::plugin::types::{Sample, Status};
 pub use bindings::healthhost::plugin::{config, http, log, sql};
 pub use bindings::{Guest, Report, export};
 
-/// A failing report with `message` and no samples.
-pub fn fail(message: impl Into<String>) -> Report {
-    Report {
-        status: Status::Fail,
-        message: Some(message.into()),
-        samples: Vec::new(),
+/// Exports `$check` (a type implementing [`Guest`]) as the component's `check`.
+///
+/// The export glue declares exported symbols, which is unsafe code; it is expanded
+/// from this crate's macros, so a plugin crate keeps `unsafe_code = "forbid"` (the
+/// built-ins in `plugins/` do).
+#[macro_export]
+macro_rules! export_check {
+    ($check:ident) => {
+        const _: () = {
+    $crate::export!($check with_types_in $crate::bindings);
+        };
+    };
+}
+
+impl Report {
+    /// The dependency works.
+    pub fn pass() -> Report {
+        Report::new(Status::Pass, None)
     }
+
+    /// The dependency works but needs attention; `message` says why.
+    pub fn warn(message: impl Into<String>) -> Report {
+        Report::new(Status::Warn, Some(message.into()))
+    }
+
+    /// The dependency is down or unusable; `message` says why.
+    pub fn fail(message: impl Into<String>) -> Report {
+        Report::new(Status::Fail, Some(message.into()))
+    }
+
+    fn new(status: Status, message: Option<String>) -> Report {
+        Report {
+            status,
+            message,
+            samples: Vec::new(),
+        }
+    }
+
+    /// The same report with `message`.
+    pub fn with_message(mut self, message: impl Into<String>) -> Report {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// The same report with `sample` added.
+    pub fn with_sample(mut self, sample: Sample) -> Report {
+        self.samples.push(sample);
+        self
+    }
+}
+
+impl Sample {
+    /// A sample without labels. `name` must be a metric name (`[a-zA-Z_][a-zA-Z0-9_]*`),
+    /// ideally with a unit suffix like `_seconds`; the operator grants it by name.
+    pub fn new(name: impl Into<String>, value: f64) -> Sample {
+        Sample {
+            name: name.into(),
+            labels: Vec::new(),
+            value,
+        }
+    }
+
+    /// The same sample with the label `name="value"` added. Keep values bounded (a
+    /// table or queue name, never an id or a URL).
+    pub fn with_label(mut self, name: impl Into<String>, value: impl Into<String>) -> Sample {
+        self.labels.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// A failing report with `message` and no samples (the same as [`Report::fail`]).
+pub fn fail(message: impl Into<String>) -> Report {
+    Report::fail(message)
 }
 
 /// Reading a check's settings (the host's `config` import), with messages that name
@@ -63,6 +127,19 @@ pub mod settings {
     pub fn url(key: &str, default: &str) -> Result<String, String> {
         let url = config::get(key).unwrap_or_else(|| default.into());
         parse_url(key, &url, default)
+    }
+
+    /// The setting `key` as an http(s) URL without a trailing `/`; an error naming the
+    /// setting when it is absent.
+    pub fn required_url(key: &str, example: &str) -> Result<String, String> {
+        let url = config::get(key)
+            .ok_or_else(|| format!("setting {key} is not set (expected a URL like {example})"))?;
+        parse_url(key, &url, example)
+    }
+
+    /// The setting `key`, or `default` when it is absent.
+    pub fn text(key: &str, default: &str) -> String {
+        config::get(key).unwrap_or_else(|| default.into())
     }
 
     /// The setting `key` as a whole number of milliseconds, or `default` when absent.
@@ -104,14 +181,25 @@ pub fn get_json(
         body: None,
         timeout_ms: Some(timeout_ms),
     };
+    timed(latency_name, || http::send(&request))
+}
+
+/// Runs `statement` on `datasource` with `params`, and times it: the rows (or why
+/// there are none) and a sample `latency_name` with the seconds it took.
+pub fn timed_query(
+    datasource: &str,
+    statement: &str,
+    params: &[sql::Value],
+    latency_name: &str,
+) -> (Result<sql::Rows, sql::Error>, Sample) {
+    timed(latency_name, || sql::query(datasource, statement, params))
+}
+
+/// Runs `call` and returns its result with a sample `name` of the seconds it took.
+fn timed<T>(name: &str, call: impl FnOnce() -> T) -> (T, Sample) {
     let started = Instant::now();
-    let result = http::send(&request);
-    let latency = Sample {
-        name: latency_name.into(),
-        labels: Vec::new(),
-        value: started.elapsed().as_secs_f64(),
-    };
-    (result, latency)
+    let result = call();
+    (result, Sample::new(name, started.elapsed().as_secs_f64()))
 }
 
 /// The short message for a request that produced no response: "Timeout", "origin …
@@ -122,6 +210,20 @@ pub fn describe(error: http::Error) -> String {
         http::Error::Denied(origin) => format!("origin {origin} not granted"),
         http::Error::TooLarge(_) => "response too large".into(),
         http::Error::Transport(message) | http::Error::Invalid(message) => message,
+    }
+}
+
+/// The short message for a query that produced no rows: "Timeout", the database's
+/// message, "datasource '<name>' not granted", "datasource '<name>' not configured"
+/// or "result too large".
+pub fn describe_sql(error: sql::Error) -> String {
+    match error {
+        sql::Error::Timeout => "Timeout".into(),
+        // The host removes credentials from driver messages.
+        sql::Error::Database(message) => message,
+        sql::Error::Denied(name) => format!("datasource '{name}' not granted"),
+        sql::Error::NotConfigured(name) => format!("datasource '{name}' not configured"),
+        sql::Error::TooLarge(_) => "result too large".into(),
     }
 }
 

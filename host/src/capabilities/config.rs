@@ -2,12 +2,15 @@
 //!
 //! Policy: [`Settings`], the key/values the operator gave the check; a value taken from
 //! the environment is a secret, and every secret is scrubbed from what the host emits.
-//! Per-run state: [`ConfigState`], a shared read-only view.
+//! Per-run state: [`ConfigState`], a shared read-only view and the keys the run read
+//! (for `healthhost check`'s diagnostics).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::Record;
 use super::bindings::healthhost::plugin::config as wit;
+use crate::limits::DIAGNOSTIC_MAX_TEXT_BYTES;
 
 /// One setting's value and whether it is a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,13 +69,17 @@ impl Settings {
     }
 }
 
-/// What the `config` import of one run can read.
+/// What the `config` import of one run can read, and the keys it asked for.
 pub struct ConfigState {
     pub(crate) settings: Arc<Settings>,
+    pub(crate) read: Record<String>,
 }
 
 impl wit::Host for ConfigState {
     async fn get(&mut self, key: String) -> Option<String> {
+        // Only the first bytes of a key are recorded: a key is the plugin's own text.
+        let recorded = crate::scrub::cut(&key, DIAGNOSTIC_MAX_TEXT_BYTES);
+        self.read.push(recorded.to_owned());
         self.settings.get(&key).map(str::to_owned)
     }
 }

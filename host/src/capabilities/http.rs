@@ -19,6 +19,8 @@ use tracing::Instrument;
 use url::{Host, Url};
 
 use super::bindings::healthhost::plugin::http::{self as wit, Error, Request, Response};
+use super::{Record, Refusal, diagnostic_text};
+use crate::fixtures::{Fixtures, Miss};
 use crate::limits::{Deadline, HTTP_MAX_REDIRECTS, HTTP_MAX_RESPONSE_BYTES};
 use crate::scrub::Scrubber;
 
@@ -133,6 +135,10 @@ pub struct HttpState {
     pub(crate) client: reqwest::Client,
     pub(crate) scrubber: Arc<Scrubber>,
     pub(crate) deadline: Deadline,
+    /// Canned answers instead of the network (`healthhost check --fixtures`).
+    pub(crate) fixtures: Option<Arc<Fixtures>>,
+    /// Requests refused, for diagnostics.
+    pub(crate) refused: Record<Refusal>,
 }
 
 /// The client every check shares: redirects are the host's job (see above), and no
@@ -158,14 +164,33 @@ impl wit::Host for HttpState {
         let timeout = self
             .deadline
             .host_call_timeout(req.timeout_ms.map(|ms| Duration::from_millis(ms.into())));
+        let call = diagnostic_text(&self.scrubber, &format!("{method} {}", req.url));
         let exchange = self.exchange(method, req);
-        match tokio::time::timeout(timeout, exchange)
+        let (result, refused) = match tokio::time::timeout(timeout, exchange)
             .instrument(span)
             .await
         {
-            Ok(result) => result,
-            Err(_elapsed) => Err(Error::Timeout),
+            Ok(outcome) => outcome,
+            Err(_elapsed) => (Err(Error::Timeout), false),
+        };
+        if refused && let Err(error) = &result {
+            self.refused.push(Refusal {
+                capability: "http",
+                call,
+                why: describe(error),
+            });
         }
+        result
+    }
+}
+
+/// The text of an error as a plugin author reads it.
+fn describe(error: &Error) -> String {
+    match error {
+        Error::Denied(origin) => format!("origin {origin} not granted"),
+        Error::Timeout => "timeout".to_owned(),
+        Error::TooLarge(cap) => format!("response over {cap} bytes"),
+        Error::Transport(text) | Error::Invalid(text) => text.clone(),
     }
 }
 
@@ -202,13 +227,23 @@ pub fn forbidden_header(name: &HeaderName) -> bool {
 }
 
 impl HttpState {
-    async fn exchange(&self, mut method: Method, req: Request) -> Result<Response, Error> {
+    /// The exchange's result, and whether the host refused it (rather than the network
+    /// or the server failing it).
+    async fn exchange(&self, method: Method, req: Request) -> (Result<Response, Error>, bool) {
+        match self.send_checked(method, req).await {
+            Ok(response) => (Ok(response), false),
+            Err(Failure::Refused(error)) => (Err(error), true),
+            Err(Failure::Failed(error)) => (Err(error), false),
+        }
+    }
+
+    async fn send_checked(&self, mut method: Method, req: Request) -> Result<Response, Failure> {
         let mut url =
             Url::parse(&req.url).map_err(|e| Error::Invalid(format!("invalid url: {e}")))?;
         if Origin::of(&url).is_none() {
-            return Err(Error::Invalid(
-                "the url must be http or https and have a host".into(),
-            ));
+            return Err(
+                Error::Invalid("the url must be http or https and have a host".into()).into(),
+            );
         }
         let mut headers = HeaderMap::new();
         for (name, value) in &req.headers {
@@ -217,7 +252,8 @@ impl HttpState {
             if forbidden_header(&name) {
                 return Err(Error::Invalid(format!(
                     "header '{name}' is set by the host, a plugin may not set it"
-                )));
+                ))
+                .into());
             }
             let value = HeaderValue::from_str(value)
                 .map_err(|_| Error::Invalid(format!("invalid value for header '{name}'")))?;
@@ -228,7 +264,17 @@ impl HttpState {
         for _hop in 0..=HTTP_MAX_REDIRECTS {
             if !self.policy.allows(&url) {
                 let origin = Origin::of(&url).map_or_else(|| url.to_string(), |o| o.to_string());
-                return Err(Error::Denied(origin));
+                return Err(Error::Denied(origin).into());
+            }
+            if let Some(fixtures) = &self.fixtures {
+                // A fixture's answer is final: a redirect in it is returned as it is.
+                return fixtures
+                    .http(method.as_str(), &url)
+                    .await
+                    .map_err(|miss| match miss {
+                        Miss::NoFixture(text) => Failure::Refused(Error::Transport(text)),
+                        Miss::Answer(error) => Failure::Failed(error),
+                    });
             }
             let mut request = self
                 .client
@@ -237,21 +283,24 @@ impl HttpState {
             if let Some(body) = &body {
                 request = request.body(body.clone());
             }
-            let response = request.send().await.map_err(|e| self.transport(e))?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| Failure::Failed(self.transport(e)))?;
             let status = response.status();
             let location = response.headers().get(reqwest::header::LOCATION);
             let (Some(keeps_method), Some(location)) = (redirect_keeps_method(status), location)
             else {
-                return self.read(response).await;
+                return self.read(response).await.map_err(Failure::Failed);
             };
             let next = location
                 .to_str()
                 .ok()
                 .and_then(|l| url.join(l).ok())
                 .ok_or_else(|| {
-                    Error::Transport(format!(
+                    Failure::Failed(Error::Transport(format!(
                         "redirect with an invalid location (status {status})"
-                    ))
+                    )))
                 })?;
             if !keeps_method && method != Method::HEAD {
                 method = Method::GET;
@@ -264,9 +313,9 @@ impl HttpState {
             }
             url = next;
         }
-        Err(Error::Transport(format!(
+        Err(Failure::Failed(Error::Transport(format!(
             "more than {HTTP_MAX_REDIRECTS} redirects"
-        )))
+        ))))
     }
 
     /// Reads the response, refusing bodies over the cap without buffering them.
@@ -314,6 +363,20 @@ impl HttpState {
         } else {
             Error::Transport(text)
         }
+    }
+}
+
+/// Why an exchange produced no response: the host refused it (the plugin's request is
+/// malformed, not granted, or matches no fixture), or it failed on its way.
+enum Failure {
+    Refused(Error),
+    Failed(Error),
+}
+
+/// The host's own checks of the request refuse it; what comes after fails it.
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure::Refused(error)
     }
 }
 

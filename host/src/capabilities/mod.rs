@@ -14,7 +14,9 @@ pub mod sql;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::limits::{DIAGNOSTIC_MAX_ENTRIES, DIAGNOSTIC_MAX_TEXT_BYTES};
 use crate::runtime::limiter::MemoryLimiter;
+use crate::scrub::Scrubber;
 
 /// Rust bindings of the WIT contract in `wit/plugin.wit`.
 pub mod bindings {
@@ -68,6 +70,54 @@ pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     wit::config::add_to_linker::<_, HasSelf<config::ConfigState>>(linker, |s| &mut s.config)?;
     wit::log::add_to_linker::<_, HasSelf<log::LogState>>(linker, |s| &mut s.log)?;
     Ok(())
+}
+
+/// A call the host refused: not granted, malformed, or (under `healthhost check`) not
+/// answered by any fixture. Shown to plugin authors beside the verdict.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    /// `http` or `sql`.
+    pub capability: &'static str,
+    /// The call as the plugin made it (`GET https://…`, `main: SELECT …`), scrubbed.
+    pub call: String,
+    /// Why it was refused, as the plugin was told.
+    pub why: String,
+}
+
+/// A bounded record of texts a run produced for diagnostics: at most
+/// [`DIAGNOSTIC_MAX_ENTRIES`], each scrubbed and cut to [`DIAGNOSTIC_MAX_TEXT_BYTES`].
+#[derive(Debug, Clone)]
+pub struct Record<T> {
+    entries: Vec<T>,
+}
+
+impl<T> Default for Record<T> {
+    fn default() -> Self {
+        Record {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<T: PartialEq> Record<T> {
+    /// Keeps `entry` unless it is already kept or the record is full.
+    pub fn push(&mut self, entry: T) {
+        if self.entries.len() < DIAGNOSTIC_MAX_ENTRIES && !self.entries.contains(&entry) {
+            self.entries.push(entry);
+        }
+    }
+
+    /// The entries, in the order they came.
+    pub fn into_vec(self) -> Vec<T> {
+        self.entries
+    }
+}
+
+/// A plugin's text for a diagnostic: secrets removed, then cut.
+pub fn diagnostic_text(scrubber: &Scrubber, text: &str) -> String {
+    scrubber
+        .scrub_cut(text, DIAGNOSTIC_MAX_TEXT_BYTES)
+        .into_owned()
 }
 
 /// The secrets of a check, for its scrubber.

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Store, Strategy,
+    Trap, UpdateDeadline,
 };
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -29,14 +29,15 @@ use crate::capabilities::bindings::healthhost::plugin::types::{self as wit, Stat
 use crate::capabilities::bindings::{Check, CheckPre};
 use crate::capabilities::log::{CapturePipe, LogState};
 use crate::capabilities::sql::Datasources;
-use crate::capabilities::{self, Grants, RunState, config, http, sql};
+use crate::capabilities::{self, Grants, Record, RunState, config, http, sql};
+use crate::fixtures::Fixtures;
 use crate::limits::{
     self, Deadline, EPOCH_TICK, Limits, MAX_MEMORY_BYTES, POOL_INSTANCES, REPORT_MAX_MESSAGE_BYTES,
     STDIO_CAPTURE_BYTES,
 };
 use crate::samples::{self, Drops};
 use crate::scrub::{Scrubber, cut};
-pub use outcome::{ErrorKind, Outcome, RunReport, Sample};
+pub use outcome::{Calls, ErrorKind, Outcome, RunReport, Sample};
 
 /// Worker threads of the plugin runtime: the machine's cores, since guest CPU is the
 /// work they do, but at least two so one spinning guest cannot hold them all.
@@ -108,12 +109,20 @@ pub struct Plugin {
     sql: Arc<sql::SqlPolicy>,
     settings: Arc<config::Settings>,
     scrubber: Arc<Scrubber>,
+    fixtures: Option<Arc<Fixtures>>,
 }
 
 impl Plugin {
     /// Hex SHA-256 of the component's bytes.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// The same plugin answered by `fixtures` instead of the network and the databases
+    /// (`healthhost check --fixtures`); grants and limits still apply.
+    pub fn with_fixtures(mut self, fixtures: Fixtures) -> Plugin {
+        self.fixtures = Some(Arc::new(fixtures));
+        self
     }
 }
 
@@ -132,11 +141,34 @@ pub struct Runtime {
     cache: Option<CompileCache>,
 }
 
+/// The code generator that compiles plugins. Every one enforces fuel, epochs and
+/// memory limits the same way; they trade compile time and memory against run speed
+/// (BENCHMARKS.md, "Compilers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compiler {
+    /// Cranelift, optimising: the fastest code, the slowest compile.
+    #[default]
+    Cranelift,
+    /// Cranelift without optimisations: a faster compile, slower code.
+    CraneliftUnoptimized,
+    /// Winch, wasmtime's baseline compiler: the fastest compile, the slowest code.
+    Winch,
+}
+
 impl Runtime {
     /// Starts a runtime whose plugins may query `datasources` (as far as granted).
     pub fn new(datasources: Datasources) -> Result<Runtime, RuntimeError> {
-        let engine =
-            Engine::new(&engine_config()).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        Runtime::with_compiler(datasources, Compiler::default())
+    }
+
+    /// Starts a runtime that compiles plugins with `compiler`.
+    pub fn with_compiler(
+        datasources: Datasources,
+        compiler: Compiler,
+    ) -> Result<Runtime, RuntimeError> {
+        let engine = Engine::new(&engine_config(compiler))
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         capabilities::add_to_linker(&mut linker)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
@@ -179,6 +211,11 @@ impl Runtime {
             check: name.to_owned(),
             source,
         })?;
+        // Names first: a plugin for another contract is told so before a long compile.
+        crate::contract::check(wasm).map_err(|e| LoadError::World {
+            check: name.to_owned(),
+            reason: e.to_string(),
+        })?;
         let sha256 = hex(&Sha256::digest(wasm));
         let engine = &self.shared.engine;
         let compile = || Component::new(engine, wasm);
@@ -210,6 +247,7 @@ impl Runtime {
             sql: Arc::new(grants.sql),
             settings: Arc::new(grants.settings),
             scrubber: Arc::new(scrubber),
+            fixtures: None,
         })
     }
 
@@ -268,11 +306,12 @@ impl RunReport {
             latency: Duration::ZERO,
             fuel_consumed: 0,
             peak_memory_bytes: 0,
+            calls: Calls::default(),
         }
     }
 }
 
-fn engine_config() -> Config {
+fn engine_config(compiler: Compiler) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(POOL_INSTANCES)
         .max_memory_size(MAX_MEMORY_BYTES as usize);
@@ -282,6 +321,13 @@ fn engine_config() -> Config {
         .consume_fuel(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    match compiler {
+        Compiler::Cranelift => config.strategy(Strategy::Cranelift),
+        Compiler::CraneliftUnoptimized => config
+            .strategy(Strategy::Cranelift)
+            .cranelift_opt_level(OptLevel::None),
+        Compiler::Winch => config.strategy(Strategy::Winch),
+    };
     config
 }
 
@@ -320,6 +366,8 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
             client: shared.client.clone(),
             scrubber: plugin.scrubber.clone(),
             deadline,
+            fixtures: plugin.fixtures.clone(),
+            refused: Record::default(),
         },
         sql: sql::SqlState {
             check: plugin.name.clone(),
@@ -327,9 +375,12 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
             datasources: shared.datasources.clone(),
             scrubber: plugin.scrubber.clone(),
             deadline,
+            fixtures: plugin.fixtures.clone(),
+            refused: Record::default(),
         },
         config: config::ConfigState {
             settings: plugin.settings.clone(),
+            read: Record::default(),
         },
         log: LogState::new(plugin.name.clone(), plugin.scrubber.clone()),
     };
@@ -368,9 +419,18 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
     data.log.finish();
     let peak_memory_bytes = data.limiter.peak();
     let memory_refused = data.limiter.refused();
+    let calls = Calls {
+        settings_read: std::mem::take(&mut data.config.read).into_vec(),
+        refused: std::mem::take(&mut data.http.refused)
+            .into_vec()
+            .into_iter()
+            .chain(std::mem::take(&mut data.sql.refused).into_vec())
+            .collect(),
+    };
     drop(store);
 
     let mut report = RunReport::empty(&plugin);
+    report.calls = calls;
     report.latency = latency;
     report.fuel_consumed = fuel_consumed;
     report.peak_memory_bytes = peak_memory_bytes;
@@ -392,8 +452,13 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
         Ok(Err(error)) => {
             let (kind, text) = classify(&error, memory_refused, stage, &limits);
             let text = scrub_cut(&text);
-            let text = match stderr_excerpt(&stderr.text) {
-                Some(tail) if kind == ErrorKind::Trap => format!("{text}; stderr: {tail}"),
+            // A trap's cause is in the guest's own words on its stderr (already
+            // scrubbed): an uncaught exception's line, or a panic's last lines.
+            let text = match (kind, guest_error(&stderr.text)) {
+                (ErrorKind::Trap, Some(GuestError::Exception(line))) => line,
+                (ErrorKind::Trap, Some(GuestError::Tail(tail))) => {
+                    format!("{text}; stderr: {tail}")
+                }
                 _ => text,
             };
             report.outcome = Outcome::Error(kind);
@@ -485,19 +550,56 @@ fn timeout_message(limits: &Limits) -> String {
     )
 }
 
-/// Lines of stderr kept to explain a trap: a Rust panic prints where, then what.
+/// Lines of stderr kept to explain a trap that is not an uncaught exception: a Rust
+/// panic prints where, then what.
 const STDERR_EXCERPT_LINES: usize = 2;
 
-/// The last lines of a trapped guest's stderr (its panic message, for instance),
-/// without Rust's hint about backtraces, on one line.
-fn stderr_excerpt(text: &str) -> Option<String> {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
+/// What a trapped guest's stderr says about why.
+#[derive(Debug, PartialEq, Eq)]
+enum GuestError {
+    /// An uncaught exception's line, as the language prints it: Python's last line
+    /// of a traceback (`ValueError: …`), JavaScript's message before `Stack:`.
+    Exception(String),
+    /// The last lines otherwise (a Rust panic's location and message), on one line.
+    Tail(String),
+}
+
+/// Why a trapped guest stopped, from its stderr. componentize-py prints a Python
+/// traceback and then panics in its runtime; componentize-js prints the message, a
+/// `Stack:` block and an abort notice. Their own lines after the exception are noise.
+fn guest_error(text: &str) -> Option<GuestError> {
+    let lines: Vec<&str> = text.lines().collect();
+    // Python: the last traceback's first unindented line after its header (a
+    // chained exception starts a new traceback).
+    if let Some(start) = lines
+        .iter()
+        .rposition(|l| l.trim_end() == "Traceback (most recent call last):")
+        && let Some(line) = lines[start + 1..]
+            .iter()
+            .find(|l| !l.is_empty() && !l.starts_with(char::is_whitespace))
+    {
+        return Some(GuestError::Exception(line.trim().to_owned()));
+    }
+    // JavaScript: the message lines just above the last `Stack:`.
+    if let Some(stack) = lines.iter().rposition(|l| l.trim_end() == "Stack:") {
+        let message: Vec<&str> = lines[..stack]
+            .iter()
+            .rev()
+            .take_while(|l| !l.trim().is_empty())
+            .map(|l| l.trim())
+            .collect();
+        if !message.is_empty() {
+            let message: Vec<&str> = message.into_iter().rev().collect();
+            return Some(GuestError::Exception(message.join(" ")));
+        }
+    }
+    let lines: Vec<&str> = lines
+        .iter()
+        .map(|l| l.trim())
         .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
         .collect();
     let start = lines.len().saturating_sub(STDERR_EXCERPT_LINES);
-    (!lines.is_empty()).then(|| lines[start..].join(" "))
+    (!lines.is_empty()).then(|| GuestError::Tail(lines[start..].join(" ")))
 }
 
 /// An error and its causes on one line.
@@ -591,13 +693,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stderr_excerpt_keeps_the_panic_and_drops_the_backtrace_hint() {
+    fn a_rust_panic_keeps_its_last_lines_without_the_backtrace_hint() {
         let stderr = "starting\n\nthread '<unnamed>' panicked at src/lib.rs:9:5:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
         assert_eq!(
-            stderr_excerpt(stderr).as_deref(),
-            Some("thread '<unnamed>' panicked at src/lib.rs:9:5: boom")
+            guest_error(stderr),
+            Some(GuestError::Tail(
+                "thread '<unnamed>' panicked at src/lib.rs:9:5: boom".into()
+            ))
         );
-        assert_eq!(stderr_excerpt("\n \n"), None);
+        assert_eq!(guest_error("\n \n"), None);
+    }
+
+    #[test]
+    fn an_uncaught_python_exception_is_its_last_traceback_line() {
+        // As componentize-py 0.25.1 prints it.
+        let stderr = "Traceback (most recent call last):\n  File \"/0/app.py\", line 8, in check\nRuntimeError: boom: the check has a bug\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:\nPython function threw an unexpected exception\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            guest_error(stderr),
+            Some(GuestError::Exception(
+                "RuntimeError: boom: the check has a bug".into()
+            ))
+        );
+        let chained = "Traceback (most recent call last):\n  File \"a.py\", line 1, in f\nKeyError: 'x'\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File \"a.py\", line 3, in f\nValueError: no x\n";
+        assert_eq!(
+            guest_error(chained),
+            Some(GuestError::Exception("ValueError: no x".into()))
+        );
+    }
+
+    #[test]
+    fn an_uncaught_js_exception_is_its_message_before_the_stack() {
+        // As componentize-js 0.23.0 prints it.
+        let stderr = "boom: the check has a bug\nStack:\n  check@raise.js:5:31\n  export_check@/tmp/296930cdec77/sources/initializer.js:671:15\nRedirecting call to abort() to mozalloc_abort\n";
+        assert_eq!(
+            guest_error(stderr),
+            Some(GuestError::Exception("boom: the check has a bug".into()))
+        );
     }
 
     #[test]

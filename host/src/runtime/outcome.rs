@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::capabilities::Refusal;
 use crate::samples::Drops;
 
 /// The result of a run.
@@ -137,6 +138,18 @@ pub struct RunReport {
     pub fuel_consumed: u64,
     /// Most linear memory held at once, in bytes.
     pub peak_memory_bytes: u64,
+    /// What the run asked the host for that a plugin author wants to know about.
+    #[serde(skip)]
+    pub calls: Calls,
+}
+
+/// The run's calls, as `healthhost check` explains them (see `crate::diagnose`).
+#[derive(Debug, Clone, Default)]
+pub struct Calls {
+    /// Setting keys the plugin read, in order, whether set or not.
+    pub settings_read: Vec<String>,
+    /// Calls the host refused.
+    pub refused: Vec<Refusal>,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

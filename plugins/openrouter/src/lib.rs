@@ -8,7 +8,7 @@
 //! Settings: `base_url` (default `https://openrouter.ai`), `timeout_ms` (default
 //! 10000). Sample: `openrouter_latency_seconds` whenever the API answered.
 
-use healthhost_plugin::{Guest, Report, Status, describe, fail, get_json, settings};
+use healthhost_plugin::{Guest, Report, describe, get_json, settings};
 
 /// The API's origin when the `base_url` setting is absent.
 const DEFAULT_BASE_URL: &str = "https://openrouter.ai";
@@ -28,33 +28,19 @@ impl Guest for OpenRouter {
 
 /// The check; `Err` carries an early failure report.
 fn run() -> Result<Report, Report> {
-    let base_url = settings::url("base_url", DEFAULT_BASE_URL).map_err(fail)?;
-    let timeout_ms = settings::millis("timeout_ms", DEFAULT_TIMEOUT_MS).map_err(fail)?;
+    let base_url = settings::url("base_url", DEFAULT_BASE_URL).map_err(Report::fail)?;
+    let timeout_ms = settings::millis("timeout_ms", DEFAULT_TIMEOUT_MS).map_err(Report::fail)?;
     let (result, latency) = get_json(
         format!("{base_url}/api/v1/models"),
         timeout_ms,
         "openrouter_latency_seconds",
     );
     Ok(match result {
-        Ok(response) if response.status == 200 => Report {
-            status: Status::Pass,
-            message: None,
-            samples: vec![latency],
-        },
-        Ok(response) => Report {
-            status: Status::Fail,
-            message: Some(format!("Status {}", response.status)),
-            samples: vec![latency],
-        },
+        Ok(response) if response.status == 200 => Report::pass().with_sample(latency),
+        Ok(response) => Report::fail(format!("Status {}", response.status)).with_sample(latency),
         // No latency sample: there was no answer to time.
-        Err(error) => fail(describe(error)),
+        Err(error) => Report::fail(describe(error)),
     })
 }
 
-// The export glue is unsafe (exported symbols): the only unsafe code in this crate,
-// allowed here and nowhere else.
-#[allow(unsafe_code)]
-mod export {
-    use super::OpenRouter;
-    healthhost_plugin::export!(OpenRouter);
-}
+healthhost_plugin::export_check!(OpenRouter);

@@ -15,10 +15,10 @@
 //!
 //! Samples: `scheduler_jobs`, `scheduler_overdue_jobs`, `scheduler_latency_seconds`.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use healthhost_plugin::sql::{self, Error, Value};
-use healthhost_plugin::{Guest, Report, Sample, Status, config};
+use healthhost_plugin::sql::{Error, Value};
+use healthhost_plugin::{Guest, Report, Sample, config, describe_sql, settings, timed_query};
 
 /// The datasource queried when the `datasource` setting is absent.
 const DEFAULT_DATASOURCE: &str = "main";
@@ -40,8 +40,8 @@ impl Guest for Scheduler {
 
 /// The check; `Err` carries an early failure report.
 fn run() -> Result<Report, Report> {
-    let datasource = config::get("datasource").unwrap_or_else(|| DEFAULT_DATASOURCE.into());
-    let table = config::get("table").unwrap_or_else(|| DEFAULT_TABLE.into());
+    let datasource = settings::text("datasource", DEFAULT_DATASOURCE);
+    let table = settings::text("table", DEFAULT_TABLE);
     if !valid_table_name(&table) {
         return Err(fail(
             format!(
@@ -76,9 +76,7 @@ fn run() -> Result<Report, Report> {
 
     // The table name is validated above: it cannot carry anything but a name.
     let statement = format!("SELECT next_run_time, id FROM {table}");
-    let started = Instant::now();
-    let result = sql::query(&datasource, &statement, &[]);
-    let latency = started.elapsed().as_secs_f64();
+    let (result, latency) = timed_query(&datasource, &statement, &[], "scheduler_latency_seconds");
     let rows = result
         .map_err(|error| fail(error_message(error), Vec::new()))?
         .rows;
@@ -113,9 +111,9 @@ fn run() -> Result<Report, Report> {
 
     let jobs = rows.len();
     let samples = vec![
-        sample("scheduler_jobs", jobs as f64),
-        sample("scheduler_overdue_jobs", overdue as f64),
-        sample("scheduler_latency_seconds", latency),
+        Sample::new("scheduler_jobs", jobs as f64),
+        Sample::new("scheduler_overdue_jobs", overdue as f64),
+        latency,
     ];
     if let Some(id) = &heartbeat {
         let stopped = match beat {
@@ -140,9 +138,8 @@ fn run() -> Result<Report, Report> {
         fail(format!("{overdue} jobs overdue"), samples)
     } else {
         Report {
-            status: Status::Pass,
-            message: Some(format!("{jobs} jobs scheduled")),
             samples,
+            ..Report::pass().with_message(format!("{jobs} jobs scheduled"))
         }
     })
 }
@@ -181,12 +178,7 @@ fn error_message(error: Error) -> String {
         Error::Database(message) if missing_table(&message) => {
             "scheduler job store not found".into()
         }
-        Error::Timeout => "Timeout".into(),
-        // The host removes credentials from driver messages.
-        Error::Database(message) => message,
-        Error::Denied(name) => format!("datasource '{name}' not granted"),
-        Error::NotConfigured(name) => format!("datasource '{name}' not configured"),
-        Error::TooLarge(_) => "result too large".into(),
+        other => describe_sql(other),
     }
 }
 
@@ -198,29 +190,15 @@ fn missing_table(message: &str) -> bool {
         .any(|phrase| message.contains(phrase))
 }
 
-fn sample(name: &str, value: f64) -> Sample {
-    Sample {
-        name: name.into(),
-        labels: Vec::new(),
-        value,
-    }
-}
-
+/// A failing report with `message` and the samples measured so far.
 fn fail(message: String, samples: Vec<Sample>) -> Report {
     Report {
-        status: Status::Fail,
-        message: Some(message),
         samples,
+        ..Report::fail(message)
     }
 }
 
-// The export glue is unsafe (exported symbols): the only unsafe code in this crate,
-// allowed here and nowhere else.
-#[allow(unsafe_code)]
-mod export {
-    use super::Scheduler;
-    healthhost_plugin::export!(Scheduler);
-}
+healthhost_plugin::export_check!(Scheduler);
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@
 //! `timeout_ms` (default 10000). Sample: `telegram_latency_seconds` whenever the
 //! API answered. The token never goes into a message or log line.
 
-use healthhost_plugin::{Guest, Report, Status, describe, fail, get_json, settings};
+use healthhost_plugin::{Guest, Report, Status, describe, get_json, settings};
 
 /// The API's origin when the `base_url` setting is absent.
 const DEFAULT_BASE_URL: &str = "https://api.telegram.org";
@@ -33,20 +33,16 @@ impl Guest for Telegram {
 fn run() -> Result<Report, Report> {
     let token = healthhost_plugin::config::get("token").unwrap_or_default();
     if token.is_empty() {
-        return Ok(Report {
-            status: Status::Pass,
-            message: Some("Token not configured (dev mode)".into()),
-            samples: Vec::new(),
-        });
+        return Ok(Report::pass().with_message("Token not configured (dev mode)"));
     }
-    let base_url = settings::url("base_url", DEFAULT_BASE_URL).map_err(fail)?;
-    let timeout_ms = settings::millis("timeout_ms", DEFAULT_TIMEOUT_MS).map_err(fail)?;
+    let base_url = settings::url("base_url", DEFAULT_BASE_URL).map_err(Report::fail)?;
+    let timeout_ms = settings::millis("timeout_ms", DEFAULT_TIMEOUT_MS).map_err(Report::fail)?;
     let (result, latency) = get_json(
         format!("{base_url}/bot{token}/getMe"),
         timeout_ms,
         "telegram_latency_seconds",
     );
-    let response = result.map_err(|error| fail(redact(describe(error), &token)))?;
+    let response = result.map_err(|error| Report::fail(redact(describe(error), &token)))?;
     let (status, message) = verdict(response.status, &response.body);
     Ok(Report {
         status,
@@ -89,13 +85,7 @@ fn redact(message: String, token: &str) -> String {
     }
 }
 
-// The export glue is unsafe (exported symbols): the only unsafe code in this crate,
-// allowed here and nowhere else.
-#[allow(unsafe_code)]
-mod export {
-    use super::Telegram;
-    healthhost_plugin::export!(Telegram);
-}
+healthhost_plugin::export_check!(Telegram);
 
 #[cfg(test)]
 mod tests {

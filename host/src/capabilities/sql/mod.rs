@@ -40,6 +40,8 @@ use tokio::sync::OnceCell;
 use tracing::Instrument;
 
 use super::bindings::healthhost::plugin::sql::{self as wit, Error, Rows, Value};
+use super::{Record, Refusal, diagnostic_text};
+use crate::fixtures::{Fixtures, Miss};
 use crate::limits::{Deadline, SQL_MAX_BYTES, SQL_MAX_ROWS, SQL_POOL_SIZE, SQL_ROLE_RECHECK};
 use crate::scrub::Scrubber;
 
@@ -366,6 +368,10 @@ pub struct SqlState {
     pub(crate) datasources: Arc<Datasources>,
     pub(crate) scrubber: Arc<Scrubber>,
     pub(crate) deadline: Deadline,
+    /// Canned results instead of the databases (`healthhost check --fixtures`).
+    pub(crate) fixtures: Option<Arc<Fixtures>>,
+    /// Queries refused, for diagnostics.
+    pub(crate) refused: Record<Refusal>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -378,13 +384,54 @@ impl wit::Host for SqlState {
         statement: String,
         params: Vec<Value>,
     ) -> Result<Rows, Error> {
+        let call = diagnostic_text(&self.scrubber, &format!("{datasource}: {statement}"));
+        let (result, refused) = self.run(datasource, statement, params).await;
+        if refused && let Err(error) = &result {
+            self.refused.push(Refusal {
+                capability: "sql",
+                call,
+                why: describe_refusal(error),
+            });
+        }
+        result
+    }
+}
+
+/// The text of a refused query's error as a plugin author reads it.
+fn describe_refusal(error: &Error) -> String {
+    match error {
+        Error::Denied(what) => format!("not granted: {what}"),
+        Error::NotConfigured(name) => format!("no datasource '{name}' is defined"),
+        Error::Database(text) => text.clone(),
+        Error::Timeout | Error::TooLarge(_) => format!("{error:?}"),
+    }
+}
+
+impl SqlState {
+    /// The query's result, and whether the host refused it (rather than the database
+    /// failing it).
+    async fn run(
+        &self,
+        datasource: String,
+        statement: String,
+        params: Vec<Value>,
+    ) -> (Result<Rows, Error>, bool) {
         if !self.policy.allows(&datasource) {
-            return Err(Error::Denied(datasource));
+            return (Err(Error::Denied(datasource)), true);
+        }
+        let timeout = self.deadline.host_call_timeout(None);
+        if let Some(fixtures) = &self.fixtures {
+            return match tokio::time::timeout(timeout, fixtures.sql(&datasource, &statement)).await
+            {
+                Ok(Ok(rows)) => (Ok(rows), false),
+                Ok(Err(Miss::NoFixture(text))) => (Err(Error::Database(text)), true),
+                Ok(Err(Miss::Answer(error))) => (Err(error), false),
+                Err(_elapsed) => (Err(Error::Timeout), false),
+            };
         }
         let Some(source) = self.datasources.get(&datasource).cloned() else {
-            return Err(Error::NotConfigured(datasource));
+            return (Err(Error::NotConfigured(datasource)), true);
         };
-        let timeout = self.deadline.host_call_timeout(None);
         let call = Call {
             statement,
             params,
@@ -401,25 +448,34 @@ impl wit::Host for SqlState {
             }
         };
         let scrub = |text: &str| self.scrubber.scrub(text).into_owned();
+        let failed = |error| (Err(error), false);
         match tokio::time::timeout(timeout, query).instrument(span).await {
-            Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(QueryError::Sqlx(e))) => Err(match source.kind {
-                Kind::Sqlite => sqlite::error(&datasource, &e),
-                Kind::Postgres | Kind::MySql => None,
+            Ok(Ok(rows)) => (Ok(rows), false),
+            Ok(Err(QueryError::Sqlx(e))) => {
+                let error = match source.kind {
+                    Kind::Sqlite => sqlite::error(&datasource, &e),
+                    Kind::Postgres | Kind::MySql => None,
+                }
+                .unwrap_or_else(|| Error::Database(scrub(&describe(&e))));
+                // SQLite's authorizer refuses what is not a read.
+                let refused = matches!(error, Error::Denied(_));
+                (Err(error), refused)
             }
-            .unwrap_or_else(|| Error::Database(scrub(&describe(&e))))),
             Ok(Err(QueryError::Role(e @ RoleError::Privileged { .. }))) => {
                 tracing::warn!(check = %self.check, "{e}");
-                Err(Error::Denied(format!(
-                    "{datasource}: its role can reach the database server's programs or files; the operator must connect as a read-only role"
-                )))
+                (
+                    Err(Error::Denied(format!(
+                        "{datasource}: its role can reach the database server's programs or files; the operator must connect as a read-only role"
+                    ))),
+                    true,
+                )
             }
             // The database could not be reached: the driver's reason, as for a query.
             Ok(Err(QueryError::Role(RoleError::Unreachable { reason, .. }))) => {
-                Err(Error::Database(scrub(&reason)))
+                failed(Error::Database(scrub(&reason)))
             }
-            Ok(Err(QueryError::Plugin(e))) => Err(e),
-            Err(_elapsed) => Err(Error::Timeout),
+            Ok(Err(QueryError::Plugin(e))) => failed(e),
+            Err(_elapsed) => failed(Error::Timeout),
         }
     }
 }
