@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use crate::config::{CheckConfig, Config, Problem, Source};
 use crate::health::{Check, CheckSet, Entry, Health};
 use crate::metrics::Metrics;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, read_plugin};
 
 /// How long a plugin or grant file must be unchanged before it is loaded: long enough
 /// for a copy in progress to show a new size or modification time at the next scan.
@@ -88,22 +88,41 @@ impl Load {
         }
     }
 
-    /// Reads and compiles the plugin (blocking).
-    fn run(&self, config: &Config, runtime: &Runtime) -> Result<Check, String> {
-        match &self.what {
-            What::Config(check) => runtime
-                .load_file(
-                    &check.name,
-                    &check.plugin,
-                    check.sha256.as_deref(),
-                    check.grants.clone(),
-                    check.limits,
-                )
-                .map(|plugin| Check::new((**check).clone(), plugin))
-                .map_err(|e| e.to_string()),
-            What::Folder(file) => load_drop_in(config, runtime, &self.name, file),
-        }
+    /// Reads the plugin and its grant file (blocking I/O, no compile permit: a file
+    /// that is slow to read holds up no other): the check and its component.
+    fn read(&self, config: &Config) -> Result<(CheckConfig, Vec<u8>), String> {
+        let check = match &self.what {
+            What::Config(check) => (**check).clone(),
+            What::Folder(file) => load_grants(config, &self.name, file)?,
+        };
+        let wasm = read_plugin(&self.name, &check.plugin, check.sha256.as_deref())
+            .map_err(|e| e.to_string())?;
+        Ok((check, wasm))
     }
+
+    /// The plugin file's size, to compile small plugins first.
+    fn size(&self) -> u64 {
+        let path = match &self.what {
+            What::Config(c) => &c.plugin,
+            What::Folder(f) => &f.wasm,
+        };
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    }
+}
+
+/// Compiles a check's component (blocking CPU).
+fn compile(runtime: &Runtime, check: CheckConfig, wasm: &[u8]) -> Result<Check, String> {
+    runtime
+        .load(&check.name, wasm, check.grants.clone(), check.limits)
+        .map(|plugin| Check::new(check, plugin))
+        .map_err(|e| e.to_string())
+}
+
+/// Runs `work` on a blocking thread; its panic goes on in the caller.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// The config file's checks, each marked loading, and their loads.
@@ -162,10 +181,12 @@ impl Loader {
     }
 
     /// Starts `loads`; each result replaces its entry in `health` when ready.
-    pub fn spawn(self: &Arc<Self>, loads: Vec<Load>, health: Arc<Health>) {
+    pub fn spawn(self: &Arc<Self>, mut loads: Vec<Load>, health: Arc<Health>) {
         if loads.is_empty() {
             return;
         }
+        // Permits are granted in order: small plugins never queue behind big ones.
+        loads.sort_by_cached_key(Load::size);
         if self.begin(loads.len()) {
             tokio::spawn(self.clone().report_progress());
         }
@@ -179,8 +200,9 @@ impl Loader {
     }
 
     /// Runs `loads` and returns every result (for `validate` and `list`).
-    pub async fn load_all(self: &Arc<Self>, loads: Vec<Load>) -> Vec<(String, Entry)> {
+    pub async fn load_all(self: &Arc<Self>, mut loads: Vec<Load>) -> Vec<(String, Entry)> {
         self.begin(loads.len());
+        loads.sort_by_cached_key(Load::size);
         let mut tasks = tokio::task::JoinSet::new();
         for load in loads {
             let loader = self.clone();
@@ -217,17 +239,25 @@ impl Loader {
         }
     }
 
-    /// Loads one plugin when a permit is free: its name, load id and new entry.
+    /// Reads one plugin, then compiles it when a permit is free: its name, load id
+    /// and new entry.
     async fn load(self: Arc<Self>, load: Load) -> (String, u64, Entry) {
-        let permit = self.permits.clone().acquire_owned().await;
         let loader = self.clone();
-        let (load, result) = tokio::task::spawn_blocking(move || {
-            let result = load.run(&loader.config, &loader.runtime);
-            (load, result)
+        let (load, read) = blocking(move || {
+            let read = load.read(&loader.config);
+            (load, read)
         })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        drop(permit);
+        .await;
+        let result = match read {
+            Ok((check, wasm)) => {
+                let permit = self.permits.clone().acquire_owned().await;
+                let runtime = self.runtime.clone();
+                let result = blocking(move || compile(&runtime, check, &wasm)).await;
+                drop(permit);
+                result
+            }
+            Err(e) => Err(e),
+        };
         let entry = match result {
             Ok(check) => {
                 if matches!(load.what, What::Folder(_)) {
@@ -471,26 +501,6 @@ fn load_grants(config: &Config, name: &str, file: &Found) -> Result<CheckConfig,
             std::env::var(v).ok()
         })
         .map_err(|problems| grant_problems(&file.grants, &problems))
-}
-
-/// Reads the grant file (if any) and loads the plugin under it.
-fn load_drop_in(
-    config: &Config,
-    runtime: &Runtime,
-    name: &str,
-    file: &Found,
-) -> Result<Check, String> {
-    let check = load_grants(config, name, file)?;
-    let plugin = runtime
-        .load_file(
-            name,
-            &file.wasm,
-            check.sha256.as_deref(),
-            check.grants.clone(),
-            check.limits,
-        )
-        .map_err(|e| e.to_string())?;
-    Ok(Check::new(check, plugin))
 }
 
 fn grant_problems(path: &Path, problems: &[Problem]) -> String {

@@ -260,21 +260,7 @@ impl Runtime {
         grants: Grants,
         limits: Limits,
     ) -> Result<Plugin, LoadError> {
-        let wasm = std::fs::read(path).map_err(|error| LoadError::Read {
-            check: name.to_owned(),
-            path: path.display().to_string(),
-            error,
-        })?;
-        if let Some(expected) = pin {
-            let actual = hex(&Sha256::digest(&wasm));
-            if actual != expected {
-                return Err(LoadError::Pin {
-                    check: name.to_owned(),
-                    expected: expected.to_owned(),
-                    actual,
-                });
-            }
-        }
+        let wasm = read_plugin(name, path, pin)?;
         self.load(name, &wasm, grants, limits)
     }
 
@@ -625,6 +611,31 @@ fn compile_reason(error: &wasmtime::Error, wasm: &[u8]) -> String {
         );
     }
     reason
+}
+
+/// Reads the plugin file of check `name`, which must have the SHA-256 `pin` when
+/// given.
+pub fn read_plugin(
+    name: &str,
+    path: &std::path::Path,
+    pin: Option<&str>,
+) -> Result<Vec<u8>, LoadError> {
+    let wasm = std::fs::read(path).map_err(|error| LoadError::Read {
+        check: name.to_owned(),
+        path: path.display().to_string(),
+        error,
+    })?;
+    if let Some(expected) = pin {
+        let actual = hex(&Sha256::digest(&wasm));
+        if actual != expected {
+            return Err(LoadError::Pin {
+                check: name.to_owned(),
+                expected: expected.to_owned(),
+                actual,
+            });
+        }
+    }
+    Ok(wasm)
 }
 
 /// The tokio runtime plugin runs execute on, shut down without blocking when dropped
