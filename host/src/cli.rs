@@ -242,6 +242,31 @@ struct CheckArgs {
     no_cache: bool,
 }
 
+/// Writes `text` to stdout. A reader that went away (`healthhost list | head`) is
+/// not an error: the rest of the output is dropped and the command still ends with
+/// its own exit status.
+fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// `print!` through [`emit`].
+macro_rules! out {
+    ($($arg:tt)*) => { emit(&format!($($arg)*)) };
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    ($($arg:tt)*) => { emit(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 /// Prints a command-line error (help and version go to stdout with status 0).
 pub fn usage_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
@@ -288,7 +313,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Usage(args) => usage_report(args),
         Command::Check(args) => check(args),
         Command::Wit => {
-            print!("{}", crate::WIT);
+            out!("{}", crate::WIT)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::New(args) => new_project(args),
@@ -298,20 +323,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn new_project(args: NewArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
     let files = scaffold::create(&args.name, args.lang, &dir)?;
-    println!(
+    outln!(
         "created {} ({:?} check '{}'):",
         dir.display(),
         args.lang,
         args.name
-    );
+    )?;
     for file in files {
-        println!("  {file}");
+        outln!("  {file}")?;
     }
-    println!(
+    outln!(
         "next: cd {} && ./test.sh   (builds {}.wasm, then runs it on fixtures/pass.toml, warn.toml and fail.toml; see README.md)",
         dir.display(),
         args.name
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -436,12 +461,12 @@ fn validate(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             errors.join("\n  ")
         );
     }
-    println!(
+    outln!(
         "{}: ok, {} check(s), {} datasource(s)",
         args.config.display(),
         set.entries.len(),
         config.datasources.len()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -456,9 +481,9 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let host = tokio.block_on(listing::running_host(&host));
     let rows = listing::rows(&set, host.as_ref());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
     } else {
-        print!("{}", listing::human(&rows, host.is_some()));
+        out!("{}", listing::human(&rows, host.is_some()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -490,10 +515,10 @@ fn migrate(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
     let url = usage_url(args)?;
     let applied = current_thread()?.block_on(usage::migrate(&url))?;
     if applied.is_empty() {
-        println!("nothing to apply: the database is up to date");
+        outln!("nothing to apply: the database is up to date")?;
     }
     for m in applied {
-        println!("applied {} {}", m.version, m.description);
+        outln!("applied {} {}", m.version, m.description)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -505,9 +530,9 @@ fn usage_report(args: UsageArgs) -> anyhow::Result<ExitCode> {
         report::report(&store, args.by, args.since).await
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        outln!("{}", serde_json::to_string_pretty(&report.to_json())?)?;
     } else {
-        print!("{}", report.to_table());
+        out!("{}", report.to_table())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -692,9 +717,9 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let mut json = serde_json::to_value(&report)?;
         json["diagnostics"] = serde_json::to_value(&diagnostics)?;
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?)?;
     } else {
-        print!("{}{}", human(&report), diagnostics.human());
+        out!("{}{}", human(&report), diagnostics.human())?;
     }
     Ok(ExitCode::from(report.outcome.exit_code()))
 }

@@ -574,3 +574,18 @@ fn check_keeps_compiled_plugins_in_the_cache_unless_told_not_to() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_no_command_with_a_panic() {
+    // As `healthhost wit | head -0`: stdout is a pipe whose reader is already gone.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .arg("wit")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}
