@@ -324,9 +324,9 @@ fn new_project(args: NewArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
     let files = scaffold::create(&args.name, args.lang, &dir)?;
     outln!(
-        "created {} ({:?} check '{}'):",
+        "created {} ({} check '{}'):",
         dir.display(),
-        args.lang,
+        args.lang.name(),
         args.name
     )?;
     for file in files {

@@ -118,6 +118,15 @@ const JS: &[File] = &[
 ];
 
 impl Lang {
+    /// The language's name, for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
+        }
+    }
+
     fn files(self) -> &'static [File] {
         match self {
             Lang::Rust => RUST,
