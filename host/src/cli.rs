@@ -15,13 +15,13 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::capabilities::Grants;
+use crate::capabilities::fixtures::Fixtures;
 use crate::capabilities::http::HttpPolicy;
 use crate::capabilities::sql::{Datasource, Datasources, RoleError, SqlPolicy};
 use crate::config::Config;
 use crate::diagnose::Diagnostics;
 use crate::dropins::{self, Folder, Load, Loader, Scan};
 use crate::escape::escape_controls;
-use crate::fixtures::Fixtures;
 use crate::health::{CheckSet, Health};
 use crate::ingest::Ingest;
 use crate::limits::Limits;
@@ -763,7 +763,7 @@ fn check_setup(
             let check =
                 crate::config::grant_file(name, args.plugin.clone(), Some(&text), &env, None)
                     .map_err(|problems| {
-                        anyhow::anyhow!(crate::config::render(
+                        anyhow::anyhow!(crate::problems::render(
                             &path.display().to_string(),
                             &problems
                         ))

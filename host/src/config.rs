@@ -7,9 +7,7 @@
 //! `DATABASE_URL` override of the `main` datasource, units, allowlists and limits.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,8 +19,8 @@ use crate::capabilities::config::Settings;
 use crate::capabilities::http::HttpPolicy;
 use crate::capabilities::sql::{Datasource, SqlPolicy, normalize_url};
 use crate::limits::{self, Limits};
-use crate::runtime::Compiler;
-use crate::{ingest, units};
+use crate::problems::{Problem, Problems, parse_toml, render};
+use crate::units;
 
 /// Where the host listens when the file says nothing: loopback, so a first run exposes
 /// nothing; set `listen = "0.0.0.0:8080"` for probes from outside the pod.
@@ -61,6 +59,21 @@ pub const DEFAULT_PLUGINS_DIR: &str = "plugins.d";
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// The environment variable that overrides the `main` datasource's URL.
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
+
+/// The code generator that compiles plugins. Every one enforces fuel, epochs and
+/// memory limits the same way; they trade compile time and memory against run speed
+/// (BENCHMARKS.md, "Compilers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compiler {
+    /// Cranelift, optimising: the fastest code, the slowest compile.
+    #[default]
+    Cranelift,
+    /// Cranelift without optimisations: a faster compile, slower code.
+    CraneliftUnoptimized,
+    /// Winch, wasmtime's baseline compiler: the fastest compile, the slowest code.
+    Winch,
+}
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -222,11 +235,11 @@ pub struct UsageConfig {
     /// The bearer token of `POST /v1/ai-usage`; `None` (no key, an unset variable or
     /// an empty value) turns the endpoint off.
     pub token: Option<String>,
-    /// Rows per request, 1 to [`ingest::MAX_BATCH_CEILING`]; default
-    /// [`ingest::DEFAULT_MAX_BATCH`].
+    /// Rows per request, 1 to [`limits::MAX_BATCH_CEILING`]; default
+    /// [`limits::DEFAULT_MAX_BATCH`].
     pub max_batch: usize,
     /// Distinct label values per label, at least 1; default
-    /// [`ingest::DEFAULT_MAX_LABEL_VALUES`].
+    /// [`limits::DEFAULT_MAX_LABEL_VALUES`].
     pub max_label_values: usize,
     /// The datasource holding `ai_usage`; default [`DEFAULT_USAGE_DATASOURCE`].
     pub datasource: String,
@@ -266,15 +279,6 @@ pub struct CheckConfig {
     pub source: Source,
 }
 
-/// One problem in a config file, located.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub line: usize,
-    pub column: usize,
-    pub key: String,
-    pub message: String,
-}
-
 /// Everything wrong with a config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -288,70 +292,6 @@ pub enum ConfigError {
         path: String,
         problems: Vec<Problem>,
     },
-}
-
-pub(crate) fn render(path: &str, problems: &[Problem]) -> String {
-    let mut out = format!("{} problem(s) in {path}:", problems.len());
-    for p in problems {
-        out.push_str(&format!(
-            "\n  {path}:{}:{}: {}: {}",
-            p.line, p.column, p.key, p.message
-        ));
-    }
-    out
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            self.line, self.column, self.key, self.message
-        )
-    }
-}
-
-/// Collects problems with their positions in the source text.
-pub(crate) struct Problems<'a> {
-    pub(crate) source: &'a str,
-    pub(crate) list: Vec<Problem>,
-}
-
-impl Problems<'_> {
-    /// Every problem in file order, or none.
-    pub(crate) fn finish(mut self) -> Result<(), Vec<Problem>> {
-        if self.list.is_empty() {
-            return Ok(());
-        }
-        self.list.sort_by_key(|p| (p.line, p.column));
-        Err(self.list)
-    }
-
-    pub(crate) fn add(
-        &mut self,
-        span: Range<usize>,
-        key: impl Into<String>,
-        message: impl fmt::Display,
-    ) {
-        let (line, column) = position(self.source, span.start);
-        self.list.push(Problem {
-            line,
-            column,
-            key: key.into(),
-            message: message.to_string(),
-        });
-    }
-}
-
-/// 1-based line and column of a byte offset.
-fn position(source: &str, offset: usize) -> (usize, usize) {
-    let before = &source[..offset.min(source.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
-    (line, column)
 }
 
 impl Config {
@@ -409,7 +349,7 @@ impl Config {
             .namespace
             .as_ref()
             .map_or(DEFAULT_NAMESPACE.to_owned(), |n| n.get_ref().clone());
-        if !crate::samples::valid_metric_name(&namespace) {
+        if !crate::names::valid_metric_name(&namespace) {
             let span = raw.namespace.as_ref().map_or(0..0, Spanned::span);
             problems.add(
                 span,
@@ -520,7 +460,7 @@ impl Config {
             let span = check.span();
             let mut check = check.into_inner();
             let key = format!("checks.{name}");
-            if !valid_check_name(&name) {
+            if !crate::names::valid_check_name(&name) {
                 problems.add(
                     span.clone(),
                     key.clone(),
@@ -599,7 +539,7 @@ pub fn grant_file(
         source: text,
         list: Vec::new(),
     };
-    if !valid_check_name(name) {
+    if !crate::names::valid_check_name(name) {
         problems.add(
             0..0,
             "(file name)",
@@ -620,19 +560,6 @@ pub fn grant_file(
     };
     let check = resolve_check(name, raw, plugin, Source::Folder, &context, &mut problems);
     problems.finish().map(|()| check)
-}
-
-/// Parses TOML into `T`, a syntax or schema error as one located problem.
-pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(source: &str) -> Result<T, Vec<Problem>> {
-    toml::from_str(source).map_err(|e| {
-        let (line, column) = e.span().map_or((1, 1), |s| position(source, s.start));
-        vec![Problem {
-            line,
-            column,
-            key: "(syntax)".to_owned(),
-            message: e.message().to_owned(),
-        }]
-    })
 }
 
 /// What resolving a check needs besides the check itself.
@@ -666,24 +593,24 @@ fn resolve_usage(
         None => None,
     };
     let max_batch = match &raw.max_batch {
-        Some(n) if !(1..=ingest::MAX_BATCH_CEILING).contains(n.get_ref()) => {
+        Some(n) if !(1..=limits::MAX_BATCH_CEILING).contains(n.get_ref()) => {
             problems.add(
                 n.span(),
                 "usage.max_batch",
-                format!("must be from 1 to {}", ingest::MAX_BATCH_CEILING),
+                format!("must be from 1 to {}", limits::MAX_BATCH_CEILING),
             );
-            ingest::DEFAULT_MAX_BATCH
+            limits::DEFAULT_MAX_BATCH
         }
         Some(n) => *n.get_ref(),
-        None => ingest::DEFAULT_MAX_BATCH,
+        None => limits::DEFAULT_MAX_BATCH,
     };
     let max_label_values = match &raw.max_label_values {
         Some(n) if *n.get_ref() == 0 => {
             problems.add(n.span(), "usage.max_label_values", "must be at least 1");
-            ingest::DEFAULT_MAX_LABEL_VALUES
+            limits::DEFAULT_MAX_LABEL_VALUES
         }
         Some(n) => *n.get_ref(),
-        None => ingest::DEFAULT_MAX_LABEL_VALUES,
+        None => limits::DEFAULT_MAX_LABEL_VALUES,
     };
     let datasource = raw
         .datasource
@@ -707,13 +634,6 @@ fn resolve_usage(
         datasource,
         migrate: raw.migrate.unwrap_or(true),
     }
-}
-
-fn valid_check_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// `sqlite:` URLs with a relative path resolve against the config file's folder.
@@ -854,13 +774,13 @@ fn resolve_check(
     let mut metrics = BTreeSet::new();
     for metric in &raw.grants.metrics {
         let m = metric.get_ref();
-        if !crate::samples::valid_metric_name(m) {
+        if !crate::names::valid_metric_name(m) {
             problems.add(
                 metric.span(),
                 key("grants.metrics"),
                 format!("'{m}' is not a metric name (letters, digits, '_')"),
             );
-        } else if crate::metrics::reserved(m) {
+        } else if crate::names::reserved(m) {
             problems.add(
                 metric.span(),
                 key("grants.metrics"),
@@ -1100,8 +1020,8 @@ grants.metrics = ["ok_name", "bad-name", "health_check_status"]
             config.usage,
             UsageConfig {
                 token: None,
-                max_batch: ingest::DEFAULT_MAX_BATCH,
-                max_label_values: ingest::DEFAULT_MAX_LABEL_VALUES,
+                max_batch: limits::DEFAULT_MAX_BATCH,
+                max_label_values: limits::DEFAULT_MAX_LABEL_VALUES,
                 datasource: "main".to_owned(),
                 migrate: true,
             }

@@ -24,9 +24,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
 
-use crate::config::{CheckConfig, Config, Problem, Source};
+use crate::config::{CheckConfig, Config, Source};
 use crate::health::{Check, CheckSet, Entry, Health};
 use crate::metrics::Metrics;
+use crate::problems::Problem;
 use crate::runtime::{Runtime, read_plugin};
 
 /// How long a plugin or grant file must be unchanged before it is loaded: long enough

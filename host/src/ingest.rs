@@ -10,22 +10,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Map, Value, json};
 
+use crate::limits::BODY_BYTES_PER_ROW;
 use crate::metrics::Metrics;
 use crate::usage::{NewUsage, Status, StoreError, UsageStore};
 
-/// Rows one request may carry when the config says nothing (`usage.max_batch`).
-pub const DEFAULT_MAX_BATCH: usize = 1_000;
-/// The largest `usage.max_batch` the config accepts: a batch is one transaction and
-/// one parsed body in memory, and 10,000 rows are ~10 MiB.
-pub const MAX_BATCH_CEILING: usize = 10_000;
-/// Body bytes allowed per row of `max_batch`: a row with every field at its longest
-/// (100-character model and generation id, 50-character operation, ten-digit numbers)
-/// is ~450 bytes of JSON, so 1 KiB leaves room for whitespace; 1,000 rows → 1 MiB.
-pub const BODY_BYTES_PER_ROW: usize = 1024;
-/// Distinct values per label (operation, model) when the config says nothing
-/// (`usage.max_label_values`): the seed's bot has a handful of each; 50 × 50 series
-/// per metric stay cheap for Prometheus.
-pub const DEFAULT_MAX_LABEL_VALUES: usize = 50;
 /// The label value standing for every value beyond the cap.
 pub const OTHER: &str = "other";
 
@@ -347,7 +335,7 @@ impl Ingest {
     /// Whether `presented` is the configured token (compared in constant time).
     pub fn authorized(&self, presented: Option<&str>) -> bool {
         presented
-            .is_some_and(|p| crate::server::constant_time_eq(p.as_bytes(), self.token.as_bytes()))
+            .is_some_and(|p| crate::auth::constant_time_eq(p.as_bytes(), self.token.as_bytes()))
     }
 
     /// Validates `body`, writes its rows in one transaction and, after the commit,

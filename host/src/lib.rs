@@ -13,6 +13,7 @@
 //! config's checks and the watched plugins folder), [`listing`] (`healthhost list`),
 //! [`cli`] (the command line).
 
+pub mod auth;
 pub mod cache;
 pub mod capabilities;
 pub mod cli;
@@ -21,13 +22,14 @@ pub mod contract;
 pub mod diagnose;
 pub mod dropins;
 pub mod escape;
-pub mod fixtures;
 pub mod health;
 pub mod ingest;
 pub mod instrumentator;
 pub mod limits;
 pub mod listing;
 pub mod metrics;
+pub mod names;
+pub mod problems;
 pub mod report;
 pub mod runtime;
 pub mod samples;

@@ -69,6 +69,20 @@ pub const LOG_MAX_LINE_BYTES: usize = 4 * 1024;
 /// captured so that a secret straddling the cut is found whole before it is cut.
 pub const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
 
+/// Rows one request may carry when the config says nothing (`usage.max_batch`).
+pub const DEFAULT_MAX_BATCH: usize = 1_000;
+/// The largest `usage.max_batch` the config accepts: a batch is one transaction and
+/// one parsed body in memory, and 10,000 rows are ~10 MiB.
+pub const MAX_BATCH_CEILING: usize = 10_000;
+/// Body bytes allowed per row of `max_batch`: a row with every field at its longest
+/// (100-character model and generation id, 50-character operation, ten-digit numbers)
+/// is ~450 bytes of JSON, so 1 KiB leaves room for whitespace; 1,000 rows → 1 MiB.
+pub const BODY_BYTES_PER_ROW: usize = 1024;
+/// Distinct values per label (operation, model) when the config says nothing
+/// (`usage.max_label_values`): the seed's bot has a handful of each; 50 × 50 series
+/// per metric stay cheap for Prometheus.
+pub const DEFAULT_MAX_LABEL_VALUES: usize = 50;
+
 /// Calls a run records for `healthhost check`'s diagnostics (setting keys read, calls
 /// refused), each; a plugin that asks in a loop cannot grow the host's memory with them.
 pub const DIAGNOSTIC_MAX_ENTRIES: usize = 32;

@@ -36,48 +36,10 @@ pub const ACTIVE_USER_PERIODS: [&str; 3] = ["dau", "wau", "mau"];
 /// States of the seed's queue-depth gauge.
 pub const QUEUE_STATES: [&str; 3] = ["pending", "failed", "completed"];
 
-/// The seed's metric names (Task 2), without the namespace.
-pub const SEED_METRICS: [&str; 12] = [
-    "requests_total",
-    "errors_total",
-    "ai_request_duration_seconds",
-    "ai_tokens_total",
-    "ai_cost_dollars_total",
-    "ai_requests_total",
-    "active_users",
-    "subscription_conversions_total",
-    "revenue_rubles_total",
-    "queue_depth",
-    "health_check_status",
-    "requests_in_progress",
-];
-
-/// The host's own metric names (besides the seed's), without the namespace. Plugin
-/// samples may not take these names, nor the seed's.
-pub const HOST_METRICS: [&str; 12] = [
-    "http_request_duration_seconds",
-    "check_run_duration_seconds",
-    "check_runs_total",
-    "check_last_run_timestamp_seconds",
-    "check_fuel_consumed",
-    "check_peak_memory_bytes",
-    "plugin_samples_dropped_total",
-    "plugin_loads_total",
-    "plugin_load_errors_total",
-    "plugin_load_failing",
-    "plugin_loads_pending",
-    "plugin_compile_cache_total",
-];
-
 /// How long gathered process metrics are reused. Reading `/proc` costs more than the
 /// rest of a scrape, and CPU time and memory need no finer resolution than a second.
 #[cfg(target_os = "linux")]
 pub const PROCESS_METRICS_TTL: Duration = Duration::from_secs(1);
-
-/// Whether `name` (without the namespace) belongs to the host.
-pub fn reserved(name: &str) -> bool {
-    SEED_METRICS.contains(&name) || HOST_METRICS.contains(&name)
-}
 
 /// Every metric the host exports.
 pub struct Metrics {
@@ -559,6 +521,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::{HOST_METRICS, SEED_METRICS};
 
     #[test]
     fn every_seed_metric_is_exposed_even_before_it_has_samples() {

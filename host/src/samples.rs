@@ -17,8 +17,31 @@ use crate::limits::{
     MAX_SERIES_PER_CHECK, REPORT_MAX_SAMPLES, SAMPLE_MAX_LABEL_VALUE_BYTES, SAMPLE_MAX_LABELS,
     SAMPLE_MAX_NAME_BYTES, SAMPLES_MAX_BYTES_PER_CHECK,
 };
-use crate::runtime::Sample;
+use crate::names::valid_metric_name;
 use crate::scrub::Scrubber;
+
+/// One measured value a plugin reported.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+#[cfg(test)]
+impl Sample {
+    /// A sample from borrowed parts.
+    pub(crate) fn of(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
+        Sample {
+            name: name.to_owned(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            value,
+        }
+    }
+}
 
 /// The label the host adds to every plugin sample; a plugin may not set it itself.
 pub const CHECK_LABEL: &str = "check";
@@ -87,15 +110,6 @@ impl Dropped {
             Dropped::SeriesCap => "series-cap",
         }
     }
-}
-
-/// Prometheus metric and label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn valid_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The samples of one report that may leave the run, in order, with secrets removed

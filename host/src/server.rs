@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use crate::auth::{bearer, constant_time_eq};
 use crate::config::ShowDetails;
 use crate::health::{self, Health};
 use crate::ingest::{Ingest, RecordError};
@@ -158,22 +159,6 @@ fn details(state: &AppState, headers: &HeaderMap) -> bool {
             _ => false,
         },
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` header.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-}
-
-/// Compares secrets without leaking where they differ through timing.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn wants_ietf(headers: &HeaderMap) -> bool {

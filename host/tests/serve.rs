@@ -408,7 +408,7 @@ async fn metrics_hold_every_seed_name_and_stay_bounded_under_random_paths() {
             .unwrap()
             .starts_with("text/plain")
     );
-    let seed = healthhost::metrics::SEED_METRICS.map(|name| format!("adtrobot_{name}"));
+    let seed = healthhost::names::SEED_METRICS.map(|name| format!("adtrobot_{name}"));
     let host = [
         "adtrobot_check_runs_total",
         "adtrobot_check_run_duration_seconds",

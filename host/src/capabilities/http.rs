@@ -20,7 +20,7 @@ use url::{Host, Url};
 
 use super::bindings::healthhost::plugin::http::{self as wit, Error, Request, Response};
 use super::{Record, Refusal, diagnostic_text};
-use crate::fixtures::{Fixtures, Miss};
+use crate::capabilities::fixtures::{Fixtures, Miss};
 use crate::limits::{Deadline, HTTP_MAX_REDIRECTS, HTTP_MAX_RESPONSE_BYTES};
 use crate::scrub::Scrubber;
 

@@ -7,15 +7,12 @@
 //! [`Grants`] can compute, read clocks and random numbers, and nothing else.
 
 pub mod config;
+pub mod fixtures;
 pub mod http;
 pub mod log;
 pub mod sql;
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
 use crate::limits::{DIAGNOSTIC_MAX_ENTRIES, DIAGNOSTIC_MAX_TEXT_BYTES};
-use crate::runtime::limiter::MemoryLimiter;
 use crate::scrub::Scrubber;
 
 /// Rust bindings of the WIT contract in `wit/plugin.wit`.
@@ -37,39 +34,6 @@ pub struct Grants {
     pub sql: sql::SqlPolicy,
     /// Its settings and secrets.
     pub settings: config::Settings,
-}
-
-/// The store's data for one run: WASI, the memory limiter, and one slice per
-/// capability.
-pub struct RunState {
-    pub(crate) wasi: WasiCtx,
-    pub(crate) table: ResourceTable,
-    pub(crate) limiter: MemoryLimiter,
-    pub(crate) http: http::HttpState,
-    pub(crate) sql: sql::SqlState,
-    pub(crate) config: config::ConfigState,
-    pub(crate) log: log::LogState,
-}
-
-impl WasiView for RunState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// Registers WASI and every capability with the linker, each import projected onto its
-/// own slice of [`RunState`].
-pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
-    use bindings::healthhost::plugin as wit;
-    wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    wit::http::add_to_linker::<_, HasSelf<http::HttpState>>(linker, |s| &mut s.http)?;
-    wit::sql::add_to_linker::<_, HasSelf<sql::SqlState>>(linker, |s| &mut s.sql)?;
-    wit::config::add_to_linker::<_, HasSelf<config::ConfigState>>(linker, |s| &mut s.config)?;
-    wit::log::add_to_linker::<_, HasSelf<log::LogState>>(linker, |s| &mut s.log)?;
-    Ok(())
 }
 
 /// A call the host refused: not granted, malformed, or (under `healthhost check`) not

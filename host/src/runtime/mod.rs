@@ -11,6 +11,7 @@
 
 pub mod limiter;
 pub mod outcome;
+pub mod state;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,17 +28,20 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::cache::{CacheError, CompileCache, hex};
 use crate::capabilities::bindings::healthhost::plugin::types::{self as wit, Status};
 use crate::capabilities::bindings::{Check, CheckPre};
+use crate::capabilities::fixtures::Fixtures;
 use crate::capabilities::log::{CapturePipe, LogState};
 use crate::capabilities::sql::Datasources;
-use crate::capabilities::{self, Grants, Record, RunState, config, http, sql};
-use crate::fixtures::Fixtures;
+use crate::capabilities::{self, Grants, Record, config, http, sql};
+pub use crate::config::Compiler;
 use crate::limits::{
     self, Deadline, EPOCH_TICK, Limits, MAX_MEMORY_BYTES, POOL_INSTANCES, REPORT_MAX_MESSAGE_BYTES,
     STDIO_CAPTURE_BYTES,
 };
+pub use crate::samples::Sample;
 use crate::samples::{self, Drops};
 use crate::scrub::{Scrubber, cut};
-pub use outcome::{Calls, ErrorKind, Outcome, RunReport, Sample};
+pub use outcome::{Calls, ErrorKind, Outcome, RunReport};
+use state::RunState;
 
 /// Worker threads of the plugin runtime: the machine's cores, since guest CPU is the
 /// work they do, but at least two so one spinning guest cannot hold them all.
@@ -141,21 +145,6 @@ pub struct Runtime {
     cache: Option<CompileCache>,
 }
 
-/// The code generator that compiles plugins. Every one enforces fuel, epochs and
-/// memory limits the same way; they trade compile time and memory against run speed
-/// (BENCHMARKS.md, "Compilers").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Compiler {
-    /// Cranelift, optimising: the fastest code, the slowest compile.
-    #[default]
-    Cranelift,
-    /// Cranelift without optimisations: a faster compile, slower code.
-    CraneliftUnoptimized,
-    /// Winch, wasmtime's baseline compiler: the fastest compile, the slowest code.
-    Winch,
-}
-
 impl Runtime {
     /// Starts a runtime whose plugins may query `datasources` (as far as granted).
     pub fn new(datasources: Datasources) -> Result<Runtime, RuntimeError> {
@@ -170,8 +159,7 @@ impl Runtime {
         let engine = Engine::new(&engine_config(compiler))
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        capabilities::add_to_linker(&mut linker)
-            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        state::add_to_linker(&mut linker).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let executor = Executor::start()?;
         let _ticker = EpochTicker::start(engine.clone())?;
         let shared = Arc::new(Shared {

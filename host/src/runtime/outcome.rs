@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::capabilities::Refusal;
-use crate::samples::Drops;
+use crate::samples::{Drops, Sample};
 
 /// The result of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,29 +88,6 @@ impl Outcome {
             Outcome::Warn => 1,
             Outcome::Fail => 2,
             Outcome::Error(_) => 3,
-        }
-    }
-}
-
-/// One measured value a plugin reported.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Sample {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-    pub value: f64,
-}
-
-#[cfg(test)]
-impl Sample {
-    /// A sample from borrowed parts.
-    pub(crate) fn of(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
-        Sample {
-            name: name.to_owned(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            value,
         }
     }
 }

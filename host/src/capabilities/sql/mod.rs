@@ -41,7 +41,7 @@ use tracing::Instrument;
 
 use super::bindings::healthhost::plugin::sql::{self as wit, Error, Rows, Value};
 use super::{Record, Refusal, diagnostic_text};
-use crate::fixtures::{Fixtures, Miss};
+use crate::capabilities::fixtures::{Fixtures, Miss};
 use crate::limits::{Deadline, SQL_MAX_BYTES, SQL_MAX_ROWS, SQL_POOL_SIZE, SQL_ROLE_RECHECK};
 use crate::scrub::Scrubber;
 

@@ -37,9 +37,9 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
-use crate::capabilities::bindings::healthhost::plugin::{http, sql};
-use crate::config::{Problem, Problems, parse_toml, render};
+use super::bindings::healthhost::plugin::{http, sql};
 use crate::limits::{HTTP_MAX_RESPONSE_BYTES, SQL_MAX_ROWS};
+use crate::problems::{Problem, Problems, parse_toml, render};
 use crate::units;
 
 /// Why fixtures could not be read.
