@@ -3,13 +3,11 @@
 //! a hundred reloads under continuous `/health` load; the compile cache across
 //! restarts (asserted by its lookup counter); and `healthhost list`.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Scans of the plugins folder in these tests: often, so that waits are short.

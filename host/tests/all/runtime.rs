@@ -2,11 +2,9 @@
 //! every broken limit, captured output, secret scrubbing, load errors, and that a
 //! spinning guest does not hold up other runs.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use healthhost::capabilities::Grants;
 use healthhost::capabilities::sql::Datasources;
 use healthhost::limits::Limits;

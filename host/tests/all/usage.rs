@@ -4,11 +4,9 @@
 //! metrics and their label cap), and the `healthhost usage` report against rows the
 //! test inserted.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use futures_util::future::join_all;
 use healthhost::capabilities::sql::Kind;
 use serde_json::{Value, json};

@@ -2,11 +2,9 @@
 //! seed's `ai_usage` table appears with its defaults and indexes (and the nullable
 //! `status` column); a re-run applies nothing.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// Runs `healthhost migrate --database-url URL`; returns its stdout.
 async fn migrate(url: &str) -> String {

@@ -2,7 +2,6 @@
 //! the machine's databases (failing with instructions when one is missing), a real
 //! `healthhost serve` process ([`Host`]), and shortcuts for loading the guests built
 //! from source by `test-artifacts`.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -4,12 +4,10 @@
 //! staleness, readiness, metrics (parsed strictly, whatever plugins report), 404/405
 //! answers, shutdown and config validation.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Every check has a result.

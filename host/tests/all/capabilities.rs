@@ -3,9 +3,7 @@
 //! typed error the guest reports, a plugin cannot set the headers that route or frame
 //! a request, and nothing a plugin sends can write to a database.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use healthhost::capabilities::Grants;
 use healthhost::capabilities::http::HttpPolicy;
 use healthhost::capabilities::sql::{Datasource, Datasources, SqlPolicy};

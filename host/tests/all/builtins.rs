@@ -2,11 +2,9 @@
 //! `healthhost check <plugin>.wasm` with flags — against real databases and stand-in
 //! servers with the real APIs' response shapes. Exit codes: 0 pass, 2 fail, 3 error.
 
-mod common;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
 

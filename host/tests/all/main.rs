@@ -1,0 +1,15 @@
+//! The integration tests, as one binary (as wasmtime's `tests/all`): each module is
+//! one concern, the helpers are in `common`, and wasmtime and sqlx are linked once.
+//! The guests the tests run are built from source by `test-artifacts`.
+
+mod common;
+
+mod authoring;
+mod builtins;
+mod capabilities;
+mod cli;
+mod dropins;
+mod migrate;
+mod runtime;
+mod serve;
+mod usage;
