@@ -9,20 +9,18 @@
 //! a fresh store with its own limits ([`Runtime::run`]) and ends in a [`RunReport`]
 //! whose [`Outcome`] is decided by matching on what happened.
 
+mod engine;
+mod guest_error;
 pub mod limiter;
 pub mod outcome;
 pub mod state;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Store, Strategy,
-    Trap, UpdateDeadline,
-};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::cache::{CacheError, CompileCache, hex};
@@ -33,23 +31,14 @@ use crate::capabilities::log::{CapturePipe, LogState};
 use crate::capabilities::sql::Datasources;
 use crate::capabilities::{self, Grants, Record, config, http, sql};
 pub use crate::config::Compiler;
-use crate::limits::{
-    self, Deadline, EPOCH_TICK, Limits, MAX_MEMORY_BYTES, POOL_INSTANCES, REPORT_MAX_MESSAGE_BYTES,
-    STDIO_CAPTURE_BYTES,
-};
+use crate::limits::{self, Deadline, Limits, REPORT_MAX_MESSAGE_BYTES, STDIO_CAPTURE_BYTES};
 pub use crate::samples::Sample;
 use crate::samples::{self, Drops};
 use crate::scrub::{Scrubber, cut};
+use engine::{EpochTicker, Executor, engine_config};
+use guest_error::{GuestError, guest_error};
 pub use outcome::{Calls, ErrorKind, Outcome, RunReport};
 use state::RunState;
-
-/// Worker threads of the plugin runtime: the machine's cores, since guest CPU is the
-/// work they do, but at least two so one spinning guest cannot hold them all.
-fn plugin_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .max(2)
-}
 
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -285,26 +274,6 @@ impl RunReport {
     }
 }
 
-fn engine_config(compiler: Compiler) -> Config {
-    let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(POOL_INSTANCES)
-        .max_memory_size(MAX_MEMORY_BYTES as usize);
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .consume_fuel(true)
-        .epoch_interruption(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    match compiler {
-        Compiler::Cranelift => config.strategy(Strategy::Cranelift),
-        Compiler::CraneliftUnoptimized => config
-            .strategy(Strategy::Cranelift)
-            .cranelift_opt_level(OptLevel::None),
-        Compiler::Winch => config.strategy(Strategy::Winch),
-    };
-    config
-}
-
 /// The error an epoch callback returns once the run's deadline has passed.
 #[derive(Debug, thiserror::Error)]
 #[error("the run's deadline passed")]
@@ -524,58 +493,6 @@ fn timeout_message(limits: &Limits) -> String {
     )
 }
 
-/// Lines of stderr kept to explain a trap that is not an uncaught exception: a Rust
-/// panic prints where, then what.
-const STDERR_EXCERPT_LINES: usize = 2;
-
-/// What a trapped guest's stderr says about why.
-#[derive(Debug, PartialEq, Eq)]
-enum GuestError {
-    /// An uncaught exception's line, as the language prints it: Python's last line
-    /// of a traceback (`ValueError: …`), JavaScript's message before `Stack:`.
-    Exception(String),
-    /// The last lines otherwise (a Rust panic's location and message), on one line.
-    Tail(String),
-}
-
-/// Why a trapped guest stopped, from its stderr. componentize-py prints a Python
-/// traceback and then panics in its runtime; componentize-js prints the message, a
-/// `Stack:` block and an abort notice. Their own lines after the exception are noise.
-fn guest_error(text: &str) -> Option<GuestError> {
-    let lines: Vec<&str> = text.lines().collect();
-    // Python: the last traceback's first unindented line after its header (a
-    // chained exception starts a new traceback).
-    if let Some(start) = lines
-        .iter()
-        .rposition(|l| l.trim_end() == "Traceback (most recent call last):")
-        && let Some(line) = lines[start + 1..]
-            .iter()
-            .find(|l| !l.is_empty() && !l.starts_with(char::is_whitespace))
-    {
-        return Some(GuestError::Exception(line.trim().to_owned()));
-    }
-    // JavaScript: the message lines just above the last `Stack:`.
-    if let Some(stack) = lines.iter().rposition(|l| l.trim_end() == "Stack:") {
-        let message: Vec<&str> = lines[..stack]
-            .iter()
-            .rev()
-            .take_while(|l| !l.trim().is_empty())
-            .map(|l| l.trim())
-            .collect();
-        if !message.is_empty() {
-            let message: Vec<&str> = message.into_iter().rev().collect();
-            return Some(GuestError::Exception(message.join(" ")));
-        }
-    }
-    let lines: Vec<&str> = lines
-        .iter()
-        .map(|l| l.trim())
-        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
-        .collect();
-    let start = lines.len().saturating_sub(STDERR_EXCERPT_LINES);
-    (!lines.is_empty()).then(|| GuestError::Tail(lines[start..].join(" ")))
-}
-
 /// An error and its causes on one line.
 fn error_chain(error: &wasmtime::Error) -> String {
     error
@@ -626,109 +543,9 @@ pub fn read_plugin(
     Ok(wasm)
 }
 
-/// The tokio runtime plugin runs execute on, shut down without blocking when dropped
-/// (it may be dropped from inside another runtime).
-struct Executor(Option<tokio::runtime::Runtime>);
-
-impl Executor {
-    fn start() -> std::io::Result<Executor> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(plugin_workers())
-            .thread_name("plugin")
-            .enable_all()
-            .build()?;
-        Ok(Executor(Some(runtime)))
-    }
-
-    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.0
-            .as_ref()
-            .expect("executor runs until dropped")
-            .spawn(future)
-    }
-}
-
-impl Drop for Executor {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-/// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine) -> std::io::Result<EpochTicker> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        std::thread::Builder::new()
-            .name("epoch-ticker".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })?;
-        Ok(EpochTicker { stop })
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_rust_panic_keeps_its_last_lines_without_the_backtrace_hint() {
-        let stderr = "starting\n\nthread '<unnamed>' panicked at src/lib.rs:9:5:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
-        assert_eq!(
-            guest_error(stderr),
-            Some(GuestError::Tail(
-                "thread '<unnamed>' panicked at src/lib.rs:9:5: boom".into()
-            ))
-        );
-        assert_eq!(guest_error("\n \n"), None);
-    }
-
-    #[test]
-    fn an_uncaught_python_exception_is_its_last_traceback_line() {
-        // As componentize-py 0.25.1 prints it.
-        let stderr = "Traceback (most recent call last):\n  File \"/0/app.py\", line 8, in check\nRuntimeError: boom: the check has a bug\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:\nPython function threw an unexpected exception\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
-        assert_eq!(
-            guest_error(stderr),
-            Some(GuestError::Exception(
-                "RuntimeError: boom: the check has a bug".into()
-            ))
-        );
-        let chained = "Traceback (most recent call last):\n  File \"a.py\", line 1, in f\nKeyError: 'x'\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File \"a.py\", line 3, in f\nValueError: no x\n";
-        assert_eq!(
-            guest_error(chained),
-            Some(GuestError::Exception("ValueError: no x".into()))
-        );
-    }
-
-    #[test]
-    fn an_uncaught_js_exception_is_its_message_before_the_stack() {
-        // As componentize-js 0.23.0 prints it.
-        let stderr = "boom: the check has a bug\nStack:\n  check@raise.js:5:31\n  export_check@/tmp/296930cdec77/sources/initializer.js:671:15\nRedirecting call to abort() to mozalloc_abort\n";
-        assert_eq!(
-            guest_error(stderr),
-            Some(GuestError::Exception("boom: the check has a bug".into()))
-        );
-    }
 
     #[test]
     fn compile_reason_explains_non_components() {

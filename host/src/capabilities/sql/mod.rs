@@ -17,32 +17,28 @@
 //! - a datasource whose role can run programs or reach files on the database server
 //!   is refused unless the operator opted in ([`Datasource::check_role`]).
 
+mod datasource;
 mod mysql;
 mod postgres;
 mod sqlite;
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use sqlx::database::HasStatementCache;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use sqlx::{
     AssertSqlSafe, Column, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
     Row, Type, TypeInfo, ValueRef,
 };
-use tokio::sync::OnceCell;
 use tracing::Instrument;
 
 use super::bindings::healthhost::plugin::sql::{self as wit, Error, Rows, Value};
 use super::{Record, Refusal, diagnostic_text};
 use crate::capabilities::fixtures::{Fixtures, Miss};
-use crate::limits::{Deadline, SQL_MAX_BYTES, SQL_MAX_ROWS, SQL_POOL_SIZE, SQL_ROLE_RECHECK};
+use crate::limits::{Deadline, SQL_MAX_BYTES, SQL_MAX_ROWS};
 use crate::scrub::Scrubber;
 
 // ---------------------------------------------------------------------------------
@@ -73,290 +69,10 @@ impl SqlPolicy {
     }
 }
 
-/// The database kinds a datasource can be, chosen by its URL's scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Sqlite,
-    Postgres,
-    MySql,
-}
-
-impl Kind {
-    /// The kind of a database URL: `sqlite:`, `postgres:`/`postgresql:`,
-    /// `mysql:`/`mariadb:`.
-    pub fn of_url(url: &str) -> Option<Kind> {
-        match url.split(':').next()?.to_ascii_lowercase().as_str() {
-            "sqlite" => Some(Kind::Sqlite),
-            "postgres" | "postgresql" => Some(Kind::Postgres),
-            "mysql" | "mariadb" => Some(Kind::MySql),
-            _ => None,
-        }
-    }
-}
-
-/// A database URL as sqlx reads it. SQLAlchemy's forms (the bot's `DATABASE_URL`)
-/// name a driver after the scheme, which says nothing to sqlx: `postgresql+asyncpg://`
-/// is `postgresql://`, `mysql+aiomysql://` is `mysql://`. SQLAlchemy's SQLite paths
-/// have one slash more: `sqlite+aiosqlite:///data/bot.db` is the relative
-/// `sqlite://data/bot.db`, `sqlite+aiosqlite:////var/bot.db` the absolute
-/// `sqlite:///var/bot.db`, and no path is an in-memory database. Other URLs are
-/// returned as they are.
-pub fn normalize_url(url: &str) -> Cow<'_, str> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Cow::Borrowed(url);
-    };
-    let Some((base, _driver)) = scheme.split_once('+') else {
-        return Cow::Borrowed(url);
-    };
-    if !base.eq_ignore_ascii_case("sqlite") {
-        return Cow::Owned(format!("{base}://{rest}"));
-    }
-    match rest.strip_prefix('/').unwrap_or(rest) {
-        "" => Cow::Borrowed("sqlite::memory:"),
-        path => Cow::Owned(format!("sqlite://{path}")),
-    }
-}
-
-/// sqlx knows MariaDB URLs as `mysql://`.
-pub fn mysql_url(url: &str) -> String {
-    match url.get(..8) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("mariadb:") => format!("mysql:{}", &url[8..]),
-        _ => url.to_owned(),
-    }
-}
-
-/// A datasource URL that cannot be used; carries the datasource name and why.
-#[derive(Debug, thiserror::Error)]
-pub enum DatasourceError {
-    #[error(
-        "datasource '{name}': unsupported url scheme '{scheme}' (expected sqlite:, postgres:// or mysql://, e.g. \"postgres://user@127.0.0.1:5432/app\")"
-    )]
-    Scheme { name: String, scheme: String },
-    #[error("datasource '{name}': invalid url: {reason}")]
-    Url { name: String, reason: String },
-    #[error("datasource name '{0}' is invalid: use letters, digits, '-' and '_'")]
-    Name(String),
-}
-
-#[derive(Clone)]
-enum Options {
-    Sqlite(SqliteConnectOptions),
-    Postgres(PgConnectOptions),
-    MySql(MySqlConnectOptions),
-}
-
-#[derive(Clone)]
-enum AnyPool {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-    MySql(MySqlPool),
-}
-
-/// One operator-defined database. The pool is created on first use (a clone made
-/// before that creates its own).
-#[derive(Clone)]
-pub struct Datasource {
-    name: String,
-    url: String,
-    kind: Kind,
-    options: Options,
-    password: Option<String>,
-    /// The operator's opt-out of the privileged-role check.
-    allow_privileged_role: bool,
-    pool: OnceCell<AnyPool>,
-    /// When the role was last found to hold no server powers.
-    role_checked: Arc<Mutex<Option<Instant>>>,
-}
-
-impl Datasource {
-    /// Parses a datasource URL: `sqlite:PATH` / `sqlite://PATH`, `postgres://...` /
-    /// `postgresql://...`, `mysql://...` / `mariadb://...`.
-    pub fn parse(name: &str, url: &str) -> Result<Datasource, DatasourceError> {
-        let url = &*normalize_url(url);
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(DatasourceError::Name(name.to_owned()));
-        }
-        let invalid = |reason: String| DatasourceError::Url {
-            name: name.to_owned(),
-            reason,
-        };
-        let kind = Kind::of_url(url).ok_or_else(|| DatasourceError::Scheme {
-            name: name.to_owned(),
-            scheme: url.split(':').next().unwrap_or_default().to_owned(),
-        })?;
-        let options = match kind {
-            Kind::Sqlite => Options::Sqlite(sqlite::options(url).map_err(invalid)?),
-            Kind::Postgres => Options::Postgres(postgres::options(url).map_err(invalid)?),
-            Kind::MySql => Options::MySql(mysql::options(url).map_err(invalid)?),
-        };
-        let password = url::Url::parse(url)
-            .ok()
-            .and_then(|u| u.password().map(str::to_owned))
-            .filter(|p| !p.is_empty());
-        Ok(Datasource {
-            name: name.to_owned(),
-            url: url.to_owned(),
-            kind,
-            options,
-            password,
-            allow_privileged_role: false,
-            pool: OnceCell::new(),
-            role_checked: Arc::default(),
-        })
-    }
-
-    /// Lets plugins query this datasource even when its role can run programs or read
-    /// and write files on the database server (see [`Datasource::check_role`]).
-    pub fn unsafe_allow_privileged_role(mut self, allow: bool) -> Self {
-        self.allow_privileged_role = allow;
-        self
-    }
-
-    /// The database kind.
-    pub fn kind(&self) -> Kind {
-        self.kind
-    }
-
-    /// The datasource's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The datasource's URL (it may hold a password: never log it).
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    async fn pool(&self) -> &AnyPool {
-        self.pool
-            .get_or_init(|| async {
-                fn options<DB: Database>() -> sqlx::pool::PoolOptions<DB> {
-                    sqlx::pool::PoolOptions::new()
-                        .max_connections(SQL_POOL_SIZE)
-                        .min_connections(0)
-                }
-                match &self.options {
-                    Options::Sqlite(o) => AnyPool::Sqlite(options().connect_lazy_with(o.clone())),
-                    Options::Postgres(o) => {
-                        AnyPool::Postgres(options().connect_lazy_with(o.clone()))
-                    }
-                    Options::MySql(o) => AnyPool::MySql(options().connect_lazy_with(o.clone())),
-                }
-            })
-            .await
-    }
-
-    /// Refuses a role that can run programs on the database server or read and write
-    /// its files (PostgreSQL: superuser, `pg_execute_server_program`,
-    /// `pg_read_server_files`, `pg_write_server_files`, or membership of such a role;
-    /// MySQL/MariaDB: `FILE` or `SUPER`, also through a role), unless the operator
-    /// allowed it. Connects once outside the pool; SQLite has no roles.
-    pub async fn check_role(&self) -> Result<(), RoleError> {
-        if self.allow_privileged_role {
-            return Ok(());
-        }
-        let found = match &self.options {
-            Options::Sqlite(_) => return Ok(()),
-            Options::Postgres(o) => postgres::server_powers(o).await,
-            Options::MySql(o) => mysql::server_powers(o).await,
-        };
-        match found {
-            Ok((_, powers)) if powers.is_empty() => {
-                *self.role_checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-                Ok(())
-            }
-            Ok((role, powers)) => Err(RoleError::Privileged {
-                datasource: self.name.clone(),
-                role,
-                powers,
-                kind: self.kind,
-            }),
-            Err(e) => Err(RoleError::Unreachable {
-                datasource: self.name.clone(),
-                reason: describe(&e),
-            }),
-        }
-    }
-
-    /// [`Datasource::check_role`], unless it passed within [`SQL_ROLE_RECHECK`].
-    async fn check_role_if_due(&self) -> Result<(), RoleError> {
-        let last = *self.role_checked.lock().unwrap_or_else(|p| p.into_inner());
-        match last {
-            Some(at) if at.elapsed() < SQL_ROLE_RECHECK => Ok(()),
-            _ => self.check_role().await,
-        }
-    }
-}
-
-/// Names the datasource and its kind, never its URL (which may hold a password).
-impl std::fmt::Debug for Datasource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Datasource")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Why a datasource's role may not be granted to plugins.
-#[derive(Debug, thiserror::Error)]
-pub enum RoleError {
-    #[error(
-        "datasource '{datasource}': role '{role}' holds {} — a plugin granted this datasource could use {}; connect as a role that can only read ({}), or set `unsafe_allow_privileged_role = true` on the datasource to accept the risk",
-        powers.join(", "),
-        if powers.len() == 1 { "it" } else { "them" },
-        read_only_role_hint(*kind)
-    )]
-    Privileged {
-        datasource: String,
-        role: String,
-        powers: Vec<String>,
-        kind: Kind,
-    },
-    #[error("datasource '{datasource}': cannot check its role: {reason}")]
-    Unreachable { datasource: String, reason: String },
-}
-
-/// How to make a role that can only read, in one line (the README has the whole SQL).
-fn read_only_role_hint(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Postgres => {
-            "e.g. CREATE ROLE healthhost_reader LOGIN; GRANT pg_read_all_data TO healthhost_reader"
-        }
-        Kind::MySql => {
-            "e.g. CREATE USER 'healthhost_reader'@'%'; GRANT SELECT ON app.* TO 'healthhost_reader'@'%'"
-        }
-        Kind::Sqlite => "",
-    }
-}
-
-/// Every datasource the operator defined, by name.
-#[derive(Default)]
-pub struct Datasources {
-    by_name: BTreeMap<String, Arc<Datasource>>,
-}
-
-impl Datasources {
-    /// Adds a datasource, replacing one of the same name.
-    pub fn insert(&mut self, datasource: Datasource) {
-        self.by_name
-            .insert(datasource.name.clone(), Arc::new(datasource));
-    }
-
-    /// The datasource called `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<Datasource>> {
-        self.by_name.get(name)
-    }
-
-    /// Passwords found in datasource URLs: secrets to scrub from every output.
-    pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.by_name.values().filter_map(|d| d.password.as_deref())
-    }
-}
+use datasource::AnyPool;
+pub use datasource::{
+    Datasource, DatasourceError, Datasources, Kind, RoleError, mysql_url, normalize_url,
+};
 
 // ---------------------------------------------------------------------------------
 // Per-run state
