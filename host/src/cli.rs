@@ -23,15 +23,15 @@ use crate::diagnose::Diagnostics;
 use crate::dropins::{self, Folder, Load, Loader, Scan};
 use crate::escape::escape_controls;
 use crate::health::{CheckSet, Health};
-use crate::ingest::Ingest;
 use crate::limits::Limits;
 use crate::listing;
 use crate::metrics::Metrics;
-use crate::report::{self, By};
 use crate::runtime::{Compiler, RunReport, Runtime};
 use crate::scaffold::{self, Lang};
 use crate::server;
 use crate::units;
+use crate::usage::ingest::Ingest;
+use crate::usage::report::{self, By};
 use crate::usage::{self, UsageStore};
 
 /// Exit status when a check could not run at all (Nagios UNKNOWN); also used for

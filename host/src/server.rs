@@ -21,9 +21,9 @@ use serde_json::{Value, json};
 use crate::auth::{bearer, constant_time_eq};
 use crate::config::ShowDetails;
 use crate::health::{self, Health};
-use crate::ingest::{Ingest, RecordError};
 use crate::instrumentator::{HttpMetrics, Observation};
 use crate::metrics::Metrics;
+use crate::usage::ingest::{Ingest, RecordError};
 
 /// Content type of the IETF health check format.
 pub const HEALTH_JSON: &str = "application/health+json";
