@@ -1,0 +1,155 @@
+//! `healthhost serve`: migrate, listen, load every check in the background, watch the
+//! plugins folder, and stop on SIGTERM (after draining) or SIGINT (at once).
+
+use super::*;
+
+pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config.config)?;
+    let listen = args.listen.unwrap_or(config.listen);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(async {
+        check_roles(&config).await?;
+        let usage_datasource = config.usage_datasource();
+        if !args.no_migrate
+            && config.usage.migrate
+            && let Some(datasource) = usage_datasource
+        {
+            // A database that is down must not keep the host from reporting it.
+            match usage::migrate(datasource.url()).await {
+                Ok(applied) => {
+                    for m in applied {
+                        tracing::info!("applied migration {} {}", m.version, m.description);
+                    }
+                }
+                Err(e @ usage::MigrationError::Foreign) => tracing::info!("{e}"),
+                Err(e) => tracing::warn!("cannot migrate datasource '{}': {e}", datasource.name()),
+            }
+        }
+        let metrics = Arc::new(Metrics::new(&config.namespace)?);
+        let runtime = Arc::new(open_runtime(&config, Some(metrics.compile_cache.clone()))?);
+        // Config validation guarantees the datasource when there is a token.
+        let ingest = match (&config.usage.token, usage_datasource) {
+            (Some(token), Some(datasource)) => {
+                let store = UsageStore::lazy(datasource.url())?;
+                tracing::info!("recording ai usage on POST {}", server::AI_USAGE_PATH);
+                Some(Arc::new(Ingest::new(
+                    token.clone(),
+                    config.usage.max_batch,
+                    config.usage.max_label_values,
+                    store,
+                    metrics.clone(),
+                )))
+            }
+            _ => None,
+        };
+        let health = Arc::new(Health::new(
+            runtime.clone(),
+            metrics.clone(),
+            config.max_concurrent_runs,
+            config.startup_grace,
+        ));
+        let config = Arc::new(config);
+        // Every check is listed as loading at once; they compile after the listener
+        // is up, so probes get answers from the first moment.
+        let mut folder = Folder::new(config.clone());
+        let first = Scan {
+            retry_failed: true,
+            settle: dropins::SETTLE_TIME,
+        };
+        let loads = health
+            .edit(|_| Some(initial_set(&config, &mut folder, first)))
+            .unwrap_or_default();
+        let loader = Loader::new(
+            config.clone(),
+            runtime,
+            Some(metrics.clone()),
+            config.compile_concurrency,
+        );
+        let state = Arc::new(server::AppState {
+            health: health.clone(),
+            metrics,
+            show_details: config.show_details,
+            details_token: config.details_token.clone(),
+            ingest,
+            bodies: server::HealthBodies::default(),
+        });
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let checks = health.set().entries.len();
+        tracing::info!(
+            "listening on http://{} with {checks} check(s) to load",
+            listener.local_addr()?
+        );
+        loader.spawn(loads, health.clone());
+        let watcher = tokio::spawn(dropins::watch(
+            folder,
+            loader,
+            health.clone(),
+            config.watch_interval,
+        ));
+        let shutdown = {
+            let health = health.clone();
+            let delay = config.shutdown_delay;
+            async move {
+                let signal = shutdown_signal().await;
+                health.begin_shutdown();
+                if signal == Signal::Terminate {
+                    tracing::info!(
+                        "SIGTERM: /readyz now answers 503; serving for {} more",
+                        humantime::format_duration(delay)
+                    );
+                    // Keep serving while load balancers notice; a second signal cuts
+                    // it short.
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {},
+                        _ = shutdown_signal() => {},
+                    }
+                } else {
+                    tracing::info!("SIGINT: stopping");
+                }
+            }
+        };
+        axum::serve(listener, server::router(state))
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        watcher.abort();
+        health.stop();
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The signals that stop `serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGINT (Ctrl-C): a person at a terminal; stop at once.
+    Interrupt,
+    /// SIGTERM: an orchestrator; drain for `shutdown_delay` first.
+    Terminate,
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C), saying which.
+async fn shutdown_signal() -> Signal {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => Signal::Interrupt,
+        () = term => Signal::Terminate,
+    }
+}
