@@ -1,0 +1,116 @@
+//! The config file as written: serde's view, with spans for locating problems. Every
+//! table refuses unknown keys. `super` resolves it into [`super::Config`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Compiler, ShowDetails};
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to listen on, e.g. "0.0.0.0:8080".
+    pub(super) listen: Option<Spanned<String>>,
+    /// Prefix of every metric name.
+    pub(super) namespace: Option<Spanned<String>>,
+    /// Who sees check messages in /health: "always", "never" or "when-authorized".
+    pub(super) show_details: Option<ShowDetails>,
+    /// Bearer token that authorizes details when `show_details = "when-authorized"`.
+    pub(super) details_token: Option<Spanned<String>>,
+    /// Runs in flight at once across all checks.
+    pub(super) max_concurrent_runs: Option<Spanned<usize>>,
+    /// Plugins compiled at once.
+    pub(super) compile_concurrency: Option<Spanned<usize>>,
+    /// The code generator: "cranelift", "cranelift-unoptimized" or "winch".
+    pub(super) compiler: Option<Compiler>,
+    /// How long after start a critical check still loading does not fail /health.
+    pub(super) startup_grace: Option<Spanned<String>>,
+    /// Time between SIGTERM (readiness turns 503) and closing the listener.
+    pub(super) shutdown_delay: Option<Spanned<String>>,
+    /// Folder of dropped-in checks (`NAME.wasm` + optional `NAME.toml`).
+    pub(super) plugins_dir: Option<PathBuf>,
+    /// How often the plugins folder is scanned, e.g. "1s".
+    pub(super) watch_interval: Option<Spanned<String>>,
+    /// Folder of compiled plugins; "" turns the cache off.
+    pub(super) cache_dir: Option<PathBuf>,
+    /// Named databases checks may be granted.
+    #[serde(default)]
+    pub(super) datasources: BTreeMap<String, RawDatasource>,
+    /// The checks, by name.
+    #[serde(default)]
+    pub(super) checks: BTreeMap<String, Spanned<RawCheck>>,
+    /// `POST /v1/ai-usage` and the `usage` report.
+    pub(super) usage: Option<Spanned<RawUsage>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUsage {
+    /// Bearer token writers present; usually "${HEALTHHOST_USAGE_TOKEN}". None: the
+    /// endpoint is off.
+    pub(super) token: Option<Spanned<String>>,
+    /// Rows one request may carry.
+    pub(super) max_batch: Option<Spanned<usize>>,
+    /// Distinct operation (and model) label values before `other`.
+    pub(super) max_label_values: Option<Spanned<usize>>,
+    /// The datasource holding `ai_usage`.
+    pub(super) datasource: Option<Spanned<String>>,
+    /// Whether `serve` creates and upgrades `ai_usage` at start.
+    pub(super) migrate: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDatasource {
+    pub(super) url: Spanned<String>,
+    /// Lets plugins use a role with powers over the database server's programs and
+    /// files (see `Datasource::check_role`).
+    #[serde(default)]
+    pub(super) unsafe_allow_privileged_role: bool,
+}
+
+/// A check as written: a `[checks.NAME]` table, or a dropped-in check's grant file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCheck {
+    /// Path of the .wasm component (in config.toml; a grant file has none).
+    pub(super) plugin: Option<Spanned<PathBuf>>,
+    /// Hex SHA-256 the plugin file must have.
+    pub(super) sha256: Option<Spanned<String>>,
+    /// Whether a failure makes /health answer 503.
+    #[serde(default)]
+    pub(super) critical: bool,
+    /// Run when /health asks (result reused for `interval`) instead of in the background.
+    #[serde(default)]
+    pub(super) on_demand: bool,
+    /// How often to run, e.g. "30s".
+    pub(super) interval: Option<Spanned<String>>,
+    /// Age after which a result counts as failed, e.g. "2m".
+    pub(super) max_age: Option<Spanned<String>>,
+    /// Wall-clock limit per run, e.g. "3s".
+    pub(super) timeout: Option<Spanned<String>>,
+    /// Fuel per run.
+    pub(super) fuel: Option<Spanned<u64>>,
+    /// Linear memory per run, e.g. "64MiB".
+    pub(super) memory: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) grants: RawGrants,
+    #[serde(default)]
+    pub(super) settings: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGrants {
+    #[serde(default)]
+    pub(super) http: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) sql: Vec<Spanned<String>>,
+    /// Sample names the check may export to /metrics (as `{namespace}_{name}`).
+    #[serde(default)]
+    pub(super) metrics: Vec<Spanned<String>>,
+}

@@ -1,0 +1,259 @@
+//! Tests of the config file: a good file resolves, every problem is located, grant
+//! files, usage, and environment references.
+
+use super::*;
+
+fn parse(source: &str) -> Result<Config, Vec<Problem>> {
+    Config::parse(source, Path::new("/etc/hh"), |var| match var {
+        "TOKEN" => Some("s3cret".to_owned()),
+        _ => None,
+    })
+}
+
+const GOOD: &str = r#"
+listen = "0.0.0.0:9090"
+namespace = "svc"
+
+[datasources.main]
+url = "sqlite:data/app.db"
+
+[checks.database]
+plugin = "plugins/check_database.wasm"
+critical = true
+interval = "10s"
+timeout = "3s"
+grants.sql = ["main"]
+grants.metrics = ["database_latency_seconds"]
+settings.datasource = "main"
+
+[checks.telegram]
+plugin = "/opt/check_telegram.wasm"
+grants.http = ["https://api.telegram.org"]
+settings = { token = "${TOKEN}", missing = "${NOPE}", retries = 3 }
+"#;
+
+#[test]
+fn resolves_a_good_file() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(config.namespace, "svc");
+    let db = &config.checks[0];
+    assert_eq!(db.name, "database");
+    assert_eq!(db.plugin, Path::new("/etc/hh/plugins/check_database.wasm"));
+    assert!(db.critical);
+    assert_eq!(db.interval, Duration::from_secs(10));
+    assert_eq!(db.limits.timeout, Duration::from_secs(3));
+    assert_eq!(db.max_age, Duration::from_secs(33));
+    assert!(db.grants.sql.allows("main"));
+    assert_eq!(
+        db.metrics.iter().collect::<Vec<_>>(),
+        ["database_latency_seconds"]
+    );
+    let tg = &config.checks[1];
+    assert!(!tg.critical);
+    assert_eq!(tg.grants.settings.get("token"), Some("s3cret"));
+    assert_eq!(tg.grants.settings.secrets().collect::<Vec<_>>(), ["s3cret"]);
+    assert_eq!(tg.grants.settings.get("missing"), None);
+    assert_eq!(tg.grants.settings.get("retries"), Some("3"));
+}
+
+#[test]
+fn database_url_overrides_main() {
+    let config = Config::parse(GOOD, Path::new("/x"), |v| {
+        (v == DATABASE_URL_ENV).then(|| "postgres://db/app".to_owned())
+    })
+    .unwrap();
+    assert_eq!(
+        config.datasources[0].kind(),
+        crate::capabilities::sql::Kind::Postgres
+    );
+}
+
+#[test]
+fn database_url_in_sqlalchemy_form_is_accepted_and_a_bad_one_names_the_variable() {
+    let with = |url: &'static str| {
+        Config::parse(GOOD, Path::new("/srv/bot"), move |v| {
+            (v == DATABASE_URL_ENV).then(|| url.to_owned())
+        })
+    };
+    let config = with("postgresql+asyncpg://bot@db:5432/bot").unwrap();
+    assert_eq!(config.datasources[0].url(), "postgresql://bot@db:5432/bot");
+    let config = with("sqlite+aiosqlite:///data/bot.db").unwrap();
+    assert_eq!(config.datasources[0].url(), "sqlite:///srv/bot/data/bot.db");
+    let problems = with("redis://db").err().unwrap();
+    assert_eq!(
+        problems[0].key, "datasources.main.url (replaced by the environment variable DATABASE_URL)",
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_line() {
+    let problems = parse("listen = \"0.0.0.0:1\"\ncolour = \"blue\"\n")
+        .err()
+        .unwrap();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].line, 2);
+    assert!(problems[0].message.contains("colour"), "{:?}", problems[0]);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_line_and_key() {
+    let source = r#"listen = "nowhere"
+
+[datasources.main]
+url = "redis://x"
+
+[checks.web]
+plugin = "web.wasm"
+interval = "often"
+memory = "lots"
+grants.http = ["example.com"]
+grants.sql = ["missing"]
+grants.metrics = ["ok_name", "bad-name", "health_check_status"]
+"#;
+    let problems = parse(source).err().unwrap();
+    let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (1, "listen"),
+            (4, "datasources.main.url"),
+            (8, "checks.web.interval"),
+            (9, "checks.web.memory"),
+            (10, "checks.web.grants.http"),
+            (11, "checks.web.grants.sql"),
+            (12, "checks.web.grants.metrics"),
+            (12, "checks.web.grants.metrics"),
+        ]
+    );
+}
+
+#[test]
+fn a_grant_file_is_a_check_table_without_plugin() {
+    let config = parse(GOOD).unwrap();
+    let wasm = PathBuf::from("/etc/hh/plugins.d/redis.wasm");
+    let short_pin = config
+        .drop_in(
+            "redis",
+            wasm.clone(),
+            Some("critical = true\ngrants.sql = [\"main\"]\nsha256 = \"AB\"\n"),
+            |_| None,
+        )
+        .err()
+        .unwrap();
+    let got: Vec<(usize, &str)> = short_pin.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(got, [(3, "sha256")]);
+
+    let problems = config
+        .drop_in(
+            "redis",
+            wasm.clone(),
+            Some("plugin = \"x.wasm\"\ngrants.sql = [\"other\"]\n"),
+            |_| None,
+        )
+        .err()
+        .unwrap();
+    let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(got, [(1, "plugin"), (2, "grants.sql")]);
+
+    let none = config
+        .drop_in("redis", wasm.clone(), None, |_| None)
+        .unwrap();
+    assert_eq!(none.source, Source::Folder);
+    assert!(!none.critical);
+    assert!(none.grants.http.is_empty());
+    assert_eq!(none.plugin, wasm);
+    assert_eq!(none.limits, Limits::default());
+}
+
+#[test]
+fn drop_in_folder_and_cache_resolve_against_the_config_folder() {
+    let config = parse("plugins_dir = \"extra\"\ncache_dir = \"\"\n").unwrap();
+    assert_eq!(config.plugins_dir, Path::new("/etc/hh/extra"));
+    assert_eq!(config.cache_dir, None);
+    let config = parse("").unwrap();
+    assert_eq!(config.plugins_dir, Path::new("/etc/hh/plugins.d"));
+    assert_eq!(config.watch_interval, DEFAULT_WATCH_INTERVAL);
+}
+
+#[test]
+fn usage_defaults_leave_the_endpoint_off() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(
+        config.usage,
+        UsageConfig {
+            token: None,
+            max_batch: limits::DEFAULT_MAX_BATCH,
+            max_label_values: limits::DEFAULT_MAX_LABEL_VALUES,
+            datasource: "main".to_owned(),
+            migrate: true,
+        }
+    );
+    assert_eq!(config.usage_datasource().unwrap().name(), "main");
+}
+
+#[test]
+fn usage_token_comes_from_the_environment_and_an_unset_variable_turns_it_off() {
+    let with = |token: &str| {
+        parse(&format!(
+            "[datasources.main]\nurl = \"sqlite:a.db\"\n[usage]\ntoken = \"{token}\"\nmax_batch = 10\nmax_label_values = 3\n"
+        ))
+        .unwrap()
+        .usage
+    };
+    let usage = with("${TOKEN}");
+    assert_eq!(usage.token.as_deref(), Some("s3cret"));
+    assert_eq!((usage.max_batch, usage.max_label_values), (10, 3));
+    assert_eq!(with("${NOPE}").token, None);
+    assert_eq!(with("literal").token.as_deref(), Some("literal"));
+}
+
+#[test]
+fn usage_problems_are_located() {
+    let source = r#"[datasources.other]
+url = "sqlite:a.db"
+
+[usage]
+token = ""
+max_batch = 0
+max_label_values = 0
+datasource = "missing"
+"#;
+    let problems = parse(source).err().unwrap();
+    let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (5, "usage.token"),
+            (6, "usage.max_batch"),
+            (7, "usage.max_label_values"),
+            (8, "usage.datasource"),
+        ]
+    );
+    let problems = parse("[usage]\ntoken = \"t\"\nmax_batch = 10001\n")
+        .err()
+        .unwrap();
+    let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(got, [(1, "usage.datasource"), (3, "usage.max_batch")]);
+}
+
+#[test]
+fn relative_sqlite_paths_resolve_against_the_config_folder() {
+    assert_eq!(
+        resolve_sqlite_path("sqlite:data/a.db", Path::new("/etc/hh")),
+        "sqlite:///etc/hh/data/a.db"
+    );
+    assert_eq!(
+        resolve_sqlite_path("sqlite:///abs/a.db", Path::new("/etc/hh")),
+        "sqlite:///abs/a.db"
+    );
+    assert_eq!(
+        resolve_sqlite_path("sqlite::memory:", Path::new("/etc/hh")),
+        "sqlite::memory:"
+    );
+    assert_eq!(
+        resolve_sqlite_path("postgres://x/y", Path::new("/etc/hh")),
+        "postgres://x/y"
+    );
+}
