@@ -1,17 +1,15 @@
 //! healthhost: runs service health checks as sandboxed WebAssembly components.
 //!
-//! Modules, one per concern: [`config`] (the config file, parsed then validated),
-//! [`limits`] (every limit and default), [`units`] (durations and sizes), [`scrub`]
-//! (secret removal), [`escape`] (control characters in output), [`capabilities`] (what
-//! plugins may reach), [`runtime`] (engine, loading, runs and outcomes), [`samples`]
-//! (which plugin samples are kept and exported), [`cache`] (compiled plugins on disk), [`health`]
-//! (scheduling, results, formats), [`metrics`] (the Prometheus registry),
-//! [`instrumentator`] (the bot's HTTP metric families), [`server`]
-//! (the HTTP API), [`usage`] (the
-//! `ai_usage` table: migrations and the read-write store), [`ingest`] (recording AI
-//! usage: validation, write, metrics), [`report`] (the usage report), [`dropins`] (the
-//! config's checks and the watched plugins folder), [`listing`] (`healthhost list`),
-//! [`cli`] (the command line).
+//! Modules, one per concern; `ARCHITECTURE.md` has the map, the way data flows and
+//! the invariants each keeps, and `scripts/check-layout` keeps the imports acyclic.
+//! Leaves: [`limits`], [`units`], [`scrub`], [`escape`], [`names`], [`problems`],
+//! [`auth`], [`cache`], [`contract`]. Then [`config`] (the config file, parsed then
+//! validated), [`capabilities`] (what plugins may reach), [`runtime`] (engine,
+//! loading, runs and outcomes), [`samples`], [`diagnose`] (what `check` explains),
+//! [`metrics`] and [`instrumentator`], [`health`] (scheduling, results, wire formats),
+//! [`dropins`] (the watched plugins folder), [`listing`], [`usage`] (the `ai_usage`
+//! table: migrations, store, ingest, report), [`server`] (the HTTP API), [`scaffold`]
+//! (`healthhost new`) and [`cli`].
 
 pub mod auth;
 pub mod cache;

@@ -2,11 +2,12 @@
 //! file hash, grants, limits, interval, load status, and the last outcome a running
 //! host reports for it — as a table for people or as JSON.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::health::wire::{CheckDoc, HealthDoc};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::config::Source;
 use crate::escape::escape_controls;
@@ -31,7 +32,7 @@ pub struct Listed {
     pub limits: Option<ListedLimits>,
     pub grants: Option<ListedGrants>,
     /// The latest result a running host reports (outcome, age, message), if one answers.
-    pub last: Option<Value>,
+    pub last: Option<CheckDoc>,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,7 +52,7 @@ pub struct ListedGrants {
 }
 
 /// The rows of `set`, with each check's entry of a running host's `/health` (`last`).
-pub fn rows(set: &CheckSet, last: Option<&serde_json::Map<String, Value>>) -> Vec<Listed> {
+pub fn rows(set: &CheckSet, last: Option<&BTreeMap<String, CheckDoc>>) -> Vec<Listed> {
     let mut rows: Vec<Listed> = set
         .entries
         .iter()
@@ -127,7 +128,7 @@ pub fn local_url(listen: SocketAddr) -> url::Url {
 }
 
 /// The `checks` of the `/health` of the host at `host`, if one answers.
-pub async fn running_host(host: &url::Url) -> Option<serde_json::Map<String, Value>> {
+pub async fn running_host(host: &url::Url) -> Option<BTreeMap<String, CheckDoc>> {
     let client = reqwest::Client::builder()
         .timeout(HOST_QUERY_TIMEOUT)
         .build()
@@ -140,8 +141,8 @@ pub async fn running_host(host: &url::Url) -> Option<serde_json::Map<String, Val
         .bytes()
         .await
         .ok()?;
-    let body: Value = serde_json::from_slice(&bytes).ok()?;
-    body.get("checks")?.as_object().cloned()
+    let body: HealthDoc = serde_json::from_slice(&bytes).ok()?;
+    Some(body.checks)
 }
 
 /// The rows as text: one block per check. Names, errors and what a host answered can
@@ -202,8 +203,8 @@ pub fn human(rows: &[Listed], host_answered: bool) -> String {
         }
         let last = match (&row.last, host_answered) {
             (Some(last), _) => {
-                let outcome = last["outcome"].as_str().unwrap_or("not run yet");
-                match last["age_seconds"].as_f64() {
+                let outcome = last.outcome.as_deref().unwrap_or("not run yet");
+                match last.age_seconds {
                     Some(age) => format!("{outcome} ({age}s ago)"),
                     // Never run, or still loading: there is no age to show.
                     None => outcome.to_owned(),
@@ -230,7 +231,7 @@ mod tests {
 
     #[test]
     fn last_shows_an_age_only_when_the_check_has_run() {
-        let row = |last: Value| Listed {
+        let row = |last: CheckDoc| Listed {
             name: "c".to_owned(),
             source: Source::Folder,
             file: "c.wasm".to_owned(),
@@ -243,19 +244,20 @@ mod tests {
             grants: None,
             last: Some(last),
         };
+        let doc = |outcome: Option<&str>, age_seconds| CheckDoc {
+            age_seconds,
+            critical: false,
+            healthy: true,
+            latency_ms: None,
+            load_error: None,
+            message: None,
+            outcome: outcome.map(str::to_owned),
+            status: "pass".to_owned(),
+        };
         let cases = [
-            (
-                serde_json::json!({"outcome": "pass", "age_seconds": 2.5}),
-                "pass (2.5s ago)",
-            ),
-            (
-                serde_json::json!({"outcome": "loading", "age_seconds": null}),
-                "loading",
-            ),
-            (
-                serde_json::json!({"outcome": null, "age_seconds": null}),
-                "not run yet",
-            ),
+            (doc(Some("pass"), Some(2.5)), "pass (2.5s ago)"),
+            (doc(Some("loading"), None), "loading"),
+            (doc(None, None), "not run yet"),
         ];
         for (last, shown) in cases {
             let text = human(&[row(last)], true);

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{bearer, constant_time_eq};
 use crate::config::ShowDetails;
+use crate::health::wire::{CheckDoc, HealthDoc, IetfDoc};
 use crate::health::{self, Health};
 use crate::instrumentator::{HttpMetrics, Observation};
 use crate::metrics::Metrics;
@@ -210,7 +211,7 @@ async fn health_all(
     if !exclude.is_empty() {
         let views = state.health.views(&exclude);
         let status = health_status(health::healthy(&views));
-        return health_response(&state, &headers, status, &views, health::seed_json);
+        return health_response(&state, &headers, status, &views, plan_doc);
     }
     // The whole document: built at most once per TTL, then served as bytes.
     let (ietf, details) = (wants_ietf(&headers), details(&state, &headers));
@@ -219,7 +220,7 @@ async fn health_all(
         Some(built) => built,
         None => {
             let views = state.health.views(&[]);
-            let (content_type, body) = health_body(&views, ietf, details, health::seed_json);
+            let (content_type, body) = health_body(&views, ietf, details, plan_doc);
             let built = Built {
                 at: Instant::now(),
                 status: health_status(health::healthy(&views)),
@@ -240,26 +241,38 @@ fn health_response(
     headers: &HeaderMap,
     status: StatusCode,
     views: &[health::CheckView],
-    seed: fn(&[health::CheckView], bool) -> Value,
+    plan: fn(&[health::CheckView], bool) -> Vec<u8>,
 ) -> Response {
     let (content_type, body) =
-        health_body(views, wants_ietf(headers), details(state, headers), seed);
+        health_body(views, wants_ietf(headers), details(state, headers), plan);
     bytes_response(status, content_type, body)
 }
 
-/// A `/health` body and its content type: the IETF draft's format, or `seed`.
+/// A `/health` body and its content type: the IETF draft's format, or `plan`.
 fn health_body(
     views: &[health::CheckView],
     ietf: bool,
     details: bool,
-    seed: fn(&[health::CheckView], bool) -> Value,
+    plan: fn(&[health::CheckView], bool) -> Vec<u8>,
 ) -> (&'static str, Bytes) {
-    let (content_type, body) = if ietf {
-        (HEALTH_JSON, health::ietf_json(views, details))
+    if ietf {
+        (
+            HEALTH_JSON,
+            Bytes::from(to_json(&IetfDoc::of(views, details))),
+        )
     } else {
-        ("application/json", seed(views, details))
-    };
-    (content_type, Bytes::from(body.to_string()))
+        ("application/json", Bytes::from(plan(views, details)))
+    }
+}
+
+/// The plan's whole `/health` document.
+fn plan_doc(views: &[health::CheckView], details: bool) -> Vec<u8> {
+    to_json(&HealthDoc::of(views, details))
+}
+
+/// A wire type's JSON; these types always serialize.
+fn to_json(doc: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(doc).expect("the wire types serialize")
 }
 
 async fn health_one(
@@ -277,7 +290,7 @@ async fn health_one(
     };
     let status = health_status(view.healthy);
     health_response(&state, &headers, status, &[view], |views, details| {
-        health::seed_check(&views[0], details)
+        to_json(&CheckDoc::of(&views[0], details))
     })
 }
 

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::Record;
 use super::bindings::healthhost::plugin::config as wit;
-use crate::limits::DIAGNOSTIC_MAX_TEXT_BYTES;
+use super::{Record, diagnostic_text};
+use crate::scrub::Scrubber;
 
 /// One setting's value and whether it is a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,14 +72,14 @@ impl Settings {
 /// What the `config` import of one run can read, and the keys it asked for.
 pub struct ConfigState {
     pub(crate) settings: Arc<Settings>,
+    pub(crate) scrubber: Arc<Scrubber>,
     pub(crate) read: Record<String>,
 }
 
 impl wit::Host for ConfigState {
     async fn get(&mut self, key: String) -> Option<String> {
-        // Only the first bytes of a key are recorded: a key is the plugin's own text.
-        let recorded = crate::scrub::cut(&key, DIAGNOSTIC_MAX_TEXT_BYTES);
-        self.read.push(recorded.to_owned());
+        // A key is the plugin's own text: scrubbed, then cut, like every other.
+        self.read.push(diagnostic_text(&self.scrubber, &key));
         self.settings.get(&key).map(str::to_owned)
     }
 }

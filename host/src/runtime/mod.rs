@@ -323,6 +323,7 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
         },
         config: config::ConfigState {
             settings: plugin.settings.clone(),
+            scrubber: plugin.scrubber.clone(),
             read: Record::default(),
         },
         log: LogState::new(plugin.name.clone(), plugin.scrubber.clone()),

@@ -12,13 +12,14 @@
 //! their interval, with concurrent requests merged into one run. A result older than its check's
 //! `max_age` counts as failed ("stale"). Readiness: every critical check has a result.
 
+pub mod wire;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
@@ -446,73 +447,4 @@ pub fn healthy(views: &[CheckView]) -> bool {
         .iter()
         .filter(|v| v.critical && !v.pending)
         .all(|v| v.healthy)
-}
-
-/// The seed's format: `{"status": "healthy"|"unhealthy", "checks": {name: {healthy,
-/// message, latency_ms, ...}}}`. Without `details`, messages are null.
-pub fn seed_json(views: &[CheckView], details: bool) -> Value {
-    let checks: serde_json::Map<String, Value> = views
-        .iter()
-        .map(|v| (v.name.clone(), seed_check(v, details)))
-        .collect();
-    json!({
-        "status": if healthy(views) { "healthy" } else { "unhealthy" },
-        "checks": checks,
-    })
-}
-
-/// One check in the seed's format, plus the host's extra fields.
-pub fn seed_check(v: &CheckView, details: bool) -> Value {
-    let mut check = json!({
-        "healthy": v.healthy,
-        "message": if details { v.message.clone() } else { None },
-        "latency_ms": v.latency_ms,
-        "status": v.status,
-        "outcome": v.outcome,
-        "critical": v.critical,
-        "age_seconds": v.age_seconds,
-    });
-    if details && let Some(error) = &v.load_error {
-        check["load_error"] = json!(error);
-    }
-    check
-}
-
-/// The IETF draft format (draft-inadarei-api-health-check-06), `application/health+json`.
-pub fn ietf_json(views: &[CheckView], details: bool) -> Value {
-    let overall = if !healthy(views) {
-        "fail"
-    } else if views.iter().any(|v| v.status == "warn") {
-        "warn"
-    } else {
-        "pass"
-    };
-    let mut checks = serde_json::Map::new();
-    for v in views {
-        let mut entry = json!({
-            "componentId": v.name,
-            "status": v.status,
-            "affectsServiceHealth": v.critical,
-        });
-        if let Some(ms) = v.latency_ms {
-            entry["observedValue"] = json!(ms);
-            entry["observedUnit"] = json!("ms");
-        }
-        if let Some(finished) = v.finished {
-            entry["time"] = json!(humantime::format_rfc3339_millis(finished).to_string());
-        }
-        // The draft keeps `output` for warn and fail.
-        if details
-            && v.status != "pass"
-            && let Some(message) = &v.message
-        {
-            entry["output"] = json!(message);
-        }
-        checks.insert(format!("{}:responseTime", v.name), json!([entry]));
-    }
-    json!({
-        "status": overall,
-        "description": "healthhost",
-        "checks": checks,
-    })
 }

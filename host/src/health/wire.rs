@@ -1,0 +1,137 @@
+//! The wire formats of `/health` and `/health/{check}`, as serde types defined once:
+//! the AdtroBot plan's document ([`HealthDoc`], one check a [`CheckDoc`]) and the IETF
+//! health check draft's ([`IetfDoc`], `application/health+json`). The server writes
+//! them; `healthhost list` reads a running host's `/health` back with the same types.
+//! Fields are declared in alphabetical order, the order of the bytes on the wire.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{CheckView, healthy};
+
+/// The plan's `/health` document: `{"checks": {name: …}, "status": "healthy"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthDoc {
+    pub checks: BTreeMap<String, CheckDoc>,
+    /// `healthy` or `unhealthy`.
+    pub status: String,
+}
+
+/// One check in the plan's format, plus the host's extra fields; `/health/{check}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckDoc {
+    /// Seconds since the result was recorded; none before the first.
+    pub age_seconds: Option<f64>,
+    pub critical: bool,
+    pub healthy: bool,
+    pub latency_ms: Option<f64>,
+    /// Why the plugin file does not load (with details only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_error: Option<String>,
+    /// The check's message (with details only).
+    pub message: Option<String>,
+    /// `pass`, `warn`, `fail`, an error reason, `stale`, `loading`; none before a run.
+    pub outcome: Option<String>,
+    /// `pass`, `warn` or `fail`.
+    pub status: String,
+}
+
+impl HealthDoc {
+    /// The document of `views`; without `details`, messages are null.
+    pub fn of(views: &[CheckView], details: bool) -> HealthDoc {
+        HealthDoc {
+            checks: views
+                .iter()
+                .map(|v| (v.name.clone(), CheckDoc::of(v, details)))
+                .collect(),
+            status: if healthy(views) {
+                "healthy"
+            } else {
+                "unhealthy"
+            }
+            .to_owned(),
+        }
+    }
+}
+
+impl CheckDoc {
+    /// One check's entry; without `details`, its message and load error are left out.
+    pub fn of(v: &CheckView, details: bool) -> CheckDoc {
+        CheckDoc {
+            age_seconds: v.age_seconds,
+            critical: v.critical,
+            healthy: v.healthy,
+            latency_ms: v.latency_ms,
+            load_error: v.load_error.clone().filter(|_| details),
+            message: v.message.clone().filter(|_| details),
+            outcome: v.outcome.map(str::to_owned),
+            status: v.status.to_owned(),
+        }
+    }
+}
+
+/// The IETF draft's document (draft-inadarei-api-health-check-06).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IetfDoc {
+    /// `NAME:responseTime` → the check's one measurement.
+    pub checks: BTreeMap<String, [IetfCheck; 1]>,
+    pub description: &'static str,
+    /// `pass`, `warn` or `fail`.
+    pub status: &'static str,
+}
+
+/// One check in the IETF draft's format.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IetfCheck {
+    pub affects_service_health: bool,
+    pub component_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_unit: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_value: Option<f64>,
+    /// The message of a check that warns or fails (with details only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    pub status: &'static str,
+    /// When the result was recorded, RFC 3339 with milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+}
+
+impl IetfDoc {
+    /// The document of `views`; without `details`, no `output`.
+    pub fn of(views: &[CheckView], details: bool) -> IetfDoc {
+        let status = if !healthy(views) {
+            "fail"
+        } else if views.iter().any(|v| v.status == "warn") {
+            "warn"
+        } else {
+            "pass"
+        };
+        let checks = views
+            .iter()
+            .map(|v| {
+                let check = IetfCheck {
+                    affects_service_health: v.critical,
+                    component_id: v.name.clone(),
+                    observed_unit: v.latency_ms.map(|_| "ms"),
+                    observed_value: v.latency_ms,
+                    // The draft keeps `output` for warn and fail.
+                    output: v.message.clone().filter(|_| details && v.status != "pass"),
+                    status: v.status,
+                    time: v
+                        .finished
+                        .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                };
+                (format!("{}:responseTime", v.name), [check])
+            })
+            .collect();
+        IetfDoc {
+            checks,
+            description: "healthhost",
+            status,
+        }
+    }
+}
