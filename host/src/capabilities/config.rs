@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::bindings::healthhost::plugin::config as wit;
-use super::{Record, diagnostic_text};
+use super::{Record, RunContext, diagnostic_text};
 use crate::scrub::Scrubber;
 
 /// One setting's value and whether it is a secret.
@@ -74,6 +74,17 @@ pub struct ConfigState {
     pub(crate) settings: Arc<Settings>,
     pub(crate) scrubber: Arc<Scrubber>,
     pub(crate) read: Record<String>,
+}
+
+impl ConfigState {
+    /// The state of one run given `settings`.
+    pub fn new(run: &RunContext, settings: Arc<Settings>) -> ConfigState {
+        ConfigState {
+            settings,
+            scrubber: run.scrubber.clone(),
+            read: Record::default(),
+        }
+    }
 }
 
 impl wit::Host for ConfigState {

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use url::{Host, Url};
 
 use super::bindings::healthhost::plugin::http::{self as wit, Error, Request, Response};
-use super::{Record, Refusal, diagnostic_text};
+use super::{Record, Refusal, RunContext, diagnostic_text};
 use crate::capabilities::fixtures::{Fixtures, Miss};
 use crate::limits::{Deadline, HTTP_MAX_REDIRECTS, HTTP_MAX_RESPONSE_BYTES};
 use crate::scrub::Scrubber;
@@ -139,6 +139,21 @@ pub struct HttpState {
     pub(crate) fixtures: Option<Arc<Fixtures>>,
     /// Requests refused, for diagnostics.
     pub(crate) refused: Record<Refusal>,
+}
+
+impl HttpState {
+    /// The state of one run allowed `policy`, sending with the shared `client`.
+    pub fn new(run: &RunContext, policy: Arc<HttpPolicy>, client: reqwest::Client) -> HttpState {
+        HttpState {
+            check: run.check.clone(),
+            policy,
+            client,
+            scrubber: run.scrubber.clone(),
+            deadline: run.deadline,
+            fixtures: run.fixtures.clone(),
+            refused: Record::default(),
+        }
+    }
 }
 
 /// The client every check shares: redirects are the host's job (see above), and no

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use super::RunContext;
 use super::bindings::healthhost::plugin::log::{self as wit, Level};
 use crate::escape::escape_controls;
 use crate::limits::{LOG_MAX_BYTES_PER_RUN, LOG_MAX_LINE_BYTES};
@@ -29,10 +30,10 @@ pub struct LogState {
 
 impl LogState {
     /// A fresh budget for one run.
-    pub fn new(check: Arc<str>, scrubber: Arc<Scrubber>) -> Self {
+    pub fn new(run: &RunContext) -> Self {
         LogState {
-            check,
-            scrubber,
+            check: run.check.clone(),
+            scrubber: run.scrubber.clone(),
             written: 0,
             dropped: 0,
         }
@@ -245,7 +246,12 @@ mod tests {
 
     #[test]
     fn budget_drops_lines_beyond_it() {
-        let mut log = LogState::new("t".into(), Arc::default());
+        let mut log = LogState::new(&RunContext {
+            check: "t".into(),
+            scrubber: Arc::default(),
+            deadline: crate::limits::Deadline::after(std::time::Duration::from_secs(1)),
+            fixtures: None,
+        });
         let line = "x".repeat(1024);
         for _ in 0..(LOG_MAX_BYTES_PER_RUN / 1024 + 5) {
             log.write(Level::Info, "plugin", &line);

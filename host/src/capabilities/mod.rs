@@ -1,8 +1,9 @@
 //! Host capabilities: what a plugin can reach outside its own memory.
 //!
 //! Each capability is a module with the same four parts, in order: its policy type (what
-//! the operator granted), its per-run state, its host implementation of the WIT
-//! interface, and its linker registration — each import sees only its own slice of
+//! the operator granted), its per-run state (built by its own `…State::new` from the
+//! policy and a [`RunContext`]), its host implementation of the WIT interface, and its
+//! linker registration — each import sees only its own slice of
 //! the store ([`RunState`]). Everything is denied by default: a check with default
 //! [`Grants`] can compute, read clocks and random numbers, and nothing else.
 
@@ -12,7 +13,9 @@ pub mod http;
 pub mod log;
 pub mod sql;
 
-use crate::limits::{DIAGNOSTIC_MAX_ENTRIES, DIAGNOSTIC_MAX_TEXT_BYTES};
+use std::sync::Arc;
+
+use crate::limits::{DIAGNOSTIC_MAX_ENTRIES, DIAGNOSTIC_MAX_TEXT_BYTES, Deadline};
 use crate::scrub::Scrubber;
 
 /// Rust bindings of the WIT contract in `wit/plugin.wit`.
@@ -34,6 +37,17 @@ pub struct Grants {
     pub sql: sql::SqlPolicy,
     /// Its settings and secrets.
     pub settings: config::Settings,
+}
+
+/// What every capability's per-run state starts from: whose run it is, the scrubber
+/// of its secrets, the run's deadline, and (under `healthhost check`) the fixtures
+/// answering it instead of the network and the databases.
+#[derive(Clone)]
+pub struct RunContext {
+    pub check: Arc<str>,
+    pub scrubber: Arc<Scrubber>,
+    pub deadline: Deadline,
+    pub fixtures: Option<Arc<fixtures::Fixtures>>,
 }
 
 /// A call the host refused: not granted, malformed, or (under `healthhost check`) not

@@ -29,7 +29,7 @@ use crate::capabilities::bindings::{Check, CheckPre};
 use crate::capabilities::fixtures::Fixtures;
 use crate::capabilities::log::{CapturePipe, LogState};
 use crate::capabilities::sql::Datasources;
-use crate::capabilities::{self, Grants, Record, config, http, sql};
+use crate::capabilities::{self, Grants, RunContext, config, http, sql};
 pub use crate::config::Compiler;
 use crate::limits::{self, Deadline, Limits, REPORT_MAX_MESSAGE_BYTES, STDIO_CAPTURE_BYTES};
 pub use crate::samples::Sample;
@@ -299,34 +299,20 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .build();
+    let run = RunContext {
+        check: plugin.name.clone(),
+        scrubber: plugin.scrubber.clone(),
+        deadline,
+        fixtures: plugin.fixtures.clone(),
+    };
     let state = RunState {
         wasi,
         table: Default::default(),
         limiter: limiter::MemoryLimiter::new(limits.memory),
-        http: http::HttpState {
-            check: plugin.name.clone(),
-            policy: plugin.http.clone(),
-            client: shared.client.clone(),
-            scrubber: plugin.scrubber.clone(),
-            deadline,
-            fixtures: plugin.fixtures.clone(),
-            refused: Record::default(),
-        },
-        sql: sql::SqlState {
-            check: plugin.name.clone(),
-            policy: plugin.sql.clone(),
-            datasources: shared.datasources.clone(),
-            scrubber: plugin.scrubber.clone(),
-            deadline,
-            fixtures: plugin.fixtures.clone(),
-            refused: Record::default(),
-        },
-        config: config::ConfigState {
-            settings: plugin.settings.clone(),
-            scrubber: plugin.scrubber.clone(),
-            read: Record::default(),
-        },
-        log: LogState::new(plugin.name.clone(), plugin.scrubber.clone()),
+        http: http::HttpState::new(&run, plugin.http.clone(), shared.client.clone()),
+        sql: sql::SqlState::new(&run, plugin.sql.clone(), shared.datasources.clone()),
+        config: config::ConfigState::new(&run, plugin.settings.clone()),
+        log: LogState::new(&run),
     };
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| &mut s.limiter);

@@ -36,7 +36,7 @@ use sqlx::{
 use tracing::Instrument;
 
 use super::bindings::healthhost::plugin::sql::{self as wit, Error, Rows, Value};
-use super::{Record, Refusal, diagnostic_text};
+use super::{Record, Refusal, RunContext, diagnostic_text};
 use crate::capabilities::fixtures::{Fixtures, Miss};
 use crate::limits::{Deadline, SQL_MAX_BYTES, SQL_MAX_ROWS};
 use crate::scrub::Scrubber;
@@ -88,6 +88,25 @@ pub struct SqlState {
     pub(crate) fixtures: Option<Arc<Fixtures>>,
     /// Queries refused, for diagnostics.
     pub(crate) refused: Record<Refusal>,
+}
+
+impl SqlState {
+    /// The state of one run allowed `policy` over the operator's `datasources`.
+    pub fn new(
+        run: &RunContext,
+        policy: Arc<SqlPolicy>,
+        datasources: Arc<Datasources>,
+    ) -> SqlState {
+        SqlState {
+            check: run.check.clone(),
+            policy,
+            datasources,
+            scrubber: run.scrubber.clone(),
+            deadline: run.deadline,
+            fixtures: run.fixtures.clone(),
+            refused: Record::default(),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------
