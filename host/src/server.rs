@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::auth::{bearer, constant_time_eq};
+use crate::auth::Bearer;
 use crate::config::ShowDetails;
 use crate::health::wire::{CheckDoc, HealthDoc, IetfDoc};
 use crate::health::{self, Health};
@@ -149,16 +149,11 @@ fn content_length(headers: &HeaderMap) -> u64 {
 }
 
 /// Whether the caller may see check messages.
-fn details(state: &AppState, headers: &HeaderMap) -> bool {
+fn details(state: &AppState, bearer: &Bearer) -> bool {
     match state.show_details {
         ShowDetails::Always => true,
         ShowDetails::Never => false,
-        ShowDetails::WhenAuthorized => match (bearer(headers), &state.details_token) {
-            (Some(presented), Some(expected)) => {
-                constant_time_eq(presented.as_bytes(), expected.as_bytes())
-            }
-            _ => false,
-        },
+        ShowDetails::WhenAuthorized => bearer.is(state.details_token.as_deref()),
     }
 }
 
@@ -200,6 +195,7 @@ fn health_status(healthy: bool) -> StatusCode {
 
 async fn health_all(
     State(state): State<Arc<AppState>>,
+    bearer: Bearer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -211,10 +207,10 @@ async fn health_all(
     if !exclude.is_empty() {
         let views = state.health.views(&exclude);
         let status = health_status(health::healthy(&views));
-        return health_response(&state, &headers, status, &views, plan_doc);
+        return health_response(&state, &bearer, &headers, status, &views, plan_doc);
     }
     // The whole document: built at most once per TTL, then served as bytes.
-    let (ietf, details) = (wants_ietf(&headers), details(&state, &headers));
+    let (ietf, details) = (wants_ietf(&headers), details(&state, &bearer));
     let slot = usize::from(ietf) * 2 + usize::from(details);
     let built = match state.bodies.get(slot) {
         Some(built) => built,
@@ -238,13 +234,14 @@ async fn health_all(
 /// whole document, or one check of it).
 fn health_response(
     state: &AppState,
+    bearer: &Bearer,
     headers: &HeaderMap,
     status: StatusCode,
     views: &[health::CheckView],
     plan: fn(&[health::CheckView], bool) -> Vec<u8>,
 ) -> Response {
     let (content_type, body) =
-        health_body(views, wants_ietf(headers), details(state, headers), plan);
+        health_body(views, wants_ietf(headers), details(state, bearer), plan);
     bytes_response(status, content_type, body)
 }
 
@@ -277,21 +274,23 @@ fn to_json(doc: &impl serde::Serialize) -> Vec<u8> {
 
 async fn health_one(
     State(state): State<Arc<AppState>>,
+    bearer: Bearer,
     headers: HeaderMap,
     Path(check): Path<String>,
-) -> Response {
+) -> Result<Response, ApiError> {
     state.health.refresh(|name| name == check).await;
     let Some(view) = state.health.view(&check) else {
-        return json_response(
-            StatusCode::NOT_FOUND,
-            "application/json",
-            &json!({"error": "no such check", "check": check}),
-        );
+        return Err(ApiError::NoSuchCheck(check));
     };
     let status = health_status(view.healthy);
-    health_response(&state, &headers, status, &[view], |views, details| {
-        to_json(&CheckDoc::of(&views[0], details))
-    })
+    Ok(health_response(
+        &state,
+        &bearer,
+        &headers,
+        status,
+        &[view],
+        |views, details| to_json(&CheckDoc::of(&views[0], details)),
+    ))
 }
 
 async fn livez() -> Response {
@@ -327,94 +326,133 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 /// the new ids after the commit; 400 malformed JSON; 401 no or a wrong token; 413 a
 /// body over the limit; 422 rows that are not valid (every problem listed, nothing
 /// written); 503 with `Retry-After` when the database is unavailable (nothing written).
-async fn ai_usage(State(state): State<Arc<AppState>>, request: Request) -> Response {
+async fn ai_usage(
+    State(state): State<Arc<AppState>>,
+    bearer: Bearer,
+    request: Request,
+) -> Result<Response, ApiError> {
     let Some(ingest) = state.ingest.clone() else {
-        return not_found().await;
+        return Err(ApiError::NotFound);
     };
-    if !ingest.authorized(bearer(request.headers())) {
-        let mut response = answer(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": "missing or wrong bearer token"}),
-        );
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+    if !ingest.authorized(&bearer) {
+        return Err(ApiError::Unauthorized);
     }
-    let body = match Bytes::from_request(request, &()).await {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return answer(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"error": "body too large", "limit_bytes": ingest.body_limit()}),
-            );
-        }
-        Err(rejection) => {
-            return answer(rejection.status(), json!({"error": rejection.body_text()}));
-        }
-    };
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge {
+                limit: ingest.body_limit(),
+            },
+            status => ApiError::Body(status, rejection.body_text()),
+        })?;
     // The write runs on its own task: a client that disconnects drops this handler,
     // and dropping a write between COMMIT and its answer would leave a row the
     // metrics never counted.
     let write = tokio::spawn(async move { ingest.record(&body).await });
     let Ok(result) = write.await else {
         tracing::error!("recording ai usage panicked");
-        return answer(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"error": "internal error"}),
-        );
+        return Err(ApiError::Internal);
     };
-    match result {
-        Ok(ids) => answer(StatusCode::CREATED, json!({"ids": ids})),
-        Err(e @ RecordError::Malformed(_)) => {
-            answer(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}))
-        }
-        Err(RecordError::Invalid(problems)) => answer(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({
-                "error": "invalid rows",
-                "problems": problems.iter().map(|p| p.to_json()).collect::<Vec<_>>(),
-            }),
-        ),
-        Err(e @ (RecordError::NotRows | RecordError::Empty | RecordError::TooMany { .. })) => {
-            answer(
+    let ids = result.map_err(ApiError::Record)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        "application/json",
+        &json!({"ids": ids}),
+    ))
+}
+
+/// Why the API answers with an error, and the JSON answer each becomes.
+#[derive(Debug)]
+pub enum ApiError {
+    /// `/health/{check}` for a check that does not exist.
+    NoSuchCheck(String),
+    /// No such route (or the usage endpoint is off).
+    NotFound,
+    MethodNotAllowed(Method),
+    /// No or a wrong bearer token: 401 with `WWW-Authenticate: Bearer`.
+    Unauthorized,
+    /// A body over the limit (bytes): 413.
+    BodyTooLarge {
+        limit: usize,
+    },
+    /// A body that could not be read: axum's status and text.
+    Body(StatusCode, String),
+    /// Usage rows refused (400, 422) or not written (503 with `Retry-After`).
+    Record(RecordError),
+    /// The write task failed: 500.
+    Internal,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            ApiError::NoSuchCheck(check) => (
+                StatusCode::NOT_FOUND,
+                json!({"error": "no such check", "check": check}),
+            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, json!({"error": "not found"})),
+            ApiError::MethodNotAllowed(method) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method not allowed", "method": method.as_str()}),
+            ),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "missing or wrong bearer token"}),
+            ),
+            ApiError::BodyTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "body too large", "limit_bytes": limit}),
+            ),
+            ApiError::Body(status, text) => (*status, json!({"error": text})),
+            ApiError::Record(e @ RecordError::Malformed(_)) => {
+                (StatusCode::BAD_REQUEST, json!({"error": e.to_string()}))
+            }
+            ApiError::Record(RecordError::Invalid(problems)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({
+                    "error": "invalid rows",
+                    "problems": problems.iter().map(|p| p.to_json()).collect::<Vec<_>>(),
+                }),
+            ),
+            ApiError::Record(
+                e @ (RecordError::NotRows | RecordError::Empty | RecordError::TooMany { .. }),
+            ) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({"error": e.to_string()}),
-            )
+            ),
+            ApiError::Record(RecordError::Store(e)) => {
+                tracing::warn!("cannot record ai usage: {e}");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "the usage database is unavailable; nothing was written", "retry_after_seconds": RETRY_AFTER_SECONDS}),
+                )
+            }
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "internal error"}),
+            ),
+        };
+        let mut response = json_response(status, "application/json", &body);
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Record(RecordError::Store(_)) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            _ => {}
         }
-        Err(RecordError::Store(e)) => {
-            tracing::warn!("cannot record ai usage: {e}");
-            let mut response = answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": "the usage database is unavailable; nothing was written", "retry_after_seconds": RETRY_AFTER_SECONDS}),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-            response
-        }
+        response
     }
 }
 
-/// A JSON answer of the usage endpoint.
-fn answer(status: StatusCode, body: Value) -> Response {
-    json_response(status, "application/json", &body)
+async fn not_found() -> ApiError {
+    ApiError::NotFound
 }
 
-async fn not_found() -> Response {
-    json_response(
-        StatusCode::NOT_FOUND,
-        "application/json",
-        &json!({"error": "not found"}),
-    )
-}
-
-async fn method_not_allowed(method: Method) -> Response {
-    json_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "application/json",
-        &json!({"error": "method not allowed", "method": method.as_str()}),
-    )
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Map, Value, json};
 
+use crate::auth::Bearer;
 use crate::limits::BODY_BYTES_PER_ROW;
 use crate::metrics::Metrics;
 use crate::usage::{NewUsage, Status, StoreError, UsageStore};
@@ -332,10 +333,9 @@ impl Ingest {
         self.max_batch * BODY_BYTES_PER_ROW
     }
 
-    /// Whether `presented` is the configured token (compared in constant time).
-    pub fn authorized(&self, presented: Option<&str>) -> bool {
-        presented
-            .is_some_and(|p| crate::auth::constant_time_eq(p.as_bytes(), self.token.as_bytes()))
+    /// Whether the request presented the configured token.
+    pub fn authorized(&self, bearer: &Bearer) -> bool {
+        bearer.is(Some(&self.token))
     }
 
     /// Validates `body`, writes its rows in one transaction and, after the commit,
