@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use healthhost::capabilities::Grants;
-use healthhost::capabilities::config::Settings;
+use healthhost::capabilities::settings::Settings;
 use healthhost::capabilities::sql::{Datasource, Datasources, SqlPolicy};
 use healthhost::limits::Limits;
 use healthhost::runtime::{Outcome, Plugin, Runtime};

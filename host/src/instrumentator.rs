@@ -1,10 +1,10 @@
 //! The HTTP metrics the bot's Python app exported through
-//! prometheus-fastapi-instrumentator, with the seed's settings, so that dashboards and
+//! prometheus-fastapi-instrumentator, with the bot's settings, so that dashboards and
 //! alerts written for the bot work unchanged: the library's five default families,
 //! under its names (no namespace), labels and buckets, and the Python client's
 //! spelling of bucket bounds (`le="1.0"`).
 //!
-//! The seed's settings and what they mean here: `should_group_status_codes` (status
+//! The bot's settings and what they mean here: `should_group_status_codes` (status
 //! `2xx`, `4xx`, …), `should_ignore_untemplated` (only matched routes are recorded),
 //! `excluded_handlers=["/health", "/metrics"]` (patterns searched in the route, so
 //! `/health/{check}` is excluded too). The library's defaults: request and response
@@ -24,7 +24,7 @@ pub const HIGHR_BUCKETS: [f64; 21] = [
     0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0,
     7.5, 10.0, 30.0, 60.0,
 ];
-/// Route patterns the seed excludes (`excluded_handlers`), searched in the route.
+/// Route patterns the bot excludes (`excluded_handlers`), searched in the route.
 pub const EXCLUDED_HANDLERS: [&str; 2] = ["/health", "/metrics"];
 
 /// The family names, for reserving them and for the README's table.
@@ -265,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn the_seeds_exclusions_cover_health_and_metrics_routes() {
+    fn the_bots_exclusions_cover_health_and_metrics_routes() {
         for route in ["/health", "/health/{check}", "/metrics"] {
             assert!(!HttpMetrics::records(route), "{route}");
         }

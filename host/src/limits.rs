@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 /// Wall-clock time a run may take when the check sets none. Long enough for a slow HTTP
-/// dependency (the seed gives external APIs 10 s), short enough for a probe to notice.
+/// dependency (the AdtroBot plan gives external APIs 10 s), short enough for a probe to notice.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Fuel (roughly, wasm instructions) a run may burn when the check sets none. A trivial
@@ -79,7 +79,7 @@ pub const MAX_BATCH_CEILING: usize = 10_000;
 /// is ~450 bytes of JSON, so 1 KiB leaves room for whitespace; 1,000 rows → 1 MiB.
 pub const BODY_BYTES_PER_ROW: usize = 1024;
 /// Distinct values per label (operation, model) when the config says nothing
-/// (`usage.max_label_values`): the seed's bot has a handful of each; 50 × 50 series
+/// (`usage.max_label_values`): the bot has a handful of each; 50 × 50 series
 /// per metric stay cheap for Prometheus.
 pub const DEFAULT_MAX_LABEL_VALUES: usize = 50;
 

@@ -1,5 +1,5 @@
-//! The Prometheus registry: the seed's metrics (names, help, labels and buckets as the
-//! seed defines them), the host's own per-check metrics, HTTP instrumentation, and
+//! The Prometheus registry: the AdtroBot plan's metrics (names, help, labels and buckets as the
+//! plan defines them), the host's own per-check metrics, HTTP instrumentation, and
 //! process metrics — on one explicit registry, never the global one.
 //!
 //! Label values stay bounded: checks come from the config, outcomes from an enum, HTTP
@@ -23,7 +23,7 @@ use crate::instrumentator::{HttpMetrics, SUMMARIES, python_bounds};
 use crate::runtime::{RunReport, Sample};
 use crate::samples::{CHECK_LABEL, Dropped, admit};
 
-/// The seed's buckets for AI request durations, in seconds.
+/// The plan's buckets for AI request durations, in seconds.
 pub const AI_DURATION_BUCKETS: [f64; 7] = [0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 /// Buckets for check run durations: health checks take milliseconds to seconds.
 pub const CHECK_DURATION_BUCKETS: [f64; 11] = [
@@ -31,9 +31,9 @@ pub const CHECK_DURATION_BUCKETS: [f64; 11] = [
 ];
 /// Buckets for HTTP request durations (prometheus-fastapi-instrumentator's defaults).
 pub const HTTP_DURATION_BUCKETS: [f64; 3] = [0.1, 0.5, 1.0];
-/// Periods of the seed's active-users gauge.
+/// Periods of the plan's active-users gauge.
 pub const ACTIVE_USER_PERIODS: [&str; 3] = ["dau", "wau", "mau"];
-/// States of the seed's queue-depth gauge.
+/// States of the plan's queue-depth gauge.
 pub const QUEUE_STATES: [&str; 3] = ["pending", "failed", "completed"];
 
 /// How long gathered process metrics are reused. Reading `/proc` costs more than the
@@ -53,7 +53,7 @@ pub struct Metrics {
     /// still show their `# HELP` and `# TYPE` lines.
     families: Vec<(String, String, &'static str)>,
 
-    // The seed's metrics (Task 2).
+    // The AdtroBot plan's metrics.
     pub requests_total: IntCounterVec,
     pub errors_total: IntCounterVec,
     pub ai_request_duration: HistogramVec,

@@ -21,7 +21,7 @@ pub fn valid_check_name(name: &str) -> bool {
 }
 
 /// The AdtroBot monitoring plan's metric names, without the namespace.
-pub const SEED_METRICS: [&str; 12] = [
+pub const PLAN_METRICS: [&str; 12] = [
     "requests_total",
     "errors_total",
     "ai_request_duration_seconds",
@@ -36,8 +36,8 @@ pub const SEED_METRICS: [&str; 12] = [
     "requests_in_progress",
 ];
 
-/// The host's own metric names (besides the seed's), without the namespace. Plugin
-/// samples may not take these names, nor the seed's.
+/// The host's own metric names (besides the plan's), without the namespace. Plugin
+/// samples may not take these names, nor the plan's.
 pub const HOST_METRICS: [&str; 12] = [
     "http_request_duration_seconds",
     "check_run_duration_seconds",
@@ -55,5 +55,5 @@ pub const HOST_METRICS: [&str; 12] = [
 
 /// Whether `name` (without the namespace) belongs to the host.
 pub fn reserved(name: &str) -> bool {
-    SEED_METRICS.contains(&name) || HOST_METRICS.contains(&name)
+    PLAN_METRICS.contains(&name) || HOST_METRICS.contains(&name)
 }

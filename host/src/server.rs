@@ -230,7 +230,7 @@ async fn health_all(
     bytes_response(built.status, built.content_type, built.body)
 }
 
-/// Answers in the format the caller accepts: the IETF draft's, or `seed` (the seed's
+/// Answers in the format the caller accepts: the IETF draft's, or `plan` (the AdtroBot plan's
 /// whole document, or one check of it).
 fn health_response(
     state: &AppState,

@@ -7,10 +7,10 @@
 //! the store ([`RunState`]). Everything is denied by default: a check with default
 //! [`Grants`] can compute, read clocks and random numbers, and nothing else.
 
-pub mod config;
 pub mod fixtures;
 pub mod http;
 pub mod log;
+pub mod settings;
 pub mod sql;
 
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub struct Grants {
     /// Datasources it may query.
     pub sql: sql::SqlPolicy,
     /// Its settings and secrets.
-    pub settings: config::Settings,
+    pub settings: settings::Settings,
 }
 
 /// What every capability's per-run state starts from: whose run it is, the scrubber

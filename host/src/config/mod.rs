@@ -15,8 +15,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::capabilities::Grants;
-use crate::capabilities::config::Settings;
 use crate::capabilities::http::HttpPolicy;
+use crate::capabilities::settings::Settings;
 use crate::capabilities::sql::{Datasource, SqlPolicy, normalize_url};
 use crate::limits::{self, Limits};
 use crate::problems::{Problem, Problems, parse_toml, render};
@@ -32,7 +32,7 @@ use raw::*;
 /// Where the host listens when the file says nothing: loopback, so a first run exposes
 /// nothing; set `listen = "0.0.0.0:8080"` for probes from outside the pod.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// Metric namespace when the file says nothing: the seed's.
+/// Metric namespace when the file says nothing: the AdtroBot bot's.
 pub const DEFAULT_NAMESPACE: &str = "adtrobot";
 /// How often a check runs when it says nothing.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -86,7 +86,7 @@ pub enum Compiler {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ShowDetails {
-    /// Everyone (the seed's behaviour).
+    /// Everyone (as the AdtroBot plan has it).
     #[default]
     Always,
     /// Nobody: statuses only.

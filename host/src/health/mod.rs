@@ -1,5 +1,5 @@
 //! Health: the set of checks, background scheduling of every check, the latest
-//! results, aggregation, and the two response formats (the seed's JSON and the IETF
+//! results, aggregation, and the two response formats (the AdtroBot plan's JSON and the IETF
 //! health check draft).
 //!
 //! The set of checks can be replaced while the host runs ([`Health::apply`], for

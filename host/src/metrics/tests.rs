@@ -2,12 +2,12 @@
 //! are exported as granted, and the exposition parses.
 
 use super::*;
-use crate::names::{HOST_METRICS, SEED_METRICS};
+use crate::names::{HOST_METRICS, PLAN_METRICS};
 
 #[test]
-fn every_seed_metric_is_exposed_even_before_it_has_samples() {
+fn every_plan_metric_is_exposed_even_before_it_has_samples() {
     let text = Metrics::new("adtrobot").unwrap().render();
-    for name in SEED_METRICS {
+    for name in PLAN_METRICS {
         assert!(
             text.contains(&format!("# TYPE adtrobot_{name} ")),
             "{name} missing:\n{text}"
@@ -24,7 +24,7 @@ fn granted(names: &[&str]) -> BTreeSet<String> {
 }
 
 #[test]
-fn every_registered_family_is_a_seed_or_host_name() {
+fn every_registered_family_is_a_plan_or_host_name() {
     let m = Metrics::new("ns").unwrap();
     let (ours, instrumentator): (Vec<&str>, Vec<&str>) = m
         .families
@@ -32,7 +32,7 @@ fn every_registered_family_is_a_seed_or_host_name() {
         .map(|(name, _, _)| name.as_str())
         .partition(|name| name.starts_with("ns_"));
     let registered: BTreeSet<&str> = ours.iter().map(|n| &n[3..]).collect();
-    let known: BTreeSet<&str> = SEED_METRICS.into_iter().chain(HOST_METRICS).collect();
+    let known: BTreeSet<&str> = PLAN_METRICS.into_iter().chain(HOST_METRICS).collect();
     assert_eq!(registered, known);
     assert!(
         instrumentator
@@ -94,7 +94,7 @@ fn granted_samples_are_exported_with_the_check_label_and_replaced_by_the_next_ru
 }
 
 #[test]
-fn ai_duration_uses_the_seeds_buckets() {
+fn ai_duration_uses_the_plans_buckets() {
     let m = Metrics::new("x").unwrap();
     m.ai_request_duration
         .with_label_values(&["tarot", "m"])

@@ -29,7 +29,7 @@ use crate::capabilities::bindings::{Check, CheckPre};
 use crate::capabilities::fixtures::Fixtures;
 use crate::capabilities::log::{CapturePipe, LogState};
 use crate::capabilities::sql::Datasources;
-use crate::capabilities::{self, Grants, RunContext, config, http, sql};
+use crate::capabilities::{self, Grants, RunContext, http, settings, sql};
 pub use crate::config::Compiler;
 use crate::limits::{self, Deadline, Limits, REPORT_MAX_MESSAGE_BYTES, STDIO_CAPTURE_BYTES};
 pub use crate::samples::Sample;
@@ -100,7 +100,7 @@ pub struct Plugin {
     limits: Limits,
     http: Arc<http::HttpPolicy>,
     sql: Arc<sql::SqlPolicy>,
-    settings: Arc<config::Settings>,
+    settings: Arc<settings::Settings>,
     scrubber: Arc<Scrubber>,
     fixtures: Option<Arc<Fixtures>>,
 }
@@ -311,7 +311,7 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
         limiter: limiter::MemoryLimiter::new(limits.memory),
         http: http::HttpState::new(&run, plugin.http.clone(), shared.client.clone()),
         sql: sql::SqlState::new(&run, plugin.sql.clone(), shared.datasources.clone()),
-        config: config::ConfigState::new(&run, plugin.settings.clone()),
+        settings: settings::SettingsState::new(&run, plugin.settings.clone()),
         log: LogState::new(&run),
     };
     let mut store = Store::new(&shared.engine, state);
@@ -350,7 +350,7 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
     let peak_memory_bytes = data.limiter.peak();
     let memory_refused = data.limiter.refused();
     let calls = Calls {
-        settings_read: std::mem::take(&mut data.config.read).into_vec(),
+        settings_read: std::mem::take(&mut data.settings.read).into_vec(),
         refused: std::mem::take(&mut data.http.refused)
             .into_vec()
             .into_iter()

@@ -6,7 +6,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limiter::MemoryLimiter;
-use crate::capabilities::{bindings, config, http, log, sql};
+use crate::capabilities::{bindings, http, log, settings, sql};
 
 /// The store's data for one run: WASI, the memory limiter, and one slice per
 /// capability.
@@ -16,7 +16,7 @@ pub struct RunState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) http: http::HttpState,
     pub(crate) sql: sql::SqlState,
-    pub(crate) config: config::ConfigState,
+    pub(crate) settings: settings::SettingsState,
     pub(crate) log: log::LogState,
 }
 
@@ -36,7 +36,7 @@ pub fn add_to_linker(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wit::http::add_to_linker::<_, HasSelf<http::HttpState>>(linker, |s| &mut s.http)?;
     wit::sql::add_to_linker::<_, HasSelf<sql::SqlState>>(linker, |s| &mut s.sql)?;
-    wit::config::add_to_linker::<_, HasSelf<config::ConfigState>>(linker, |s| &mut s.config)?;
+    wit::config::add_to_linker::<_, HasSelf<settings::SettingsState>>(linker, |s| &mut s.settings)?;
     wit::log::add_to_linker::<_, HasSelf<log::LogState>>(linker, |s| &mut s.log)?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Recording AI usage (`POST /v1/ai-usage`): reading a body of one row or a batch,
 //! validating every field of every row into typed [`Problem`]s, writing the batch in
 //! one transaction through the [`UsageStore`], and — only after the commit — moving the
-//! seed's `ai_*` metrics, with operation and model label values capped by [`LabelCap`].
+//! AdtroBot plan's `ai_*` metrics, with operation and model label values capped by [`LabelCap`].
 //!
 //! The HTTP side (authorization, body limit, status codes) is in `server`.
 
@@ -361,7 +361,7 @@ impl Ingest {
         Ok(ids)
     }
 
-    /// Moves the seed's AI metrics for recorded rows.
+    /// Moves the plan's AI metrics for recorded rows.
     fn observe(&self, rows: &[NewUsage]) {
         let m = &self.metrics;
         for row in rows {

@@ -1,6 +1,6 @@
 //! The `usage` report: calls, errors, tokens and cost from the `ai_usage` table over a
 //! recent window, grouped by operation, model, day or user, with totals, active users
-//! (distinct non-null `user_id`) and cost per active user — the seed's unit economics.
+//! (distinct non-null `user_id`) and cost per active user — the bot's unit economics.
 //! Queries, JSON and the aligned table for people.
 //!
 //! The window is measured with the database's own clock, the one that set

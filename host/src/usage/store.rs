@@ -260,7 +260,7 @@ const MYSQL_HAS_COLUMN: &str = "SELECT CAST(1 AS SIGNED) FROM information_schema
 /// What differs between databases in an insert.
 struct InsertDialect {
     /// The database's clock, as `created_at` (the migrations' default, and what the
-    /// seed's ORM writes: a table made by another tool may have no default).
+    /// bot's ORM writes: a table made by another tool may have no default).
     now: &'static str,
 }
 

@@ -185,7 +185,7 @@ async fn scheduler_reads_the_job_store_in_postgres() {
             0,
             "PASS - 3 jobs scheduled",
         ),
-        (&[], &[], 0, "PASS - 0 jobs scheduled"), // as the seed answers
+        (&[], &[], 0, "PASS - 0 jobs scheduled"), // as the bot answers
         (
             &[],
             &["min_jobs=1"],

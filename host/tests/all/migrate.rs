@@ -1,5 +1,5 @@
 //! `healthhost migrate` on SQLite, PostgreSQL and MariaDB: from an empty database the
-//! seed's `ai_usage` table appears with its defaults and indexes (and the nullable
+//! AdtroBot plan's `ai_usage` table appears with its defaults and indexes (and the nullable
 //! `status` column); a re-run applies nothing.
 
 use std::process::Command;
@@ -42,7 +42,7 @@ async fn migrates_once(url: &str) {
     );
 }
 
-/// The seed's defaults: tokens 0, created_at set, nullable columns null.
+/// The AdtroBot plan's defaults: tokens 0, created_at set, nullable columns null.
 const DEFAULTS: &str = "SELECT count(*) FROM ai_usage WHERE prompt_tokens = 0 AND completion_tokens = 0 \
     AND total_tokens = 0 AND created_at IS NOT NULL AND user_id IS NULL AND cost_dollars IS NULL \
     AND generation_id IS NULL AND latency_ms IS NULL AND status IS NULL";

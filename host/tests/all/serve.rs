@@ -1,6 +1,6 @@
 //! `healthhost serve` end to end: a real process on an ephemeral port, real plugins
 //! built from source, stand-in upstreams on loopback and real databases. Covers the
-//! seed's /health JSON and status codes, the IETF format, exclusion, single checks,
+//! AdtroBot plan's /health JSON and status codes, the IETF format, exclusion, single checks,
 //! staleness, readiness, metrics (parsed strictly, whatever plugins report), 404/405
 //! answers, shutdown and config validation.
 
@@ -75,7 +75,7 @@ async fn openrouter_stand_in() -> StandIn {
 }
 
 #[tokio::test]
-async fn all_healthy_gives_the_seeds_json_and_200() {
+async fn all_healthy_gives_the_plans_json_and_200() {
     let openrouter = openrouter_stand_in().await;
     let dir = TempDir::new();
     let server = Host::start(&four_builtins(&openrouter, &dir.0.join("app.db")).await).await;
@@ -381,7 +381,7 @@ async fn details_can_be_reserved_for_authorized_callers() {
 }
 
 #[tokio::test]
-async fn metrics_hold_every_seed_name_and_stay_bounded_under_random_paths() {
+async fn metrics_hold_every_plan_name_and_stay_bounded_under_random_paths() {
     let config = check_block("telegram", test_artifacts::CHECK_TELEGRAM, true, "");
     let server = Host::start(&config).await;
     server.wait_for("/health", all_ran).await;
@@ -406,13 +406,13 @@ async fn metrics_hold_every_seed_name_and_stay_bounded_under_random_paths() {
             .unwrap()
             .starts_with("text/plain")
     );
-    let seed = healthhost::names::SEED_METRICS.map(|name| format!("adtrobot_{name}"));
+    let plan = healthhost::names::PLAN_METRICS.map(|name| format!("adtrobot_{name}"));
     let host = [
         "adtrobot_check_runs_total",
         "adtrobot_check_run_duration_seconds",
         "process_resident_memory_bytes",
     ];
-    for name in seed.iter().map(String::as_str).chain(host) {
+    for name in plan.iter().map(String::as_str).chain(host) {
         assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
     }
     assert!(

@@ -979,10 +979,10 @@ async fn report_flags_are_checked_with_one_line_and_exit_3() {
 
 // ------------------------------------------------------- the bot's own schema
 
-/// `users` and `ai_usage` as the seed's SQLAlchemy models and Alembic make them: no
+/// `users` and `ai_usage` as the AdtroBot plan's SQLAlchemy models and Alembic make them: no
 /// database default on `created_at` (the ORM fills it), no `status`, and a foreign key
 /// to `users`. User 42 exists.
-fn seed_schema(kind: Kind) -> &'static str {
+fn bot_schema(kind: Kind) -> &'static str {
     match kind {
         Kind::Sqlite => {
             "CREATE TABLE users (id INTEGER NOT NULL, PRIMARY KEY (id));
@@ -1040,7 +1040,7 @@ fn schema_probe(kind: Kind, table: &str) -> (String, String) {
 /// naming the row and the field with nothing written, and the report counts the rows.
 async fn records_into_the_bots_own_schema(kind: Kind, usage_settings: &str) {
     let db = Database::empty(kind).await;
-    db.exec(seed_schema(kind)).await;
+    db.exec(bot_schema(kind)).await;
     let host = db.host(usage_settings).await;
 
     let (status, body) = record(
@@ -1119,7 +1119,7 @@ async fn mariadb_records_into_the_bots_own_schema() {
 #[tokio::test]
 async fn migrate_refuses_to_change_a_schema_another_tool_owns() {
     let db = Database::empty(Kind::Sqlite).await;
-    db.exec(seed_schema(Kind::Sqlite)).await;
+    db.exec(bot_schema(Kind::Sqlite)).await;
     let (code, _, err) = usage_cli(&["migrate", "--database-url", &db.url]).await;
     assert_eq!(code, Some(3), "{err}");
     assert!(

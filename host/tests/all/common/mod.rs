@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use healthhost::capabilities::Grants;
-use healthhost::capabilities::config::Settings;
+use healthhost::capabilities::settings::Settings;
 use healthhost::capabilities::sql::Datasources;
 use healthhost::limits::Limits;
 use healthhost::runtime::{Plugin, RunReport, Runtime};

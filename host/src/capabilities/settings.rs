@@ -1,8 +1,8 @@
-//! The `config` capability: a check's own settings and secrets.
+//! The `config` import (WIT): a check's own settings and secrets.
 //!
 //! Policy: [`Settings`], the key/values the operator gave the check; a value taken from
 //! the environment is a secret, and every secret is scrubbed from what the host emits.
-//! Per-run state: [`ConfigState`], a shared read-only view and the keys the run read
+//! Per-run state: [`SettingsState`], a shared read-only view and the keys the run read
 //! (for `healthhost check`'s diagnostics).
 
 use std::collections::BTreeMap;
@@ -70,16 +70,16 @@ impl Settings {
 }
 
 /// What the `config` import of one run can read, and the keys it asked for.
-pub struct ConfigState {
+pub struct SettingsState {
     pub(crate) settings: Arc<Settings>,
     pub(crate) scrubber: Arc<Scrubber>,
     pub(crate) read: Record<String>,
 }
 
-impl ConfigState {
+impl SettingsState {
     /// The state of one run given `settings`.
-    pub fn new(run: &RunContext, settings: Arc<Settings>) -> ConfigState {
-        ConfigState {
+    pub fn new(run: &RunContext, settings: Arc<Settings>) -> SettingsState {
+        SettingsState {
             settings,
             scrubber: run.scrubber.clone(),
             read: Record::default(),
@@ -87,7 +87,7 @@ impl ConfigState {
     }
 }
 
-impl wit::Host for ConfigState {
+impl wit::Host for SettingsState {
     async fn get(&mut self, key: String) -> Option<String> {
         // A key is the plugin's own text: scrubbed, then cut, like every other.
         self.read.push(diagnostic_text(&self.scrubber, &key));
