@@ -66,7 +66,7 @@ enum Command {
     ///
     /// Exit status: 0 pass, 1 warn, 2 fail, 3 could not run (load error, timeout,
     /// trap, limit broken, bad arguments) — the Nagios convention.
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
     /// Print the plugin contract (WIT) for generating bindings in any language.
     Wit,
     /// Write a new plugin project: the check's source, its build script, a grant
@@ -227,7 +227,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List(args) => list(args),
         Command::Migrate(args) => migrate(args),
         Command::Usage(args) => usage_report(args),
-        Command::Check(args) => check::check(args),
+        Command::Check(args) => check::check(*args),
         Command::Wit => {
             out!("{}", crate::WIT)?;
             Ok(ExitCode::SUCCESS)
