@@ -4,6 +4,41 @@
 use std::fmt;
 use std::ops::Range;
 
+/// Why a TOML file (a config, fixtures) could not be used: unreadable, or every
+/// problem in it, located.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{}", render(.path, .problems))]
+    Invalid {
+        path: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// Reads the `what` (e.g. "config") at `path` and parses it with `parse`.
+pub fn load<T>(
+    what: &'static str,
+    path: &std::path::Path,
+    parse: impl FnOnce(&str) -> Result<T, Vec<Problem>>,
+) -> Result<T, FileError> {
+    let shown = || path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        what,
+        path: shown(),
+        source,
+    })?;
+    parse(&text).map_err(|problems| FileError::Invalid {
+        path: shown(),
+        problems,
+    })
+}
+
 /// One problem in a config file, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

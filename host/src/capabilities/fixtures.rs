@@ -39,22 +39,14 @@ use url::Url;
 
 use super::bindings::healthhost::plugin::{http, sql};
 use crate::limits::{HTTP_MAX_RESPONSE_BYTES, SQL_MAX_ROWS};
-use crate::problems::{Problem, Problems, parse_toml, render};
+use crate::problems::{FileError, Problem, Problems, parse_toml};
 use crate::units;
 
-/// Why fixtures could not be read.
+/// Why fixtures could not be used: a file (see [`FileError`]), or a flag.
 #[derive(Debug, thiserror::Error)]
 pub enum FixtureError {
-    #[error("cannot read fixtures {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{}", render(.path, .problems))]
-    Invalid {
-        path: String,
-        problems: Vec<Problem>,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("invalid {flag} '{input}': {reason} (expected e.g. {example})")]
     Flag {
         flag: &'static str,
@@ -133,14 +125,7 @@ fn normalize_statement(statement: &str) -> String {
 impl Fixtures {
     /// Reads a fixtures file.
     pub fn load(path: &std::path::Path) -> Result<Fixtures, FixtureError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Fixtures::parse(&text).map_err(|problems| FixtureError::Invalid {
-            path: path.display().to_string(),
-            problems,
-        })
+        Ok(crate::problems::load("fixtures", path, Fixtures::parse)?)
     }
 
     /// Parses the text of a fixtures file; every problem is reported, located.

@@ -19,7 +19,7 @@ use crate::capabilities::http::HttpPolicy;
 use crate::capabilities::settings::Settings;
 use crate::capabilities::sql::{Datasource, SqlPolicy, normalize_url};
 use crate::limits::{self, Limits};
-use crate::problems::{Problem, Problems, parse_toml, render};
+use crate::problems::{FileError, Problem, Problems, parse_toml};
 use crate::units;
 
 mod check;
@@ -180,34 +180,12 @@ pub struct CheckConfig {
     pub source: Source,
 }
 
-/// Everything wrong with a config file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{}", render(.path, .problems))]
-    Invalid {
-        path: String,
-        problems: Vec<Problem>,
-    },
-}
-
 impl Config {
     /// Reads, parses and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+    pub fn load(path: &Path) -> Result<Config, FileError> {
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&source, base, |name| std::env::var(name).ok()).map_err(|problems| {
-            ConfigError::Invalid {
-                path: path.display().to_string(),
-                problems,
-            }
+        crate::problems::load("config", path, |source| {
+            Config::parse(source, base, |name| std::env::var(name).ok())
         })
     }
 

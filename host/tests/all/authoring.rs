@@ -6,18 +6,11 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use crate::common::{BIN, healthhost, stderr, stdout};
+
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
 const MODELS: &str = "https://openrouter.ai/api/v1/models";
-
-fn healthhost(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("HEALTHHOST_LOG", "off")
-        .output()
-        .expect("the healthhost binary runs")
-}
 
 /// `check` on the openrouter built-in, granted its origin.
 fn openrouter(extra: &[&str]) -> Output {
@@ -29,14 +22,6 @@ fn openrouter(extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     healthhost(&args)
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn json(output: &Output) -> Value {

@@ -6,8 +6,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
-
 struct Run {
     code: i32,
     stdout: String,

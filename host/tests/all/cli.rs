@@ -5,28 +5,12 @@
 
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
-
-fn healthhost(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("HEALTHHOST_LOG", "off")
-        .output()
-        .expect("the healthhost binary runs")
-}
+use crate::common::{BIN, healthhost, stderr, stdout};
 
 fn check(extra: &[&str]) -> Output {
     let mut args = vec!["check", test_artifacts::MISBEHAVE];
     args.extend_from_slice(extra);
     healthhost(&args)
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]

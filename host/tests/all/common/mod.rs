@@ -19,6 +19,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
+
+/// Runs `healthhost ARGS` to the end, without its log.
+pub fn healthhost(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("HEALTHHOST_LOG", "off")
+        .output()
+        .expect("the healthhost binary runs")
+}
+
+/// A command's standard output, as text.
+pub fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A command's standard error, as text.
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
 pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const MARIADB_URL: &str = "mysql://root@127.0.0.1:3306/test";
 /// The least-privilege role plugins use on PostgreSQL (made by [`postgres`]).
