@@ -7,7 +7,7 @@
 //! validated), [`capabilities`] (what plugins may reach), [`runtime`] (engine,
 //! loading, runs and outcomes), [`samples`], [`diagnose`] (what `check` explains),
 //! [`metrics`] and [`instrumentator`], [`health`] (scheduling, results, wire formats),
-//! [`dropins`] (the watched plugins folder), [`listing`], [`usage`] (the `ai_usage`
+//! `health::dropins` (the watched plugins folder), [`listing`], [`usage`] (the `ai_usage`
 //! table: migrations, store, ingest, report), [`server`] (the HTTP API), [`scaffold`]
 //! (`healthhost new`) and [`cli`].
 
@@ -18,7 +18,6 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod diagnose;
-pub mod dropins;
 pub mod escape;
 pub mod health;
 pub mod instrumentator;

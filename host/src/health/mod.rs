@@ -12,6 +12,7 @@
 //! their interval, with concurrent requests merged into one run. A result older than its check's
 //! `max_age` counts as failed ("stale"). Readiness: every critical check has a result.
 
+pub mod dropins;
 pub mod wire;
 
 use std::collections::BTreeMap;

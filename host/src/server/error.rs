@@ -1,0 +1,89 @@
+//! The API's errors, each the JSON answer it becomes ([`IntoResponse`]).
+
+use super::*;
+
+/// Why the API answers with an error, and the JSON answer each becomes.
+#[derive(Debug)]
+pub enum ApiError {
+    /// `/health/{check}` for a check that does not exist.
+    NoSuchCheck(String),
+    /// No such route (or the usage endpoint is off).
+    NotFound,
+    MethodNotAllowed(Method),
+    /// No or a wrong bearer token: 401 with `WWW-Authenticate: Bearer`.
+    Unauthorized,
+    /// A body over the limit (bytes): 413.
+    BodyTooLarge {
+        limit: usize,
+    },
+    /// A body that could not be read: axum's status and text.
+    Body(StatusCode, String),
+    /// Usage rows refused (400, 422) or not written (503 with `Retry-After`).
+    Record(RecordError),
+    /// The write task failed: 500.
+    Internal,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            ApiError::NoSuchCheck(check) => (
+                StatusCode::NOT_FOUND,
+                json!({"error": "no such check", "check": check}),
+            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, json!({"error": "not found"})),
+            ApiError::MethodNotAllowed(method) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method not allowed", "method": method.as_str()}),
+            ),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "missing or wrong bearer token"}),
+            ),
+            ApiError::BodyTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "body too large", "limit_bytes": limit}),
+            ),
+            ApiError::Body(status, text) => (*status, json!({"error": text})),
+            ApiError::Record(e @ RecordError::Malformed(_)) => {
+                (StatusCode::BAD_REQUEST, json!({"error": e.to_string()}))
+            }
+            ApiError::Record(RecordError::Invalid(problems)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({
+                    "error": "invalid rows",
+                    "problems": problems.iter().map(|p| p.to_json()).collect::<Vec<_>>(),
+                }),
+            ),
+            ApiError::Record(
+                e @ (RecordError::NotRows | RecordError::Empty | RecordError::TooMany { .. }),
+            ) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": e.to_string()}),
+            ),
+            ApiError::Record(RecordError::Store(e)) => {
+                tracing::warn!("cannot record ai usage: {e}");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "the usage database is unavailable; nothing was written", "retry_after_seconds": RETRY_AFTER_SECONDS}),
+                )
+            }
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "internal error"}),
+            ),
+        };
+        let mut response = json_response(status, "application/json", &body);
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Record(RecordError::Store(_)) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            _ => {}
+        }
+        response
+    }
+}

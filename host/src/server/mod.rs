@@ -1,0 +1,178 @@
+//! The HTTP API (axum): `/health`, `/health/{check}`, `/livez`, `/readyz`, `/metrics`,
+//! `POST /v1/ai-usage` (when a usage token is configured), JSON 404/405 answers, and
+//! request instrumentation by matched route.
+//!
+//! Files: `probes` (`/health`, `/health/{check}`), `usage` (`POST /v1/ai-usage`),
+//! `error` (each error as its JSON answer); this one holds the router, the shared
+//! state, the instrumentation, `/livez`, `/readyz` and `/metrics`.
+//!
+//! Health handlers read the latest results; none waits on a plugin, except that
+//! on-demand checks are brought up to date first (see [`Health::refresh`]). The usage
+//! endpoint waits on its database, bounded by the store's timeouts.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::config::ShowDetails;
+use crate::health::wire::{CheckDoc, HealthDoc, IetfDoc};
+use crate::health::{self, Health};
+use crate::instrumentator::{HttpMetrics, Observation};
+use crate::metrics::Metrics;
+use crate::usage::ingest::{Ingest, RecordError};
+
+/// Content type of the IETF health check format.
+pub const HEALTH_JSON: &str = "application/health+json";
+/// Content type of the Prometheus text format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Where AI usage rows are recorded.
+pub const AI_USAGE_PATH: &str = "/v1/ai-usage";
+/// `Retry-After` (seconds) when the usage database is unavailable: long enough for a
+/// restart or failover to finish, short enough that writers do not pile up rows.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
+mod error;
+mod probes;
+mod usage;
+
+pub use error::ApiError;
+pub use probes::HealthBodies;
+use probes::{health_all, health_one, health_status};
+use usage::ai_usage;
+
+/// What the handlers share.
+pub struct AppState {
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub show_details: ShowDetails,
+    pub details_token: Option<String>,
+    /// The usage endpoint; `None` when no token is configured (the route is absent).
+    pub ingest: Option<Arc<Ingest>>,
+    /// Built bodies of the whole `/health`.
+    pub bodies: HealthBodies,
+}
+
+/// The application's router; tests call it without a socket.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new()
+        .route("/health", get(health_all))
+        .route("/health/{check}", get(health_one))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    if let Some(ingest) = &state.ingest {
+        router = router.route(
+            AI_USAGE_PATH,
+            post(ai_usage).layer(DefaultBodyLimit::max(ingest.body_limit())),
+        );
+    }
+    router
+        .route_layer(middleware::from_fn_with_state(state.clone(), instrument))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Counts requests by matched route, method and grouped status (`2xx`), and tracks
+/// requests in progress. Only matched routes reach this layer.
+async fn instrument(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    // Decided before anything is allocated: probes and scrapes are most requests.
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) if HttpMetrics::records(path.as_str()) => path.as_str().to_owned(),
+        _ => return next.run(request).await,
+    };
+    let method = request.method().as_str().to_owned();
+    let request_bytes = content_length(request.headers());
+    let m = &state.metrics;
+    let in_progress = m
+        .requests_in_progress
+        .with_label_values(&[route.as_str(), method.as_str()]);
+    in_progress.inc();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    in_progress.dec();
+    let seconds = started.elapsed().as_secs_f64();
+    let status = format!("{}xx", response.status().as_u16() / 100);
+    m.requests_total
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .inc();
+    m.request_duration
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(seconds);
+    m.http.observe(&Observation {
+        handler: &route,
+        method: &method,
+        status: response.status().as_u16(),
+        seconds,
+        request_bytes,
+        response_bytes: content_length(response.headers()),
+    });
+    response
+}
+
+/// A message's `Content-Length`, 0 without one (as the instrumentator counts it).
+fn content_length(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A JSON response that no cache may keep.
+fn json_response(status: StatusCode, content_type: &'static str, body: &Value) -> Response {
+    bytes_response(status, content_type, Bytes::from(body.to_string()))
+}
+
+fn bytes_response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn livez() -> Response {
+    json_response(
+        StatusCode::OK,
+        "application/json",
+        &json!({"status": "alive"}),
+    )
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    state.health.refresh(|_| true).await;
+    let ready = state.health.ready() && health::healthy(&state.health.views(&[]));
+    let (loading, checks) = state.health.loading();
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "loading": loading,
+        "checks": checks,
+    });
+    json_response(health_status(ready), "application/json", &body)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROMETHEUS_TEXT),
+    );
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method)
+}

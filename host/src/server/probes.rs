@@ -1,0 +1,185 @@
+//! `/health` and `/health/{check}`: the format the caller accepts (the AdtroBot plan's or
+//! the IETF draft's), the details a bearer token unlocks, `exclude`, and the whole
+//! document built at most once per [`HEALTH_BODY_TTL`].
+
+use super::*;
+use crate::auth::Bearer;
+
+/// How long a built `/health` body is served again: a result, an age or a check set
+/// is at most this late, finer than any probe looks. With a thousand checks a body
+/// takes milliseconds to build, and with every check running each second a result
+/// changes every millisecond: rebuilding per change would be rebuilding per request.
+/// Served from here it costs a copy of a pointer.
+pub const HEALTH_BODY_TTL: Duration = Duration::from_millis(100);
+
+/// The whole `/health` (no `exclude`), built: one per format and details setting.
+#[derive(Default)]
+pub struct HealthBodies(Mutex<[Option<Built>; 4]>);
+
+#[derive(Clone)]
+struct Built {
+    at: Instant,
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+}
+
+impl HealthBodies {
+    /// The body for `slot` built within the TTL, if there is one.
+    fn get(&self, slot: usize) -> Option<Built> {
+        let bodies = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        bodies[slot]
+            .clone()
+            .filter(|b| b.at.elapsed() < HEALTH_BODY_TTL)
+    }
+
+    fn put(&self, slot: usize, built: Built) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())[slot] = Some(built);
+    }
+}
+
+/// Whether the caller may see check messages.
+fn details(state: &AppState, bearer: &Bearer) -> bool {
+    match state.show_details {
+        ShowDetails::Always => true,
+        ShowDetails::Never => false,
+        ShowDetails::WhenAuthorized => bearer.is(state.details_token.as_deref()),
+    }
+}
+
+fn wants_ietf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(HEALTH_JSON))
+}
+
+/// The `exclude` values of a query string (`?exclude=a&exclude=b`).
+fn excluded(query: Option<&str>) -> Vec<String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "exclude")
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
+
+pub(super) fn health_status(healthy: bool) -> StatusCode {
+    if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+pub(super) async fn health_all(
+    State(state): State<Arc<AppState>>,
+    bearer: Bearer,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let exclude = excluded(query.as_deref());
+    state
+        .health
+        .refresh(|name| !exclude.iter().any(|e| e == name))
+        .await;
+    if !exclude.is_empty() {
+        let views = state.health.views(&exclude);
+        let status = health_status(health::healthy(&views));
+        return health_response(&state, &bearer, &headers, status, &views, plan_doc);
+    }
+    // The whole document: built at most once per TTL, then served as bytes.
+    let (ietf, details) = (wants_ietf(&headers), details(&state, &bearer));
+    let slot = usize::from(ietf) * 2 + usize::from(details);
+    let built = match state.bodies.get(slot) {
+        Some(built) => built,
+        None => {
+            let views = state.health.views(&[]);
+            let (content_type, body) = health_body(&views, ietf, details, plan_doc);
+            let built = Built {
+                at: Instant::now(),
+                status: health_status(health::healthy(&views)),
+                content_type,
+                body,
+            };
+            state.bodies.put(slot, built.clone());
+            built
+        }
+    };
+    bytes_response(built.status, built.content_type, built.body)
+}
+
+/// Answers in the format the caller accepts: the IETF draft's, or `plan` (the AdtroBot plan's
+/// whole document, or one check of it).
+fn health_response(
+    state: &AppState,
+    bearer: &Bearer,
+    headers: &HeaderMap,
+    status: StatusCode,
+    views: &[health::CheckView],
+    plan: fn(&[health::CheckView], bool) -> Vec<u8>,
+) -> Response {
+    let (content_type, body) =
+        health_body(views, wants_ietf(headers), details(state, bearer), plan);
+    bytes_response(status, content_type, body)
+}
+
+/// A `/health` body and its content type: the IETF draft's format, or `plan`.
+fn health_body(
+    views: &[health::CheckView],
+    ietf: bool,
+    details: bool,
+    plan: fn(&[health::CheckView], bool) -> Vec<u8>,
+) -> (&'static str, Bytes) {
+    if ietf {
+        (
+            HEALTH_JSON,
+            Bytes::from(to_json(&IetfDoc::of(views, details))),
+        )
+    } else {
+        ("application/json", Bytes::from(plan(views, details)))
+    }
+}
+
+/// The plan's whole `/health` document.
+fn plan_doc(views: &[health::CheckView], details: bool) -> Vec<u8> {
+    to_json(&HealthDoc::of(views, details))
+}
+
+/// A wire type's JSON; these types always serialize.
+fn to_json(doc: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(doc).expect("the wire types serialize")
+}
+
+pub(super) async fn health_one(
+    State(state): State<Arc<AppState>>,
+    bearer: Bearer,
+    headers: HeaderMap,
+    Path(check): Path<String>,
+) -> Result<Response, ApiError> {
+    state.health.refresh(|name| name == check).await;
+    let Some(view) = state.health.view(&check) else {
+        return Err(ApiError::NoSuchCheck(check));
+    };
+    let status = health_status(view.healthy);
+    Ok(health_response(
+        &state,
+        &bearer,
+        &headers,
+        status,
+        &[view],
+        |views, details| to_json(&CheckDoc::of(&views[0], details)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclude_is_repeatable_and_decoded() {
+        assert_eq!(
+            excluded(Some("exclude=a&exclude=b%2Dc&other=x")),
+            ["a", "b-c"]
+        );
+        assert!(excluded(None).is_empty());
+    }
+}
