@@ -3,7 +3,7 @@
 //! Modules, one per concern; `ARCHITECTURE.md` has the map, the way data flows and
 //! the invariants each keeps, and `scripts/check-layout` keeps the imports acyclic.
 //! Leaves: [`limits`], [`units`], [`scrub`], [`escape`], [`names`], [`problems`],
-//! [`auth`], [`cache`], [`contract`]. Then [`config`] (the config file, parsed then
+//! [`auth`], [`cache`], [`contract`], [`dburl`]. Then [`config`] (the config file, parsed then
 //! validated), [`capabilities`] (what plugins may reach), [`runtime`] (engine,
 //! loading, runs and outcomes), [`samples`], [`diagnose`] (what `check` explains),
 //! [`metrics`] and [`instrumentator`], [`health`] (scheduling, results, wire formats),
@@ -17,6 +17,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod dburl;
 pub mod diagnose;
 pub mod escape;
 pub mod health;

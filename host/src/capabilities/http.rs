@@ -9,14 +9,13 @@
 //! that every hop is checked against the allowlist; the body is read up to a cap; the
 //! exchange gets the lesser of the guest's timeout and the run's remaining time.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use tracing::Instrument;
-use url::{Host, Url};
+use url::Url;
 
 use super::bindings::healthhost::plugin::http::{self as wit, Error, Request, Response};
 use super::{Record, Refusal, RunContext, diagnostic_text};
@@ -25,105 +24,9 @@ use crate::limits::{Deadline, HTTP_MAX_REDIRECTS, HTTP_MAX_RESPONSE_BYTES};
 use crate::scrub::Scrubber;
 
 // ---------------------------------------------------------------------------------
-// Policy
+// Policy: `crate::config::grants` (what the operator wrote)
 
-/// One allowed origin: scheme, host and port, as in the web's same-origin rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    scheme: String,
-    host: Host<String>,
-    port: u16,
-}
-
-impl Origin {
-    /// The origin of an http(s) URL; `None` for other schemes or a URL without a host.
-    pub fn of(url: &Url) -> Option<Origin> {
-        let scheme = url.scheme();
-        if scheme != "http" && scheme != "https" {
-            return None;
-        }
-        Some(Origin {
-            scheme: scheme.to_owned(),
-            host: url.host()?.to_owned(),
-            port: url.port_or_known_default()?,
-        })
-    }
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
-    }
-}
-
-/// An allowlist entry that is not an origin; carries the entry and why.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "invalid http origin '{entry}': {reason} (expected e.g. \"https://api.example.com\" or \"http://127.0.0.1:8080\")"
-)]
-pub struct OriginError {
-    entry: String,
-    reason: &'static str,
-}
-
-/// The origins a check may send requests to. The default allows nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HttpPolicy {
-    any: bool,
-    origins: Vec<Origin>,
-}
-
-impl HttpPolicy {
-    /// Parses allowlist entries: origins like `https://host[:port]`, or `*` for any.
-    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<HttpPolicy, OriginError> {
-        let mut policy = HttpPolicy::default();
-        for entry in entries {
-            let entry = entry.as_ref().trim();
-            if entry == "*" {
-                policy.any = true;
-                continue;
-            }
-            let error = |reason| OriginError {
-                entry: entry.to_owned(),
-                reason,
-            };
-            let url = Url::parse(entry).map_err(|_| error("not a URL"))?;
-            if !url.username().is_empty() || url.password().is_some() {
-                return Err(error("an origin has no user name or password"));
-            }
-            if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some()
-            {
-                return Err(error("an origin has no path, query or fragment"));
-            }
-            let origin = Origin::of(&url)
-                .ok_or_else(|| error("the scheme must be http or https and a host is required"))?;
-            policy.origins.push(origin);
-        }
-        Ok(policy)
-    }
-
-    /// Whether a request to `url` may be sent. Non-http(s) URLs and URLs without a
-    /// host are never allowed.
-    pub fn allows(&self, url: &Url) -> bool {
-        match Origin::of(url) {
-            Some(origin) => self.any || self.origins.contains(&origin),
-            None => false,
-        }
-    }
-
-    /// Whether nothing at all is allowed.
-    pub fn is_empty(&self) -> bool {
-        !self.any && self.origins.is_empty()
-    }
-
-    /// The allowlist as written in a config: `*`, then each origin.
-    pub fn entries(&self) -> Vec<String> {
-        let any = self.any.then(|| "*".to_owned());
-        any.into_iter()
-            .chain(self.origins.iter().map(Origin::to_string))
-            .collect()
-    }
-}
+pub use crate::config::grants::{HttpPolicy, Origin, OriginError};
 
 // ---------------------------------------------------------------------------------
 // Per-run state

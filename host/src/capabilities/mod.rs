@@ -28,16 +28,7 @@ pub mod bindings {
     });
 }
 
-/// Everything the operator granted one check.
-#[derive(Debug, Clone, Default)]
-pub struct Grants {
-    /// Origins it may send HTTP requests to.
-    pub http: http::HttpPolicy,
-    /// Datasources it may query.
-    pub sql: sql::SqlPolicy,
-    /// Its settings and secrets.
-    pub settings: settings::Settings,
-}
+pub use crate::config::grants::Grants;
 
 /// What every capability's per-run state starts from: whose run it is, the scrubber
 /// of its secrets, the run's deadline, and (under `healthhost check`) the fixtures

@@ -5,69 +5,13 @@
 //! Per-run state: [`SettingsState`], a shared read-only view and the keys the run read
 //! (for `healthhost check`'s diagnostics).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::bindings::healthhost::plugin::config as wit;
 use super::{Record, RunContext, diagnostic_text};
 use crate::scrub::Scrubber;
 
-/// One setting's value and whether it is a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Setting {
-    pub value: String,
-    pub secret: bool,
-}
-
-/// A check's settings. The default has none.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Settings {
-    values: BTreeMap<String, Setting>,
-}
-
-impl Settings {
-    /// Sets a plain (non-secret) value.
-    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        let value = value.into();
-        self.values.insert(
-            key.into(),
-            Setting {
-                value,
-                secret: false,
-            },
-        );
-    }
-
-    /// Sets a secret value.
-    pub fn set_secret(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        let value = value.into();
-        self.values.insert(
-            key.into(),
-            Setting {
-                value,
-                secret: true,
-            },
-        );
-    }
-
-    /// The value of `key`.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(|s| s.value.as_str())
-    }
-
-    /// Every secret value.
-    pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.values
-            .values()
-            .filter(|s| s.secret)
-            .map(|s| s.value.as_str())
-    }
-
-    /// Keys and whether each is secret (values are never listed).
-    pub fn keys(&self) -> impl Iterator<Item = (&str, bool)> {
-        self.values.iter().map(|(k, s)| (k.as_str(), s.secret))
-    }
-}
+pub use crate::config::grants::{Setting, Settings};
 
 /// What the `config` import of one run can read, and the keys it asked for.
 pub struct SettingsState {

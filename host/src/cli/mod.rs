@@ -303,8 +303,8 @@ fn initial_set(config: &Config, folder: &mut Folder, scan: Scan) -> (CheckSet, V
 
 fn datasources(config: &Config) -> Datasources {
     let mut all = Datasources::default();
-    for ds in &config.datasources {
-        all.insert(ds.clone());
+    for spec in &config.datasources {
+        all.insert(Datasource::new(spec.clone()));
     }
     all
 }
@@ -321,11 +321,12 @@ async fn check_roles(config: &Config) -> anyhow::Result<()> {
     let checks = config
         .datasources
         .iter()
-        .filter(|d| granted.contains(d.name()))
-        .map(|d| async move {
+        .filter(|spec| granted.contains(spec.name()))
+        .map(|spec| async move {
+            let datasource = Datasource::new(spec.clone());
             (
-                d,
-                tokio::time::timeout(ROLE_CHECK_TIMEOUT, d.check_role()).await,
+                spec,
+                tokio::time::timeout(ROLE_CHECK_TIMEOUT, datasource.check_role()).await,
             )
         });
     let mut refused = Vec::new();

@@ -14,16 +14,16 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::capabilities::Grants;
-use crate::capabilities::http::HttpPolicy;
-use crate::capabilities::settings::Settings;
-use crate::capabilities::sql::{Datasource, SqlPolicy, normalize_url};
+use crate::dburl::{DatasourceSpec, normalize_url};
 use crate::limits::{self, Limits};
 use crate::problems::{FileError, Problem, Problems, parse_toml};
 use crate::units;
 
 mod check;
+pub mod grants;
 mod raw;
+
+use grants::{Grants, HttpPolicy, Settings, SqlPolicy};
 
 pub use check::grant_file;
 use check::{CheckContext, resolve_check};
@@ -110,7 +110,7 @@ pub struct Config {
     /// How long after start a critical check still loading does not count as failing.
     pub startup_grace: Duration,
     pub shutdown_delay: Duration,
-    pub datasources: Vec<Datasource>,
+    pub datasources: Vec<DatasourceSpec>,
     pub checks: Vec<CheckConfig>,
     /// The drop-in folder.
     pub plugins_dir: PathBuf,
@@ -154,7 +154,7 @@ pub const DEFAULT_USAGE_DATASOURCE: &str = "main";
 
 impl Config {
     /// The datasource holding `ai_usage`, if it is defined.
-    pub fn usage_datasource(&self) -> Option<&Datasource> {
+    pub fn usage_datasource(&self) -> Option<&DatasourceSpec> {
         self.datasources
             .iter()
             .find(|d| d.name() == self.usage.datasource)
@@ -324,7 +324,7 @@ impl Config {
                 );
             }
             let url = resolve_sqlite_path(&normalize_url(&url), base);
-            match Datasource::parse(name, &url) {
+            match DatasourceSpec::parse(name, &url) {
                 Ok(d) => datasources
                     .push(d.unsafe_allow_privileged_role(ds.unsafe_allow_privileged_role)),
                 Err(e) => problems.add(ds.url.span(), key, e),

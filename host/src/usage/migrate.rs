@@ -9,7 +9,7 @@ use sqlx::{
     Type,
 };
 
-use crate::capabilities::sql::{Kind, mysql_url};
+use crate::dburl::{Kind, mysql_url};
 
 static SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");

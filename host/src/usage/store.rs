@@ -14,7 +14,7 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilde
 
 use tokio::sync::OnceCell;
 
-use crate::capabilities::sql::{Kind, mysql_url};
+use crate::dburl::{Kind, mysql_url};
 
 // ---------------------------------------------------------------------------------
 // Recording rows

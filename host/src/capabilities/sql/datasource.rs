@@ -2,7 +2,6 @@
 //! MySQL/MariaDB database), parsed and validated once, with pools that connect on
 //! first use and the check that refuses a role with powers over the database server.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -13,72 +12,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tokio::sync::OnceCell;
 
 use super::{describe, mysql, postgres, sqlite};
+use crate::dburl::{DatasourceError, DatasourceSpec, Kind};
 use crate::limits::{SQL_POOL_SIZE, SQL_ROLE_RECHECK};
-
-/// The database kinds a datasource can be, chosen by its URL's scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Sqlite,
-    Postgres,
-    MySql,
-}
-
-impl Kind {
-    /// The kind of a database URL: `sqlite:`, `postgres:`/`postgresql:`,
-    /// `mysql:`/`mariadb:`.
-    pub fn of_url(url: &str) -> Option<Kind> {
-        match url.split(':').next()?.to_ascii_lowercase().as_str() {
-            "sqlite" => Some(Kind::Sqlite),
-            "postgres" | "postgresql" => Some(Kind::Postgres),
-            "mysql" | "mariadb" => Some(Kind::MySql),
-            _ => None,
-        }
-    }
-}
-
-/// A database URL as sqlx reads it. SQLAlchemy's forms (the bot's `DATABASE_URL`)
-/// name a driver after the scheme, which says nothing to sqlx: `postgresql+asyncpg://`
-/// is `postgresql://`, `mysql+aiomysql://` is `mysql://`. SQLAlchemy's SQLite paths
-/// have one slash more: `sqlite+aiosqlite:///data/bot.db` is the relative
-/// `sqlite://data/bot.db`, `sqlite+aiosqlite:////var/bot.db` the absolute
-/// `sqlite:///var/bot.db`, and no path is an in-memory database. Other URLs are
-/// returned as they are.
-pub fn normalize_url(url: &str) -> Cow<'_, str> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Cow::Borrowed(url);
-    };
-    let Some((base, _driver)) = scheme.split_once('+') else {
-        return Cow::Borrowed(url);
-    };
-    if !base.eq_ignore_ascii_case("sqlite") {
-        return Cow::Owned(format!("{base}://{rest}"));
-    }
-    match rest.strip_prefix('/').unwrap_or(rest) {
-        "" => Cow::Borrowed("sqlite::memory:"),
-        path => Cow::Owned(format!("sqlite://{path}")),
-    }
-}
-
-/// sqlx knows MariaDB URLs as `mysql://`.
-pub fn mysql_url(url: &str) -> String {
-    match url.get(..8) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("mariadb:") => format!("mysql:{}", &url[8..]),
-        _ => url.to_owned(),
-    }
-}
-
-/// A datasource URL that cannot be used; carries the datasource name and why.
-#[derive(Debug, thiserror::Error)]
-pub enum DatasourceError {
-    #[error(
-        "datasource '{name}': unsupported url scheme '{scheme}' (expected sqlite:, postgres:// or mysql://, e.g. \"postgres://user@127.0.0.1:5432/app\")"
-    )]
-    Scheme { name: String, scheme: String },
-    #[error("datasource '{name}': invalid url: {reason}")]
-    Url { name: String, reason: String },
-    #[error("datasource name '{0}' is invalid: use letters, digits, '-' and '_'")]
-    Name(String),
-}
 
 #[derive(Clone)]
 enum Options {
@@ -111,44 +46,32 @@ pub struct Datasource {
 }
 
 impl Datasource {
-    /// Parses a datasource URL: `sqlite:PATH` / `sqlite://PATH`, `postgres://...` /
-    /// `postgresql://...`, `mysql://...` / `mariadb://...`.
+    /// Parses and checks a datasource (see [`DatasourceSpec::parse`]).
     pub fn parse(name: &str, url: &str) -> Result<Datasource, DatasourceError> {
-        let url = &*normalize_url(url);
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(DatasourceError::Name(name.to_owned()));
-        }
-        let invalid = |reason: String| DatasourceError::Url {
-            name: name.to_owned(),
-            reason,
+        DatasourceSpec::parse(name, url).map(Datasource::new)
+    }
+
+    /// The datasource `spec` defines, its connections restricted as the dialect's
+    /// module says; nothing connects until a query.
+    pub fn new(spec: DatasourceSpec) -> Datasource {
+        let url = spec.url();
+        // `DatasourceSpec::parse` read the URL the same way: this cannot fail.
+        let unreadable = "a DatasourceSpec's URL was read when it was parsed";
+        let options = match spec.kind() {
+            Kind::Sqlite => Options::Sqlite(sqlite::options(url).expect(unreadable)),
+            Kind::Postgres => Options::Postgres(postgres::options(url).expect(unreadable)),
+            Kind::MySql => Options::MySql(mysql::options(url).expect(unreadable)),
         };
-        let kind = Kind::of_url(url).ok_or_else(|| DatasourceError::Scheme {
-            name: name.to_owned(),
-            scheme: url.split(':').next().unwrap_or_default().to_owned(),
-        })?;
-        let options = match kind {
-            Kind::Sqlite => Options::Sqlite(sqlite::options(url).map_err(invalid)?),
-            Kind::Postgres => Options::Postgres(postgres::options(url).map_err(invalid)?),
-            Kind::MySql => Options::MySql(mysql::options(url).map_err(invalid)?),
-        };
-        let password = url::Url::parse(url)
-            .ok()
-            .and_then(|u| u.password().map(str::to_owned))
-            .filter(|p| !p.is_empty());
-        Ok(Datasource {
-            name: name.to_owned(),
+        Datasource {
+            name: spec.name().to_owned(),
             url: url.to_owned(),
-            kind,
+            kind: spec.kind(),
             options,
-            password,
-            allow_privileged_role: false,
+            password: spec.password().map(str::to_owned),
+            allow_privileged_role: spec.allows_privileged_role(),
             pool: OnceCell::new(),
             role_checked: Arc::default(),
-        })
+        }
     }
 
     /// Lets plugins query this datasource even when its role can run programs or read

@@ -22,7 +22,6 @@ mod mysql;
 mod postgres;
 mod sqlite;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,35 +43,10 @@ use crate::scrub::Scrubber;
 // ---------------------------------------------------------------------------------
 // Policy and datasources
 
-/// The datasource names a check may query. The default grants none.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SqlPolicy {
-    names: BTreeSet<String>,
-}
-
-impl SqlPolicy {
-    /// A policy granting these datasource names.
-    pub fn new<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Self {
-        SqlPolicy {
-            names: names.into_iter().map(Into::into).collect(),
-        }
-    }
-
-    /// Whether the check may query `datasource`.
-    pub fn allows(&self, datasource: &str) -> bool {
-        self.names.contains(datasource)
-    }
-
-    /// The granted names, sorted.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.names.iter().map(String::as_str)
-    }
-}
-
+pub use crate::config::grants::SqlPolicy;
+pub use crate::dburl::{DatasourceError, DatasourceSpec, Kind, mysql_url, normalize_url};
 use datasource::AnyPool;
-pub use datasource::{
-    Datasource, DatasourceError, Datasources, Kind, RoleError, mysql_url, normalize_url,
-};
+pub use datasource::{Datasource, Datasources, RoleError};
 
 // ---------------------------------------------------------------------------------
 // Per-run state
