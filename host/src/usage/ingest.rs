@@ -1,5 +1,5 @@
 //! Recording AI usage (`POST /v1/ai-usage`): reading a body of one row or a batch,
-//! validating every field of every row into typed [`Problem`]s, writing the batch in
+//! validating every field of every row into typed [`RowProblem`]s, writing the batch in
 //! one transaction through the [`UsageStore`], and — only after the commit — moving the
 //! AdtroBot plan's `ai_*` metrics, with operation and model label values capped by [`LabelCap`].
 //!
@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::auth::Bearer;
 use crate::limits::BODY_BYTES_PER_ROW;
 use crate::metrics::Metrics;
-use crate::usage::{NewUsage, Status, StoreError, UsageStore};
+use crate::usage::{CallStatus, NewUsage, StoreError, UsageStore};
 
 /// The label value standing for every value beyond the cap.
 pub const OTHER: &str = "other";
@@ -74,13 +74,13 @@ pub enum Fault {
 /// One problem of one row: its index in the batch (0 for a single object), the field
 /// (none when the row itself is wrong) and the fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub struct RowProblem {
     pub index: usize,
     pub field: Option<String>,
     pub fault: Fault,
 }
 
-impl Problem {
+impl RowProblem {
     /// `{"index": 0, "field": "model", "message": "longer than 100 characters"}`.
     pub fn to_json(&self) -> Value {
         json!({"index": self.index, "field": self.field, "message": self.fault.to_string()})
@@ -99,7 +99,7 @@ pub enum RecordError {
     #[error("{rows} rows is more than the maximum of {max} per request")]
     TooMany { rows: usize, max: usize },
     #[error("{} problem(s) in the rows", .0.len())]
-    Invalid(Vec<Problem>),
+    Invalid(Vec<RowProblem>),
     #[error("cannot record: {0}")]
     Store(#[from] StoreError),
 }
@@ -127,7 +127,7 @@ pub fn parse(body: &[u8], max_batch: usize) -> Result<Vec<NewUsage>, RecordError
     for (index, item) in items.iter().enumerate() {
         match validate(item) {
             Ok(row) => rows.push(row),
-            Err(faults) => problems.extend(faults.into_iter().map(|(field, fault)| Problem {
+            Err(faults) => problems.extend(faults.into_iter().map(|(field, fault)| RowProblem {
                 index,
                 field,
                 fault,
@@ -205,10 +205,10 @@ fn cost(value: &Value) -> Result<f64, Fault> {
         .ok_or(Fault::NotACost)
 }
 
-fn status(value: &Value) -> Result<Status, Fault> {
+fn status(value: &Value) -> Result<CallStatus, Fault> {
     match value.as_str() {
-        Some("success") => Ok(Status::Success),
-        Some("error") => Ok(Status::Error),
+        Some("success") => Ok(CallStatus::Success),
+        Some("error") => Ok(CallStatus::Error),
         _ => Err(Fault::NotAStatus),
     }
 }
@@ -349,7 +349,7 @@ impl Ingest {
                 field,
                 message,
             }) => {
-                return Err(RecordError::Invalid(vec![Problem {
+                return Err(RecordError::Invalid(vec![RowProblem {
                     index,
                     field,
                     fault: Fault::Refused(message),
@@ -426,7 +426,7 @@ mod tests {
                 cost_dollars: None,
                 generation_id: None,
                 latency_ms: None,
-                status: Status::Success,
+                status: CallStatus::Success,
             }]
         );
     }
@@ -446,7 +446,7 @@ mod tests {
         assert_eq!(rows[1].cost_dollars, Some(0.25));
         assert_eq!(rows[1].generation_id.as_deref(), Some("gen-1"));
         assert_eq!(rows[1].latency_ms, Some(900));
-        assert_eq!(rows[1].status, Status::Error);
+        assert_eq!(rows[1].status, CallStatus::Error);
     }
 
     #[test]

@@ -37,18 +37,18 @@ pub const ROWS_PER_STATEMENT: usize = 500;
 
 /// Whether an AI call succeeded, as the `status` column and metric label say it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Status {
+pub enum CallStatus {
     #[default]
     Success,
     Error,
 }
 
-impl Status {
+impl CallStatus {
     /// The stored value and metric label: `success` or `error`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Success => "success",
-            Status::Error => "error",
+            CallStatus::Success => "success",
+            CallStatus::Error => "error",
         }
     }
 }
@@ -65,7 +65,7 @@ pub struct NewUsage {
     pub cost_dollars: Option<f64>,
     pub generation_id: Option<String>,
     pub latency_ms: Option<i32>,
-    pub status: Status,
+    pub status: CallStatus,
 }
 
 /// Why the store could not be opened or written; the URL is never part of the message.
