@@ -77,7 +77,7 @@ pub enum DatasourceError {
 
 /// One datasource as the operator defined it: a valid name and a URL sqlx reads
 /// (normalized), of a known kind. Nothing is connected.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct DatasourceSpec {
     name: String,
     url: String,
@@ -151,5 +151,15 @@ impl DatasourceSpec {
     /// The URL's password, a secret to scrub from every output.
     pub fn password(&self) -> Option<&str> {
         self.password.as_deref()
+    }
+}
+
+/// Names the datasource and its kind, never its URL (which may hold a password).
+impl std::fmt::Debug for DatasourceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatasourceSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }

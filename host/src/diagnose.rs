@@ -62,7 +62,6 @@ impl Diagnostics {
             })
             .collect();
         let samples_not_exported = samples::verdicts(&report.samples, metrics)
-            .into_iter()
             .filter_map(|(sample, reason)| {
                 Some(NotExported {
                     name: sample.name.clone(),

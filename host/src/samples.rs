@@ -217,26 +217,25 @@ pub fn admit<'a>(samples: &'a [Sample], granted: &BTreeSet<String>) -> (Vec<&'a 
 pub fn verdicts<'a>(
     samples: &'a [Sample],
     granted: &BTreeSet<String>,
-) -> Vec<(&'a Sample, Option<Dropped>)> {
-    let mut admitted: Vec<&Sample> = Vec::new();
-    let mut out = Vec::with_capacity(samples.len());
-    for sample in samples {
-        let reason = if !granted.contains(&sample.name) {
-            Some(Dropped::NotGranted)
-        } else if admitted
-            .iter()
-            .any(|a| a.name == sample.name && same_labels(&a.labels, &sample.labels))
-        {
-            Some(Dropped::Duplicate)
-        } else if admitted.len() >= MAX_SERIES_PER_CHECK {
-            Some(Dropped::SeriesCap)
-        } else {
-            admitted.push(sample);
-            None
-        };
-        out.push((sample, reason));
-    }
-    out
+) -> impl Iterator<Item = (&'a Sample, Option<Dropped>)> {
+    samples
+        .iter()
+        .scan(Vec::new(), move |admitted: &mut Vec<&'a Sample>, sample| {
+            let reason = if !granted.contains(&sample.name) {
+                Some(Dropped::NotGranted)
+            } else if admitted
+                .iter()
+                .any(|a| a.name == sample.name && same_labels(&a.labels, &sample.labels))
+            {
+                Some(Dropped::Duplicate)
+            } else if admitted.len() >= MAX_SERIES_PER_CHECK {
+                Some(Dropped::SeriesCap)
+            } else {
+                admitted.push(sample);
+                None
+            };
+            Some((sample, reason))
+        })
 }
 
 fn same_labels(a: &[(String, String)], b: &[(String, String)]) -> bool {

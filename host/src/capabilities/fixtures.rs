@@ -208,11 +208,6 @@ impl Fixtures {
         problems.finish().map(|()| fixtures)
     }
 
-    /// Whether there are no fixtures at all.
-    pub fn is_empty(&self) -> bool {
-        self.http.is_empty() && self.sql.is_empty()
-    }
-
     /// Adds the fixtures of `other` after these (earlier ones match first).
     pub fn extend(&mut self, other: Fixtures) {
         self.http.extend(other.http);

@@ -82,7 +82,8 @@ impl wit::Host for HttpState {
         let timeout = self
             .deadline
             .host_call_timeout(req.timeout_ms.map(|ms| Duration::from_millis(ms.into())));
-        let call = diagnostic_text(&self.scrubber, &format!("{method} {}", req.url));
+        // Kept for a refusal: the plugin's URL, scrubbed only if it is shown.
+        let call = format!("{method} {}", req.url);
         let exchange = self.exchange(method, req);
         let (result, refused) = match tokio::time::timeout(timeout, exchange)
             .instrument(span)
@@ -94,7 +95,7 @@ impl wit::Host for HttpState {
         if refused && let Err(error) = &result {
             self.refused.push(Refusal {
                 capability: "http",
-                call,
+                call: diagnostic_text(&self.scrubber, &call),
                 why: describe(error),
             });
         }

@@ -101,13 +101,13 @@ impl Load {
         Ok((check, wasm))
     }
 
-    /// The plugin file's size, to compile small plugins first.
+    /// The plugin file's size, to compile small plugins first: a folder's file was
+    /// measured when it was scanned, a config's is looked up.
     fn size(&self) -> u64 {
-        let path = match &self.what {
-            What::Config(c) => &c.plugin,
-            What::Folder(f) => &f.wasm,
-        };
-        std::fs::metadata(path).map_or(0, |m| m.len())
+        match &self.what {
+            What::Config(c) => std::fs::metadata(&c.plugin).map_or(0, |m| m.len()),
+            What::Folder(f) => f.print.0.len,
+        }
     }
 }
 

@@ -33,13 +33,9 @@ pub(super) enum AnyPool {
 /// before that creates its own).
 #[derive(Clone)]
 pub struct Datasource {
-    name: String,
-    url: String,
-    pub(super) kind: Kind,
+    /// What the operator defined: name, URL, kind, password, the role opt-out.
+    spec: DatasourceSpec,
     options: Options,
-    password: Option<String>,
-    /// The operator's opt-out of the privileged-role check.
-    allow_privileged_role: bool,
     pool: OnceCell<AnyPool>,
     /// When the role was last found to hold no server powers.
     role_checked: Arc<Mutex<Option<Instant>>>,
@@ -63,12 +59,8 @@ impl Datasource {
             Kind::MySql => Options::MySql(mysql::options(url).expect(unreadable)),
         };
         Datasource {
-            name: spec.name().to_owned(),
-            url: url.to_owned(),
-            kind: spec.kind(),
+            spec,
             options,
-            password: spec.password().map(str::to_owned),
-            allow_privileged_role: spec.allows_privileged_role(),
             pool: OnceCell::new(),
             role_checked: Arc::default(),
         }
@@ -77,23 +69,23 @@ impl Datasource {
     /// Lets plugins query this datasource even when its role can run programs or read
     /// and write files on the database server (see [`Datasource::check_role`]).
     pub fn unsafe_allow_privileged_role(mut self, allow: bool) -> Self {
-        self.allow_privileged_role = allow;
+        self.spec = self.spec.unsafe_allow_privileged_role(allow);
         self
     }
 
     /// The database kind.
     pub fn kind(&self) -> Kind {
-        self.kind
+        self.spec.kind()
     }
 
     /// The datasource's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.spec.name()
     }
 
     /// The datasource's URL (it may hold a password: never log it).
     pub fn url(&self) -> &str {
-        &self.url
+        self.spec.url()
     }
 
     pub(super) async fn pool(&self) -> &AnyPool {
@@ -121,7 +113,7 @@ impl Datasource {
     /// MySQL/MariaDB: `FILE` or `SUPER`, also through a role), unless the operator
     /// allowed it. Connects once outside the pool; SQLite has no roles.
     pub async fn check_role(&self) -> Result<(), RoleError> {
-        if self.allow_privileged_role {
+        if self.spec.allows_privileged_role() {
             return Ok(());
         }
         let found = match &self.options {
@@ -135,13 +127,13 @@ impl Datasource {
                 Ok(())
             }
             Ok((role, powers)) => Err(RoleError::Privileged {
-                datasource: self.name.clone(),
+                datasource: self.name().to_owned(),
                 role,
                 powers,
-                kind: self.kind,
+                kind: self.kind(),
             }),
             Err(e) => Err(RoleError::Unreachable {
-                datasource: self.name.clone(),
+                datasource: self.name().to_owned(),
                 reason: describe(&e),
             }),
         }
@@ -161,8 +153,8 @@ impl Datasource {
 impl std::fmt::Debug for Datasource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Datasource")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
+            .field("name", &self.name())
+            .field("kind", &self.kind())
             .finish_non_exhaustive()
     }
 }
@@ -209,7 +201,7 @@ impl Datasources {
     /// Adds a datasource, replacing one of the same name.
     pub fn insert(&mut self, datasource: Datasource) {
         self.by_name
-            .insert(datasource.name.clone(), Arc::new(datasource));
+            .insert(datasource.name().to_owned(), Arc::new(datasource));
     }
 
     /// The datasource called `name`.
@@ -219,6 +211,6 @@ impl Datasources {
 
     /// Passwords found in datasource URLs: secrets to scrub from every output.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.by_name.values().filter_map(|d| d.password.as_deref())
+        self.by_name.values().filter_map(|d| d.spec.password())
     }
 }

@@ -93,12 +93,13 @@ impl wit::Host for SqlState {
         statement: String,
         params: Vec<Value>,
     ) -> Result<Rows, Error> {
-        let call = diagnostic_text(&self.scrubber, &format!("{datasource}: {statement}"));
+        // Kept for a refusal: the plugin's statement, scrubbed only if it is shown.
+        let call = format!("{datasource}: {statement}");
         let (result, refused) = self.run(datasource, statement, params).await;
         if refused && let Err(error) = &result {
             self.refused.push(Refusal {
                 capability: "sql",
-                call,
+                call: diagnostic_text(&self.scrubber, &call),
                 why: describe_refusal(error),
             });
         }
@@ -161,7 +162,7 @@ impl SqlState {
         match tokio::time::timeout(timeout, query).instrument(span).await {
             Ok(Ok(rows)) => (Ok(rows), false),
             Ok(Err(QueryError::Sqlx(e))) => {
-                let error = match source.kind {
+                let error = match source.kind() {
                     Kind::Sqlite => sqlite::error(&datasource, &e),
                     Kind::Postgres | Kind::MySql => None,
                 }
