@@ -1,5 +1,5 @@
-//! The `usage` report: calls, errors, tokens and cost from the `ai_usage` table over a
-//! recent window, grouped by operation, model, day or user, with totals, active users
+//! The `usage` report: calls, errors, tokens, cost and mean latency from the `ai_usage`
+//! table over a recent window, grouped by operation, model, day or user, with totals, active users
 //! (distinct non-null `user_id`) and cost per active user — the bot's unit economics.
 //! Queries, JSON and the aligned table for people.
 //!
@@ -66,6 +66,8 @@ pub struct Sums {
     pub cost_dollars: f64,
     /// Distinct non-null `user_id`s.
     pub active_users: i64,
+    /// The mean of the non-null `latency_ms`; `None` when no row has one.
+    pub mean_latency_ms: Option<f64>,
 }
 
 impl Sums {
@@ -119,6 +121,9 @@ struct Dialect {
     /// Wraps an integer aggregate so that it decodes as a 64-bit integer (MySQL's
     /// `SUM` of integers is a `DECIMAL`).
     integer: (&'static str, &'static str),
+    /// Wraps an aggregate so that it decodes as a double (`AVG` of integers is a
+    /// `NUMERIC` in PostgreSQL, a `DECIMAL` in MySQL).
+    float: (&'static str, &'static str),
 }
 
 const SQLITE: Dialect = Dialect {
@@ -126,22 +131,25 @@ const SQLITE: Dialect = Dialect {
     day: "strftime('%Y-%m-%d', created_at)",
     user: "CAST(user_id AS TEXT)",
     integer: ("", ""),
+    float: ("", ""),
 };
 const POSTGRES: Dialect = Dialect {
     window: "created_at >= LOCALTIMESTAMP - make_interval(secs => $1)",
     day: "to_char(created_at, 'YYYY-MM-DD')",
     user: "CAST(user_id AS TEXT)",
     integer: ("", ""),
+    float: ("CAST(", " AS DOUBLE PRECISION)"),
 };
 const MYSQL: Dialect = Dialect {
     window: "created_at >= NOW() - INTERVAL ? SECOND",
     day: "DATE_FORMAT(created_at, '%Y-%m-%d')",
     user: "CAST(user_id AS CHAR)",
     integer: ("CAST(", " AS SIGNED)"),
+    float: ("CAST(", " AS DOUBLE)"),
 };
 
 impl Dialect {
-    /// The aggregates (columns 0–6), then the group key (column 7) when grouped.
+    /// The aggregates (columns 0–7), then the group key (column 8) when grouped.
     /// Without a `status` column no row counts as an error.
     fn sql(&self, by: Option<By>, status: bool) -> String {
         let int = |expr: &str| format!("{}{expr}{}", self.integer.0, self.integer.1);
@@ -157,6 +165,7 @@ impl Dialect {
             int("COALESCE(SUM(total_tokens), 0)"),
             "COALESCE(SUM(cost_dollars), 0.0)".to_owned(),
             "COUNT(DISTINCT user_id)".to_owned(),
+            format!("{}AVG(latency_ms){}", self.float.0, self.float.1),
         ]
         .join(", ");
         let from = format!("FROM ai_usage WHERE {}", self.window);
@@ -171,8 +180,8 @@ impl Dialect {
         };
         // Days in time order; everything else most expensive first.
         let order = match by {
-            By::Day => "8",
-            _ => "6 DESC, 8",
+            By::Day => "9",
+            _ => "6 DESC, 9",
         };
         format!("SELECT {aggregates}, {key} {from} GROUP BY {key} ORDER BY {order}")
     }
@@ -201,7 +210,7 @@ where
         .await?;
     let groups = grouped
         .iter()
-        .map(|row| Ok((row.try_get::<Option<String>, _>(7)?, sums(row)?)))
+        .map(|row| Ok((row.try_get::<Option<String>, _>(8)?, sums(row)?)))
         .collect::<Result<_, sqlx::Error>>()?;
     let total = sqlx::query(AssertSqlSafe(dialect.sql(None, status)))
         .bind(seconds)
@@ -224,6 +233,7 @@ where
         total_tokens: row.try_get(4)?,
         cost_dollars: row.try_get(5)?,
         active_users: row.try_get(6)?,
+        mean_latency_ms: row.try_get(7)?,
     })
 }
 
@@ -263,8 +273,9 @@ impl Report {
             "cost $",
             "users",
             "$ per user",
+            "mean ms",
         ];
-        let cells = |key: &str, s: &Sums| -> [String; 8] {
+        let cells = |key: &str, s: &Sums| -> [String; 9] {
             [
                 key.to_owned(),
                 s.calls.to_string(),
@@ -275,14 +286,16 @@ impl Report {
                 s.active_users.to_string(),
                 s.cost_per_active_user()
                     .map_or("-".to_owned(), |c| format!("{c:.4}")),
+                s.mean_latency_ms
+                    .map_or("-".to_owned(), |ms| format!("{ms:.0}")),
             ]
         };
-        let mut lines: Vec<[String; 8]> = vec![header.map(str::to_owned)];
+        let mut lines: Vec<[String; 9]> = vec![header.map(str::to_owned)];
         for (key, sums) in &self.groups {
             lines.push(cells(key.as_deref().unwrap_or(NONE_KEY), sums));
         }
         lines.push(cells("total", &self.total));
-        let widths: Vec<usize> = (0..8)
+        let widths: Vec<usize> = (0..9)
             .map(|i| {
                 lines
                     .iter()
@@ -331,6 +344,7 @@ mod tests {
             total_tokens: calls * 30,
             cost_dollars: cost,
             active_users: users,
+            mean_latency_ms: (calls > 1).then_some(1234.4),
         }
     }
 
@@ -357,15 +371,15 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0],
-            "operation  calls  errors  prompt tokens  completion tokens  cost $  users  $ per user"
+            "operation  calls  errors  prompt tokens  completion tokens  cost $  users  $ per user  mean ms"
         );
         assert_eq!(
             lines[1],
-            "tarot         12       0            120                240  1.5000      3      0.5000"
+            "tarot         12       0            120                240  1.5000      3      0.5000     1234"
         );
         assert_eq!(
             lines[2],
-            "(none)         1       0             10                 20  0.2500      0           -"
+            "(none)         1       0             10                 20  0.2500      0           -        -"
         );
         assert_eq!(
             lines[4],
@@ -375,17 +389,19 @@ mod tests {
         assert_eq!(json["groups"][0]["key"], "tarot");
         assert_eq!(json["groups"][1]["key"], Value::Null);
         assert_eq!(json["groups"][1]["cost_per_active_user"], Value::Null);
+        assert_eq!(json["groups"][0]["mean_latency_ms"], 1234.4);
+        assert_eq!(json["groups"][1]["mean_latency_ms"], Value::Null);
         assert_eq!(json["total"]["cost_per_active_user"], 0.875);
         assert_eq!(json["since_seconds"], 604_800);
     }
 
     #[test]
     fn grouped_sql_orders_days_by_time_and_the_rest_by_cost() {
-        assert!(SQLITE.sql(Some(By::Day), true).ends_with("ORDER BY 8"));
+        assert!(SQLITE.sql(Some(By::Day), true).ends_with("ORDER BY 9"));
         assert!(
             MYSQL
                 .sql(Some(By::Model), true)
-                .ends_with("GROUP BY model ORDER BY 6 DESC, 8")
+                .ends_with("GROUP BY model ORDER BY 6 DESC, 9")
         );
         assert!(!POSTGRES.sql(None, true).contains("GROUP BY"));
     }
