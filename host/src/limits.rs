@@ -89,6 +89,19 @@ pub const DIAGNOSTIC_MAX_ENTRIES: usize = 32;
 /// Longest recorded key or call text; a plugin's own text, so it is cut.
 pub const DIAGNOSTIC_MAX_TEXT_BYTES: usize = 256;
 
+/// Results a check's history keeps (`GET /v1/checks/{check}/history`): a day of one
+/// run a minute. A check that runs more often keeps a shorter span; at 32 bytes a
+/// result, a full history is 45 KiB.
+pub const HISTORY_MAX_ENTRIES: usize = 1440;
+/// How long a result stays in a check's history: a day, the window of its uptime.
+pub const HISTORY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Message text a check's history keeps, each distinct message counted once (a
+/// message repeated by consecutive runs is shared) with its allocation; beyond it the
+/// oldest results lose their messages first. It bounds the worst case, a check whose
+/// every message differs and is as long as a report allows: 50 such checks keep
+/// 50 × (45 + 64) KiB, about 5.3 MiB, instead of 70 MiB.
+pub const HISTORY_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// Longest report message kept; longer ones are cut at a character boundary (after
 /// secrets are removed, so a cut never leaves part of one).
 pub const REPORT_MAX_MESSAGE_BYTES: usize = 1024;

@@ -11,8 +11,11 @@
 //! ([`Health::refresh`]), which run when asked for once their result is older than
 //! their interval, with concurrent requests merged into one run. A result older than its check's
 //! `max_age` counts as failed ("stale"). Readiness: every critical check has a result.
+//! Each recorded result also goes into the check's [`History`] (the last day, or the
+//! last 1,440 results), which goes when the check is removed.
 
 pub mod dropins;
+pub mod history;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -27,6 +30,7 @@ use tokio::task::AbortHandle;
 use crate::config::{CheckConfig, Source};
 use crate::metrics::Metrics;
 use crate::runtime::{Outcome, Plugin, RunReport, Runtime};
+use history::{History, HistoryView};
 
 /// A check that is loaded: its config and its compiled plugin.
 pub struct Check {
@@ -102,6 +106,8 @@ pub struct Health {
     metrics: Arc<Metrics>,
     set: RwLock<Arc<CheckSet>>,
     latest: RwLock<BTreeMap<String, Latest>>,
+    /// The recent results of each check that has any.
+    history: Mutex<BTreeMap<String, History>>,
     /// The scheduling task of each running check version.
     tasks: Mutex<BTreeMap<String, (Arc<Check>, AbortHandle)>>,
     runs: Semaphore,
@@ -146,6 +152,7 @@ impl Health {
             metrics,
             set: RwLock::default(),
             latest: RwLock::default(),
+            history: Mutex::default(),
             tasks: Mutex::default(),
             runs: Semaphore::new(max_concurrent_runs),
             shutting_down: AtomicBool::new(false),
@@ -241,6 +248,11 @@ impl Health {
             }
             keep
         });
+        drop(latest);
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|name, _| set.entries.contains_key(name));
     }
 
     fn has_result(&self, name: &str) -> bool {
@@ -322,6 +334,17 @@ impl Health {
             report.outcome.is_healthy(),
             unix,
         );
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.clone())
+            .or_default()
+            .push(
+                finished,
+                report.outcome,
+                latency_ms(&report),
+                report.message.as_deref(),
+            );
         let latest = Latest {
             report,
             finished,
@@ -365,6 +388,20 @@ impl Health {
 
     fn in_grace(&self) -> bool {
         self.started.elapsed() < self.startup_grace
+    }
+
+    /// The results of check `name` from `since` on, and its uptime over the last day,
+    /// at `now`; `None` when there is no such check. A check that has not run yet has
+    /// none.
+    pub fn history(&self, name: &str, now: SystemTime, since: SystemTime) -> Option<HistoryView> {
+        if !self.set().entries.contains_key(name) {
+            return None;
+        }
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        Some(match history.get_mut(name) {
+            Some(h) => h.read(now, since),
+            None => History::default().read(now, since),
+        })
     }
 
     /// The view of one check, if it exists.
@@ -415,13 +452,19 @@ fn view(name: &str, entry: &Entry, latest: Option<&Latest>, grace: bool) -> Chec
         return v;
     }
     v.healthy = report.outcome.is_healthy();
-    v.status = match report.outcome {
+    v.status = status(report.outcome);
+    v.message = report.message.clone();
+    v
+}
+
+/// The status an outcome shows as: `pass`, `warn`, or `fail` for a failure and for
+/// every error.
+pub fn status(outcome: Outcome) -> &'static str {
+    match outcome {
         Outcome::Pass => "pass",
         Outcome::Warn => "warn",
         _ => "fail",
-    };
-    v.message = report.message.clone();
-    v
+    }
 }
 
 /// The latency a check measured itself (a `*_latency_seconds` sample), in ms.

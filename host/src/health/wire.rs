@@ -2,13 +2,16 @@
 //! the AdtroBot plan's document ([`HealthDoc`], one check a [`CheckDoc`]) and the IETF
 //! health check draft's ([`IetfDoc`], `application/health+json`). The server writes
 //! them; `healthhost list` reads a running host's `/health` back with the same types.
+//! Also a check's history ([`HistoryDoc`], `GET /v1/checks/{check}/history`).
 //! Fields are declared in alphabetical order, the order of the bytes on the wire.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CheckView, healthy};
+use super::history::HistoryView;
+use super::{CheckView, healthy, status};
 
 /// The plan's `/health` document: `{"checks": {name: …}, "status": "healthy"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +135,58 @@ impl IetfDoc {
             checks,
             description: "healthhost",
             status,
+        }
+    }
+}
+
+/// A check's recent results: `GET /v1/checks/{check}/history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryDoc {
+    pub check: String,
+    /// The results from `since` on, oldest first.
+    pub results: Vec<ResultDoc>,
+    /// The earliest time asked for, RFC 3339 with milliseconds.
+    pub since: String,
+    /// Percent of the results of the last day (at most 1,440 of them) that passed or
+    /// warned, to 0.01; null without results.
+    pub uptime_24h: Option<f64>,
+}
+
+/// One result of a check's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultDoc {
+    /// When the run finished, RFC 3339 with milliseconds.
+    pub at: String,
+    /// The latency the check measured itself, in ms, as `/health` has it.
+    pub latency_ms: Option<f64>,
+    /// The check's message (with details only).
+    pub message: Option<String>,
+    /// `pass`, `warn`, `fail` or an error reason.
+    pub outcome: String,
+    /// `pass`, `warn` or `fail` (errors are `fail`).
+    pub status: String,
+}
+
+impl HistoryDoc {
+    /// The document of check `check`'s `view` from `since`; without `details`,
+    /// messages are null.
+    pub fn of(check: &str, since: SystemTime, view: &HistoryView, details: bool) -> HistoryDoc {
+        let results = view
+            .records
+            .iter()
+            .map(|r| ResultDoc {
+                at: humantime::format_rfc3339_millis(r.at()).to_string(),
+                latency_ms: r.latency_ms().map(|ms| (ms * 100.0).round() / 100.0),
+                message: r.message().filter(|_| details).map(str::to_owned),
+                outcome: r.outcome().label().to_owned(),
+                status: status(r.outcome()).to_owned(),
+            })
+            .collect();
+        HistoryDoc {
+            check: check.to_owned(),
+            results,
+            since: humantime::format_rfc3339_millis(since).to_string(),
+            uptime_24h: view.uptime_24h,
         }
     }
 }

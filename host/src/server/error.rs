@@ -18,6 +18,13 @@ pub enum ApiError {
     },
     /// A body that could not be read: axum's status and text.
     Body(StatusCode, String),
+    /// A query parameter with a value it cannot have: 400 naming the parameter, the
+    /// value and what is `expected`.
+    BadParameter {
+        name: &'static str,
+        value: String,
+        expected: String,
+    },
     /// Usage rows refused (400, 422) or not written (503 with `Retry-After`).
     Record(RecordError),
     /// The write task failed: 500.
@@ -45,6 +52,18 @@ impl IntoResponse for ApiError {
                 json!({"error": "body too large", "limit_bytes": limit}),
             ),
             ApiError::Body(status, text) => (*status, json!({"error": text})),
+            ApiError::BadParameter {
+                name,
+                value,
+                expected,
+            } => (
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "error": format!("invalid {name} '{value}': expected {expected}"),
+                    "parameter": name,
+                    "value": value,
+                }),
+            ),
             ApiError::Record(e @ RecordError::Malformed(_)) => {
                 (StatusCode::BAD_REQUEST, json!({"error": e.to_string()}))
             }

@@ -1,10 +1,11 @@
 //! The HTTP API (axum): `/health`, `/health/{check}`, `/livez`, `/readyz`, `/metrics`,
-//! `POST /v1/ai-usage` (when a usage token is configured), JSON 404/405 answers, and
-//! request instrumentation by matched route.
+//! `GET /v1/checks/{check}/history`, `POST /v1/ai-usage` (when a usage token is
+//! configured), JSON 404/405 answers, and request instrumentation by matched route.
 //!
-//! Files: `probes` (`/health`, `/health/{check}`), `usage` (`POST /v1/ai-usage`),
-//! `error` (each error as its JSON answer); this one holds the router, the shared
-//! state, the instrumentation, `/livez`, `/readyz` and `/metrics`.
+//! Files: `probes` (`/health`, `/health/{check}`), `history` (a check's history),
+//! `usage` (`POST /v1/ai-usage`), `error` (each error as its JSON answer); this one
+//! holds the router, the shared state, the instrumentation, `/livez`, `/readyz` and
+//! `/metrics`.
 //!
 //! Health handlers read the latest results; none waits on a plugin, except that
 //! on-demand checks are brought up to date first (see [`Health::refresh`]). The usage
@@ -40,10 +41,12 @@ pub const AI_USAGE_PATH: &str = "/v1/ai-usage";
 pub const RETRY_AFTER_SECONDS: u32 = 5;
 
 mod error;
+mod history;
 mod probes;
 mod usage;
 
 pub use error::ApiError;
+use history::check_history;
 pub use probes::HealthBodies;
 use probes::{health_all, health_one, health_status};
 use usage::ai_usage;
@@ -65,6 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/health", get(health_all))
         .route("/health/{check}", get(health_one))
+        .route("/v1/checks/{check}/history", get(check_history))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));

@@ -38,8 +38,9 @@ impl HealthBodies {
     }
 }
 
-/// Whether the caller may see check messages.
-fn details(state: &AppState, bearer: &Bearer) -> bool {
+/// Whether the caller may see check messages (`/health`, `/health/{check}` and a
+/// check's history).
+pub(super) fn details(state: &AppState, bearer: &Bearer) -> bool {
     match state.show_details {
         ShowDetails::Always => true,
         ShowDetails::Never => false,
@@ -60,6 +61,13 @@ fn excluded(query: Option<&str>) -> Vec<String> {
         .filter(|(k, _)| k == "exclude")
         .map(|(_, v)| v.into_owned())
         .collect()
+}
+
+/// The first value of parameter `name` in a query string, decoded.
+pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 pub(super) fn health_status(healthy: bool) -> StatusCode {
@@ -181,5 +189,15 @@ mod tests {
             ["a", "b-c"]
         );
         assert!(excluded(None).is_empty());
+    }
+
+    #[test]
+    fn a_query_parameter_is_its_first_value_decoded() {
+        assert_eq!(
+            query_param(Some("a=1&since=1h%2030m&since=2h"), "since").as_deref(),
+            Some("1h 30m")
+        );
+        assert_eq!(query_param(Some("a=1"), "since"), None);
+        assert_eq!(query_param(None, "since"), None);
     }
 }

@@ -9,6 +9,7 @@ mod builtins;
 mod capabilities;
 mod cli;
 mod dropins;
+mod history;
 mod migrate;
 mod runtime;
 mod serve;

@@ -1,0 +1,385 @@
+//! A check's recent results: a ring of compact [`Record`]s bounded by count
+//! ([`HISTORY_MAX_ENTRIES`]) and age ([`HISTORY_MAX_AGE`]), oldest first, and the
+//! uptime computed from it. [`super::Health`] pushes every result it records and
+//! forgets the history of a removed check.
+//!
+//! A record is 32 bytes; its message is an `Arc<str>` that consecutive results
+//! repeating a message share, so a check that says "ok" a thousand times keeps one
+//! "ok". The distinct message text of one history is bounded too
+//! ([`HISTORY_MAX_MESSAGE_BYTES`]): beyond it the oldest results lose their messages
+//! (they keep time, outcome and latency).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::limits::{HISTORY_MAX_AGE, HISTORY_MAX_ENTRIES, HISTORY_MAX_MESSAGE_BYTES};
+use crate::runtime::Outcome;
+
+/// What a distinct message costs besides its text: the `Arc`'s two counts and the
+/// allocator's rounding.
+const MESSAGE_OVERHEAD_BYTES: usize = 32;
+
+/// One result: when its run finished, the outcome, the latency the check measured
+/// itself and the message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Milliseconds since the Unix epoch.
+    at_ms: u64,
+    /// In milliseconds; NaN for none (an `Option<f32>` would make a record 40 bytes).
+    latency_ms: f32,
+    outcome: Outcome,
+    message: Option<Arc<str>>,
+}
+
+impl Record {
+    /// When the run finished.
+    pub fn at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.at_ms)
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// The latency the check measured itself, in ms (as `/health` shows it).
+    pub fn latency_ms(&self) -> Option<f64> {
+        (!self.latency_ms.is_nan()).then_some(f64::from(self.latency_ms))
+    }
+
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+/// What a read of a history returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryView {
+    /// The results at or after the time asked for, oldest first.
+    pub records: Vec<Record>,
+    /// The share, in percent, of all the results kept (not only those asked for)
+    /// whose outcome counts as up: `pass` or `warn`, as `/health` counts them
+    /// ([`Outcome::is_healthy`]). `None` without results.
+    pub uptime_24h: Option<f64>,
+}
+
+/// The recent results of one check.
+#[derive(Debug, Default)]
+pub struct History {
+    records: VecDeque<Record>,
+    /// The cost of the distinct messages the records hold (text and overhead).
+    message_bytes: usize,
+    /// No record before this index holds a message: where forgetting messages goes on.
+    first_message: usize,
+}
+
+impl History {
+    /// Records a result of a run that finished at `at`, first dropping the results
+    /// older than [`HISTORY_MAX_AGE`] before it, and the oldest one when
+    /// [`HISTORY_MAX_ENTRIES`] are kept.
+    pub fn push(
+        &mut self,
+        at: SystemTime,
+        outcome: Outcome,
+        latency_ms: Option<f64>,
+        message: Option<&str>,
+    ) {
+        let at_ms = unix_ms(at);
+        self.prune(at_ms);
+        while self.records.len() >= HISTORY_MAX_ENTRIES {
+            self.pop_front();
+        }
+        let message = message.map(|text| match self.shared(text) {
+            Some(shared) => shared,
+            None => {
+                let cost = cost(text);
+                self.make_room(cost);
+                self.message_bytes += cost;
+                Arc::from(text)
+            }
+        });
+        // Grown by doubling up to the bound, never past it.
+        if self.records.len() == self.records.capacity() {
+            let target = (self.records.capacity() * 2).clamp(16, HISTORY_MAX_ENTRIES);
+            self.records.reserve_exact(target - self.records.len());
+        }
+        self.records.push_back(Record {
+            at_ms,
+            latency_ms: latency_ms.map_or(f32::NAN, |ms| ms as f32),
+            outcome,
+            message,
+        });
+    }
+
+    /// The results from `since` on, after dropping those older than
+    /// [`HISTORY_MAX_AGE`] before `now`, and the uptime of all that are kept.
+    pub fn read(&mut self, now: SystemTime, since: SystemTime) -> HistoryView {
+        self.prune(unix_ms(now));
+        let since_ms = unix_ms(since);
+        let records = self
+            .records
+            .iter()
+            .filter(|r| r.at_ms >= since_ms)
+            .cloned()
+            .collect();
+        HistoryView {
+            records,
+            uptime_24h: self.uptime(),
+        }
+    }
+
+    /// Percent of the kept results that count as up, rounded to 0.01.
+    fn uptime(&self) -> Option<f64> {
+        if self.records.is_empty() {
+            return None;
+        }
+        let up = self
+            .records
+            .iter()
+            .filter(|r| r.outcome.is_healthy())
+            .count();
+        let percent = up as f64 * 100.0 / self.records.len() as f64;
+        Some((percent * 100.0).round() / 100.0)
+    }
+
+    /// The newest record's message when it is `text`: consecutive results share it.
+    fn shared(&self, text: &str) -> Option<Arc<str>> {
+        let last = self.records.back()?.message.as_ref()?;
+        (**last == *text).then(|| last.clone())
+    }
+
+    fn prune(&mut self, now_ms: u64) {
+        let oldest = now_ms.saturating_sub(HISTORY_MAX_AGE.as_millis() as u64);
+        while self.records.front().is_some_and(|r| r.at_ms < oldest) {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(record) = self.records.pop_front() {
+            self.first_message = self.first_message.saturating_sub(1);
+            self.release(record.message, 0);
+        }
+    }
+
+    /// Counts the text of a record's `message` as freed unless the record at `next`
+    /// (the one after it) shares it. Messages are released oldest first, so the
+    /// record was the first of those sharing its message, and only the next one can
+    /// be another.
+    fn release(&mut self, message: Option<Arc<str>>, next: usize) {
+        let Some(message) = message else {
+            return;
+        };
+        let shared = self
+            .records
+            .get(next)
+            .and_then(|r| r.message.as_ref())
+            .is_some_and(|m| Arc::ptr_eq(m, &message));
+        if !shared {
+            self.message_bytes -= cost(&message);
+        }
+    }
+
+    /// Forgets the oldest messages until a new one costing `cost` fits.
+    fn make_room(&mut self, cost: usize) {
+        while self.message_bytes + cost > HISTORY_MAX_MESSAGE_BYTES
+            && self.first_message < self.records.len()
+        {
+            let index = self.first_message;
+            let message = self.records[index].message.take();
+            self.release(message, index + 1);
+            self.first_message += 1;
+        }
+    }
+}
+
+fn cost(text: &str) -> usize {
+    text.len() + MESSAGE_OVERHEAD_BYTES
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::ErrorKind;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn start() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn outcomes(view: &HistoryView) -> Vec<&'static str> {
+        view.records.iter().map(|r| r.outcome().label()).collect()
+    }
+
+    #[test]
+    fn a_record_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Record>(), 32);
+    }
+
+    #[test]
+    fn keeps_results_in_order_with_their_fields() {
+        let mut h = History::default();
+        let t = start();
+        h.push(t, Outcome::Pass, Some(2.5), Some("ok"));
+        h.push(t + MINUTE, Outcome::Fail, None, Some("down"));
+        h.push(t + 2 * MINUTE, Outcome::Warn, Some(900.0), None);
+        let view = h.read(t + 2 * MINUTE, t);
+        assert_eq!(outcomes(&view), ["pass", "fail", "warn"]);
+        let r = &view.records;
+        assert_eq!(
+            (r[0].at(), r[0].latency_ms(), r[0].message()),
+            (t, Some(2.5), Some("ok"))
+        );
+        assert_eq!(
+            (r[1].at(), r[1].latency_ms(), r[1].message()),
+            (t + MINUTE, None, Some("down"))
+        );
+        assert_eq!(r[2].message(), None);
+        let later = h.read(t + 2 * MINUTE, t + MINUTE);
+        assert_eq!(outcomes(&later), ["fail", "warn"], "since is inclusive");
+    }
+
+    #[test]
+    fn keeps_at_most_1440_results_dropping_the_oldest() {
+        let mut h = History::default();
+        let t = start();
+        for i in 0..HISTORY_MAX_ENTRIES as u64 + 10 {
+            h.push(t + Duration::from_secs(i), Outcome::Pass, None, None);
+        }
+        let now = t + Duration::from_secs(HISTORY_MAX_ENTRIES as u64 + 10);
+        let view = h.read(now, t);
+        assert_eq!(view.records.len(), HISTORY_MAX_ENTRIES);
+        assert_eq!(view.records[0].at(), t + Duration::from_secs(10));
+        assert!(
+            h.records.capacity() <= HISTORY_MAX_ENTRIES,
+            "{}",
+            h.records.capacity()
+        );
+    }
+
+    #[test]
+    fn drops_results_older_than_a_day_on_push_and_on_read() {
+        let mut h = History::default();
+        let t = start();
+        h.push(t, Outcome::Fail, None, Some("old"));
+        h.push(t + HISTORY_MAX_AGE / 2, Outcome::Pass, None, Some("mid"));
+        // The first is a day and a minute old when the third arrives.
+        h.push(t + HISTORY_MAX_AGE + MINUTE, Outcome::Pass, None, None);
+        assert_eq!(h.records.len(), 2);
+        assert_eq!(h.records[0].message(), Some("mid"));
+        // Reading later drops the second too, whatever `since` asks for.
+        let view = h.read(t + HISTORY_MAX_AGE * 3 / 2 + MINUTE, UNIX_EPOCH);
+        assert_eq!(view.records.len(), 1);
+        assert_eq!(view.uptime_24h, Some(100.0));
+        assert_eq!(h.message_bytes, 0, "dropped messages are freed");
+    }
+
+    #[test]
+    fn uptime_counts_pass_and_warn_as_up_over_all_kept_results() {
+        let mut h = History::default();
+        let t = start();
+        assert_eq!(h.read(t, t).uptime_24h, None);
+        let runs = [
+            Outcome::Pass,
+            Outcome::Warn,
+            Outcome::Fail,
+            Outcome::Error(ErrorKind::Timeout),
+            Outcome::Pass,
+            Outcome::Pass,
+        ];
+        for (i, outcome) in runs.into_iter().enumerate() {
+            h.push(t + MINUTE * i as u32, outcome, None, None);
+        }
+        // 4 of 6, also when only the last result is asked for.
+        let view = h.read(t + 6 * MINUTE, t + 5 * MINUTE);
+        assert_eq!(view.records.len(), 1);
+        assert_eq!(view.uptime_24h, Some(66.67));
+    }
+
+    #[test]
+    fn consecutive_repeats_of_a_message_share_one_allocation() {
+        let mut h = History::default();
+        let t = start();
+        for i in 0..3 {
+            h.push(t + MINUTE * i, Outcome::Pass, None, Some("all good"));
+        }
+        h.push(t + 3 * MINUTE, Outcome::Fail, None, Some("down"));
+        h.push(t + 4 * MINUTE, Outcome::Pass, None, Some("all good"));
+        let m: Vec<&Arc<str>> = h
+            .records
+            .iter()
+            .map(|r| r.message.as_ref().unwrap())
+            .collect();
+        assert!(Arc::ptr_eq(m[0], m[1]) && Arc::ptr_eq(m[1], m[2]));
+        assert!(
+            !Arc::ptr_eq(m[2], m[4]),
+            "only consecutive repeats are shared"
+        );
+        assert_eq!(h.message_bytes, cost("all good") * 2 + cost("down"));
+    }
+
+    #[test]
+    fn distinct_messages_are_bounded_and_the_oldest_are_forgotten_first() {
+        let mut h = History::default();
+        let t = start();
+        let long = |i: usize| format!("{i:04} {}", "x".repeat(1019));
+        for i in 0..HISTORY_MAX_ENTRIES {
+            h.push(
+                t + Duration::from_secs(i as u64),
+                Outcome::Fail,
+                None,
+                Some(&long(i)),
+            );
+        }
+        assert!(
+            h.message_bytes <= HISTORY_MAX_MESSAGE_BYTES,
+            "{}",
+            h.message_bytes
+        );
+        let kept = HISTORY_MAX_MESSAGE_BYTES / cost(&long(0));
+        let view = h.read(t + Duration::from_secs(HISTORY_MAX_ENTRIES as u64), t);
+        assert_eq!(view.records.len(), HISTORY_MAX_ENTRIES, "results stay");
+        let with: Vec<usize> = (0..view.records.len())
+            .filter(|&i| view.records[i].message().is_some())
+            .collect();
+        assert_eq!(with.len(), kept);
+        assert_eq!(
+            with[0],
+            HISTORY_MAX_ENTRIES - kept,
+            "the newest keep theirs"
+        );
+        let newest = view.records.last().unwrap().message().unwrap();
+        assert_eq!(newest, long(HISTORY_MAX_ENTRIES - 1));
+        let total: usize = with
+            .iter()
+            .map(|&i| cost(view.records[i].message().unwrap()))
+            .sum();
+        assert_eq!(h.message_bytes, total, "the count matches what is held");
+    }
+
+    #[test]
+    fn a_shared_message_is_freed_once_when_its_results_go() {
+        let mut h = History::default();
+        let t = start();
+        h.push(t, Outcome::Pass, None, Some("same"));
+        h.push(t + MINUTE, Outcome::Pass, None, Some("same"));
+        // A reader holding a copy does not keep the count up.
+        let held = h.read(t + MINUTE, t);
+        h.push(t + HISTORY_MAX_AGE + MINUTE / 2, Outcome::Pass, None, None);
+        assert_eq!(h.records.len(), 2);
+        assert_eq!(
+            h.message_bytes,
+            cost("same"),
+            "still held by the second result"
+        );
+        h.push(t + HISTORY_MAX_AGE + 2 * MINUTE, Outcome::Pass, None, None);
+        assert_eq!(h.message_bytes, 0);
+        assert_eq!(held.records[1].message(), Some("same"));
+    }
+}
