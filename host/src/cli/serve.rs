@@ -2,6 +2,7 @@
 //! plugins folder, and stop on SIGTERM (after draining) or SIGINT (at once).
 
 use super::*;
+use crate::usage::summary::Reader;
 
 pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config.config)?;
@@ -29,18 +30,35 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let metrics = Arc::new(Metrics::new(&config.namespace)?);
         let runtime = Arc::new(open_runtime(&config, Some(metrics.compile_cache.clone()))?);
-        // Config validation guarantees the datasource when there is a token.
-        let ingest = match (&config.usage.token, usage_datasource) {
-            (Some(token), Some(datasource)) => {
-                let store = UsageStore::lazy(datasource.url())?;
+        // Config validation guarantees the datasource when there is a token. Writers
+        // and readers share the store's pool (SQLite's one connection).
+        let usage = &config.usage;
+        let store = match usage_datasource {
+            Some(d) if usage.token.is_some() || usage.read_token.is_some() => {
+                Some(UsageStore::lazy(d.url())?)
+            }
+            _ => None,
+        };
+        let ingest = match (&usage.token, &store) {
+            (Some(token), Some(store)) => {
                 tracing::info!("recording ai usage on POST {}", server::AI_USAGE_PATH);
                 Some(Arc::new(Ingest::new(
                     token.clone(),
-                    config.usage.max_batch,
-                    config.usage.max_label_values,
-                    store,
+                    usage.max_batch,
+                    usage.max_label_values,
+                    store.clone(),
                     metrics.clone(),
                 )))
+            }
+            _ => None,
+        };
+        let usage_reader = match (&usage.read_token, store) {
+            (Some(token), Some(store)) => {
+                tracing::info!(
+                    "serving the ai usage summary on GET {}",
+                    server::USAGE_SUMMARY_PATH
+                );
+                Some(Arc::new(Reader::new(token.clone(), store)))
             }
             _ => None,
         };
@@ -73,6 +91,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             show_details: config.show_details,
             details_token: config.details_token.clone(),
             ingest,
+            usage_reader,
             bodies: server::HealthBodies::default(),
         });
         let listener = tokio::net::TcpListener::bind(listen)

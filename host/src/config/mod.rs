@@ -136,6 +136,9 @@ pub struct UsageConfig {
     /// The bearer token of `POST /v1/ai-usage`; `None` (no key, an unset variable or
     /// an empty value) turns the endpoint off.
     pub token: Option<String>,
+    /// The bearer token of `GET /v1/usage/summary` (cost data: only this token reads
+    /// it, not [`UsageConfig::token`]); `None` turns that endpoint off.
+    pub read_token: Option<String>,
     /// Rows per request, 1 to [`limits::MAX_BATCH_CEILING`]; default
     /// [`limits::DEFAULT_MAX_BATCH`].
     pub max_batch: usize,
@@ -411,11 +414,11 @@ fn resolve_usage(
 ) -> UsageConfig {
     let span = raw.as_ref().map_or(0..0, Spanned::span);
     let raw = raw.map(Spanned::into_inner).unwrap_or_default();
-    let token = match &raw.token {
+    let mut token = |raw: &Option<Spanned<String>>, key: &str| match raw {
         Some(t) if t.get_ref().is_empty() => {
             problems.add(
                 t.span(),
-                "usage.token",
+                key,
                 "must not be empty (leave the key out to turn the endpoint off)",
             );
             None
@@ -423,6 +426,10 @@ fn resolve_usage(
         Some(t) => expand(t.get_ref(), env).0.filter(|v| !v.is_empty()),
         None => None,
     };
+    let (token, read_token) = (
+        token(&raw.token, "usage.token"),
+        token(&raw.read_token, "usage.read_token"),
+    );
     let max_batch = match &raw.max_batch {
         Some(n) if !(1..=limits::MAX_BATCH_CEILING).contains(n.get_ref()) => {
             problems.add(
@@ -448,9 +455,10 @@ fn resolve_usage(
         .as_ref()
         .map_or(DEFAULT_USAGE_DATASOURCE, |d| d.get_ref().as_str())
         .to_owned();
-    // The default datasource may be missing while the endpoint is off; a named one
+    // The default datasource may be missing while the endpoints are off; a named one
     // must exist.
-    if !datasources.contains_key(&datasource) && (raw.datasource.is_some() || token.is_some()) {
+    let on = token.is_some() || read_token.is_some();
+    if !datasources.contains_key(&datasource) && (raw.datasource.is_some() || on) {
         let at = raw.datasource.as_ref().map_or(span, Spanned::span);
         problems.add(
             at,
@@ -460,6 +468,7 @@ fn resolve_usage(
     }
     UsageConfig {
         token,
+        read_token,
         max_batch,
         max_label_values,
         datasource,

@@ -53,6 +53,9 @@ pub(super) struct RawUsage {
     /// Bearer token writers present; usually "${HEALTHHOST_USAGE_TOKEN}". None: the
     /// endpoint is off.
     pub(super) token: Option<Spanned<String>>,
+    /// Bearer token readers of `GET /v1/usage/summary` present; usually
+    /// "${HEALTHHOST_USAGE_READ_TOKEN}". None: that endpoint is off.
+    pub(super) read_token: Option<Spanned<String>>,
     /// Rows one request may carry.
     pub(super) max_batch: Option<Spanned<usize>>,
     /// Distinct operation (and model) label values before `other`.

@@ -184,6 +184,7 @@ fn usage_defaults_leave_the_endpoint_off() {
         config.usage,
         UsageConfig {
             token: None,
+            read_token: None,
             max_batch: limits::DEFAULT_MAX_BATCH,
             max_label_values: limits::DEFAULT_MAX_LABEL_VALUES,
             datasource: "main".to_owned(),
@@ -207,6 +208,39 @@ fn usage_token_comes_from_the_environment_and_an_unset_variable_turns_it_off() {
     assert_eq!((usage.max_batch, usage.max_label_values), (10, 3));
     assert_eq!(with("${NOPE}").token, None);
     assert_eq!(with("literal").token.as_deref(), Some("literal"));
+}
+
+#[test]
+fn usage_read_token_is_its_own_setting_and_needs_a_datasource() {
+    let with = |usage: &str| {
+        parse(&format!(
+            "[datasources.main]\nurl = \"sqlite:a.db\"\n[usage]\n{usage}\n"
+        ))
+        .unwrap()
+        .usage
+    };
+    let usage = with("read_token = \"${TOKEN}\"");
+    assert_eq!(
+        (usage.token, usage.read_token.as_deref()),
+        (None, Some("s3cret"))
+    );
+    let usage = with("token = \"w\"\nread_token = \"${NOPE}\"");
+    assert_eq!(
+        (usage.token.as_deref(), usage.read_token),
+        (Some("w"), None)
+    );
+    let problems = parse("[usage]\nread_token = \"r\"\n").err().unwrap();
+    let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(
+        got,
+        [(1, "usage.datasource")],
+        "reading needs the table too"
+    );
+    let problems = parse("[datasources.main]\nurl = \"sqlite:a.db\"\n[usage]\nread_token = \"\"\n")
+        .err()
+        .unwrap();
+    let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(got, [(4, "usage.read_token")]);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The API's errors, each the JSON answer it becomes ([`IntoResponse`]).
 
 use super::*;
+use crate::usage::StoreError;
 
 /// Why the API answers with an error, and the JSON answer each becomes.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub enum ApiError {
     },
     /// Usage rows refused (400, 422) or not written (503 with `Retry-After`).
     Record(RecordError),
+    /// The usage database could not be read: 503 with `Retry-After`.
+    UsageUnavailable(StoreError),
     /// The write task failed: 500.
     Internal,
 }
@@ -87,6 +90,13 @@ impl IntoResponse for ApiError {
                     json!({"error": "the usage database is unavailable; nothing was written", "retry_after_seconds": RETRY_AFTER_SECONDS}),
                 )
             }
+            ApiError::UsageUnavailable(e) => {
+                tracing::warn!("cannot read ai usage: {e}");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "the usage database is unavailable", "retry_after_seconds": RETRY_AFTER_SECONDS}),
+                )
+            }
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({"error": "internal error"}),
@@ -98,7 +108,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::Record(RecordError::Store(_)) => {
+            ApiError::Record(RecordError::Store(_)) | ApiError::UsageUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
             _ => {}

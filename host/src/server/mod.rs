@@ -1,11 +1,12 @@
 //! The HTTP API (axum): `/health`, `/health/{check}`, `/livez`, `/readyz`, `/metrics`,
-//! `GET /v1/checks/{check}/history`, `POST /v1/ai-usage` (when a usage token is
-//! configured), JSON 404/405 answers, and request instrumentation by matched route.
+//! `GET /v1/checks/{check}/history`, `POST /v1/ai-usage` and `GET /v1/usage/summary`
+//! (each when its usage token is configured), JSON 404/405 answers, and request
+//! instrumentation by matched route.
 //!
 //! Files: `probes` (`/health`, `/health/{check}`), `history` (a check's history),
-//! `usage` (`POST /v1/ai-usage`), `error` (each error as its JSON answer); this one
-//! holds the router, the shared state, the instrumentation, `/livez`, `/readyz` and
-//! `/metrics`.
+//! `usage` (`POST /v1/ai-usage`, `GET /v1/usage/summary`), `error` (each error as its
+//! JSON answer); this one holds the router, the shared state, the instrumentation,
+//! `/livez`, `/readyz` and `/metrics`.
 //!
 //! Health handlers read the latest results; none waits on a plugin, except that
 //! on-demand checks are brought up to date first (see [`Health::refresh`]). The usage
@@ -29,6 +30,7 @@ use crate::health::{self, Health};
 use crate::instrumentator::{HttpMetrics, Observation};
 use crate::metrics::Metrics;
 use crate::usage::ingest::{Ingest, RecordError};
+use crate::usage::summary::Reader;
 
 /// Content type of the IETF health check format.
 pub const HEALTH_JSON: &str = "application/health+json";
@@ -36,6 +38,8 @@ pub const HEALTH_JSON: &str = "application/health+json";
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Where AI usage rows are recorded.
 pub const AI_USAGE_PATH: &str = "/v1/ai-usage";
+/// Where the AI usage summary is read.
+pub const USAGE_SUMMARY_PATH: &str = "/v1/usage/summary";
 /// `Retry-After` (seconds) when the usage database is unavailable: long enough for a
 /// restart or failover to finish, short enough that writers do not pile up rows.
 pub const RETRY_AFTER_SECONDS: u32 = 5;
@@ -49,7 +53,7 @@ pub use error::ApiError;
 use history::check_history;
 pub use probes::HealthBodies;
 use probes::{health_all, health_one, health_status};
-use usage::ai_usage;
+use usage::{ai_usage, usage_summary};
 
 /// What the handlers share.
 pub struct AppState {
@@ -59,6 +63,9 @@ pub struct AppState {
     pub details_token: Option<String>,
     /// The usage endpoint; `None` when no token is configured (the route is absent).
     pub ingest: Option<Arc<Ingest>>,
+    /// The usage summary; `None` when no read token is configured (the route is
+    /// absent).
+    pub usage_reader: Option<Arc<Reader>>,
     /// Built bodies of the whole `/health`.
     pub bodies: HealthBodies,
 }
@@ -77,6 +84,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             AI_USAGE_PATH,
             post(ai_usage).layer(DefaultBodyLimit::max(ingest.body_limit())),
         );
+    }
+    if state.usage_reader.is_some() {
+        router = router.route(USAGE_SUMMARY_PATH, get(usage_summary));
     }
     router
         .route_layer(middleware::from_fn_with_state(state.clone(), instrument))

@@ -1,8 +1,11 @@
 //! `POST /v1/ai-usage`: the bearer token before the body, then the rows recorded by
-//! [`Ingest`].
+//! [`Ingest`]. `GET /v1/usage/summary`: the read token, then the range, then the
+//! [`Reader`]'s summary.
 
+use super::probes::query_param;
 use super::*;
 use crate::auth::Bearer;
+use crate::usage::summary::Range;
 
 /// `POST /v1/ai-usage`: authorizes before reading the body, then records it. 201 with
 /// the new ids after the commit; 400 malformed JSON; 401 no or a wrong token; 413 a
@@ -40,5 +43,38 @@ pub(super) async fn ai_usage(
         StatusCode::CREATED,
         "application/json",
         &json!({"ids": ids}),
+    ))
+}
+
+/// `GET /v1/usage/summary[?range=24h|7d|30d]`: 200 with the summary (default `24h`);
+/// 401 without the read token (the write token is not one); 400 for another range;
+/// 503 with `Retry-After` when the database cannot be read.
+pub(super) async fn usage_summary(
+    State(state): State<Arc<AppState>>,
+    bearer: Bearer,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let Some(reader) = state.usage_reader.clone() else {
+        return Err(ApiError::NotFound);
+    };
+    if !reader.authorized(&bearer) {
+        return Err(ApiError::Unauthorized);
+    }
+    let range = match query_param(query.as_deref(), "range") {
+        None => Range::default(),
+        Some(value) => Range::parse(&value).ok_or_else(|| ApiError::BadParameter {
+            name: "range",
+            value,
+            expected: format!("one of {}", Range::ALL.map(Range::as_str).join(", ")),
+        })?,
+    };
+    let summary = reader
+        .summary(range)
+        .await
+        .map_err(ApiError::UsageUnavailable)?;
+    Ok(json_response(
+        StatusCode::OK,
+        "application/json",
+        &summary.to_json(),
     ))
 }

@@ -1,8 +1,8 @@
 //! The AI usage feature, in one place: the `ai_usage` table the host owns
 //! ([`migrate`]: its migrations, embedded per database kind from `migrations/`), the
 //! read-write [`UsageStore`] (`store`), recording rows from `POST /v1/ai-usage`
-//! ([`ingest`]: validation, write, metrics) and the `healthhost usage` report
-//! ([`report`]).
+//! ([`ingest`]: validation, write, metrics), the `healthhost usage` report
+//! ([`report`]) and the summary `GET /v1/usage/summary` serves from it ([`summary`]).
 //!
 //! Migrations and the store use read-write connections of their own: the datasources
 //! plugins query are read-only.
@@ -11,6 +11,7 @@ pub mod ingest;
 mod migrate;
 pub mod report;
 mod store;
+pub mod summary;
 
 pub use migrate::{Applied, MigrationError, migrate};
 pub use store::*;

@@ -1,8 +1,9 @@
 //! AI usage end to end, on SQLite, PostgreSQL and MariaDB: `POST /v1/ai-usage` through
 //! a real `healthhost serve` process (authorization, validation, body limits, batch
 //! atomicity, concurrent writers, a database that goes down and comes back, the `ai_*`
-//! metrics and their label cap), and the `healthhost usage` report against rows the
-//! test inserted.
+//! metrics and their label cap), the `healthhost usage` report against rows the
+//! test inserted, and `GET /v1/usage/summary` (its ranges, its numbers against the
+//! report's, its read token).
 
 use std::process::Command;
 
@@ -975,6 +976,255 @@ async fn report_flags_are_checked_with_one_line_and_exit_3() {
     let (code, _, stderr) = usage("sqlite::memory:", &[]).await;
     assert_eq!(code, Some(3), "no ai_usage table");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------
+// The summary API
+
+const READ_TOKEN: &str = "test-read-token";
+const SUMMARY: &str = "/v1/usage/summary";
+
+/// `GET /v1/usage/summary?QUERY` with `Authorization: Bearer <token>` when given;
+/// status, headers and parsed body.
+async fn summary_with(
+    host: &Host,
+    query: &str,
+    token: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let (status, headers, text) = host.get_with(&format!("{SUMMARY}{query}"), &headers).await;
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, headers, body)
+}
+
+/// The summary with the read token; asserts 200.
+async fn summary(host: &Host, query: &str) -> Value {
+    let (status, _, body) = summary_with(host, query, Some(READ_TOKEN)).await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body
+}
+
+/// (requests, errors, tokens, cost, active users) of a summary's totals.
+fn totals(summary: &Value) -> (i64, i64, i64, f64, i64) {
+    let t = &summary["totals"];
+    (
+        t["requests"].as_i64().unwrap(),
+        t["errors"].as_i64().unwrap(),
+        t["tokens"].as_i64().unwrap(),
+        t["cost_dollars"].as_f64().unwrap(),
+        t["active_users"].as_i64().unwrap(),
+    )
+}
+
+/// (key, cost, tokens, requests) of each group of `summary[list]`.
+fn summary_groups(summary: &Value, list: &str, key: &str) -> Vec<(Value, f64, i64, i64)> {
+    summary[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g[key].clone(),
+                g["cost_dollars"].as_f64().unwrap(),
+                g["tokens"].as_i64().unwrap(),
+                g["requests"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn summary_sums_the_rows_of_its_range(kind: Kind) {
+    let db = Database::new(kind).await;
+    let host = db.host(&format!("read_token = \"{READ_TOKEN}\"")).await;
+    let (status, body) = record(
+        &host,
+        &json!([
+            {"user_id": 1, "operation": "tarot", "model": "m1", "prompt_tokens": 10, "completion_tokens": 20,
+             "cost_dollars": 0.5, "latency_ms": 100},
+            {"user_id": 2, "operation": "tarot", "model": "m2", "prompt_tokens": 1, "completion_tokens": 2,
+             "cost_dollars": 0.25, "latency_ms": 300, "status": "error"},
+            {"operation": "horoscope", "model": "m1", "prompt_tokens": 100, "cost_dollars": 2.0},
+        ]),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let ago = |days: u32| match kind {
+        Kind::Sqlite => format!("datetime('now', '-{days} days')"),
+        Kind::Postgres => format!("LOCALTIMESTAMP - INTERVAL '{days} days'"),
+        Kind::MySql => format!("NOW() - INTERVAL {days} DAY"),
+    };
+    db.exec(&format!(
+        "INSERT INTO ai_usage (user_id, operation, model, prompt_tokens, completion_tokens, total_tokens, \
+           cost_dollars, latency_ms, status, created_at) VALUES \
+         (4, 'tarot', 'm1', 1000, 1000, 2000, 8.0, 1000, 'success', {}), \
+         (5, 'horoscope', 'm1', 50, 0, 50, 1.0, NULL, 'error', {})",
+        ago(3),
+        ago(10)
+    ))
+    .await;
+
+    let day = summary(&host, "").await;
+    assert_eq!(
+        (&day["range"], &day["since_seconds"]),
+        (&json!("24h"), &json!(86_400))
+    );
+    assert_eq!(totals(&day), (3, 1, 133, 2.75, 2), "{day}");
+    let t = &day["totals"];
+    assert_eq!(t["error_rate"].as_f64(), Some(1.0 / 3.0));
+    assert_eq!(
+        t["mean_latency_ms"].as_f64(),
+        Some(200.0),
+        "rows without one do not count"
+    );
+    assert_eq!(t["cost_per_active_user"].as_f64(), Some(1.375));
+    assert_eq!(
+        summary_groups(&day, "by_operation", "operation"),
+        [
+            (json!("horoscope"), 2.0, 100, 1),
+            (json!("tarot"), 0.75, 33, 2)
+        ],
+        "most expensive first"
+    );
+    let days = summary_groups(&day, "by_day", "date");
+    let (cost, requests) = days.iter().fold((0.0, 0), |(c, r), g| (c + g.1, r + g.3));
+    assert_eq!((cost, requests), (2.75, 3), "{day}");
+    assert_eq!(summary(&host, "?range=24h").await, day);
+
+    let week = summary(&host, "?range=7d").await;
+    assert_eq!(
+        totals(&week),
+        (4, 1, 2133, 10.75, 3),
+        "the 3-day-old row counts: {week}"
+    );
+    let mean = week["totals"]["mean_latency_ms"].as_f64().unwrap();
+    assert!((mean - 1400.0 / 3.0).abs() < 0.01, "{mean}");
+    assert_eq!(
+        week["totals"]["cost_per_active_user"].as_f64(),
+        Some(10.75 / 3.0)
+    );
+    assert_eq!(
+        summary_groups(&week, "by_operation", "operation"),
+        [
+            (json!("tarot"), 8.75, 2033, 3),
+            (json!("horoscope"), 2.0, 100, 1)
+        ]
+    );
+    let days = summary_groups(&week, "by_day", "date");
+    assert!(days.len() >= 2, "{week}");
+    assert_eq!((days[0].1, days[0].3), (8.0, 1), "oldest day first: {week}");
+    assert!(days[0].0.as_str().unwrap() < days[1].0.as_str().unwrap());
+
+    let month = summary(&host, "?range=30d").await;
+    assert_eq!(totals(&month), (5, 2, 2183, 11.75, 4), "{month}");
+    assert_eq!(month["totals"]["error_rate"].as_f64(), Some(0.4));
+
+    // The same numbers as `healthhost usage`.
+    let report = usage_json(&db.url, &["--since", "7d"]).await;
+    let total = &report["total"];
+    assert_eq!(
+        (
+            &total["calls"],
+            &total["errors"],
+            &total["total_tokens"],
+            &total["cost_dollars"]
+        ),
+        (
+            &week["totals"]["requests"],
+            &week["totals"]["errors"],
+            &week["totals"]["tokens"],
+            &week["totals"]["cost_dollars"]
+        )
+    );
+    assert_eq!(total["mean_latency_ms"], week["totals"]["mean_latency_ms"]);
+    assert_eq!(total["active_users"], week["totals"]["active_users"]);
+    drop(host);
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn sqlite_summary_sums_the_rows_of_its_range() {
+    summary_sums_the_rows_of_its_range(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_summary_sums_the_rows_of_its_range() {
+    summary_sums_the_rows_of_its_range(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_summary_sums_the_rows_of_its_range() {
+    summary_sums_the_rows_of_its_range(Kind::MySql).await;
+}
+
+#[tokio::test]
+async fn the_summary_needs_the_read_token_and_a_known_range() {
+    let db = Database::new(Kind::Sqlite).await;
+    let host = db.host(&format!("read_token = \"{READ_TOKEN}\"")).await;
+    let (status, headers, body) = summary_with(&host, "", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    for wrong in [TOKEN, "", "test-read-toke", "test-read-tokenX"] {
+        let (status, _, body) = summary_with(&host, "", Some(wrong)).await;
+        assert_eq!(
+            status, 401,
+            "{wrong:?} (the write token does not read): {body}"
+        );
+    }
+    let (status, _, body) = summary_with(&host, "?range=1y", None).await;
+    assert_eq!(status, 401, "the token is checked before the range: {body}");
+    for bad in ["1y", "24H", "7days", ""] {
+        let (status, _, body) =
+            summary_with(&host, &format!("?range={bad}"), Some(READ_TOKEN)).await;
+        assert_eq!(status, 400, "{bad:?}: {body}");
+        assert_eq!(
+            body["error"],
+            format!("invalid range '{bad}': expected one of 24h, 7d, 30d")
+        );
+    }
+    let (status, _, _) = host.post(SUMMARY, Some(READ_TOKEN), "{}").await;
+    assert_eq!(status, 405);
+    // The read token does not write.
+    let (status, _, _) = host
+        .post(PATH, Some(READ_TOKEN), row("o", "m").to_string())
+        .await;
+    assert_eq!(status, 401);
+    drop(host);
+
+    // The write token alone: the summary is off, as POST is without its token.
+    let host = db.host("").await;
+    let (status, _, body) = summary_with(&host, "", Some(TOKEN)).await;
+    assert_eq!((status, body), (404, json!({"error": "not found"})));
+    drop(host);
+
+    // The read token alone: reading works, writing is off.
+    let host = Host::start(&format!(
+        "[datasources.main]\nurl = \"{}\"\n[usage]\nread_token = \"{READ_TOKEN}\"\n",
+        db.url
+    ))
+    .await;
+    assert_eq!(totals(&summary(&host, "").await), (0, 0, 0, 0.0, 0));
+    let (status, _, _) = host
+        .post(PATH, Some(READ_TOKEN), row("o", "m").to_string())
+        .await;
+    assert_eq!(status, 404);
+    drop(host);
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn the_summary_is_503_while_its_table_cannot_be_read() {
+    // Migration off on an empty database: there is no ai_usage to read.
+    let db = Database::empty(Kind::Sqlite).await;
+    let host = db
+        .host(&format!("migrate = false\nread_token = \"{READ_TOKEN}\""))
+        .await;
+    let (status, headers, body) = summary_with(&host, "", Some(READ_TOKEN)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(headers["retry-after"], "5");
+    assert_eq!(body["error"], "the usage database is unavailable");
+    drop(host);
+    db.remove().await;
 }
 
 // ------------------------------------------------------- the bot's own schema
