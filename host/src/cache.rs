@@ -90,13 +90,14 @@ impl CompileCache {
     }
 
     /// The compiled component for `wasm` (whose hex SHA-256 is `sha256`): from the
-    /// cache when a valid entry exists, otherwise compiled by `compile` and stored.
-    pub fn get_or_compile(
+    /// cache when a valid entry exists, otherwise compiled by `compile` (which gives
+    /// the serialized artifact, or why it could not) and stored.
+    pub fn get_or_compile<E: From<ArtifactError>>(
         &self,
         engine: &Engine,
         sha256: &str,
-        compile: impl FnOnce() -> wasmtime::Result<Component>,
-    ) -> wasmtime::Result<Component> {
+        compile: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Component, E> {
         let path = self.entry(sha256);
         let mut lookup = Lookup::Miss;
         if let Ok(bytes) = std::fs::read(&path) {
@@ -112,13 +113,13 @@ impl CompileCache {
                 }
             }
         }
-        let component = compile()?;
+        let artifact = compile()?;
         self.count(lookup);
-        if let Err(e) = self.store(&path, &component) {
+        if let Err(e) = self.store(&path, &artifact) {
             // The plugin still runs; only the next start is slower.
             tracing::warn!(entry = %path.display(), error = %e, "cannot write compile cache entry");
         }
-        Ok(component)
+        Ok(component(engine, &artifact)?)
     }
 
     fn entry(&self, sha256: &str) -> PathBuf {
@@ -134,14 +135,13 @@ impl CompileCache {
         }
     }
 
-    fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
-        let artifact = component.serialize()?;
-        let digest = Sha256::digest(&artifact);
+    fn store(&self, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
+        let digest = Sha256::digest(artifact);
         let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
         let tmp = path.with_extension(format!("{ENTRY_SUFFIX}.tmp{}-{n}", std::process::id()));
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&digest)?;
-        file.write_all(&artifact)?;
+        file.write_all(artifact)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
         Ok(())
@@ -157,14 +157,27 @@ fn verified(engine: &Engine, entry: &[u8]) -> Option<Component> {
     if Sha256::digest(artifact)[..] != *digest {
         return None;
     }
+    component(engine, artifact).ok()
+}
+
+/// The component of a serialized artifact that this host's wasmtime produced: a
+/// cache entry whose digest matched, or what a compile (in this process or in the
+/// host's own compiler child, over a pipe only the host holds) just returned.
+pub fn component(engine: &Engine, artifact: &[u8]) -> Result<Component, ArtifactError> {
     // SAFETY: `Component::deserialize` trusts its input to be code wasmtime produced.
-    // These bytes are exactly what `Component::serialize` wrote (their SHA-256,
-    // written with them, matches), in a directory only the host's user can write;
-    // wasmtime itself rejects artifacts of another version or engine configuration.
+    // These bytes are exactly what `precompile_component` wrote, in this process or
+    // in the host's own child, handed over directly or through an entry whose SHA-256
+    // matches in a directory only the host's user can write; wasmtime itself rejects
+    // artifacts of another version or engine configuration.
     #[allow(unsafe_code)]
     let component = unsafe { Component::deserialize(engine, artifact) };
-    component.ok()
+    component.map_err(|e| ArtifactError(format!("{e:#}")))
 }
+
+/// Why wasmtime refused a compiled artifact.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot load the compiled plugin: {0}")]
+pub struct ArtifactError(String);
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();

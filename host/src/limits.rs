@@ -25,6 +25,27 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 64 * MIB;
 /// address space for it, so it bounds the host's virtual size, not its resident size.
 pub const MAX_MEMORY_BYTES: u64 = 1024 * MIB;
 
+/// The writable memory a plugin's compiler process may use when the config sets
+/// none: an 18 MB Python or JS component needs ~400 MB (BENCHMARKS.md, "Compilers"),
+/// so 2 GiB leaves room for components five times their size, while a component
+/// crafted to exhaust the compiler fails its own load before it costs the machine.
+pub const DEFAULT_COMPILE_MEMORY: u64 = 2048 * MIB;
+/// The smallest compile memory limit: below it not even a trivial plugin compiles.
+pub const MIN_COMPILE_MEMORY: u64 = 16 * MIB;
+
+/// Parses a compile memory limit (`compile_memory`, `check --compile-memory`): a size
+/// of at least [`MIN_COMPILE_MEMORY`].
+pub fn parse_compile_memory(input: &str) -> Result<u64, String> {
+    let bytes = crate::units::parse_size(input).map_err(|e| e.to_string())?;
+    if bytes < MIN_COMPILE_MEMORY {
+        return Err(format!(
+            "must be at least {}MiB, got '{input}'",
+            MIN_COMPILE_MEMORY / MIB
+        ));
+    }
+    Ok(bytes)
+}
+
 /// The longest timeout a check may ask for: a health check that needs more than a
 /// minute is not telling a probe anything timely.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
@@ -135,7 +156,8 @@ pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// fails to instantiate instead of allocating without bound.
 pub const POOL_INSTANCES: u32 = 128;
 
-const MIB: u64 = 1024 * 1024;
+/// A mebibyte.
+pub const MIB: u64 = 1024 * 1024;
 
 /// The limits of one check's runs. Missing fields take the defaults above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

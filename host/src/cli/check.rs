@@ -79,6 +79,11 @@ pub(super) struct CheckArgs {
     #[arg(long, value_enum, default_value_t = Compiler::Cranelift)]
     compiler: Compiler,
 
+    /// The writable memory the compiler process may use, as `serve`'s
+    /// `compile_memory` [default: 2GiB].
+    #[arg(long, value_name = "SIZE", value_parser = crate::limits::parse_compile_memory)]
+    compile_memory: Option<u64>,
+
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -102,6 +107,10 @@ pub(super) fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let setup = check_setup(&args, &name, fixtures.as_ref())?;
     let tokio = current_thread()?;
     let mut runtime = Runtime::with_compiler(setup.datasources, args.compiler)?;
+    runtime.compile_in(child_compilation(
+        args.compile_memory
+            .unwrap_or(crate::limits::DEFAULT_COMPILE_MEMORY),
+    ));
     if !args.no_cache {
         let dir = args
             .cache_dir

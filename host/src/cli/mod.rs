@@ -26,7 +26,7 @@ use crate::health::{CheckSet, Health};
 use crate::limits::Limits;
 use crate::listing;
 use crate::metrics::Metrics;
-use crate::runtime::{Compiler, RunReport, Runtime};
+use crate::runtime::{Compilation, Compiler, RunReport, Runtime};
 use crate::scaffold::{self, Lang};
 use crate::server;
 use crate::units;
@@ -72,6 +72,19 @@ enum Command {
     /// Write a new plugin project: the check's source, its build script, a grant
     /// file, fixtures for pass, warn and fail, a test that runs them, and a README.
     New(NewArgs),
+    /// The host's own compiler process: a component on stdin, its compiled artifact
+    /// on stdout (see runtime/compile.rs).
+    #[command(name = crate::runtime::CHILD_COMMAND, hide = true)]
+    CompilePlugin(CompilePluginArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompilePluginArgs {
+    #[arg(long, value_enum)]
+    compiler: Compiler,
+    /// Bytes of writable memory the compile may use.
+    #[arg(long)]
+    memory_limit: u64,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +246,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::New(args) => new_project(args),
+        Command::CompilePlugin(args) => {
+            Ok(crate::runtime::child_main(args.compiler, args.memory_limit))
+        }
     }
 }
 
@@ -263,12 +279,36 @@ fn open_runtime(
     lookups: Option<prometheus::IntCounterVec>,
 ) -> anyhow::Result<Runtime> {
     let mut runtime = Runtime::with_compiler(datasources(config), config.compiler)?;
+    runtime.compile_in(child_compilation(config.compile_memory));
     if let Some(dir) = &config.cache_dir
         && let Err(e) = runtime.use_cache(dir, lookups)
     {
         tracing::warn!("{e}; compiling plugins without a cache");
     }
     Ok(runtime)
+}
+
+/// Plugins compiled by this executable in a child process with `memory_limit`
+/// (runtime/compile.rs says why), or in this process if the executable cannot be
+/// found. On Linux the child is `/proc/self/exe`: the very binary that is running,
+/// even after a package upgrade replaced or deleted its file (a newer binary's
+/// artifacts would not load here).
+fn child_compilation(memory_limit: u64) -> Compilation {
+    let proc_exe = Path::new("/proc/self/exe");
+    let exe = if proc_exe.exists() {
+        Ok(proc_exe.to_owned())
+    } else {
+        std::env::current_exe()
+    };
+    match exe {
+        Ok(exe) => Compilation::Child { exe, memory_limit },
+        Err(e) => {
+            tracing::warn!(
+                "cannot find this executable ({e}); compiling plugins in the host's own process"
+            );
+            Compilation::InProcess
+        }
+    }
 }
 
 /// Every check of the config file and of its plugins folder, each as far as it loads.

@@ -82,6 +82,17 @@ pub enum Compiler {
     Winch,
 }
 
+impl Compiler {
+    /// Its name, as the config file and the flag spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compiler::Cranelift => "cranelift",
+            Compiler::CraneliftUnoptimized => "cranelift-unoptimized",
+            Compiler::Winch => "winch",
+        }
+    }
+}
+
 /// Who sees check messages in `/health`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -107,6 +118,8 @@ pub struct Config {
     pub compile_concurrency: usize,
     /// The code generator of every plugin.
     pub compiler: Compiler,
+    /// The writable memory a plugin's compiler process may use, in bytes.
+    pub compile_memory: u64,
     /// How long after start a critical check still loading does not count as failing.
     pub startup_grace: Duration,
     pub shutdown_delay: Duration,
@@ -265,6 +278,13 @@ impl Config {
             Some(n) => *n.get_ref(),
             None => default_compile_concurrency(),
         };
+        let compile_memory = match &raw.compile_memory {
+            None => limits::DEFAULT_COMPILE_MEMORY,
+            Some(text) => limits::parse_compile_memory(text.get_ref()).unwrap_or_else(|e| {
+                problems.add(text.span(), "compile_memory", e);
+                limits::DEFAULT_COMPILE_MEMORY
+            }),
+        };
         let startup_grace = duration(
             &raw.startup_grace,
             "startup_grace".to_owned(),
@@ -376,6 +396,7 @@ impl Config {
             max_concurrent_runs,
             compile_concurrency,
             compiler: raw.compiler.unwrap_or_default(),
+            compile_memory,
             startup_grace,
             shutdown_delay,
             datasources,

@@ -130,6 +130,33 @@ grants.metrics = ["ok_name", "bad-name", "health_check_status"]
 }
 
 #[test]
+fn compile_memory_is_a_size_with_a_floor() {
+    assert_eq!(
+        parse("").unwrap().compile_memory,
+        limits::DEFAULT_COMPILE_MEMORY
+    );
+    assert_eq!(
+        parse("compile_memory = \"512MiB\"").unwrap().compile_memory,
+        512 * 1024 * 1024
+    );
+    for (value, says) in [
+        ("1MiB", "must be at least 16MiB"),
+        ("lots", "invalid size 'lots'"),
+    ] {
+        let problems = parse(&format!("compile_memory = \"{value}\""))
+            .err()
+            .unwrap();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "compile_memory");
+        assert!(
+            problems[0].message.contains(says),
+            "{}",
+            problems[0].message
+        );
+    }
+}
+
+#[test]
 fn a_grant_file_is_a_check_table_without_plugin() {
     let config = parse(GOOD).unwrap();
     let wasm = PathBuf::from("/etc/hh/plugins.d/redis.wasm");

@@ -21,17 +21,25 @@ fn plugin_workers() -> usize {
         .max(2)
 }
 
-/// The engine's configuration for `compiler`.
+/// The engine's configuration for `compiler`: [`code_config`] with the pooling
+/// allocator that runs use.
 pub(super) fn engine_config(compiler: Compiler) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(POOL_INSTANCES)
         .max_memory_size(MAX_MEMORY_BYTES as usize);
+    let mut config = code_config(compiler);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// Every setting that shapes compiled code (the compiler, fuel, epochs): what the
+/// compiler child process needs, which instantiates nothing and so reserves no pool.
+pub(super) fn code_config(compiler: Compiler) -> Config {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
         .consume_fuel(true)
-        .epoch_interruption(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        .epoch_interruption(true);
     match compiler {
         Compiler::Cranelift => config.strategy(Strategy::Cranelift),
         Compiler::CraneliftUnoptimized => config

@@ -9,6 +9,7 @@
 //! a fresh store with its own limits ([`Runtime::run`]) and ends in a [`RunReport`]
 //! whose [`Outcome`] is decided by matching on what happened.
 
+mod compile;
 mod engine;
 mod guest_error;
 pub mod limiter;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -35,6 +36,7 @@ use crate::limits::{self, Deadline, Limits, REPORT_MAX_MESSAGE_BYTES, STDIO_CAPT
 pub use crate::samples::Sample;
 use crate::samples::{self, Drops};
 use crate::scrub::{Scrubber, cut};
+pub use compile::{CHILD_COMMAND, Compilation, CompileError, child_main};
 use engine::{EpochTicker, Executor, engine_config};
 use guest_error::{GuestError, guest_error};
 pub use outcome::{Calls, ErrorKind, Outcome, RunReport};
@@ -63,6 +65,8 @@ pub enum LoadError {
     },
     #[error("check '{check}': not a valid WebAssembly component: {reason}")]
     Compile { check: String, reason: String },
+    #[error("check '{check}': cannot compile the plugin: {reason}")]
+    Compiler { check: String, reason: String },
     #[error(
         "check '{check}': the component does not implement the healthhost:plugin/check world: {reason}"
     )]
@@ -126,11 +130,14 @@ struct Shared {
     datasources: Arc<Datasources>,
 }
 
-/// The engine, its epoch ticker, the plugin threads and the compile cache.
+/// The engine, its epoch ticker, the plugin threads, where plugins are compiled and
+/// the compile cache.
 pub struct Runtime {
     shared: Arc<Shared>,
     executor: Executor,
     _ticker: EpochTicker,
+    compiler: Compiler,
+    compilation: Compilation,
     cache: Option<CompileCache>,
 }
 
@@ -161,8 +168,15 @@ impl Runtime {
             shared,
             executor,
             _ticker,
+            compiler,
+            compilation: Compilation::InProcess,
             cache: None,
         })
+    }
+
+    /// From now on, plugins are compiled as [`Compilation`] says.
+    pub fn compile_in(&mut self, compilation: Compilation) {
+        self.compilation = compilation;
     }
 
     /// From now on, compiled plugins are kept in (and taken from) the cache at `dir`;
@@ -195,14 +209,15 @@ impl Runtime {
         })?;
         let sha256 = hex(&Sha256::digest(wasm));
         let engine = &self.shared.engine;
-        let compile = || Component::new(engine, wasm);
+        let compile = || compile::artifact(engine, self.compiler, &self.compilation, wasm);
         let compiled = match &self.cache {
             Some(cache) => cache.get_or_compile(engine, &sha256, compile),
-            None => compile(),
+            None => compile().and_then(|artifact| Ok(crate::cache::component(engine, &artifact)?)),
         };
-        let component = compiled.map_err(|e| LoadError::Compile {
-            check: name.to_owned(),
-            reason: compile_reason(&e, wasm),
+        let check = name.to_owned();
+        let component = compiled.map_err(|e| match e {
+            CompileError::Invalid(reason) => LoadError::Compile { check, reason },
+            CompileError::Failed(reason) => LoadError::Compiler { check, reason },
         })?;
         let world = |e: wasmtime::Error| LoadError::World {
             check: name.to_owned(),
@@ -489,22 +504,6 @@ fn error_chain(error: &wasmtime::Error) -> String {
         .join(": ")
 }
 
-/// Why `wasm` failed to compile, with a hint for the common mistakes.
-fn compile_reason(error: &wasmtime::Error, wasm: &[u8]) -> String {
-    const MAGIC: &[u8] = b"\0asm";
-    if !wasm.starts_with(MAGIC) {
-        return "the file does not start with the WebAssembly magic bytes".to_owned();
-    }
-    let reason = error_chain(error);
-    // Byte 4..8: version 1 is a core module, a component has a different layer.
-    if wasm.get(4..8) == Some(&[1, 0, 0, 0]) {
-        return format!(
-            "{reason} (this is a core module, not a component: build it with --target wasm32-wasip2)"
-        );
-    }
-    reason
-}
-
 /// Reads the plugin file of check `name`, which must have the SHA-256 `pin` when
 /// given.
 pub fn read_plugin(
@@ -528,17 +527,4 @@ pub fn read_plugin(
         }
     }
     Ok(wasm)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compile_reason_explains_non_components() {
-        let err = wasmtime::Error::msg("boom");
-        assert!(compile_reason(&err, b"hello").contains("magic bytes"));
-        assert!(compile_reason(&err, b"\0asm\x01\0\0\0").contains("core module"));
-        assert_eq!(compile_reason(&err, b"\0asm\x0d\0\x01\0"), "boom");
-    }
 }

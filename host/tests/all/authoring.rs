@@ -447,6 +447,24 @@ fn the_python_template_passes_warns_and_fails_on_its_fixtures() {
     );
     assert_eq!(report["reason"], "trap");
     assert_eq!(report["message"], "RuntimeError: boom: the check has a bug");
+    // A compile that needs more than its memory limit fails that plugin's load, in
+    // the compiler's process, not the host.
+    let wasm = dir.join("json-status/json-status.wasm");
+    let out = healthhost(&[
+        "check",
+        wasm.to_str().unwrap(),
+        "--compile-memory",
+        "64MiB",
+        "--no-cache",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(
+            "cannot compile the plugin: it needs more than the compile memory limit of 64 MiB (`compile_memory`)"
+        ),
+        "{}",
+        stderr(&out)
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -238,6 +238,31 @@ async fn drop_replace_break_and_remove_a_plugin_while_serving() {
 }
 
 /// `healthhost list --json` for the host's config, asking the host for outcomes.
+/// A package upgrade replaces (or deletes) the host's executable while it serves. The
+/// host compiles in a child process of its own running binary, not of whatever file
+/// now has its name, so a plugin dropped in afterwards still loads.
+#[tokio::test]
+async fn a_plugin_dropped_in_after_the_hosts_file_was_deleted_still_loads() {
+    let dir = TempDir::new();
+    let plugins = dir.0.join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    // A second name for the binary beside it (same file system), deleted once running.
+    let bin = Path::new(BIN).with_file_name(format!("hh-deleted-{}", std::process::id()));
+    let _ = std::fs::remove_file(&bin);
+    std::fs::hard_link(BIN, &bin).unwrap();
+    let server = Host::start_from(&bin, dir, WATCH).await;
+    std::fs::remove_file(&bin).unwrap();
+
+    drop_file(&plugins, "late.wasm", &read(test_artifacts::TRIVIAL));
+    let (status, body) = server
+        .wait_for("/health", |_, b| {
+            check(b, "late")["outcome"] == "pass" || !check(b, "late")["load_error"].is_null()
+        })
+        .await;
+    assert_eq!(check(&body, "late")["load_error"], Value::Null, "{body}");
+    assert_eq!(status, 200, "{body}");
+}
+
 fn list_json(host: &Host) -> Vec<Value> {
     let output = Command::new(BIN)
         .args(["list", "--json", "--host", &host.base, "--config"])

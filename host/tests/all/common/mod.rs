@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -425,14 +426,23 @@ impl Host {
         Host::spawn(dir, config, &[]).await
     }
 
+    /// Like [`Host::start_in`], running the executable `bin` instead of [`BIN`].
+    pub async fn start_from(bin: &Path, dir: TempDir, config: &str) -> Host {
+        Host::spawn_bin(bin, dir, config, &[]).await
+    }
+
     async fn spawn(dir: TempDir, config: &str, env: &[(&str, &str)]) -> Host {
+        Host::spawn_bin(Path::new(BIN), dir, config, env).await
+    }
+
+    async fn spawn_bin(bin: &Path, dir: TempDir, config: &str, env: &[(&str, &str)]) -> Host {
         let path = dir.0.join("config.toml");
         std::fs::write(
             &path,
             format!("listen = \"127.0.0.1:0\"\ncache_dir = \"cache\"\n{config}"),
         )
         .unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin)
             .args(["serve", "--config"])
             .arg(&path)
             .envs(env.iter().copied())
