@@ -6,11 +6,17 @@
 //! handlers from matched routes only (unknown paths are never recorded), and plugin
 //! samples reach `/metrics` only as [`crate::samples`] screens and admits them: valid,
 //! bounded, granted, at most [`crate::limits::MAX_SERIES_PER_CHECK`] series per check.
+//!
+//! A scrape is rendered once and its text reused until something changes: every
+//! change to a series is followed by [`Metrics::changed`], and a page is never older
+//! than [`PAGE_TTL`] (for the process metrics, which change by themselves).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
-#[cfg(target_os = "linux")]
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use prometheus::core::Collector;
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
@@ -41,9 +47,25 @@ pub const QUEUE_STATES: [&str; 3] = ["pending", "failed", "completed"];
 #[cfg(target_os = "linux")]
 pub const PROCESS_METRICS_TTL: Duration = Duration::from_secs(1);
 
+/// How long a rendered page is served again while nothing changes: the process
+/// metrics' own cache period, so CPU time and memory are as fresh as they were before
+/// pages were reused. A scrape costs ~50 µs to render; Prometheus scrapes every few
+/// seconds, but load balancers and dashboards may poll far more often.
+pub const PAGE_TTL: Duration = Duration::from_secs(1);
+
+/// A rendered scrape and the change it reflects.
+struct Page {
+    generation: u64,
+    at: Instant,
+    text: Bytes,
+}
+
 /// Every metric the host exports.
 pub struct Metrics {
     registry: Registry,
+    /// Bumped by [`Metrics::changed`]; a page rendered at an older one is stale.
+    generation: AtomicU64,
+    page: Mutex<Option<Page>>,
     namespace: String,
     #[cfg(target_os = "linux")]
     process: CachedProcess,
@@ -362,6 +384,8 @@ impl Metrics {
                 cache: Mutex::new(None),
             },
             samples: RwLock::default(),
+            generation: AtomicU64::new(0),
+            page: Mutex::new(None),
             families: b.families,
             requests_total,
             errors_total,
@@ -429,6 +453,13 @@ impl Metrics {
         self.health_check_status
             .with_label_values(&[check])
             .set(i64::from(healthy));
+        self.changed();
+    }
+
+    /// Says that a series changed, so the next scrape renders a new page. Whoever
+    /// changes one of the public metrics calls it after the change.
+    pub fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Removes every series of a check that no longer exists.
@@ -461,6 +492,7 @@ impl Metrics {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(check);
+        self.changed();
     }
 
     /// The admitted samples of every check, as gauge families `{namespace}_{name}` with
@@ -496,7 +528,29 @@ impl Metrics {
         families.into_values().collect()
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric: the last page while nothing
+    /// changed and it is younger than [`PAGE_TTL`], else a new one.
+    pub fn scrape(&self) -> Bytes {
+        // Read before rendering: a change during the render makes the page newer
+        // than its label, never older.
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut page = self.page.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = page.as_ref()
+            && p.generation == generation
+            && p.at.elapsed() < PAGE_TTL
+        {
+            return p.text.clone();
+        }
+        let text = Bytes::from(self.render());
+        *page = Some(Page {
+            generation,
+            at: Instant::now(),
+            text: text.clone(),
+        });
+        text
+    }
+
+    /// The Prometheus text exposition of every metric, rendered now.
     pub fn render(&self) -> String {
         let mut families = self.registry.gather();
         #[cfg(target_os = "linux")]

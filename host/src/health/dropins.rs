@@ -233,10 +233,13 @@ impl Loader {
         new
     }
 
+    /// Sets the pending gauge; called after each load, it also publishes that load's
+    /// counters (loads, load errors, compile cache lookups).
     fn set_pending(&self, pending: usize) {
         if let Some(m) = &self.metrics {
             m.plugin_loads_pending
                 .set(i64::try_from(pending).unwrap_or(i64::MAX));
+            m.changed();
         }
     }
 

@@ -239,6 +239,7 @@ impl Health {
             let task = tokio::spawn(self.clone().schedule(check.clone()));
             tasks.insert(name.clone(), (check.clone(), task.abort_handle()));
         }
+        self.metrics.changed();
         drop(tasks);
         let mut latest = self.latest.write().unwrap_or_else(|p| p.into_inner());
         latest.retain(|name, _| {

@@ -45,6 +45,8 @@ fn every_registered_family_is_a_plan_or_host_name() {
 #[test]
 fn granted_samples_are_exported_with_the_check_label_and_replaced_by_the_next_run() {
     let m = Metrics::new("ns").unwrap();
+    // A page rendered before the runs: each run must make the next scrape a new one.
+    assert!(!scraped(&m).contains("check=\"db\""));
     let mut report = RunReport {
         check: "db".to_owned(),
         outcome: crate::runtime::Outcome::Pass,
@@ -62,7 +64,7 @@ fn granted_samples_are_exported_with_the_check_label_and_replaced_by_the_next_ru
     };
     let grant = granted(&["db_latency_seconds", "db_rows"]);
     m.record_run(&report, &grant, true, 0.0);
-    let text = m.render();
+    let text = scraped(&m);
     assert!(
         text.contains("ns_db_latency_seconds{check=\"db\"} 0.25"),
         "{text}"
@@ -85,12 +87,32 @@ fn granted_samples_are_exported_with_the_check_label_and_replaced_by_the_next_ru
 
     report.samples = vec![Sample::of("db_latency_seconds", &[], 0.5)];
     m.record_run(&report, &grant, true, 0.0);
-    let text = m.render();
+    let text = scraped(&m);
     assert!(
         text.contains("ns_db_latency_seconds{check=\"db\"} 0.5"),
         "{text}"
     );
     assert!(!text.contains("ns_db_rows"), "{text}");
+}
+
+/// A scrape's text.
+fn scraped(m: &Metrics) -> String {
+    String::from_utf8(m.scrape().to_vec()).unwrap()
+}
+
+#[test]
+fn a_change_announced_by_changed_reaches_the_next_scrape() {
+    let m = Metrics::new("ns").unwrap();
+    assert!(!scraped(&m).contains("ns_requests_total{"));
+    m.requests_total
+        .with_label_values(&["/x", "GET", "2xx"])
+        .inc();
+    m.changed();
+    let text = scraped(&m);
+    assert!(
+        text.contains("ns_requests_total{handler=\"/x\",method=\"GET\",status=\"2xx\"} 1"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -110,6 +110,7 @@ async fn instrument(State(state): State<Arc<AppState>>, request: Request, next: 
         .requests_in_progress
         .with_label_values(&[route.as_str(), method.as_str()]);
     in_progress.inc();
+    m.changed();
     let started = Instant::now();
     let response = next.run(request).await;
     in_progress.dec();
@@ -129,6 +130,7 @@ async fn instrument(State(state): State<Arc<AppState>>, request: Request, next: 
         request_bytes,
         response_bytes: content_length(response.headers()),
     });
+    m.changed();
     response
 }
 
@@ -175,7 +177,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let mut response = state.metrics.render().into_response();
+    let mut response = state.metrics.scrape().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(PROMETHEUS_TEXT),

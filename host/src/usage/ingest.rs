@@ -390,6 +390,7 @@ impl Ingest {
                     .observe(f64::from(ms) / 1000.0);
             }
         }
+        m.changed();
     }
 }
 
