@@ -9,7 +9,7 @@
 //! ([`HISTORY_MAX_MESSAGE_BYTES`]): beyond it the oldest results lose their messages
 //! (they keep time, outcome and latency).
 
-use std::collections::VecDeque;
+use std::collections::{VecDeque, vec_deque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,6 +51,9 @@ impl Record {
         self.message.as_deref()
     }
 }
+
+/// The records of a history in place, oldest first ([`History::scan`]).
+pub type RecordIter<'a> = vec_deque::Iter<'a, Record>;
 
 /// What a read of a history returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +129,17 @@ impl History {
             records,
             uptime_24h: self.uptime(),
         }
+    }
+
+    /// Calls `f` with the results kept at `now`, oldest first, read in place (nothing
+    /// is copied), and their uptime as [`HistoryView::uptime_24h`] counts it.
+    pub fn scan<R>(
+        &mut self,
+        now: SystemTime,
+        f: impl FnOnce(RecordIter<'_>, Option<f64>) -> R,
+    ) -> R {
+        self.prune(unix_ms(now));
+        f(self.records.iter(), self.uptime())
     }
 
     /// Percent of the kept results that count as up, rounded to 0.01.

@@ -405,6 +405,22 @@ impl Health {
         })
     }
 
+    /// Calls `f` with the results of check `name` kept at `now` (oldest first; none
+    /// when it has not run or does not exist) and their uptime, read in place under
+    /// the history lock: `f` must be quick, runs record their results behind it.
+    pub fn scan_history<R>(
+        &self,
+        name: &str,
+        now: SystemTime,
+        f: impl FnOnce(history::RecordIter<'_>, Option<f64>) -> R,
+    ) -> R {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        match history.get_mut(name) {
+            Some(h) => h.scan(now, f),
+            None => History::default().scan(now, f),
+        }
+    }
+
     /// The view of one check, if it exists.
     pub fn view(&self, name: &str) -> Option<CheckView> {
         let set = self.set();

@@ -1,9 +1,11 @@
-//! The HTTP API (axum): `/health`, `/health/{check}`, `/livez`, `/readyz`, `/metrics`,
+//! The HTTP API (axum): the status page `/`, `/health`, `/health/{check}`, `/livez`,
+//! `/readyz`, `/metrics`,
 //! `GET /v1/checks/{check}/history`, `POST /v1/ai-usage` and `GET /v1/usage/summary`
 //! (each when its usage token is configured), JSON 404/405 answers, and request
 //! instrumentation by matched route.
 //!
 //! Files: `probes` (`/health`, `/health/{check}`), `history` (a check's history),
+//! `page` (the status page at `/`, its login and assets),
 //! `usage` (`POST /v1/ai-usage`, `GET /v1/usage/summary`), `error` (each error as its
 //! JSON answer); this one holds the router, the shared state, the instrumentation,
 //! `/livez`, `/readyz` and `/metrics`.
@@ -46,6 +48,7 @@ pub const RETRY_AFTER_SECONDS: u32 = 5;
 
 mod error;
 mod history;
+pub mod page;
 mod probes;
 mod usage;
 
@@ -73,6 +76,9 @@ pub struct AppState {
 /// The application's router; tests call it without a socket.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
+        .route("/", get(page::status_page))
+        .route("/assets/page.css", get(page::page_css))
+        .route("/assets/page.js", get(page::page_js))
         .route("/health", get(health_all))
         .route("/health/{check}", get(health_one))
         .route("/v1/checks/{check}/history", get(check_history))
@@ -86,7 +92,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         );
     }
     if state.usage_reader.is_some() {
-        router = router.route(USAGE_SUMMARY_PATH, get(usage_summary));
+        router = router
+            .route(USAGE_SUMMARY_PATH, get(usage_summary))
+            .route(
+                "/login",
+                post(page::login).layer(DefaultBodyLimit::max(page::LOGIN_BODY_LIMIT)),
+            )
+            .route("/logout", post(page::logout));
     }
     router
         .route_layer(middleware::from_fn_with_state(state.clone(), instrument))

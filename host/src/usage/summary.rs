@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::auth::Bearer;
+use crate::auth::{Bearer, constant_time_eq};
 use crate::usage::report::{By, Sums, report};
 use crate::usage::{StoreError, UsageStore};
 
@@ -131,6 +131,12 @@ impl Reader {
     /// Whether the request presented the read token (in constant time).
     pub fn authorized(&self, bearer: &Bearer) -> bool {
         bearer.is(Some(&self.token))
+    }
+
+    /// Whether `presented` is the read token (in constant time): the status page's
+    /// login form and cookie.
+    pub fn accepts(&self, presented: &str) -> bool {
+        constant_time_eq(presented.as_bytes(), self.token.as_bytes())
     }
 
     /// The summary over `range`, within [`SUMMARY_TIMEOUT`].

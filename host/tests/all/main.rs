@@ -11,6 +11,7 @@ mod cli;
 mod dropins;
 mod history;
 mod migrate;
+mod page;
 mod runtime;
 mod serve;
 mod usage;

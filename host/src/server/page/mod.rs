@@ -1,0 +1,307 @@
+//! The status page: `GET /` (one server-rendered HTML page), `POST /login` and
+//! `POST /logout` (the usage read token in a cookie), and its two assets
+//! (`/assets/page.css`, `/assets/page.js`), all embedded in the binary.
+//!
+//! Every check shows its status as an icon and a word, its age, uptime, a latency
+//! sparkline and an outcome strip ([`view`] computes them; `page.html`, an askama
+//! template, lays them out and escapes every value). Messages follow `/health`'s
+//! details rule. The AI usage section shows only to a viewer holding the read token
+//! (an `Authorization: Bearer` header or the cookie the login form sets); the token is
+//! never put on the page or in a URL. Every answer carries a strict
+//! Content-Security-Policy: no inline script or style, nothing from elsewhere.
+
+use std::time::SystemTime;
+
+use askama::Template;
+use axum::http::header::SET_COOKIE;
+
+use super::probes::{details, query_param};
+use super::*;
+use crate::auth::{Bearer, constant_time_eq};
+use crate::usage::summary::Range;
+
+pub mod view;
+
+use view::{CHART_HEIGHT, CHART_WIDTH, CheckRow, DAYS_HEIGHT, RangeLink, UsageView};
+
+/// The page's Content-Security-Policy: its own stylesheet and script only, `fetch`
+/// to itself (the refresh), forms to itself, no framing.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
+     connect-src 'self'; img-src 'self' data:; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
+/// The cookie holding the usage read token (percent-encoded).
+pub const TOKEN_COOKIE: &str = "healthhost_usage";
+/// The largest login form accepted: a token and its field name.
+pub const LOGIN_BODY_LIMIT: usize = 4096;
+
+const PAGE_CSS: &str = include_str!("page.css");
+const PAGE_JS: &str = include_str!("page.js");
+
+/// The whole page, ready to render.
+#[derive(Template)]
+#[template(path = "page.html")]
+pub struct StatusPage {
+    pub healthy: bool,
+    /// When it was rendered, in UTC.
+    pub generated: String,
+    pub checks: Vec<CheckRow>,
+    /// Whether the usage section is there at all (a read token is configured).
+    pub usage_enabled: bool,
+    /// The numbers, for a viewer with the read token.
+    pub usage: Option<UsageView>,
+    /// The viewer has the token but the database did not answer.
+    pub unavailable: bool,
+    pub login_error: Option<&'static str>,
+    pub ranges: Vec<RangeLink>,
+    width: usize,
+    height: usize,
+    days_height: usize,
+}
+
+impl StatusPage {
+    /// A page of `checks` rendered at `now`, without a usage section.
+    pub fn new(checks: Vec<CheckRow>, healthy: bool, now: SystemTime) -> StatusPage {
+        StatusPage {
+            healthy,
+            generated: humantime::format_rfc3339_seconds(now)
+                .to_string()
+                .replace('T', " ")
+                .replace('Z', " UTC"),
+            checks,
+            usage_enabled: false,
+            usage: None,
+            unavailable: false,
+            login_error: None,
+            ranges: Vec::new(),
+            width: CHART_WIDTH,
+            height: CHART_HEIGHT,
+            days_height: DAYS_HEIGHT,
+        }
+    }
+
+    /// The HTML.
+    pub fn html(&self) -> String {
+        self.render().expect("the page's values all display")
+    }
+}
+
+/// `GET /[?range=24h|7d|30d]`: 200 with the page; 400 for another range. The range
+/// picks the usage section's window.
+pub(super) async fn status_page(
+    State(state): State<Arc<AppState>>,
+    bearer: Bearer,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let range = match query_param(query.as_deref(), "range") {
+        None => Range::default(),
+        Some(value) => Range::parse(&value).ok_or_else(|| ApiError::BadParameter {
+            name: "range",
+            value,
+            expected: format!("one of {}", Range::ALL.map(Range::as_str).join(", ")),
+        })?,
+    };
+    let authorized = token_accepted(&state, &bearer, &headers);
+    let login_error = (!authorized && cookie_token(&headers).is_some())
+        .then_some("the saved token is no longer accepted: log in again");
+    Ok(page(&state, &bearer, range, authorized, login_error).await)
+}
+
+/// `POST /login` (form field `token`): with the read token, 303 to `/` setting the
+/// cookie; otherwise 401 with the page and the form again.
+pub(super) async fn login(
+    State(state): State<Arc<AppState>>,
+    bearer: Bearer,
+    body: Bytes,
+) -> Response {
+    let token = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let accepted = state
+        .usage_reader
+        .as_ref()
+        .is_some_and(|r| !token.is_empty() && r.accepts(&token));
+    if !accepted {
+        let mut response = page(
+            &state,
+            &bearer,
+            Range::default(),
+            false,
+            Some("that is not the read token"),
+        )
+        .await;
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        return response;
+    }
+    let value: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    see_other(format!(
+        "{TOKEN_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict"
+    ))
+}
+
+/// `POST /logout`: 303 to `/`, clearing the cookie.
+pub(super) async fn logout() -> Response {
+    see_other(format!(
+        "{TOKEN_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+    ))
+}
+
+pub(super) async fn page_css() -> Response {
+    asset("text/css; charset=utf-8", PAGE_CSS)
+}
+
+pub(super) async fn page_js() -> Response {
+    asset("text/javascript; charset=utf-8", PAGE_JS)
+}
+
+/// The page at `range`; the usage numbers only when `authorized`.
+async fn page(
+    state: &AppState,
+    bearer: &Bearer,
+    range: Range,
+    authorized: bool,
+    login_error: Option<&'static str>,
+) -> Response {
+    let now = SystemTime::now();
+    let checks = view::checks(&state.health, now, details(state, bearer));
+    let healthy = health::healthy(&state.health.views(&[]));
+    let mut page = StatusPage::new(checks, healthy, now);
+    if let Some(reader) = &state.usage_reader {
+        page.usage_enabled = true;
+        page.login_error = login_error;
+        page.ranges = view::range_links(range);
+        if authorized {
+            match reader.summary(range).await {
+                Ok(summary) => page.usage = Some(view::usage(&summary)),
+                Err(error) => {
+                    tracing::warn!(error = %error, "status page: usage summary unavailable");
+                    page.unavailable = true;
+                }
+            }
+        }
+    }
+    html_response(StatusCode::OK, page.html())
+}
+
+/// Whether the request carries the read token, as a bearer header or the cookie.
+fn token_accepted(state: &AppState, bearer: &Bearer, headers: &HeaderMap) -> bool {
+    let Some(reader) = &state.usage_reader else {
+        return false;
+    };
+    reader.authorized(bearer) || cookie_token(headers).is_some_and(|t| reader.accepts(&t))
+}
+
+/// The token in the request's cookie, decoded.
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| constant_time_eq(name.as_bytes(), TOKEN_COOKIE.as_bytes()))
+        .map(|(_, value)| {
+            url::form_urlencoded::parse(format!("t={value}").as_bytes())
+                .map(|(_, v)| v.into_owned())
+                .next()
+                .unwrap_or_default()
+        })
+        .filter(|t| !t.is_empty())
+}
+
+/// The headers every answer of the page carries.
+fn secure(response: &mut Response, content_type: &'static str, cache: &'static str) {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+}
+
+fn html_response(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    secure(&mut response, "text/html; charset=utf-8", "no-store");
+    response
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = body.into_response();
+    secure(&mut response, content_type, "no-cache");
+    response
+}
+
+fn see_other(cookie: String) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    secure(&mut response, "text/plain; charset=utf-8", "no-store");
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, HeaderValue::from_static("/"));
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        headers.insert(SET_COOKIE, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_cookie(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_cookie_token_is_read_decoded_among_others() {
+        let headers = with_cookie("a=b; healthhost_usage=s%3Bcr%20et; c=d");
+        assert_eq!(cookie_token(&headers).as_deref(), Some("s;cr et"));
+        assert_eq!(cookie_token(&with_cookie("healthhost_usage=")), None);
+        assert_eq!(cookie_token(&with_cookie("other=x")), None);
+    }
+
+    #[test]
+    fn the_page_escapes_plugin_text_and_has_no_inline_script() {
+        let now = SystemTime::UNIX_EPOCH;
+        let row = CheckRow {
+            name: "db".into(),
+            class: "fail",
+            icon: "✗",
+            word: "failing",
+            outcome: None,
+            critical: true,
+            age: "1 s ago".into(),
+            uptime: "50.00 %".into(),
+            latency: "–".into(),
+            spark: String::new(),
+            strip: Default::default(),
+            runs: 2,
+            last_failure: Some(view::Failure {
+                ago: "1 s ago".into(),
+                outcome: "fail",
+                message: Some("<script>alert(1)</script>".into()),
+            }),
+        };
+        let html = StatusPage::new(vec![row], false, now).html();
+        assert!(
+            html.contains("&#60;script&#62;alert(1)") || html.contains("&lt;script&gt;alert(1)"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"), "only the external script tag");
+        assert!(html.contains("✗</span> <span class=\"word\">failing</span>"));
+        assert!(
+            !html.contains("id=\"usage\""),
+            "no usage section without a reader"
+        );
+    }
+}
