@@ -5,6 +5,7 @@
 mod common;
 
 mod authoring;
+mod browser;
 mod builtins;
 mod capabilities;
 mod cli;
