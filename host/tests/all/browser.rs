@@ -219,8 +219,10 @@ async fn the_page_works_in_chromium_with_login_and_the_range_switch() {
 async fn screenshot() {
     let out =
         std::env::var("HEALTHHOST_SCREENSHOT").expect("HEALTHHOST_SCREENSHOT: the PNG to write");
-    let server = StatusHost::start(true).await;
-    let browser = Browser::start(1200, 900).await;
+    // Runs every second for a while, so the sparklines and strips have some bars.
+    let server = StatusHost::start_with(true, "1s", "connection refused: db.internal:5432").await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let browser = Browser::start(1200, 1000).await;
     let c = browser.client();
     c.goto(&format!("{}/", server.host.base)).await.unwrap();
     browser.log_in(READ_TOKEN).await;

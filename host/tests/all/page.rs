@@ -23,10 +23,16 @@ pub struct StatusHost {
 
 impl StatusHost {
     pub async fn start(usage: bool) -> StatusHost {
+        StatusHost::start_with(usage, "1h", HOSTILE).await
+    }
+
+    /// Like [`StatusHost::start`], the checks running every `interval` and the failing
+    /// one saying `message`.
+    pub async fn start_with(usage: bool, interval: &str, message: &str) -> StatusHost {
         let mut config = format!(
-            "[checks.ok]\nplugin = {:?}\ninterval = \"1h\"\n\
-             [checks.broken]\nplugin = {:?}\ncritical = false\ninterval = \"1h\"\n\
-             settings = {{ mode = \"fail\", message = {HOSTILE:?} }}\n",
+            "[checks.ok]\nplugin = {:?}\ninterval = \"{interval}\"\n\
+             [checks.broken]\nplugin = {:?}\ncritical = false\ninterval = \"{interval}\"\n\
+             settings = {{ mode = \"fail\", message = {message:?} }}\n",
             test_artifacts::TRIVIAL,
             test_artifacts::MISBEHAVE,
         );
