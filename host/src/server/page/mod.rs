@@ -164,8 +164,7 @@ async fn page(
     login_error: Option<&'static str>,
 ) -> Response {
     let now = SystemTime::now();
-    let checks = view::checks(&state.health, now, details(state, bearer));
-    let healthy = health::healthy(&state.health.views(&[]));
+    let (checks, healthy) = view::checks(&state.health, now, details(state, bearer));
     let mut page = StatusPage::new(checks, healthy, now);
     if let Some(reader) = &state.usage_reader {
         page.usage_enabled = true;

@@ -125,18 +125,20 @@ pub fn range_links(current: Range) -> Vec<RangeLink> {
         .collect()
 }
 
-/// Every check's row at `now`, in name order; messages only with `details`. Each
-/// check's history is read in place under the history lock, one check at a time.
-pub fn checks(health: &Health, now: SystemTime, details: bool) -> Vec<CheckRow> {
-    health
-        .views(&[])
+/// Every check's row at `now`, in name order, and whether they add up to healthy
+/// (as `/health` decides); messages only with `details`. Each check's history is
+/// read in place under the history lock, one check at a time.
+pub fn checks(health: &Health, now: SystemTime, details: bool) -> (Vec<CheckRow>, bool) {
+    let views = health.views(&[]);
+    let rows = views
         .iter()
         .map(|view| {
             health.scan_history(&view.name, now, |records, uptime| {
                 row(view, records, uptime, now, details)
             })
         })
-        .collect()
+        .collect();
+    (rows, crate::health::healthy(&views))
 }
 
 /// One check's row from its view and its kept results.
