@@ -142,6 +142,13 @@ impl History {
         f(self.records.iter(), self.uptime())
     }
 
+    /// The bytes this history holds on the heap: its ring's capacity of records and
+    /// its distinct messages (text and overhead). At most 1,440 records of 32 bytes and
+    /// [`HISTORY_MAX_MESSAGE_BYTES`] of messages: about 110 KiB per check.
+    pub fn heap_bytes(&self) -> usize {
+        self.records.capacity() * std::mem::size_of::<Record>() + self.message_bytes
+    }
+
     /// Percent of the kept results that count as up, rounded to 0.01.
     fn uptime(&self) -> Option<f64> {
         if self.records.is_empty() {
@@ -234,6 +241,30 @@ mod tests {
     #[test]
     fn a_record_is_32_bytes() {
         assert_eq!(std::mem::size_of::<Record>(), 32);
+    }
+
+    #[test]
+    fn fifty_full_histories_stay_under_10_mib() {
+        let t = start();
+        let mut total = 0;
+        for check in 0..50 {
+            let mut h = History::default();
+            for i in 0..HISTORY_MAX_ENTRIES as u64 {
+                // Every message distinct: the worst case for the message budget.
+                let message = format!("check {check} run {i}: {}", "x".repeat(100));
+                h.push(
+                    t + MINUTE * i as u32,
+                    Outcome::Fail,
+                    Some(1.0),
+                    Some(&message),
+                );
+            }
+            assert!(h.records.capacity() <= HISTORY_MAX_ENTRIES);
+            total += h.heap_bytes();
+        }
+        let bound = 50 * (HISTORY_MAX_ENTRIES * 32 + HISTORY_MAX_MESSAGE_BYTES);
+        assert!(total <= bound, "{total} > {bound}");
+        assert!(total < 10 << 20, "{total} bytes");
     }
 
     #[test]
