@@ -1,8 +1,9 @@
 //! The status page in a real browser: Debian's `chromium`, headless, driven through
 //! `chromedriver` (WebDriver) with fantoccini. The page loads with its stylesheet and
 //! script under its CSP, shows each check's status, the failing one as failing, hides
-//! the costs until the login form is sent the read token, and the 7d link changes
-//! the numbers. `scripts/screenshot` renders `docs/status-page.png` the same way.
+//! the costs until the login form is sent the read token, the 7d link changes the
+//! numbers, and the script refreshes the content. `scripts/screenshot` renders
+//! `docs/status-page.png` the same way.
 //!
 //! A missing browser fails the test with how to install it (`scripts/test` does as
 //! root); it never skips.
@@ -208,6 +209,20 @@ async fn the_page_works_in_chromium_with_login_and_the_range_switch() {
             .unwrap()
             .as_str()
             .ends_with("/?range=7d")
+    );
+
+    // page.js swaps in a fresh <main> every 10 s (its fetch allowed by the CSP).
+    c.execute(
+        "document.getElementById('main').dataset.old = 'yes'",
+        vec![],
+    )
+    .await
+    .unwrap();
+    browser.wait_for("main#main:not([data-old])").await;
+    assert_eq!(
+        browser.text("#usage-cost").await,
+        "$8.75",
+        "same range after refresh"
     );
     browser.close().await;
 }
