@@ -60,14 +60,7 @@ pub(super) async fn usage_summary(
     if !reader.authorized(&bearer) {
         return Err(ApiError::Unauthorized);
     }
-    let range = match query_param(query.as_deref(), "range") {
-        None => Range::default(),
-        Some(value) => Range::parse(&value).ok_or_else(|| ApiError::BadParameter {
-            name: "range",
-            value,
-            expected: format!("one of {}", Range::ALL.map(Range::as_str).join(", ")),
-        })?,
-    };
+    let range = range_param(query.as_deref())?;
     let summary = reader
         .summary(range)
         .await
@@ -77,4 +70,17 @@ pub(super) async fn usage_summary(
         "application/json",
         &summary.to_json(),
     ))
+}
+
+/// The `range` query parameter of the summary and the status page: 24h unless given,
+/// and a 400 naming the value and the choices when it is none of them.
+pub(super) fn range_param(query: Option<&str>) -> Result<Range, ApiError> {
+    match query_param(query, "range") {
+        None => Ok(Range::default()),
+        Some(value) => Range::parse(&value).ok_or_else(|| ApiError::BadParameter {
+            name: "range",
+            value,
+            expected: format!("one of {}", Range::ALL.map(Range::as_str).join(", ")),
+        }),
+    }
 }

@@ -5,27 +5,13 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::common::*;
 use serde_json::Value;
 
 /// Scans of the plugins folder in these tests: often, so that waits are short.
 const WATCH: &str = "watch_interval = \"100ms\"\n";
-
-/// Puts `bytes` at `dir/name` the way the README tells operators to: written under
-/// another name, then renamed into place. The modification time is set in the past so
-/// the file counts as settled at once.
-fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let tmp = dir.join(format!(".{name}.partial"));
-    std::fs::write(&tmp, bytes).unwrap();
-    let file = std::fs::File::options().write(true).open(&tmp).unwrap();
-    file.set_modified(SystemTime::now() - Duration::from_secs(10))
-        .unwrap();
-    drop(file);
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
 
 /// Drops the misbehave guest in as check `name`, its grant file first.
 fn drop_misbehave(dir: &Path, name: &str, grants: &str) {

@@ -4,8 +4,7 @@
 //! to callers `/health` shows them to, answers 404 and 400 like the other endpoints,
 //! and forgets a removed drop-in's results.
 
-use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::common::*;
 use serde_json::Value;
@@ -199,18 +198,6 @@ async fn unknown_checks_are_404_bad_since_is_400_and_reading_runs_nothing() {
     assert_eq!(statuses(&body), ["pass"]);
     assert_eq!(results(&body)[0]["message"], "ran");
     assert_eq!(body["uptime_24h"], 100.0);
-}
-
-/// Puts `bytes` at `dir/name` by renaming, its modification time in the past so the
-/// folder scan takes it at once.
-fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
-    let tmp = dir.join(format!(".{name}.partial"));
-    std::fs::write(&tmp, bytes).unwrap();
-    let file = std::fs::File::options().write(true).open(&tmp).unwrap();
-    file.set_modified(SystemTime::now() - Duration::from_secs(10))
-        .unwrap();
-    drop(file);
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
 #[tokio::test]

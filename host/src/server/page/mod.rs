@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use askama::Template;
 use axum::http::header::SET_COOKIE;
 
-use super::probes::{details, query_param};
+use super::probes::details;
 use super::*;
 use crate::auth::{Bearer, constant_time_eq};
 use crate::usage::summary::Range;
@@ -93,14 +93,7 @@ pub(super) async fn status_page(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let range = match query_param(query.as_deref(), "range") {
-        None => Range::default(),
-        Some(value) => Range::parse(&value).ok_or_else(|| ApiError::BadParameter {
-            name: "range",
-            value,
-            expected: format!("one of {}", Range::ALL.map(Range::as_str).join(", ")),
-        })?,
-    };
+    let range = super::usage::range_param(query.as_deref())?;
     let authorized = token_accepted(&state, &bearer, &headers);
     let login_error = (!authorized && cookie_token(&headers).is_some())
         .then_some("the saved token is no longer accepted: log in again");

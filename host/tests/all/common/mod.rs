@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use healthhost::capabilities::Grants;
 use healthhost::capabilities::settings::Settings;
@@ -726,4 +726,18 @@ pub fn series_value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> O
         .iter()
         .find(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(*v)))
         .map(|s| s.value)
+}
+
+/// Puts `bytes` at `dir/name` the way the README tells operators to: written under
+/// another name, then renamed into place. The modification time is set in the past so
+/// the file counts as settled at once.
+pub fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let tmp = dir.join(format!(".{name}.partial"));
+    std::fs::write(&tmp, bytes).unwrap();
+    let file = std::fs::File::options().write(true).open(&tmp).unwrap();
+    file.set_modified(SystemTime::now() - Duration::from_secs(10))
+        .unwrap();
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
