@@ -1,6 +1,9 @@
 //! Micro-benchmarks of the runtime's hot path: one run of a trivial check
 //! (fresh store, instantiate from the pre-instantiated handle, call, drop), and one run
-//! whose check makes host-call round trips (a config lookup, a SQLite query).
+//! whose check makes host-call round trips (a config lookup, a SQLite query); and the
+//! hand-off alone that every run pays: an empty task spawned on a multi-thread tokio
+//! runtime (as `Runtime::run` spawns onto the plugin runtime) and awaited from a
+//! current-thread one (as the scheduler and `check` await it).
 //!
 //! `cargo bench -p healthhost --bench run`; results go into BENCHMARKS.md.
 
@@ -77,6 +80,16 @@ fn runs(c: &mut Criterion) {
         b.to_async(&tokio).iter(|| runtime.run(&sql))
     });
     group.finish();
+
+    let plugin_threads = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    c.bench_function("hand-off alone (empty task on the plugin runtime)", |b| {
+        b.to_async(&tokio)
+            .iter(|| async { plugin_threads.spawn(async {}).await.unwrap() })
+    });
 }
 
 criterion_group!(benches, runs);
