@@ -98,7 +98,8 @@ async fn keeps_pass_and_fail_results_in_order_with_their_messages() {
                 assert_eq!(r["outcome"], "fail");
             }
         }
-        assert!(r["latency_ms"].is_null(), "the plugin measures none: {r}");
+        // The plugin measures none: the run's own duration stands in.
+        assert!(r["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{r}");
     }
     let times: Vec<SystemTime> = all
         .iter()
