@@ -20,8 +20,8 @@ use crate::runtime::Outcome;
 /// allocator's rounding.
 const MESSAGE_OVERHEAD_BYTES: usize = 32;
 
-/// One result: when its run finished, the outcome, the latency the check measured
-/// itself and the message.
+/// One result: when its run finished, the outcome, its latency (the one the check
+/// measured itself, else the run's duration) and the message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     /// Milliseconds since the Unix epoch.
@@ -42,7 +42,7 @@ impl Record {
         self.outcome
     }
 
-    /// The latency the check measured itself, in ms (as `/health` shows it).
+    /// The latency in ms, as [`Record`] says.
     pub fn latency_ms(&self) -> Option<f64> {
         (!self.latency_ms.is_nan()).then_some(f64::from(self.latency_ms))
     }
@@ -64,6 +64,21 @@ pub struct HistoryView {
     /// whose outcome counts as up: `pass` or `warn`, as `/health` counts them
     /// ([`Outcome::is_healthy`]). `None` without results.
     pub uptime_24h: Option<f64>,
+}
+
+impl HistoryView {
+    /// The view of `records` from `since` on, with the uptime of all of them.
+    pub fn since(
+        records: RecordIter<'_>,
+        since: SystemTime,
+        uptime_24h: Option<f64>,
+    ) -> HistoryView {
+        let since_ms = unix_ms(since);
+        HistoryView {
+            records: records.filter(|r| r.at_ms >= since_ms).cloned().collect(),
+            uptime_24h,
+        }
+    }
 }
 
 /// The recent results of one check.
@@ -117,18 +132,9 @@ impl History {
     /// The results from `since` on, after dropping those older than
     /// [`HISTORY_MAX_AGE`] before `now`, and the uptime of all that are kept.
     pub fn read(&mut self, now: SystemTime, since: SystemTime) -> HistoryView {
-        self.prune(unix_ms(now));
-        let since_ms = unix_ms(since);
-        let records = self
-            .records
-            .iter()
-            .filter(|r| r.at_ms >= since_ms)
-            .cloned()
-            .collect();
-        HistoryView {
-            records,
-            uptime_24h: self.uptime(),
-        }
+        self.scan(now, |records, uptime_24h| {
+            HistoryView::since(records, since, uptime_24h)
+        })
     }
 
     /// Calls `f` with the results kept at `now`, oldest first, read in place (nothing

@@ -400,11 +400,9 @@ impl Health {
         if !self.set().entries.contains_key(name) {
             return None;
         }
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        Some(match history.get_mut(name) {
-            Some(h) => h.read(now, since),
-            None => History::default().read(now, since),
-        })
+        Some(self.scan_history(name, now, |records, uptime_24h| {
+            HistoryView::since(records, since, uptime_24h)
+        }))
     }
 
     /// Calls `f` with the results of check `name` kept at `now` (oldest first; none

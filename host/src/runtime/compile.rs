@@ -10,7 +10,7 @@
 //! stdout; the host loads the artifact as it loads a compile cache entry.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use wasmtime::Engine;
@@ -74,7 +74,7 @@ pub(super) fn artifact(
 }
 
 fn in_child(
-    exe: &PathBuf,
+    exe: &Path,
     compiler: Compiler,
     memory_limit: u64,
     wasm: &[u8],

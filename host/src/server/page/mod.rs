@@ -17,7 +17,7 @@ use axum::http::header::SET_COOKIE;
 
 use super::probes::details;
 use super::*;
-use crate::auth::{Bearer, constant_time_eq};
+use crate::auth::Bearer;
 use crate::usage::summary::Range;
 
 pub mod view;
@@ -192,7 +192,7 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| constant_time_eq(name.as_bytes(), TOKEN_COOKIE.as_bytes()))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
         .map(|(_, value)| {
             url::form_urlencoded::parse(format!("t={value}").as_bytes())
                 .map(|(_, v)| v.into_owned())
