@@ -39,7 +39,14 @@ pub(super) fn code_config(compiler: Compiler) -> Config {
     config
         .wasm_component_model(true)
         .consume_fuel(true)
-        .epoch_interruption(true);
+        .epoch_interruption(true)
+        // Every loaded plugin keeps its whole artifact in memory. Native unwind info
+        // (.eh_frame) serves native debuggers and profilers, not wasmtime, which walks
+        // wasm frames by frame pointer; the address map gives a trap's backtrace wasm
+        // byte offsets, and the function names stay without it. Together they were 14 %
+        // of a small plugin's artifact (BENCHMARKS.md, "1,000 copies").
+        .native_unwind_info(false)
+        .generate_address_map(false);
     match compiler {
         Compiler::Cranelift => config.strategy(Strategy::Cranelift),
         Compiler::CraneliftUnoptimized => config
