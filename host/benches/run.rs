@@ -1,13 +1,16 @@
 //! Micro-benchmarks of the runtime's hot path: one run of a trivial check
 //! (fresh store, instantiate from the pre-instantiated handle, call, drop), and one run
-//! whose check makes host-call round trips (a config lookup, a SQLite query); and the
-//! hand-off alone that every run pays: an empty task spawned on a multi-thread tokio
-//! runtime (as `Runtime::run` spawns onto the plugin runtime) and awaited from a
-//! current-thread one (as the scheduler and `check` await it).
+//! whose check makes host-call round trips (a config lookup, a SQLite query), each run
+//! in place on the plugin threads as a check's schedule runs it; the trivial check
+//! handed over from another runtime, as on-demand checks and `check` run it; and that
+//! hand-off alone: an empty task spawned on a multi-thread tokio runtime and awaited
+//! from a current-thread one.
 //!
 //! `cargo bench -p healthhost --bench run`; results go into BENCHMARKS.md.
 
+use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use healthhost::capabilities::Grants;
@@ -69,15 +72,33 @@ fn runs(c: &mut Criterion) {
         assert_eq!(report.outcome, Outcome::Pass, "{report:?}");
     }
 
+    // As `serve` runs a check on its schedule: in place, from a task on the plugin
+    // threads.
+    let scheduled = |plugin: &Arc<Plugin>, iters: u64| {
+        let plugin = plugin.clone();
+        let task = runtime.spawn(move |runner| async move {
+            let started = Instant::now();
+            for _ in 0..iters {
+                black_box(runner.run(&plugin).await);
+            }
+            started.elapsed()
+        });
+        tokio.block_on(task).unwrap()
+    };
     let mut group = c.benchmark_group("run");
     group.bench_function("trivial check", |b| {
-        b.to_async(&tokio).iter(|| runtime.run(&trivial))
+        b.iter_custom(|iters| scheduled(&trivial, iters))
     });
     group.bench_function("check with 3 config lookups", |b| {
-        b.to_async(&tokio).iter(|| runtime.run(&config))
+        b.iter_custom(|iters| scheduled(&config, iters))
     });
     group.bench_function("check with 1 SQLite round trip", |b| {
-        b.to_async(&tokio).iter(|| runtime.run(&sql))
+        b.iter_custom(|iters| scheduled(&sql, iters))
+    });
+    // As an on-demand check and `healthhost check` run: handed to the plugin threads
+    // from another runtime, and awaited there.
+    group.bench_function("trivial check, handed over", |b| {
+        b.to_async(&tokio).iter(|| runtime.run(&trivial))
     });
     group.finish();
 

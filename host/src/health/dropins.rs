@@ -34,6 +34,11 @@ use crate::runtime::{Runtime, read_plugin};
 /// for a copy in progress to show a new size or modification time at the next scan.
 pub const SETTLE_TIME: Duration = Duration::from_millis(500);
 
+/// Plugins read and waiting for a compile slot, per slot: enough that a compile never
+/// waits for a read, few enough that a thousand files (a Python plugin is ~40 MB) are
+/// never all in memory at once, nor read by a thousand threads.
+pub const READ_AHEAD: usize = 2;
+
 /// How often the log reports the progress of a batch of loads.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -153,7 +158,10 @@ pub struct Loader {
     config: Arc<Config>,
     runtime: Arc<Runtime>,
     metrics: Option<Arc<Metrics>>,
+    /// Compile slots.
     permits: Arc<Semaphore>,
+    /// Loads that may hold their plugin in memory: read, compiling, or between.
+    in_hand: Arc<Semaphore>,
     progress: Mutex<Progress>,
 }
 
@@ -172,11 +180,13 @@ impl Loader {
         metrics: Option<Arc<Metrics>>,
         concurrency: usize,
     ) -> Arc<Loader> {
+        let concurrency = concurrency.max(1);
         Arc::new(Loader {
             config,
             runtime,
             metrics,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            in_hand: Arc::new(Semaphore::new(concurrency * (1 + READ_AHEAD))),
             progress: Mutex::default(),
         })
     }
@@ -195,7 +205,7 @@ impl Loader {
             let (loader, health) = (self.clone(), health.clone());
             tokio::spawn(async move {
                 let (name, id, entry) = loader.load(load).await;
-                health.finish_load(&name, id, entry);
+                health.finish_load(name, id, entry);
             });
         }
     }
@@ -243,9 +253,10 @@ impl Loader {
         }
     }
 
-    /// Reads one plugin, then compiles it when a permit is free: its name, load id
-    /// and new entry.
+    /// Reads one plugin once few enough are in hand, then compiles it when a slot is
+    /// free: its name, load id and new entry.
     async fn load(self: Arc<Self>, load: Load) -> (String, u64, Entry) {
+        let in_hand = self.in_hand.clone().acquire_owned().await;
         let loader = self.clone();
         let (load, read) = blocking(move || {
             let read = load.read(&loader.config);
@@ -262,6 +273,7 @@ impl Loader {
             }
             Err(e) => Err(e),
         };
+        drop(in_hand);
         let entry = match result {
             Ok(check) => {
                 if matches!(load.what, What::Folder(_)) {

@@ -5,7 +5,8 @@
 //! The set of checks can be replaced while the host runs ([`Health::apply`], for
 //! drop-ins): handlers read one snapshot of the set, so a request in flight during a
 //! reload is answered from a consistent set. Each loaded check runs on its own
-//! interval (first run at once) under a cap on runs in flight; a result is recorded
+//! interval (first run at once) under a cap on runs in flight, scheduled on the
+//! plugin threads where its runs happen; a result is recorded
 //! only while its check is still the current version. HTTP handlers read the latest
 //! results and never wait on a plugin — except for on-demand checks
 //! ([`Health::refresh`]), which run when asked for once their result is older than
@@ -21,7 +22,7 @@ pub mod wire;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
@@ -29,8 +30,13 @@ use tokio::task::AbortHandle;
 
 use crate::config::{CheckConfig, Source};
 use crate::metrics::Metrics;
-use crate::runtime::{Outcome, Plugin, RunReport, Runtime};
+use crate::runtime::{Outcome, Plugin, RunReport, Runner, Runtime};
 use history::{History, HistoryView};
+
+/// How long a finished load waits to enter the set with the others finishing
+/// meanwhile: each new set copies the whole set and is compared with the one before,
+/// so a thousand plugins loading at start-up must not make a thousand sets.
+pub const LOAD_BATCH: Duration = Duration::from_millis(10);
 
 /// A check that is loaded: its config and its compiled plugin.
 pub struct Check {
@@ -71,6 +77,16 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether this entry runs the same version as `other` and fails to load alike:
+    /// all that [`Health::apply`] acts on.
+    fn acts_like(&self, other: &Entry) -> bool {
+        let same_check = match (&self.check, &other.check) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        same_check && self.load_error.is_some() == other.load_error.is_some()
+    }
+
     /// An entry for a check that loaded.
     pub fn loaded(check: Check) -> Entry {
         Entry {
@@ -115,6 +131,8 @@ pub struct Health {
     /// Held while a change of the set is computed and applied, so that changes made
     /// from different tasks (the folder watcher, finished loads) never undo each other.
     editing: Mutex<()>,
+    /// Finished loads waiting to enter the set: name, load id and new entry.
+    finished: Mutex<Vec<(String, u64, Entry)>>,
     /// When the host started, and how long after that a critical check still loading
     /// does not count as failing.
     started: Instant,
@@ -157,6 +175,7 @@ impl Health {
             runs: Semaphore::new(max_concurrent_runs),
             shutting_down: AtomicBool::new(false),
             editing: Mutex::default(),
+            finished: Mutex::default(),
             started: Instant::now(),
             startup_grace,
         }
@@ -168,24 +187,38 @@ impl Health {
         self: &Arc<Self>,
         change: impl FnOnce(&CheckSet) -> Option<(CheckSet, R)>,
     ) -> Option<R> {
-        let _editing = self.editing.lock().unwrap_or_else(|p| p.into_inner());
+        let _editing = lock(&self.editing);
         let (next, result) = change(&self.set())?;
         self.apply(next);
         Some(result)
     }
 
-    /// Puts the result of load `load` in place, if that load is still the newest of
-    /// check `name` (a newer file, or the check's removal, discards it).
-    pub fn finish_load(self: &Arc<Self>, name: &str, load: u64, entry: Entry) -> bool {
-        self.edit(|current| {
-            let wanted = current.entries.get(name)?.loading == Some(load);
-            wanted.then(|| {
-                let mut next = current.clone();
-                next.entries.insert(name.to_owned(), entry);
-                (next, ())
-            })
-        })
-        .is_some()
+    /// Puts the result of load `load` in place within [`LOAD_BATCH`], with those of
+    /// the other loads that finished meanwhile, each if its load is still the newest
+    /// of its check (a newer file, or the check's removal, discards it).
+    pub fn finish_load(self: &Arc<Self>, name: String, load: u64, entry: Entry) {
+        let first = {
+            let mut finished = lock(&self.finished);
+            finished.push((name, load, entry));
+            finished.len() == 1
+        };
+        if !first {
+            return;
+        }
+        let health = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LOAD_BATCH).await;
+            health.edit(|current| {
+                let mut next: Option<CheckSet> = None;
+                for (name, load, entry) in std::mem::take(&mut *lock(&health.finished)) {
+                    if current.entries.get(&name).and_then(|e| e.loading) == Some(load) {
+                        let next = next.get_or_insert_with(|| current.clone());
+                        next.entries.insert(name, entry);
+                    }
+                }
+                next.map(|next| (next, ()))
+            });
+        });
     }
 
     /// Checks whose newest file is still loading, of all checks.
@@ -197,16 +230,17 @@ impl Health {
 
     /// The current set of checks.
     pub fn set(&self) -> Arc<CheckSet> {
-        self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
+        read(&self.set).clone()
     }
 
     /// Makes `set` the current set in one step, then starts the versions that are new,
     /// stops those that are gone or replaced, and forgets the results and metrics of
-    /// removed checks. Must be called on the host's tokio runtime.
+    /// removed checks. Entries whose running version and load failure did not change
+    /// are left as they are.
     pub fn apply(self: &Arc<Self>, set: CheckSet) {
         let set = Arc::new(set);
-        *self.set.write().unwrap_or_else(|p| p.into_inner()) = set.clone();
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = std::mem::replace(&mut *write(&self.set), set.clone());
+        let mut tasks = lock(&self.tasks);
         tasks.retain(|name, (check, task)| {
             let current = set.entries.get(name).and_then(|e| e.check.as_ref());
             let keep = current.is_some_and(|c| Arc::ptr_eq(c, check));
@@ -216,6 +250,13 @@ impl Health {
             keep
         });
         for (name, entry) in &set.entries {
+            if previous
+                .entries
+                .get(name)
+                .is_some_and(|p| p.acts_like(entry))
+            {
+                continue;
+            }
             self.metrics
                 .plugin_load_failing
                 .with_label_values(&[name.as_str()])
@@ -236,40 +277,36 @@ impl Health {
                     .with_label_values(&[name.as_str()])
                     .set(0);
             }
-            let task = tokio::spawn(self.clone().schedule(check.clone()));
+            let (health, scheduled) = (self.clone(), check.clone());
+            let task = self
+                .runtime
+                .spawn(|runner| health.schedule(runner, scheduled));
             tasks.insert(name.clone(), (check.clone(), task.abort_handle()));
         }
         self.metrics.changed();
         drop(tasks);
-        let mut latest = self.latest.write().unwrap_or_else(|p| p.into_inner());
-        latest.retain(|name, _| {
+        write(&self.latest).retain(|name, _| {
             let keep = set.entries.contains_key(name);
             if !keep {
                 self.metrics.forget(name);
             }
             keep
         });
-        drop(latest);
-        self.history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|name, _| set.entries.contains_key(name));
+        lock(&self.history).retain(|name, _| set.entries.contains_key(name));
     }
 
     fn has_result(&self, name: &str) -> bool {
-        self.latest
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(name)
+        read(&self.latest).contains_key(name)
     }
 
-    /// Runs `check` on its interval until aborted.
-    async fn schedule(self: Arc<Self>, check: Arc<Check>) {
+    /// Runs `check` on its interval until aborted, on the plugin threads: the runs
+    /// happen in place, and only recording a result touches what HTTP handlers read.
+    async fn schedule(self: Arc<Self>, runner: Runner, check: Arc<Check>) {
         let mut ticker = tokio::time::interval(check.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            self.run_once(&check).await;
+            self.run_once(&check, runner.run(&check.plugin)).await;
         }
     }
 
@@ -288,35 +325,35 @@ impl Health {
             .map(|check| async move {
                 let _gate = check.gate.lock().await;
                 if !self.fresh(&check.config.name, check.config.interval) {
-                    self.run_once(check).await;
+                    self.run_once(check, self.runtime.run(&check.plugin)).await;
                 }
             });
         futures_util::future::join_all(due).await;
     }
 
     fn fresh(&self, name: &str, ttl: Duration) -> bool {
-        let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
+        let latest = read(&self.latest);
         latest.get(name).is_some_and(|l| l.at.elapsed() < ttl)
     }
 
     /// Stops every check's schedule.
     pub fn stop(&self) {
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = lock(&self.tasks);
         for (_, (_, task)) in std::mem::take(&mut *tasks) {
             task.abort();
         }
     }
 
-    /// Runs `check` once (waiting for a free run slot) and records the result, unless
-    /// the check was replaced or removed meanwhile.
-    async fn run_once(&self, check: &Arc<Check>) {
+    /// Runs `check` once with `run` (after waiting for a free run slot) and records
+    /// the result, unless the check was replaced or removed meanwhile.
+    async fn run_once(&self, check: &Arc<Check>, run: impl Future<Output = RunReport>) {
         let report = {
             let _permit = self
                 .runs
                 .acquire()
                 .await
                 .expect("the semaphore is never closed");
-            self.runtime.run(&check.plugin).await
+            run.await
         };
         let name = &check.config.name;
         let set = self.set();
@@ -335,28 +372,20 @@ impl Health {
             report.outcome.is_healthy(),
             unix,
         );
-        self.history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name.clone())
-            .or_default()
-            .push(
-                finished,
-                report.outcome,
-                // The page's sparkline needs a point for every run: the run's own
-                // duration when the check measures no latency of its own.
-                latency_ms(&report).or(Some(round2(report.latency.as_secs_f64() * 1000.0))),
-                report.message.as_deref(),
-            );
+        lock(&self.history).entry(name.clone()).or_default().push(
+            finished,
+            report.outcome,
+            // The page's sparkline needs a point for every run: the run's own
+            // duration when the check measures no latency of its own.
+            latency_ms(&report).or(Some(round2(report.latency.as_secs_f64() * 1000.0))),
+            report.message.as_deref(),
+        );
         let latest = Latest {
             report,
             finished,
             at: Instant::now(),
         };
-        self.latest
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone(), latest);
+        write(&self.latest).insert(name.clone(), latest);
     }
 
     /// Marks the host as shutting down: `/readyz` answers 503 from now on.
@@ -370,7 +399,7 @@ impl Health {
             return false;
         }
         let set = self.set();
-        let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
+        let latest = read(&self.latest);
         set.entries
             .iter()
             .filter(|(_, e)| e.critical)
@@ -380,7 +409,7 @@ impl Health {
     /// Views of every check not in `exclude`, in name order.
     pub fn views(&self, exclude: &[String]) -> Vec<CheckView> {
         let set = self.set();
-        let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
+        let latest = read(&self.latest);
         let grace = self.in_grace();
         set.entries
             .iter()
@@ -414,7 +443,7 @@ impl Health {
         now: SystemTime,
         f: impl FnOnce(history::RecordIter<'_>, Option<f64>) -> R,
     ) -> R {
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = lock(&self.history);
         match history.get_mut(name) {
             Some(h) => h.scan(now, f),
             None => History::default().scan(now, f),
@@ -425,7 +454,7 @@ impl Health {
     pub fn view(&self, name: &str) -> Option<CheckView> {
         let set = self.set();
         let entry = set.entries.get(name)?;
-        let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
+        let latest = read(&self.latest);
         Some(view(name, entry, latest.get(name), self.in_grace()))
     }
 }
@@ -491,6 +520,20 @@ fn latency_ms(report: &RunReport) -> Option<f64> {
         .iter()
         .find(|s| s.name.ends_with("_latency_seconds") && s.labels.is_empty())
         .map(|s| round2(s.value * 1000.0))
+}
+
+/// The lock's guard; a panic elsewhere while it was held leaves data that is still
+/// whole (every change under these locks is one assignment or insertion).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 fn round2(x: f64) -> f64 {

@@ -256,6 +256,20 @@ impl Runtime {
         self.load(name, &wasm, grants, limits)
     }
 
+    /// Starts `work` on the plugin threads with a [`Runner`], which runs plugins in
+    /// place: for work that runs plugins again and again, such as a check's schedule,
+    /// without the hand-off between threads that [`Runtime::run`] pays each time.
+    pub fn spawn<F, W>(&self, work: W) -> tokio::task::JoinHandle<F::Output>
+    where
+        W: FnOnce(Runner) -> F,
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.executor.spawn(work(Runner {
+            shared: self.shared.clone(),
+        }))
+    }
+
     /// Runs `plugin` once on the plugin threads, under its limits.
     pub async fn run(&self, plugin: &Arc<Plugin>) -> RunReport {
         let shared = self.shared.clone();
@@ -270,6 +284,19 @@ impl Runtime {
                 report
             }
         }
+    }
+}
+
+/// Runs plugins in place, on the plugin thread of the task that holds it: handed only
+/// to work started by [`Runtime::spawn`].
+pub struct Runner {
+    shared: Arc<Shared>,
+}
+
+impl Runner {
+    /// Runs `plugin` once, under its limits.
+    pub async fn run(&self, plugin: &Arc<Plugin>) -> RunReport {
+        run_once(self.shared.clone(), plugin.clone()).await
     }
 }
 
