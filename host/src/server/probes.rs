@@ -5,16 +5,28 @@
 use super::*;
 use crate::auth::Bearer;
 
-/// How long a built `/health` body is served again: a result, an age or a check set
+/// How long a built `/health` body is served as it is: a result, an age or a check set
 /// is at most this late, finer than any probe looks. With a thousand checks a body
 /// takes milliseconds to build, and with every check running each second a result
 /// changes every millisecond: rebuilding per change would be rebuilding per request.
 /// Served from here it costs a copy of a pointer.
 pub const HEALTH_BODY_TTL: Duration = Duration::from_millis(100);
 
+/// How old a body may be and still be served while a newer one is built aside: under
+/// load, no request waits for a build, nor do the requests arriving during one all
+/// build it again. An older body (after a quiet spell) is built by the request.
+pub const HEALTH_BODY_STALE: Duration = Duration::from_millis(200);
+
 /// The whole `/health` (no `exclude`), built: one per format and details setting.
 #[derive(Default)]
-pub struct HealthBodies(Mutex<[Option<Built>; 4]>);
+pub struct HealthBodies(Mutex<[Slot; 4]>);
+
+#[derive(Default)]
+struct Slot {
+    built: Option<Built>,
+    /// A request is building a newer body aside.
+    rebuilding: bool,
+}
 
 #[derive(Clone)]
 struct Built {
@@ -24,17 +36,59 @@ struct Built {
     body: Bytes,
 }
 
+/// What a request finds in its slot.
+enum Found {
+    /// A body to serve.
+    Serve(Built),
+    /// A body to serve, and the request is to build a newer one aside.
+    ServeAndRebuild(Built),
+    /// Nothing recent enough: the request builds its body.
+    Build,
+}
+
 impl HealthBodies {
-    /// The body for `slot` built within the TTL, if there is one.
-    fn get(&self, slot: usize) -> Option<Built> {
-        let bodies = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        bodies[slot]
-            .clone()
-            .filter(|b| b.at.elapsed() < HEALTH_BODY_TTL)
+    fn get(&self, slot: usize) -> Found {
+        let mut bodies = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut bodies[slot];
+        let Some(built) = &slot.built else {
+            return Found::Build;
+        };
+        let age = built.at.elapsed();
+        if age < HEALTH_BODY_TTL || (age < HEALTH_BODY_STALE && slot.rebuilding) {
+            Found::Serve(built.clone())
+        } else if age < HEALTH_BODY_STALE {
+            slot.rebuilding = true;
+            Found::ServeAndRebuild(built.clone())
+        } else {
+            Found::Build
+        }
     }
 
     fn put(&self, slot: usize, built: Built) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())[slot] = Some(built);
+        let mut bodies = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        bodies[slot] = Slot {
+            built: Some(built),
+            rebuilding: false,
+        };
+    }
+
+    /// The slot of a format and details setting.
+    fn slot(ietf: bool, details: bool) -> usize {
+        usize::from(ietf) * 2 + usize::from(details)
+    }
+
+    /// Builds the body of a format and details setting now, and keeps it.
+    fn build(&self, health: &health::Health, ietf: bool, details: bool) -> Built {
+        let views = health.views(&[]);
+        let (content_type, body) = health_body(&views, ietf, details, plan_doc);
+        let built = Built {
+            at: Instant::now(),
+            status: health_status(health::healthy(&views)),
+            content_type,
+            body,
+        };
+        self.put(HealthBodies::slot(ietf, details), built.clone());
+        built
     }
 }
 
@@ -96,21 +150,14 @@ pub(super) async fn health_all(
     }
     // The whole document: built at most once per TTL, then served as bytes.
     let (ietf, details) = (wants_ietf(&headers), details(&state, &bearer));
-    let slot = usize::from(ietf) * 2 + usize::from(details);
-    let built = match state.bodies.get(slot) {
-        Some(built) => built,
-        None => {
-            let views = state.health.views(&[]);
-            let (content_type, body) = health_body(&views, ietf, details, plan_doc);
-            let built = Built {
-                at: Instant::now(),
-                status: health_status(health::healthy(&views)),
-                content_type,
-                body,
-            };
-            state.bodies.put(slot, built.clone());
+    let built = match state.bodies.get(HealthBodies::slot(ietf, details)) {
+        Found::Serve(built) => built,
+        Found::ServeAndRebuild(built) => {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || state.bodies.build(&state.health, ietf, details));
             built
         }
+        Found::Build => state.bodies.build(&state.health, ietf, details),
     };
     bytes_response(built.status, built.content_type, built.body)
 }
@@ -181,6 +228,38 @@ pub(super) async fn health_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn built(age: Duration) -> Built {
+        Built {
+            at: Instant::now().checked_sub(age).unwrap(),
+            status: StatusCode::OK,
+            content_type: "application/json",
+            body: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[test]
+    fn a_stale_body_is_rebuilt_by_one_request_while_the_others_are_served_it() {
+        let bodies = HealthBodies::default();
+        assert!(matches!(bodies.get(0), Found::Build), "nothing built yet");
+        bodies.put(0, built(Duration::ZERO));
+        assert!(matches!(bodies.get(0), Found::Serve(_)), "fresh");
+        bodies.put(0, built(HEALTH_BODY_TTL));
+        assert!(
+            matches!(bodies.get(0), Found::ServeAndRebuild(_)),
+            "the first to find it stale"
+        );
+        assert!(
+            matches!(bodies.get(0), Found::Serve(_)),
+            "the others, meanwhile"
+        );
+        assert!(matches!(bodies.get(1), Found::Build), "slots are apart");
+        bodies.put(0, built(HEALTH_BODY_STALE));
+        assert!(
+            matches!(bodies.get(0), Found::Build),
+            "too old to serve: built by the request"
+        );
+    }
 
     #[test]
     fn exclude_is_repeatable_and_decoded() {
