@@ -7,6 +7,7 @@ use crate::usage::summary::Reader;
 pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config.config)?;
     let listen = args.listen.unwrap_or(config.listen);
+    raise_open_files_limit();
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -140,6 +141,33 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the soft limit on open files to the hard one. Every loaded plugin holds a
+/// file open (its memory image), so a thousand plugins pass the usual soft limit of
+/// 1,024, after which the listener can accept no connection and no run can start;
+/// servers that hold many files raise it the same way (Go's runtime does at start-up).
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit cannot be a soft one for open files: leave it be.
+    let (Some(current), Some(maximum)) = (limit.current, limit.maximum) else {
+        return;
+    };
+    if current >= maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(maximum),
+        maximum: Some(maximum),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!("open files limit raised from {current} to {maximum}"),
+        Err(e) => tracing::warn!(
+            "cannot raise the open files limit from {current} to {maximum} ({e}); \
+             each loaded plugin holds a file open"
+        ),
+    }
 }
 
 /// The signals that stop `serve`.

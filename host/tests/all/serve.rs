@@ -1026,3 +1026,43 @@ async fn a_critical_check_still_loading_after_the_grace_fails_health() {
     assert_eq!(status, 503, "{body}");
     slow.release(test_artifacts::TRIVIAL).await;
 }
+
+/// The soft and hard limits on open files of process `pid`.
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// Each loaded plugin holds a file open: started under a soft limit of 256 (systemd's
+/// default is 1,024), `serve` raises it to the hard limit before loading any.
+#[tokio::test]
+async fn serve_raises_its_open_files_limit_to_the_hard_limit() {
+    const SOFT: u64 = 256;
+    let (_, hard) = open_files_limits(std::process::id());
+    assert!(
+        hard > SOFT,
+        "this test needs a hard limit on open files above {SOFT} (ulimit -Hn is {hard})"
+    );
+    let dir = TempDir::new();
+    let wrapper = dir.0.join("serve-with-low-limit.sh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nulimit -Sn {SOFT} || exit 1\nexec {BIN:?} \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let server = Host::start_from(&wrapper, dir, "").await;
+    assert_eq!(open_files_limits(server.child.id()), (hard, hard));
+}
