@@ -121,6 +121,9 @@ pub struct Health {
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
     set: RwLock<Arc<CheckSet>>,
+    /// The set's loaded on-demand checks: what every `/health` request looks through,
+    /// found once per set instead of in all of a thousand checks per request.
+    on_demand: RwLock<Arc<[Arc<Check>]>>,
     latest: RwLock<BTreeMap<String, Latest>>,
     /// The recent results of each check that has any.
     history: Mutex<BTreeMap<String, History>>,
@@ -169,6 +172,7 @@ impl Health {
             runtime,
             metrics,
             set: RwLock::default(),
+            on_demand: RwLock::new(Arc::new([])),
             latest: RwLock::default(),
             history: Mutex::default(),
             tasks: Mutex::default(),
@@ -240,6 +244,13 @@ impl Health {
     pub fn apply(self: &Arc<Self>, set: CheckSet) {
         let set = Arc::new(set);
         let previous = std::mem::replace(&mut *write(&self.set), set.clone());
+        *write(&self.on_demand) = set
+            .entries
+            .values()
+            .filter_map(|e| e.check.as_ref())
+            .filter(|c| c.config.on_demand)
+            .cloned()
+            .collect();
         let mut tasks = lock(&self.tasks);
         tasks.retain(|name, (check, task)| {
             let current = set.entries.get(name).and_then(|e| e.check.as_ref());
@@ -315,13 +326,10 @@ impl Health {
     /// of the same check in progress waits for its result. Failures are reused like
     /// passes.
     pub async fn refresh(&self, wanted: impl Fn(&str) -> bool) {
-        let set = self.set();
-        let due = set
-            .entries
+        let on_demand = read(&self.on_demand).clone();
+        let due = on_demand
             .iter()
-            .filter(|(name, _)| wanted(name))
-            .filter_map(|(_, e)| e.check.as_ref())
-            .filter(|c| c.config.on_demand)
+            .filter(|c| wanted(&c.config.name))
             .map(|check| async move {
                 let _gate = check.gate.lock().await;
                 if !self.fresh(&check.config.name, check.config.interval) {
