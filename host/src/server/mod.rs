@@ -79,12 +79,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(page::status_page))
         .route("/assets/page.css", get(page::page_css))
         .route("/assets/page.js", get(page::page_js))
-        .route("/health", get(health_all))
-        .route("/health/{check}", get(health_one))
         .route("/v1/checks/{check}/history", get(check_history))
         .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/readyz", get(readyz));
     if let Some(ingest) = &state.ingest {
         router = router.route(
             AI_USAGE_PATH,
@@ -102,6 +99,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     router
         .route_layer(middleware::from_fn_with_state(state.clone(), instrument))
+        // Added after the layer, which wraps only the routes before it: the bot does
+        // not instrument these (`EXCLUDED_HANDLERS`), and probes and scrapes, most
+        // requests, then pay nothing for it.
+        .route("/health", get(health_all))
+        .route("/health/{check}", get(health_one))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
