@@ -102,24 +102,23 @@ async fn login(host: &Host, token: &str) -> (u16, reqwest::header::HeaderMap, St
     (status, headers, response.text().await.unwrap())
 }
 
+/// What follows the first `marker` in `html`, up to `end`.
+fn after<'a>(html: &'a str, marker: &str, end: char) -> &'a str {
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker}:\n{html}"))
+        + marker.len();
+    &html[start..start + html[start..].find(end).unwrap()]
+}
+
 /// The `data-status` of check `name`'s row.
 fn row_status<'a>(html: &'a str, name: &str) -> &'a str {
-    let marker = format!("data-check=\"{name}\" data-status=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no row {name}:\n{html}"))
-        + marker.len();
-    &html[start..start + html[start..].find('"').unwrap()]
+    after(html, &format!("data-check=\"{name}\" data-status=\""), '"')
 }
 
 /// The text of the element with `id` (up to the next tag).
 fn text_of<'a>(html: &'a str, id: &str) -> &'a str {
-    let marker = format!("id=\"{id}\">");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no #{id}:\n{html}"))
-        + marker.len();
-    &html[start..start + html[start..].find('<').unwrap()]
+    after(html, &format!("id=\"{id}\">"), '<')
 }
 
 #[tokio::test]
