@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 
 use crate::config::{CheckConfig, Config, Source};
-use crate::health::{Check, CheckSet, Entry, Health};
+use crate::health::{Check, CheckSet, Entry, Health, lock};
 use crate::metrics::Metrics;
 use crate::problems::Problem;
 use crate::runtime::{Runtime, read_plugin};
@@ -230,7 +230,7 @@ impl Loader {
 
     /// Counts `n` more loads; whether they start a new batch.
     fn begin(&self, n: usize) -> bool {
-        let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = lock(&self.progress);
         let new = p.done == p.total;
         if new {
             *p = Progress {
@@ -288,7 +288,7 @@ impl Loader {
             }
             Err(error) => self.failed(&load, error),
         };
-        let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = lock(&self.progress);
         p.done += 1;
         self.set_pending(p.total - p.done);
         (load.name, load.id, entry)
@@ -320,7 +320,7 @@ impl Loader {
     async fn report_progress(self: Arc<Self>) {
         loop {
             tokio::time::sleep(PROGRESS_EVERY).await;
-            let p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            let p = lock(&self.progress);
             let elapsed = p.started.map_or(Duration::ZERO, |s| s.elapsed());
             if p.done == p.total {
                 tracing::info!(

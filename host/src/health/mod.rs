@@ -532,7 +532,7 @@ fn latency_ms(report: &RunReport) -> Option<f64> {
 
 /// The lock's guard; a panic elsewhere while it was held leaves data that is still
 /// whole (every change under these locks is one assignment or insertion).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
