@@ -75,10 +75,20 @@ pub struct AppState {
 
 /// The application's router; tests call it without a socket.
 pub fn router(state: Arc<AppState>) -> Router {
-    let mut router = Router::new()
+    let mut page = Router::new()
         .route("/", get(page::status_page))
         .route("/assets/page.css", get(page::page_css))
-        .route("/assets/page.js", get(page::page_js))
+        .route("/assets/page.js", get(page::page_js));
+    if state.usage_reader.is_some() {
+        page = page
+            .route(
+                "/login",
+                post(page::login).layer(DefaultBodyLimit::max(page::LOGIN_BODY_LIMIT)),
+            )
+            .route("/logout", post(page::logout));
+    }
+    let mut router = Router::new()
+        .merge(page.layer(middleware::map_response(page::security_headers)))
         .route("/v1/checks/{check}/history", get(check_history))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz));
@@ -89,13 +99,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         );
     }
     if state.usage_reader.is_some() {
-        router = router
-            .route(USAGE_SUMMARY_PATH, get(usage_summary))
-            .route(
-                "/login",
-                post(page::login).layer(DefaultBodyLimit::max(page::LOGIN_BODY_LIMIT)),
-            )
-            .route("/logout", post(page::logout));
+        router = router.route(USAGE_SUMMARY_PATH, get(usage_summary));
     }
     router
         .route_layer(middleware::from_fn_with_state(state.clone(), instrument))

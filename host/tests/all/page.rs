@@ -128,16 +128,7 @@ async fn the_page_shows_each_check_with_a_word_and_escapes_messages() {
     let (status, headers, html) = host.get("/").await;
     assert_eq!(status, 200, "{html}");
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
-    let csp = headers["content-security-policy"].to_str().unwrap();
-    for directive in [
-        "default-src 'none'",
-        "script-src 'self'",
-        "frame-ancestors 'none'",
-    ] {
-        assert!(csp.contains(directive), "{csp}");
-    }
-    assert_eq!(headers["x-content-type-options"], "nosniff");
-    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_secure(&headers, "/");
     assert_eq!(headers["cache-control"], "no-store");
 
     assert_eq!(row_status(&html, "ok"), "pass");
@@ -180,9 +171,28 @@ async fn the_page_shows_each_check_with_a_word_and_escapes_messages() {
         );
         assert!(!body.is_empty());
     }
-    let (status, _, body) = host.get("/?range=1y").await;
+    let (status, headers, body) = host.get("/?range=1y").await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("24h, 7d, 30d"), "{body}");
+    assert_secure(&headers, "an error answer");
+}
+
+/// The headers every answer of the page's routes carries, errors included.
+fn assert_secure(headers: &reqwest::header::HeaderMap, what: &str) {
+    let csp = headers
+        .get("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no CSP in {headers:?}"))
+        .to_str()
+        .unwrap();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{what}: {csp}");
+    }
+    assert_eq!(headers["x-content-type-options"], "nosniff", "{what}");
+    assert_eq!(headers["referrer-policy"], "no-referrer", "{what}");
 }
 
 #[tokio::test]
@@ -199,10 +209,16 @@ async fn costs_show_only_with_the_read_token_and_follow_the_range() {
     for wrong in [TOKEN, "nope", ""] {
         let (status, headers, html) = login(host, wrong).await;
         assert_eq!(status, 401, "{wrong:?}");
+        assert_secure(&headers, "a refused login");
         assert!(headers.get("set-cookie").is_none());
         assert!(html.contains("that is not the read token"), "{html}");
         assert!(!html.contains("id=\"usage-cost\""));
     }
+
+    // A form past the size limit is refused by the extractor, with the headers too.
+    let (status, headers, _) = login(host, &"x".repeat(5000)).await;
+    assert_eq!(status, 413);
+    assert_secure(&headers, "an oversized login form");
 
     // The read token: a cookie, then the numbers.
     let (status, headers, _) = login(host, READ_TOKEN).await;

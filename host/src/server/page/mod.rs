@@ -7,8 +7,9 @@
 //! template, lays them out and escapes every value). Messages follow `/health`'s
 //! details rule. The AI usage section shows only to a viewer holding the read token
 //! (an `Authorization: Bearer` header or the cookie the login form sets); the token is
-//! never put on the page or in a URL. Every answer carries a strict
-//! Content-Security-Policy: no inline script or style, nothing from elsewhere.
+//! never put on the page or in a URL. Every answer of these routes, errors included,
+//! carries a strict Content-Security-Policy (no inline script or style, nothing from
+//! elsewhere), `nosniff` and `no-referrer` ([`security_headers`], a layer).
 
 use std::time::SystemTime;
 
@@ -202,11 +203,11 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// The headers every answer of the page carries.
-fn secure(response: &mut Response, content_type: &'static str, cache: &'static str) {
+/// The security headers every answer of the page's routes carries, errors included
+/// (a bad `range`, an oversized login form): a layer on those routes adds them, so
+/// no answer of a handler or an extractor can leave them out.
+pub(super) async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -219,23 +220,31 @@ fn secure(response: &mut Response, content_type: &'static str, cache: &'static s
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    response
+}
+
+/// The content type and caching of a page answer.
+fn typed(response: &mut Response, content_type: &'static str, cache: &'static str) {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
 }
 
 fn html_response(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
-    secure(&mut response, "text/html; charset=utf-8", "no-store");
+    typed(&mut response, "text/html; charset=utf-8", "no-store");
     response
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     let mut response = body.into_response();
-    secure(&mut response, content_type, "no-cache");
+    typed(&mut response, content_type, "no-cache");
     response
 }
 
 fn see_other(cookie: String) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
-    secure(&mut response, "text/plain; charset=utf-8", "no-store");
+    typed(&mut response, "text/plain; charset=utf-8", "no-store");
     let headers = response.headers_mut();
     headers.insert(header::LOCATION, HeaderValue::from_static("/"));
     if let Ok(value) = HeaderValue::from_str(&cookie) {
