@@ -61,14 +61,15 @@ impl Diagnostics {
                 did_you_mean: nearest(k, &settings_missing),
             })
             .collect();
-        let samples_not_exported = samples::verdicts(&report.samples, metrics)
-            .filter_map(|(sample, reason)| {
-                Some(NotExported {
-                    name: sample.name.clone(),
-                    reason: reason?,
+        let samples_not_exported =
+            samples::verdicts(&report.samples, metrics, crate::names::reserved)
+                .filter_map(|(sample, reason)| {
+                    Some(NotExported {
+                        name: sample.name.clone(),
+                        reason: reason?,
+                    })
                 })
-            })
-            .collect();
+                .collect();
         Diagnostics {
             settings_unread,
             settings_missing,

@@ -334,7 +334,7 @@ impl Metrics {
 
         let samples_dropped = b.counter_vec(
             "plugin_samples_dropped_total",
-            "Plugin samples kept out of /metrics, by reason (invalid-name, invalid-value, invalid-label, reserved-label, secret, too-large, too-many, not-granted, duplicate, series-cap)",
+            "Plugin samples kept out of /metrics, by reason (invalid-name, invalid-value, invalid-label, reserved-label, secret, too-large, too-many, not-granted, host-name, duplicate, series-cap)",
             &["check", "reason"],
         )?;
         let plugin_loads = b.counter_vec(
@@ -425,7 +425,7 @@ impl Metrics {
         finished_unix: f64,
     ) {
         let check = report.check.as_str();
-        let (admitted, dropped) = admit(&report.samples, granted);
+        let (admitted, dropped) = admit(&report.samples, granted, |name| self.host_name(name));
         for (reason, count) in report.samples_dropped.iter().chain(&dropped) {
             self.samples_dropped
                 .with_label_values(&[check, reason.label()])
@@ -454,6 +454,22 @@ impl Metrics {
             .with_label_values(&[check])
             .set(i64::from(healthy));
         self.changed();
+    }
+
+    /// Whether a plugin sample named `name` would be exported as `{namespace}_{name}`
+    /// into a family of the host's (its own, the instrumentator's, the process
+    /// collector's), counting series suffixes: a namespace can make one of them.
+    pub fn host_name(&self, name: &str) -> bool {
+        let exported = format!("{}_{name}", self.namespace);
+        #[cfg(target_os = "linux")]
+        let process = self.process.collector.desc();
+        #[cfg(not(target_os = "linux"))]
+        let process: Vec<&prometheus::core::Desc> = Vec::new();
+        let families = self.families.iter().map(|(family, _, _)| family.as_str());
+        families
+            .chain(crate::instrumentator::FAMILIES)
+            .chain(process.iter().map(|d| d.fq_name.as_str()))
+            .any(|family| crate::names::collides(&exported, family))
     }
 
     /// Says that a series changed, so the next scrape renders a new page. Whoever

@@ -72,6 +72,10 @@ pub enum Dropped {
     TooMany,
     /// Its name is not in the check's `grants.metrics`.
     NotGranted,
+    /// Its exported name is the name of one of the host's own families, or differs
+    /// from one only by a series suffix (`_count`, `_sum`, `_total`, …): it would
+    /// write the host's series or break the exposition.
+    HostName,
     /// The same name and labels came earlier in the report.
     Duplicate,
     /// The check already has [`MAX_SERIES_PER_CHECK`] series.
@@ -82,7 +86,7 @@ pub enum Dropped {
 pub type Drops = BTreeMap<Dropped, u64>;
 
 impl Dropped {
-    pub const ALL: [Dropped; 10] = [
+    pub const ALL: [Dropped; 11] = [
         Dropped::InvalidName,
         Dropped::InvalidValue,
         Dropped::InvalidLabel,
@@ -91,6 +95,7 @@ impl Dropped {
         Dropped::TooLarge,
         Dropped::TooMany,
         Dropped::NotGranted,
+        Dropped::HostName,
         Dropped::Duplicate,
         Dropped::SeriesCap,
     ];
@@ -106,6 +111,7 @@ impl Dropped {
             Dropped::TooLarge => "too-large",
             Dropped::TooMany => "too-many",
             Dropped::NotGranted => "not-granted",
+            Dropped::HostName => "host-name",
             Dropped::Duplicate => "duplicate",
             Dropped::SeriesCap => "series-cap",
         }
@@ -199,11 +205,16 @@ fn sample_bytes(sample: &Sample) -> usize {
 }
 
 /// Splits screened `samples` into those the grant admits (in report order) and how
-/// many others were dropped, by reason.
-pub fn admit<'a>(samples: &'a [Sample], granted: &BTreeSet<String>) -> (Vec<&'a Sample>, Drops) {
+/// many others were dropped, by reason; `host_name` says whether a sample's name is
+/// taken by the host's own series.
+pub fn admit<'a>(
+    samples: &'a [Sample],
+    granted: &BTreeSet<String>,
+    host_name: impl Fn(&str) -> bool,
+) -> (Vec<&'a Sample>, Drops) {
     let mut admitted = Vec::new();
     let mut drops = Drops::new();
-    for (sample, verdict) in verdicts(samples, granted) {
+    for (sample, verdict) in verdicts(samples, granted, host_name) {
         match verdict {
             Some(reason) => *drops.entry(reason).or_default() += 1,
             None => admitted.push(sample),
@@ -212,17 +223,20 @@ pub fn admit<'a>(samples: &'a [Sample], granted: &BTreeSet<String>) -> (Vec<&'a 
     (admitted, drops)
 }
 
-/// Each screened sample, in report order, with why the grant keeps it out of
-/// `/metrics` (`None`: admitted).
+/// Each screened sample, in report order, with why the grant (or the host's own
+/// names, as `host_name` tells them) keeps it out of `/metrics` (`None`: admitted).
 pub fn verdicts<'a>(
     samples: &'a [Sample],
     granted: &BTreeSet<String>,
+    host_name: impl Fn(&str) -> bool,
 ) -> impl Iterator<Item = (&'a Sample, Option<Dropped>)> {
     samples
         .iter()
         .scan(Vec::new(), move |admitted: &mut Vec<&'a Sample>, sample| {
             let reason = if !granted.contains(&sample.name) {
                 Some(Dropped::NotGranted)
+            } else if host_name(&sample.name) {
+                Some(Dropped::HostName)
             } else if admitted
                 .iter()
                 .any(|a| a.name == sample.name && same_labels(&a.labels, &sample.labels))
@@ -403,7 +417,11 @@ mod tests {
             Sample::of("db_rows", &[("table", "a"), ("kind", "x")], 1.0),
             Sample::of("db_rows", &[("kind", "x"), ("table", "a")], 2.0),
         ];
-        let (admitted, drops) = admit(&samples, &granted(&["db_latency_seconds", "db_rows"]));
+        let (admitted, drops) = admit(
+            &samples,
+            &granted(&["db_latency_seconds", "db_rows"]),
+            |_| false,
+        );
         assert_eq!(admitted, [&samples[0], &samples[2]]);
         assert_eq!(
             drops,
@@ -412,11 +430,23 @@ mod tests {
     }
 
     #[test]
+    fn admit_drops_names_the_host_exports_even_when_granted() {
+        let samples = [
+            Sample::of("rows", &[], 1.0),
+            Sample::of("taken_count", &[], 2.0),
+        ];
+        let grant = granted(&["rows", "taken_count"]);
+        let (admitted, drops) = admit(&samples, &grant, |n| n == "taken_count");
+        assert_eq!(admitted, [&samples[0]]);
+        assert_eq!(drops, Drops::from([(Dropped::HostName, 1)]));
+    }
+
+    #[test]
     fn admit_caps_series_per_check() {
         let samples: Vec<Sample> = (0..MAX_SERIES_PER_CHECK + 5)
             .map(|i| Sample::of("rows", &[("table", &i.to_string())], 1.0))
             .collect();
-        let (admitted, drops) = admit(&samples, &granted(&["rows"]));
+        let (admitted, drops) = admit(&samples, &granted(&["rows"]), |_| false);
         assert_eq!(admitted.len(), MAX_SERIES_PER_CHECK);
         assert_eq!(drops, Drops::from([(Dropped::SeriesCap, 5)]));
     }

@@ -156,7 +156,10 @@ pub(super) fn resolve_check(
             problems.add(
                 metric.span(),
                 key("grants.metrics"),
-                format!("'{m}' is one of the host's own metrics"),
+                format!(
+                    "'{m}' is one of the host's own metrics, or one of their series \
+                     (a name with or without _total, _count, _sum, _bucket, …)"
+                ),
             );
         } else {
             metrics.insert(m.clone());

@@ -132,3 +132,52 @@ fn ai_duration_uses_the_plans_buckets() {
         );
     }
 }
+
+#[test]
+fn a_sample_whose_exported_name_a_host_family_writes_is_dropped_and_counted() {
+    // The namespace can turn a granted name into another family's: `http_request` +
+    // `duration_seconds` is the instrumentator's histogram, `process` + `cpu_seconds`
+    // the process collector's counter, and a histogram's `_count` its own series.
+    for (namespace, name) in [
+        ("http_request", "duration_seconds"),
+        ("http_request", "duration_seconds_count"),
+        ("process", "cpu_seconds"),
+        ("ns", "check_run_duration_seconds_sum"),
+    ] {
+        let m = Metrics::new(namespace).unwrap();
+        assert!(m.host_name(name), "{namespace}_{name}");
+        let report = RunReport {
+            check: "db".to_owned(),
+            outcome: crate::runtime::Outcome::Pass,
+            message: None,
+            samples: vec![Sample::of(name, &[], 4242.0), Sample::of("rows", &[], 2.0)],
+            samples_dropped: Default::default(),
+            latency: std::time::Duration::from_millis(3),
+            fuel_consumed: 1,
+            peak_memory_bytes: 1,
+            calls: Default::default(),
+        };
+        m.record_run(&report, &granted(&[name, "rows"]), true, 0.0);
+        let text = m.render();
+        // The dropped sample's value appears nowhere (the host's own series with its
+        // name, if any, holds the host's value).
+        assert!(!text.contains(" 4242\n"), "{text}");
+        assert!(
+            text.contains(&format!("{namespace}_rows{{check=\"db\"}} 2")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{namespace}_plugin_samples_dropped_total{{check=\"db\",reason=\"host-name\"}} 1"
+            )),
+            "{text}"
+        );
+        // No family is described twice.
+        let mut helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP ")).collect();
+        let all = helps.len();
+        helps.sort();
+        helps.dedup_by(|a, b| a.split(' ').nth(2) == b.split(' ').nth(2));
+        assert_eq!(helps.len(), all, "{text}");
+    }
+    assert!(!Metrics::new("ns").unwrap().host_name("db_rows"));
+}
