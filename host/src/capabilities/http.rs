@@ -18,7 +18,7 @@ use tracing::Instrument;
 use url::Url;
 
 use super::bindings::healthhost::plugin::http::{self as wit, Error, Request, Response};
-use super::{Record, Refusal, RunContext, diagnostic_text};
+use super::{Record, Refusal, RunContext, held};
 use crate::capabilities::fixtures::{Fixtures, Miss};
 use crate::limits::{Deadline, HTTP_MAX_REDIRECTS, HTTP_MAX_RESPONSE_BYTES};
 use crate::scrub::Scrubber;
@@ -82,7 +82,7 @@ impl wit::Host for HttpState {
         let timeout = self
             .deadline
             .host_call_timeout(req.timeout_ms.map(|ms| Duration::from_millis(ms.into())));
-        // Kept for a refusal: the plugin's URL, scrubbed only if it is shown.
+        // Kept for a refusal: the plugin's URL.
         let call = format!("{method} {}", req.url);
         let exchange = self.exchange(method, req);
         let (result, refused) = match tokio::time::timeout(timeout, exchange)
@@ -95,8 +95,8 @@ impl wit::Host for HttpState {
         if refused && let Err(error) = &result {
             self.refused.push(Refusal {
                 capability: "http",
-                call: diagnostic_text(&self.scrubber, &call),
-                why: describe(error),
+                call: held(&self.scrubber, &call),
+                why: held(&self.scrubber, &describe(error)),
             });
         }
         result

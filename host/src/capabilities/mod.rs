@@ -47,14 +47,15 @@ pub struct RunContext {
 pub struct Refusal {
     /// `http` or `sql`.
     pub capability: &'static str,
-    /// The call as the plugin made it (`GET https://…`, `main: SELECT …`), scrubbed.
+    /// The call as the plugin made it (`GET https://…`, `main: SELECT …`); scrubbed
+    /// when the run's report is made, like `why`.
     pub call: String,
     /// Why it was refused, as the plugin was told.
     pub why: String,
 }
 
 /// A bounded record of texts a run produced for diagnostics: at most
-/// [`DIAGNOSTIC_MAX_ENTRIES`], each scrubbed and cut to [`DIAGNOSTIC_MAX_TEXT_BYTES`].
+/// [`DIAGNOSTIC_MAX_ENTRIES`], each as [`held`] keeps it.
 #[derive(Debug, Clone)]
 pub struct Record<T> {
     entries: Vec<T>,
@@ -82,11 +83,12 @@ impl<T: PartialEq> Record<T> {
     }
 }
 
-/// A plugin's text for a diagnostic: secrets removed, then cut.
-pub fn diagnostic_text(scrubber: &Scrubber, text: &str) -> String {
-    scrubber
-        .scrub_cut(text, DIAGNOSTIC_MAX_TEXT_BYTES)
-        .into_owned()
+/// A plugin-influenced text held for the run's diagnostics, not yet scrubbed: cut to
+/// [`DIAGNOSTIC_MAX_TEXT_BYTES`] and the scrubber's lookahead, so that a secret
+/// straddling the cap is still whole when the run's report scrubs it (the one place
+/// where text leaves a run: `runtime::run_once`), and then cut to the cap.
+pub fn held(scrubber: &Scrubber, text: &str) -> String {
+    crate::scrub::cut(text, DIAGNOSTIC_MAX_TEXT_BYTES + scrubber.lookahead()).to_owned()
 }
 
 /// The secrets of a check, for its scrubber.

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::bindings::healthhost::plugin::config as wit;
-use super::{Record, RunContext, diagnostic_text};
+use super::{Record, RunContext, held};
 use crate::scrub::Scrubber;
 
 pub use crate::config::grants::{Setting, Settings};
@@ -33,8 +33,8 @@ impl SettingsState {
 
 impl wit::Host for SettingsState {
     async fn get(&mut self, key: String) -> Option<String> {
-        // A key is the plugin's own text: scrubbed, then cut, like every other.
-        self.read.push(diagnostic_text(&self.scrubber, &key));
+        // A key is the plugin's own text: scrubbed with the run's report.
+        self.read.push(held(&self.scrubber, &key));
         self.settings.get(&key).map(str::to_owned)
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::capabilities::Refusal;
+use crate::limits::DIAGNOSTIC_MAX_TEXT_BYTES;
 use crate::samples::{Drops, Sample};
+use crate::scrub::Scrubber;
 
 /// The result of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -127,6 +129,32 @@ pub struct Calls {
     pub settings_read: Vec<String>,
     /// Calls the host refused.
     pub refused: Vec<Refusal>,
+}
+
+impl Calls {
+    /// The calls with every text scrubbed, then cut to [`DIAGNOSTIC_MAX_TEXT_BYTES`]:
+    /// the capabilities hold their texts raw (`capabilities::held`), and the run's
+    /// report scrubs them all here, so no text a plugin influenced (a key, a call, a
+    /// reason that quotes either) can reach an output unscrubbed.
+    pub(super) fn scrubbed(self, scrubber: &Scrubber) -> Calls {
+        let text = |t: String| {
+            scrubber
+                .scrub_cut(&t, DIAGNOSTIC_MAX_TEXT_BYTES)
+                .into_owned()
+        };
+        Calls {
+            settings_read: self.settings_read.into_iter().map(text).collect(),
+            refused: self
+                .refused
+                .into_iter()
+                .map(|r| Refusal {
+                    call: text(r.call),
+                    why: text(r.why),
+                    ..r
+                })
+                .collect(),
+        }
+    }
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

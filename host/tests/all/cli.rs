@@ -329,6 +329,47 @@ fn secrets_are_scrubbed_before_the_message_and_log_line_cuts_and_in_any_encoding
 }
 
 #[test]
+fn refused_calls_are_scrubbed_in_their_reasons_too_in_text_and_json() {
+    // Both reasons quote the plugin's own text: an HTTP header name the host refuses,
+    // and the statement no SQL fixture answers.
+    let http = [
+        "--set",
+        "mode=http",
+        "--set",
+        "url=https://example.com/",
+        "--set",
+        "header=Zq9Secret42 x: v",
+        "--allow-http",
+        "https://example.com",
+    ];
+    let sql = [
+        "--set",
+        "mode=sql",
+        "--set",
+        "statement=SELECT 'Zq9Secret42'",
+        "--datasource",
+        "main=sqlite::memory:",
+        "--sql",
+        "main: SELECT 1 -> [[1]]",
+    ];
+    for (args, reason) in [
+        (&http[..], "invalid header name '[REDACTED] x'"),
+        (&sql[..], "no fixture answers main: SELECT '[REDACTED]'"),
+    ] {
+        for json in [false, true] {
+            let mut args = args.to_vec();
+            if json {
+                args.push("--json");
+            }
+            let out = check_with_secret(SECRET, &args);
+            assert_no_leak(&out);
+            let all = format!("{}{}", stdout(&out), stderr(&out));
+            assert!(all.contains(reason), "{reason} missing:\n{all}");
+        }
+    }
+}
+
+#[test]
 fn a_secret_straddling_the_stderr_capture_cut_does_not_leak_into_the_trap_message() {
     use healthhost::limits::STDIO_CAPTURE_BYTES;
     // Short lines up to 4 bytes before the capture cap, then the secret across it.

@@ -35,7 +35,7 @@ use sqlx::{
 use tracing::Instrument;
 
 use super::bindings::healthhost::plugin::sql::{self as wit, Error, Rows, Value};
-use super::{Record, Refusal, RunContext, diagnostic_text};
+use super::{Record, Refusal, RunContext, held};
 use crate::capabilities::fixtures::{Fixtures, Miss};
 use crate::limits::{Deadline, SQL_MAX_BYTES, SQL_MAX_ROWS};
 use crate::scrub::Scrubber;
@@ -93,14 +93,14 @@ impl wit::Host for SqlState {
         statement: String,
         params: Vec<Value>,
     ) -> Result<Rows, Error> {
-        // Kept for a refusal: the plugin's statement, scrubbed only if it is shown.
+        // Kept for a refusal: the plugin's statement.
         let call = format!("{datasource}: {statement}");
         let (result, refused) = self.run(datasource, statement, params).await;
         if refused && let Err(error) = &result {
             self.refused.push(Refusal {
                 capability: "sql",
-                call: diagnostic_text(&self.scrubber, &call),
-                why: describe_refusal(error),
+                call: held(&self.scrubber, &call),
+                why: held(&self.scrubber, &describe_refusal(error)),
             });
         }
         result
