@@ -115,11 +115,14 @@ impl CompileCache {
         }
         let artifact = compile()?;
         self.count(lookup);
+        // Kept only once it loads: an artifact the engine refuses (a component over
+        // its share of the pool) is not a cache entry to find corrupt next time.
+        let loaded = component(engine, &artifact)?;
         if let Err(e) = self.store(&path, &artifact) {
             // The plugin still runs; only the next start is slower.
             tracing::warn!(entry = %path.display(), error = %e, "cannot write compile cache entry");
         }
-        Ok(component(engine, &artifact)?)
+        Ok(loaded)
     }
 
     fn entry(&self, sha256: &str) -> PathBuf {
@@ -174,9 +177,15 @@ pub fn component(engine: &Engine, artifact: &[u8]) -> Result<Component, Artifact
     component.map_err(|e| ArtifactError(format!("{e:#}")))
 }
 
-/// Why wasmtime refused a compiled artifact.
+/// Why wasmtime refused a compiled artifact: most often a component over a plugin's
+/// share of the pool, which the engine checks as it loads one.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot load the compiled plugin: {0}")]
+#[error(
+    "cannot load the compiled plugin (a plugin may hold at most {cores} core instances, {memories} memories and {tables} tables of the runtime's pool): {0}",
+    cores = crate::limits::PLUGIN_CORE_INSTANCES,
+    memories = crate::limits::PLUGIN_MEMORIES,
+    tables = crate::limits::PLUGIN_TABLES
+)]
 pub struct ArtifactError(String);
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

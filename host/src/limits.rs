@@ -33,6 +33,13 @@ pub const DEFAULT_COMPILE_MEMORY: u64 = 2048 * MIB;
 /// The smallest compile memory limit: below it not even a trivial plugin compiles.
 pub const MIN_COMPILE_MEMORY: u64 = 16 * MIB;
 
+/// How long one plugin's compile may take when the config sets none: an 18 MB Python
+/// or JS component compiles in 7–14 s with Cranelift on two cores (BENCHMARKS.md,
+/// "Compilers"), so two minutes leave room for components several times their size
+/// on a loaded machine, while a component crafted to take the compiler far longer
+/// holds its compile slot (and a core) no longer than this, and fails its own load.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Parses a compile memory limit (`compile_memory`, `check --compile-memory`): a size
 /// of at least [`MIN_COMPILE_MEMORY`].
 pub fn parse_compile_memory(input: &str) -> Result<u64, String> {
@@ -152,9 +159,26 @@ pub const MAX_SERIES_PER_CHECK: usize = 32;
 /// language runtime, small enough to stop a table-growth bomb.
 pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-/// Concurrent plugin instances the engine's pool holds. A run that would exceed it
-/// fails to instantiate instead of allocating without bound.
+/// Concurrent plugin instances the engine's pool holds: one per run, and runs are
+/// capped below it (see [`MAX_CONCURRENT_RUNS`]), so a run never finds the pool full.
 pub const POOL_INSTANCES: u32 = 128;
+
+/// The largest `max_concurrent_runs`: non-critical and critical runs have that many
+/// slots each (a critical check never waits behind others), and together they must
+/// fit in the pool.
+pub const MAX_CONCURRENT_RUNS: usize = POOL_INSTANCES as usize / 2;
+
+/// A plugin's share of the pool, per run: the core instances, memories and tables
+/// its component may contain. The pool holds [`POOL_INSTANCES`] shares of each, so
+/// no run, however its component is built, can take what another run needs; a
+/// component over its share fails its own load, naming the count. A Python plugin
+/// has 14 core instances, a JavaScript one 4, a Rust one 3, each 1 memory and 2
+/// tables (BENCHMARKS.md, "Pool shares"): the shares leave several times that.
+pub const PLUGIN_CORE_INSTANCES: u32 = 50;
+/// See [`PLUGIN_CORE_INSTANCES`].
+pub const PLUGIN_MEMORIES: u32 = 4;
+/// See [`PLUGIN_CORE_INSTANCES`].
+pub const PLUGIN_TABLES: u32 = 16;
 
 /// A mebibyte.
 pub const MIB: u64 = 1024 * 1024;

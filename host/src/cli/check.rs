@@ -84,6 +84,10 @@ pub(super) struct CheckArgs {
     #[arg(long, value_name = "SIZE", value_parser = crate::limits::parse_compile_memory)]
     compile_memory: Option<u64>,
 
+    /// How long the compile may take, as `serve`'s `compile_timeout` [default: 2m].
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    compile_timeout: Option<Duration>,
+
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -110,6 +114,8 @@ pub(super) fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     runtime.compile_in(child_compilation(
         args.compile_memory
             .unwrap_or(crate::limits::DEFAULT_COMPILE_MEMORY),
+        args.compile_timeout
+            .unwrap_or(crate::limits::DEFAULT_COMPILE_TIMEOUT),
     ));
     if !args.no_cache {
         let dir = args

@@ -279,7 +279,10 @@ fn open_runtime(
     lookups: Option<prometheus::IntCounterVec>,
 ) -> anyhow::Result<Runtime> {
     let mut runtime = Runtime::with_compiler(datasources(config), config.compiler)?;
-    runtime.compile_in(child_compilation(config.compile_memory));
+    runtime.compile_in(child_compilation(
+        config.compile_memory,
+        config.compile_timeout,
+    ));
     if let Some(dir) = &config.cache_dir
         && let Err(e) = runtime.use_cache(dir, lookups)
     {
@@ -288,12 +291,12 @@ fn open_runtime(
     Ok(runtime)
 }
 
-/// Plugins compiled by this executable in a child process with `memory_limit`
-/// (runtime/compile.rs says why), or in this process if the executable cannot be
+/// Plugins compiled by this executable in a child process with `memory_limit` and
+/// `time_limit` (runtime/compile.rs says why), or in this process if the executable cannot be
 /// found. On Linux the child is `/proc/self/exe`: the very binary that is running,
 /// even after a package upgrade replaced or deleted its file (a newer binary's
 /// artifacts would not load here).
-fn child_compilation(memory_limit: u64) -> Compilation {
+fn child_compilation(memory_limit: u64, time_limit: Duration) -> Compilation {
     let proc_exe = Path::new("/proc/self/exe");
     let exe = if proc_exe.exists() {
         Ok(proc_exe.to_owned())
@@ -301,7 +304,11 @@ fn child_compilation(memory_limit: u64) -> Compilation {
         std::env::current_exe()
     };
     match exe {
-        Ok(exe) => Compilation::Child { exe, memory_limit },
+        Ok(exe) => Compilation::Child {
+            exe,
+            memory_limit,
+            time_limit,
+        },
         Err(e) => {
             tracing::warn!(
                 "cannot find this executable ({e}); compiling plugins in the host's own process"

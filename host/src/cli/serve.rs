@@ -11,7 +11,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    tokio.block_on(async {
+    let served = tokio.block_on(async {
         check_roles(&config).await?;
         let usage_datasource = config.usage_datasource();
         if !args.no_migrate
@@ -82,7 +82,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         let loader = Loader::new(
             config.clone(),
-            runtime,
+            runtime.clone(),
             Some(metrics.clone()),
             config.compile_concurrency,
         );
@@ -137,11 +137,21 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await?;
         watcher.abort();
         health.stop();
+        runtime.stop_compiles();
         tracing::info!("stopped");
         anyhow::Ok(())
-    })?;
+    });
+    // Blocking work still running (a compile being killed, a plugin file being read)
+    // gets a moment, not a veto: the process exits either way.
+    tokio.shutdown_timeout(STOP_GRACE);
+    served?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long `serve` waits, once stopped, for blocking work to end before it exits
+/// anyway: a compile is killed within `runtime::compile`'s watch interval, and a read
+/// of a plugin file takes milliseconds.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Raises the soft limit on open files to the hard one. Every loaded plugin holds a
 /// file open (its memory image), so a thousand plugins pass the usual soft limit of

@@ -120,6 +120,8 @@ pub struct Config {
     pub compiler: Compiler,
     /// The writable memory a plugin's compiler process may use, in bytes.
     pub compile_memory: u64,
+    /// How long one plugin's compile may take before its compiler process is killed.
+    pub compile_timeout: Duration,
     /// How long after start a critical check still loading does not count as failing.
     pub startup_grace: Duration,
     pub shutdown_delay: Duration,
@@ -262,8 +264,15 @@ impl Config {
             problems.add(span, "details_token", "show_details = \"when-authorized\" needs a details_token (or its variable is unset)");
         }
         let max_concurrent_runs = match &raw.max_concurrent_runs {
-            Some(n) if *n.get_ref() == 0 => {
-                problems.add(n.span(), "max_concurrent_runs", "must be at least 1");
+            Some(n) if !(1..=limits::MAX_CONCURRENT_RUNS).contains(n.get_ref()) => {
+                problems.add(
+                    n.span(),
+                    "max_concurrent_runs",
+                    format!(
+                        "must be between 1 and {} (the plugin pool holds that many runs, and as many critical ones)",
+                        limits::MAX_CONCURRENT_RUNS
+                    ),
+                );
                 DEFAULT_MAX_CONCURRENT_RUNS
             }
             Some(n) => *n.get_ref(),
@@ -285,6 +294,17 @@ impl Config {
                 limits::DEFAULT_COMPILE_MEMORY
             }),
         };
+        let compile_timeout = duration(
+            &raw.compile_timeout,
+            "compile_timeout".to_owned(),
+            limits::DEFAULT_COMPILE_TIMEOUT,
+            problems,
+        );
+        if compile_timeout.is_zero()
+            && let Some(text) = &raw.compile_timeout
+        {
+            problems.add(text.span(), "compile_timeout", "must be more than 0s");
+        }
         let startup_grace = duration(
             &raw.startup_grace,
             "startup_grace".to_owned(),
@@ -397,6 +417,7 @@ impl Config {
             compile_concurrency,
             compiler: raw.compiler.unwrap_or_default(),
             compile_memory,
+            compile_timeout,
             startup_grace,
             shutdown_delay,
             datasources,

@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub(super) compiler: Option<Compiler>,
     /// The writable memory a plugin's compiler process may use, like "2GiB".
     pub(super) compile_memory: Option<Spanned<String>>,
+    /// How long one plugin's compile may take, like "2m".
+    pub(super) compile_timeout: Option<Spanned<String>>,
     /// How long after start a critical check still loading does not fail /health.
     pub(super) startup_grace: Option<Spanned<String>>,
     /// Time between SIGTERM (readiness turns 503) and closing the listener.

@@ -110,7 +110,7 @@ interval = "often"
 memory = "lots"
 grants.http = ["example.com"]
 grants.sql = ["missing"]
-grants.metrics = ["ok_name", "bad-name", "health_check_status"]
+grants.metrics = ["ok_name", "bad-name", "health_check_status", "check_run_duration_seconds_count"]
 "#;
     let problems = parse(source).err().unwrap();
     let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
@@ -125,8 +125,35 @@ grants.metrics = ["ok_name", "bad-name", "health_check_status"]
             (11, "checks.web.grants.sql"),
             (12, "checks.web.grants.metrics"),
             (12, "checks.web.grants.metrics"),
+            (12, "checks.web.grants.metrics"),
         ]
     );
+}
+
+#[test]
+fn max_concurrent_runs_fits_the_plugin_pool_twice() {
+    let most = limits::MAX_CONCURRENT_RUNS;
+    // Non-critical and critical runs, each up to the setting, never fill the pool.
+    assert!(2 * most <= limits::POOL_INSTANCES as usize);
+    assert_eq!(
+        parse(&format!("max_concurrent_runs = {most}"))
+            .unwrap()
+            .max_concurrent_runs,
+        most
+    );
+    for value in [0, most + 1] {
+        let problems = parse(&format!("max_concurrent_runs = {value}"))
+            .err()
+            .unwrap();
+        assert_eq!(problems[0].key, "max_concurrent_runs");
+        assert!(
+            problems[0]
+                .message
+                .contains(&format!("between 1 and {most}")),
+            "{}",
+            problems[0].message
+        );
+    }
 }
 
 #[test]

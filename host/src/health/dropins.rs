@@ -116,13 +116,9 @@ impl Load {
     }
 }
 
-/// Compiles a check's component (blocking CPU).
-fn compile(runtime: &Runtime, check: CheckConfig, wasm: &[u8]) -> Result<Check, String> {
-    runtime
-        .load(&check.name, wasm, check.grants.clone(), check.limits)
-        .map(|plugin| Check::new(check, plugin))
-        .map_err(|e| e.to_string())
-}
+/// Says whether a load is still wanted: not replaced by a newer load of its check,
+/// nor its check removed.
+type Wanted = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// Runs `work` on a blocking thread; its panic goes on in the caller.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
@@ -203,8 +199,12 @@ impl Loader {
         }
         for load in loads {
             let (loader, health) = (self.clone(), health.clone());
+            let wanted: Wanted = {
+                let (health, name, id) = (health.clone(), load.name.clone(), load.id);
+                Box::new(move || health.is_loading(&name, id))
+            };
             tokio::spawn(async move {
-                let (name, id, entry) = loader.load(load).await;
+                let (name, id, entry) = loader.load(load, wanted).await;
                 health.finish_load(name, id, entry);
             });
         }
@@ -217,7 +217,7 @@ impl Loader {
         let mut tasks = tokio::task::JoinSet::new();
         for load in loads {
             let loader = self.clone();
-            tasks.spawn(async move { loader.load(load).await });
+            tasks.spawn(async move { loader.load(load, Box::new(|| true)).await });
         }
         let mut entries = Vec::new();
         while let Some(done) = tasks.join_next().await {
@@ -254,8 +254,8 @@ impl Loader {
     }
 
     /// Reads one plugin once few enough are in hand, then compiles it when a slot is
-    /// free: its name, load id and new entry.
-    async fn load(self: Arc<Self>, load: Load) -> (String, u64, Entry) {
+    /// free, while `wanted`: its name, load id and new entry.
+    async fn load(self: Arc<Self>, load: Load, wanted: Wanted) -> (String, u64, Entry) {
         let in_hand = self.in_hand.clone().acquire_owned().await;
         let loader = self.clone();
         let (load, read) = blocking(move || {
@@ -267,7 +267,15 @@ impl Loader {
             Ok((check, wasm)) => {
                 let permit = self.permits.clone().acquire_owned().await;
                 let runtime = self.runtime.clone();
-                let result = blocking(move || compile(&runtime, check, &wasm)).await;
+                // Compiles (blocking CPU) while `wanted`.
+                let result = blocking(move || {
+                    let (name, grants) = (check.name.clone(), check.grants.clone());
+                    let plugin = runtime.load_while(&name, &wasm, grants, check.limits, &wanted);
+                    plugin
+                        .map(|p| Check::new(check, p))
+                        .map_err(|e| e.to_string())
+                })
+                .await;
                 drop(permit);
                 result
             }

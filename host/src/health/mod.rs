@@ -129,7 +129,10 @@ pub struct Health {
     history: Mutex<BTreeMap<String, History>>,
     /// The scheduling task of each running check version.
     tasks: Mutex<BTreeMap<String, (Arc<Check>, AbortHandle)>>,
+    /// Run slots: critical checks have their own, so no number of slow or hanging
+    /// non-critical checks can delay a critical one (and the pool holds both).
     runs: Semaphore,
+    critical_runs: Semaphore,
     shutting_down: AtomicBool,
     /// Held while a change of the set is computed and applied, so that changes made
     /// from different tasks (the folder watcher, finished loads) never undo each other.
@@ -160,7 +163,8 @@ pub struct CheckView {
 }
 
 impl Health {
-    /// Health with no checks yet, runs capped at `max_concurrent_runs`; a critical
+    /// Health with no checks yet, runs capped at `max_concurrent_runs` (that many
+    /// critical ones besides, in slots of their own); a critical
     /// check still loading within `startup_grace` of now does not count as failing.
     pub fn new(
         runtime: Arc<Runtime>,
@@ -177,6 +181,7 @@ impl Health {
             history: Mutex::default(),
             tasks: Mutex::default(),
             runs: Semaphore::new(max_concurrent_runs),
+            critical_runs: Semaphore::new(max_concurrent_runs),
             shutting_down: AtomicBool::new(false),
             editing: Mutex::default(),
             finished: Mutex::default(),
@@ -339,6 +344,15 @@ impl Health {
         futures_util::future::join_all(due).await;
     }
 
+    /// Whether check `name` is still waiting for load `id`: neither a newer load nor
+    /// a removal has replaced it.
+    pub fn is_loading(&self, name: &str, id: u64) -> bool {
+        self.set()
+            .entries
+            .get(name)
+            .is_some_and(|e| e.loading == Some(id))
+    }
+
     fn fresh(&self, name: &str, ttl: Duration) -> bool {
         let latest = read(&self.latest);
         latest.get(name).is_some_and(|l| l.at.elapsed() < ttl)
@@ -352,12 +366,17 @@ impl Health {
         }
     }
 
-    /// Runs `check` once with `run` (after waiting for a free run slot) and records
+    /// Runs `check` once with `run` (after waiting for a free run slot of its kind,
+    /// critical or not) and records
     /// the result, unless the check was replaced or removed meanwhile.
     async fn run_once(&self, check: &Arc<Check>, run: impl Future<Output = RunReport>) {
         let report = {
-            let _permit = self
-                .runs
+            let slots = if check.config.critical {
+                &self.critical_runs
+            } else {
+                &self.runs
+            };
+            let _permit = slots
                 .acquire()
                 .await
                 .expect("the semaphore is never closed");

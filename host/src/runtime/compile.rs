@@ -7,11 +7,16 @@
 //! staying in the long-lived host's heap, and a component crafted to exhaust the
 //! compiler meets the child's memory limit and fails its own load, not the host. The
 //! child reads the component on stdin and writes wasmtime's serialized artifact on
-//! stdout; the host loads the artifact as it loads a compile cache entry.
+//! stdout; the host loads the artifact as it loads a compile cache entry. The child is
+//! killed when its time limit passes, and when its plugin is no longer wanted (its
+//! file changed or went away, or the host is stopping), so a compile never outlives
+//! its reason nor holds up the host's exit.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Output, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
 
@@ -28,6 +33,11 @@ const EXIT_DOES_NOT_COMPILE: u8 = 1;
 /// The child's exit status when it could not do its work (input, output, set-up).
 const EXIT_CHILD_FAILED: u8 = 2;
 
+/// How often a compiler process is looked at while it works: whether its time is up
+/// or its plugin is still wanted. A killed compile ends within this; a finished one
+/// is noticed at once (its output closing wakes the host).
+const WATCH_EVERY: Duration = Duration::from_millis(50);
+
 /// Where plugins are compiled.
 #[derive(Debug, Clone)]
 pub enum Compilation {
@@ -35,8 +45,12 @@ pub enum Compilation {
     /// `healthhost`).
     InProcess,
     /// In a child process running `exe compile-plugin`, whose writable data may not
-    /// grow past `memory_limit` bytes.
-    Child { exe: PathBuf, memory_limit: u64 },
+    /// grow past `memory_limit` bytes and which is killed after `time_limit`.
+    Child {
+        exe: PathBuf,
+        memory_limit: u64,
+        time_limit: Duration,
+    },
 }
 
 /// Why a plugin was not compiled.
@@ -45,8 +59,8 @@ pub enum CompileError {
     /// The component does not compile: the author's to fix.
     #[error("{0}")]
     Invalid(String),
-    /// The compiler could not do its work (its memory limit, a crash, a failed
-    /// start): the operator's to look at.
+    /// The compiler could not do its work (its memory or time limit, a crash, a
+    /// failed start, a stop): the operator's to look at.
     #[error("{0}")]
     Failed(String),
 }
@@ -58,28 +72,36 @@ impl From<ArtifactError> for CompileError {
 }
 
 /// The serialized artifact of `wasm` compiled by `engine` (configured for
-/// `compiler`), or why not.
+/// `compiler`), or why not. A compile in a child process is stopped (the child
+/// killed) as soon as `wanted` says no.
 pub(super) fn artifact(
     engine: &Engine,
     compiler: Compiler,
     how: &Compilation,
     wasm: &[u8],
+    wanted: &dyn Fn() -> bool,
 ) -> Result<Vec<u8>, CompileError> {
     match how {
         Compilation::InProcess => engine
             .precompile_component(wasm)
             .map_err(|e| CompileError::Invalid(compile_reason(&e, wasm))),
-        Compilation::Child { exe, memory_limit } => in_child(exe, compiler, *memory_limit, wasm),
+        Compilation::Child {
+            exe,
+            memory_limit,
+            time_limit,
+        } => in_child(exe, compiler, (*memory_limit, *time_limit), wasm, wanted),
     }
 }
 
 fn in_child(
     exe: &Path,
     compiler: Compiler,
-    memory_limit: u64,
+    (memory_limit, time_limit): (u64, Duration),
     wasm: &[u8],
+    wanted: &dyn Fn() -> bool,
 ) -> Result<Vec<u8>, CompileError> {
     let failed = CompileError::Failed;
+    let started = Instant::now();
     let mut child = Command::new(exe)
         .arg(CHILD_COMMAND)
         .arg("--compiler")
@@ -96,14 +118,49 @@ fn in_child(
                 exe.display()
             ))
         })?;
-    // The child reads all of its input before it writes anything, so writing first
-    // cannot deadlock; a child that died early shows in its status below.
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(wasm);
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let (output, stopped) = std::thread::scope(|scope| {
+        // A child that dies early closes its input: the write fails, and its status
+        // below says why.
+        scope.spawn(move || stdin.map(|mut pipe| pipe.write_all(wasm)));
+        let (closed, wait) = std::sync::mpsc::channel();
+        let out = scope.spawn(move || {
+            let bytes = read_all(stdout);
+            let _ = closed.send(());
+            bytes
+        });
+        let err = scope.spawn(move || read_all(stderr));
+        let stopped = loop {
+            match wait.recv_timeout(WATCH_EVERY) {
+                Err(RecvTimeoutError::Timeout) => {}
+                // The child closed its output: it is done.
+                _ => break None,
+            }
+            if started.elapsed() >= time_limit {
+                break Some(format!(
+                    "it takes longer than the compile time limit of {} (`compile_timeout`)",
+                    humantime::format_duration(time_limit)
+                ));
+            }
+            if !wanted() {
+                break Some("stopped: the plugin is no longer wanted (its file changed or went away, or the host is stopping)".to_owned());
+            }
+        };
+        if stopped.is_some() {
+            let _ = child.kill();
+        }
+        let status = child.wait();
+        let output = status.map(|status| Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        });
+        (output, stopped)
+    });
+    if let Some(reason) = stopped {
+        return Err(failed(reason));
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| failed(format!("lost the compiler process: {e}")))?;
+    let output = output.map_err(|e| failed(format!("lost the compiler process: {e}")))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     let said = stderr.trim();
     if output.status.success() {
@@ -125,6 +182,16 @@ fn in_child(
     )))
 }
 
+/// Everything `pipe` yields until it closes (nothing if there is no pipe or it
+/// breaks: the child's status tells what happened).
+fn read_all(pipe: Option<impl Read>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Some(mut pipe) = pipe {
+        let _ = pipe.read_to_end(&mut bytes);
+    }
+    bytes
+}
+
 /// Whether a failed child said it ran out of memory: Rust's abort on a failed
 /// allocation, or an error from a failed mapping or thread start (ENOMEM).
 fn out_of_memory(said: &str) -> bool {
@@ -140,6 +207,15 @@ pub fn child_main(compiler: Compiler, memory_limit: u64) -> ExitCode {
         eprintln!("{message}");
         ExitCode::from(EXIT_CHILD_FAILED)
     };
+    // A host that dies outright (SIGKILL, a crash) takes its compile with it: the
+    // kernel kills the child when the thread that started it, which waits for it,
+    // ends.
+    #[cfg(target_os = "linux")]
+    if let Err(e) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    {
+        return fail(format!("cannot tie the compiler to the host: {e}"));
+    }
     let mut wasm = Vec::new();
     if let Err(e) = std::io::stdin().lock().read_to_end(&mut wasm) {
         return fail(format!("cannot read the component: {e}"));

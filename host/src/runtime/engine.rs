@@ -11,7 +11,10 @@ use wasmtime::{
 };
 
 use crate::config::Compiler;
-use crate::limits::{EPOCH_TICK, MAX_MEMORY_BYTES, POOL_INSTANCES};
+use crate::limits::{
+    EPOCH_TICK, MAX_MEMORY_BYTES, PLUGIN_CORE_INSTANCES, PLUGIN_MEMORIES, PLUGIN_TABLES,
+    POOL_INSTANCES,
+};
 
 /// Worker threads of the plugin runtime: the machine's cores, since guest CPU is the
 /// work they do, but at least two so one spinning guest cannot hold them all.
@@ -22,10 +25,20 @@ fn plugin_workers() -> usize {
 }
 
 /// The engine's configuration for `compiler`: [`code_config`] with the pooling
-/// allocator that runs use.
+/// allocator that runs use. Every pooled resource is sized as [`POOL_INSTANCES`]
+/// plugin shares, and each component is held to one share when it loads, so that
+/// only the number of runs can fill the pool, and runs are capped below it.
 pub(super) fn engine_config(compiler: Compiler) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(POOL_INSTANCES)
+        .max_core_instances_per_component(PLUGIN_CORE_INSTANCES)
+        .total_core_instances(POOL_INSTANCES * PLUGIN_CORE_INSTANCES)
+        .max_memories_per_component(PLUGIN_MEMORIES)
+        .total_memories(POOL_INSTANCES * PLUGIN_MEMORIES)
+        .max_tables_per_component(PLUGIN_TABLES)
+        .total_tables(POOL_INSTANCES * PLUGIN_TABLES)
+        // One fiber stack per run: a run's instantiation and call share it.
+        .total_stacks(POOL_INSTANCES)
         .max_memory_size(MAX_MEMORY_BYTES as usize);
     let mut config = code_config(compiler);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -17,6 +17,7 @@ pub mod outcome;
 pub mod state;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -139,6 +140,8 @@ pub struct Runtime {
     compiler: Compiler,
     compilation: Compilation,
     cache: Option<CompileCache>,
+    /// Set when the host stops: compiles in progress are killed, none starts.
+    stopping: AtomicBool,
 }
 
 impl Runtime {
@@ -171,6 +174,7 @@ impl Runtime {
             compiler,
             compilation: Compilation::InProcess,
             cache: None,
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -198,6 +202,26 @@ impl Runtime {
         grants: Grants,
         limits: Limits,
     ) -> Result<Plugin, LoadError> {
+        self.load_while(name, wasm, grants, limits, &|| true)
+    }
+
+    /// Stops every compile in progress (their loads fail) and every one to come: the
+    /// host is stopping, and a compile must not hold up its exit.
+    pub fn stop_compiles(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Like [`Runtime::load`], except that a compile in a child process is stopped,
+    /// and the load fails, as soon as `wanted` says no (its file changed or went
+    /// away) or the runtime stops compiling ([`Runtime::stop_compiles`]).
+    pub fn load_while(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        grants: Grants,
+        limits: Limits,
+        wanted: &dyn Fn() -> bool,
+    ) -> Result<Plugin, LoadError> {
         limits.validate().map_err(|source| LoadError::Limits {
             check: name.to_owned(),
             source,
@@ -209,7 +233,8 @@ impl Runtime {
         })?;
         let sha256 = hex(&Sha256::digest(wasm));
         let engine = &self.shared.engine;
-        let compile = || compile::artifact(engine, self.compiler, &self.compilation, wasm);
+        let wanted = || wanted() && !self.stopping.load(Ordering::Relaxed);
+        let compile = || compile::artifact(engine, self.compiler, &self.compilation, wasm, &wanted);
         let compiled = match &self.cache {
             Some(cache) => cache.get_or_compile(engine, &sha256, compile),
             None => compile().and_then(|artifact| Ok(crate::cache::component(engine, &artifact)?)),
@@ -398,7 +423,8 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
             .into_iter()
             .chain(std::mem::take(&mut data.sql.refused).into_vec())
             .collect(),
-    };
+    }
+    .scrubbed(&plugin.scrubber);
     drop(store);
 
     let mut report = RunReport::empty(&plugin);

@@ -11,6 +11,7 @@ mod capabilities;
 mod cli;
 mod dropins;
 mod history;
+mod isolation;
 mod migrate;
 mod page;
 mod runtime;

@@ -223,6 +223,89 @@ async fn load_rejects_garbage_core_modules_and_other_worlds() {
     );
 }
 
+/// A component exporting `check` (as a module, for the contract's names) that
+/// instantiates `count` times a core module holding `memory` and `table`.
+fn component_of_instances(count: u32, memory: bool, table: bool) -> Vec<u8> {
+    use wasm_encoder::{
+        Component, ComponentExportKind, ComponentExportSection, InstanceSection, MemorySection,
+        MemoryType, Module, ModuleSection, RefType, TableSection, TableType,
+    };
+    let mut module = Module::new();
+    if table {
+        let mut tables = TableSection::new();
+        tables.table(TableType {
+            element_type: RefType::FUNCREF,
+            table64: false,
+            minimum: 1,
+            maximum: None,
+            shared: false,
+        });
+        module.section(&tables);
+    }
+    if memory {
+        let mut memories = MemorySection::new();
+        memories.memory(MemoryType {
+            minimum: 1,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        module.section(&memories);
+    }
+    let mut component = Component::new();
+    component.section(&ModuleSection(&module));
+    let mut instances = InstanceSection::new();
+    for _ in 0..count {
+        instances.instantiate(0, Vec::<(&str, wasm_encoder::ModuleArg)>::new());
+    }
+    component.section(&instances);
+    let mut exports = ComponentExportSection::new();
+    exports.export("check", ComponentExportKind::Module, 0, None);
+    component.section(&exports);
+    component.finish()
+}
+
+#[tokio::test]
+async fn a_component_over_its_share_of_the_pool_fails_its_own_load() {
+    use healthhost::limits::{PLUGIN_CORE_INSTANCES, PLUGIN_MEMORIES, PLUGIN_TABLES};
+    let runtime = runtime();
+    for (wasm, says) in [
+        (
+            component_of_instances(PLUGIN_CORE_INSTANCES + 1, false, false),
+            format!("{} core module instances", PLUGIN_CORE_INSTANCES + 1),
+        ),
+        (
+            component_of_instances(PLUGIN_MEMORIES + 1, true, false),
+            format!("{} Wasm linear memories", PLUGIN_MEMORIES + 1),
+        ),
+        (
+            component_of_instances(PLUGIN_TABLES + 1, false, true),
+            format!("{} tables", PLUGIN_TABLES + 1),
+        ),
+    ] {
+        let err = runtime
+            .load("greedy", &wasm, Grants::default(), Limits::default())
+            .err()
+            .unwrap();
+        assert!(matches!(err, LoadError::Compiler { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&says), "{says}: {text}");
+        assert!(text.contains("of the runtime's pool"), "{text}");
+    }
+    // At its share a component passes the pool and meets the contract's types.
+    let err = runtime
+        .load(
+            "fits",
+            &component_of_instances(PLUGIN_CORE_INSTANCES, false, false),
+            Grants::default(),
+            Limits::default(),
+        )
+        .err()
+        .unwrap();
+    assert!(matches!(err, LoadError::World { .. }), "{err}");
+}
+
 #[tokio::test]
 async fn limits_outside_the_supported_range_are_load_errors() {
     let limits = Limits {
