@@ -80,8 +80,18 @@ pub const HTTP_MAX_REDIRECTS: usize = 5;
 pub const SQL_MAX_ROWS: u64 = 10_000;
 /// Bytes of values one query may return, counted as their in-memory sizes.
 pub const SQL_MAX_BYTES: u64 = 4 * MIB;
-/// Connections per datasource pool: checks run a few short queries at a time.
+/// Connections per datasource pool (SQLite: worker processes): checks run a few
+/// short queries at a time.
 pub const SQL_POOL_SIZE: u32 = 4;
+/// Writable memory of one SQLite worker process (capabilities/sql/worker.rs): its
+/// connection, page cache and the row being read, which SQLite holds whole (as many
+/// values as columns, each up to [`SQL_MAX_BYTES`]). A statement that needs more fails
+/// `too-large`, or ends its worker; the host's own memory is not at stake.
+pub const SQL_WORKER_MEMORY: u64 = 256 * MIB;
+/// The largest file a SQLite worker may write: SQLite's temporary files, for a sort
+/// or a temporary index too large for memory. A check's query needs none of that
+/// size; one that does ends its worker instead of filling the disk.
+pub const SQL_WORKER_FILE_BYTES: u64 = 64 * MIB;
 /// How long a datasource's role, once found to hold no powers over the database
 /// server, is trusted before it is looked at again: an operator who grants it more
 /// later is noticed within this, at one query's cost a minute.

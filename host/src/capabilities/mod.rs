@@ -25,6 +25,8 @@ pub mod bindings {
         world: "check",
         imports: { default: async },
         exports: { default: async },
+        // SQL rows and errors cross to and from SQLite worker processes.
+        additional_derives: [serde::Serialize, serde::Deserialize],
     });
 }
 

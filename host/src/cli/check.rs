@@ -208,6 +208,7 @@ fn check_setup(
         datasources.insert(Datasource::parse(ds, url)?.unsafe_allow_privileged_role(allow));
         names.push(ds.to_owned());
     }
+    isolate_sql(&mut datasources);
     if fixtures.is_none()
         && let Some(missing) = names.iter().find(|n| datasources.get(n).is_none())
     {

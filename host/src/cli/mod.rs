@@ -76,6 +76,10 @@ enum Command {
     /// on stdout (see runtime/compile.rs).
     #[command(name = crate::runtime::CHILD_COMMAND, hide = true)]
     CompilePlugin(CompilePluginArgs),
+    /// The host's SQL worker process: a datasource, then its plugin statements, on
+    /// stdin, their rows on stdout (see capabilities/sql/worker.rs).
+    #[command(name = crate::capabilities::sql::worker::CHILD_COMMAND, hide = true)]
+    SqlWorker,
 }
 
 #[derive(Debug, Args)]
@@ -249,6 +253,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CompilePlugin(args) => {
             Ok(crate::runtime::child_main(args.compiler, args.memory_limit))
         }
+        Command::SqlWorker => Ok(crate::capabilities::sql::worker::child_main()),
     }
 }
 
@@ -291,30 +296,42 @@ fn open_runtime(
     Ok(runtime)
 }
 
-/// Plugins compiled by this executable in a child process with `memory_limit` and
-/// `time_limit` (runtime/compile.rs says why), or in this process if the executable cannot be
-/// found. On Linux the child is `/proc/self/exe`: the very binary that is running,
-/// even after a package upgrade replaced or deleted its file (a newer binary's
-/// artifacts would not load here).
-fn child_compilation(memory_limit: u64, time_limit: Duration) -> Compilation {
+/// The running executable, for the child processes it starts (compilers, SQLite
+/// workers). On Linux it is `/proc/self/exe`: the very binary that is running, even
+/// after a package upgrade replaced or deleted its file (a newer binary's artifacts
+/// would not load here). `None`, with a warning, if it cannot be found.
+fn this_executable(children: &str) -> Option<PathBuf> {
     let proc_exe = Path::new("/proc/self/exe");
     let exe = if proc_exe.exists() {
         Ok(proc_exe.to_owned())
     } else {
         std::env::current_exe()
     };
-    match exe {
-        Ok(exe) => Compilation::Child {
+    exe.inspect_err(|e| {
+        tracing::warn!("cannot find this executable ({e}); {children} in the host's own process")
+    })
+    .ok()
+}
+
+/// Plugins compiled by this executable in a child process with `memory_limit` and
+/// `time_limit` (runtime/compile.rs says why), or in this process if the executable
+/// cannot be found.
+fn child_compilation(memory_limit: u64, time_limit: Duration) -> Compilation {
+    match this_executable("compiling plugins") {
+        Some(exe) => Compilation::Child {
             exe,
             memory_limit,
             time_limit,
         },
-        Err(e) => {
-            tracing::warn!(
-                "cannot find this executable ({e}); compiling plugins in the host's own process"
-            );
-            Compilation::InProcess
-        }
+        None => Compilation::InProcess,
+    }
+}
+
+/// Runs plugin statements on `datasources` in worker processes of this executable
+/// (capabilities/sql/worker.rs says why), or in this process if it cannot be found.
+fn isolate_sql(datasources: &mut Datasources) {
+    if let Some(exe) = this_executable("running plugin statements") {
+        datasources.run_in_workers(&exe);
     }
 }
 
@@ -353,6 +370,7 @@ fn datasources(config: &Config) -> Datasources {
     for spec in &config.datasources {
         all.insert(Datasource::new(spec.clone()));
     }
+    isolate_sql(&mut all);
     all
 }
 

@@ -1,9 +1,12 @@
 //! Isolation between plugins, through real `healthhost serve` and `validate`
 //! processes: a critical check runs whatever its neighbours hold (run slots of its
-//! own), and a plugin crafted to keep the compiler busy is stopped at its time limit,
+//! own); a plugin crafted to keep the compiler busy is stopped at its time limit,
 //! when its file goes away and when the host stops, so it costs neither a core nor
-//! the host's exit. (A component over its share of the engine's pool is in
-//! `runtime`; sample names that collide with the host's series in `metrics`.)
+//! the host's exit; a SQL statement cannot take the host's memory with one row (on
+//! SQLite, PostgreSQL and MariaDB) nor keep a core busy after its run with one SQLite
+//! function call (statements run in workers killed with their call). A component over
+//! its share of the engine's pool is in `runtime`; sample names that collide with the
+//! host's series in the metrics unit tests.
 
 use std::path::Path;
 use std::process::Command;
@@ -73,16 +76,23 @@ fn parent(pid: u32) -> Option<u32> {
 
 /// The compiler processes (`healthhost compile-plugin`) that `host` started.
 fn compilers(host: u32) -> Vec<u32> {
+    all_children(host)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("compile-plugin"))
+        })
+        .collect()
+}
+
+/// The processes `host` started that are alive.
+fn all_children(host: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| parent(pid) == Some(host))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("compile-plugin"))
-        })
         .collect()
 }
 
@@ -237,4 +247,99 @@ async fn a_critical_check_runs_on_whatever_its_neighbours_hold() {
     let (status, body) = server.json("/health").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["checks"]["canary"]["status"], "pass", "{body}");
+}
+
+/// A host with datasource `main` at `url` and one non-critical check `attacker` that
+/// runs `statement` on it once, under `timeout`, in `dir`.
+async fn attacker(dir: TempDir, url: &str, statement: &str, timeout: &str) -> Host {
+    Host::start_in(
+        dir,
+        &format!(
+            "[datasources.main]\nurl = {url:?}\n\
+             [checks.attacker]\nplugin = {:?}\ncritical = false\ninterval = \"1h\"\n\
+             timeout = \"{timeout}\"\ngrants.sql = [\"main\"]\n\
+             settings = {{ mode = \"sql\", statement = {statement:?} }}\n",
+            test_artifacts::MISBEHAVE,
+        ),
+    )
+    .await
+}
+
+/// [`attacker`] on an empty SQLite database of its own.
+async fn sqlite_attacker(statement: &str, timeout: &str) -> Host {
+    let dir = TempDir::new();
+    let db = dir.0.join("app.db");
+    sqlite(&db).await.close().await;
+    let url = format!("sqlite://{}", db.display());
+    attacker(dir, &url, statement, timeout).await
+}
+
+/// CPU the host and every process it started used over `window`, in cores.
+async fn cores_used(host: u32, window: Duration) -> f64 {
+    let ticks = || {
+        let children: u64 = all_children(host).into_iter().map(cpu_ticks).sum();
+        cpu_ticks(host) + children
+    };
+    let before = ticks();
+    tokio::time::sleep(window).await;
+    let used = ticks().saturating_sub(before) as f64;
+    // Clock ticks are 100 a second on Linux.
+    used / 100.0 / window.as_secs_f64()
+}
+
+#[tokio::test]
+async fn a_sqlite_function_that_runs_for_minutes_stops_with_its_run() {
+    // One virtual-machine step of minutes: `instr` of a 4 MB text and a 2 MB needle
+    // that almost matches everywhere. SQLite's progress handler never sees it.
+    let statement = "SELECT instr(printf('%.*c', 4000000, 'a'), \
+                     printf('%.*c', 2000000, 'a') || 'b')";
+    let server = sqlite_attacker(statement, "2s").await;
+    let (_, body) = server
+        .wait_for("/health", |_, b| has_run(&b["checks"]["attacker"]))
+        .await;
+    assert_ne!(body["checks"]["attacker"]["outcome"], "pass", "{body}");
+    // Within 3 s of the run's end the statement no longer costs the machine.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cores = cores_used(server.child.id(), Duration::from_secs(2)).await;
+    assert!(cores < 0.3, "the host still uses {cores:.2} cores");
+    assert_eq!(server.json("/livez").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_row_of_many_large_values_does_not_grow_the_host_on_any_dialect() {
+    // 100 values of 4 MB each, each under the value cap: 400 MB in one row, which
+    // SQLite builds whole, and sqlx reads whole from PostgreSQL and MariaDB, before
+    // the host can count a byte of it.
+    postgres().await.close().await;
+    mariadb().await.close().await;
+    let row = |value: &str| {
+        let columns: Vec<String> = (0..100).map(|i| format!("{value} AS c{i}")).collect();
+        format!("SELECT {}", columns.join(", "))
+    };
+    let sqlite_row = row("printf('%.*c', 4000000, 'x')");
+    let mut hosts = vec![("sqlite", sqlite_attacker(&sqlite_row, "30s").await)];
+    for (dialect, url, value) in [
+        ("postgres", POSTGRES_READER_URL, "repeat('x', 4000000)"),
+        ("mariadb", MARIADB_READER_URL, "REPEAT('x', 4000000)"),
+    ] {
+        let host = attacker(TempDir::new(), url, &row(value), "30s").await;
+        hosts.push((dialect, host));
+    }
+    for (dialect, server) in hosts {
+        let (_, body) = server
+            .wait_for("/health", |_, b| has_run(&b["checks"]["attacker"]))
+            .await;
+        let message = body["checks"]["attacker"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("too-large") || message.contains("worker process ended"),
+            "{dialect}: {body}"
+        );
+        let peak = proc_status_kib(server.child.id(), "VmHWM");
+        assert!(
+            peak < 256 * 1024,
+            "{dialect}: the host peaked at {} MiB",
+            peak / 1024
+        );
+        assert_eq!(server.json("/livez").await.0, 200);
+    }
 }

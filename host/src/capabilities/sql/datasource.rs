@@ -3,6 +3,7 @@
 //! first use and the check that refuses a role with powers over the database server.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -11,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tokio::sync::OnceCell;
 
+use super::worker::Workers;
 use super::{describe, mysql, postgres, sqlite};
 use crate::dburl::{DatasourceError, DatasourceSpec, Kind};
 use crate::limits::{SQL_POOL_SIZE, SQL_ROLE_RECHECK};
@@ -25,6 +27,8 @@ enum Options {
 #[derive(Clone)]
 pub(super) enum AnyPool {
     Sqlite(SqlitePool),
+    /// Statements in worker processes, whatever the dialect (see `worker`).
+    Workers(Arc<Workers>),
     Postgres(PgPool),
     MySql(MySqlPool),
 }
@@ -36,6 +40,9 @@ pub struct Datasource {
     /// What the operator defined: name, URL, kind, password, the role opt-out.
     spec: DatasourceSpec,
     options: Options,
+    /// The executable that runs plugin statements in worker processes, if any;
+    /// otherwise they run in this process.
+    workers: Option<PathBuf>,
     pool: OnceCell<AnyPool>,
     /// When the role was last found to hold no server powers.
     role_checked: Arc<Mutex<Option<Instant>>>,
@@ -61,6 +68,7 @@ impl Datasource {
         Datasource {
             spec,
             options,
+            workers: None,
             pool: OnceCell::new(),
             role_checked: Arc::default(),
         }
@@ -95,6 +103,10 @@ impl Datasource {
                     sqlx::pool::PoolOptions::new()
                         .max_connections(SQL_POOL_SIZE)
                         .min_connections(0)
+                }
+                if let Some(exe) = &self.workers {
+                    let workers = Workers::new(exe.clone(), self.name(), self.url());
+                    return AnyPool::Workers(Arc::new(workers));
                 }
                 match &self.options {
                     Options::Sqlite(o) => AnyPool::Sqlite(options().connect_lazy_with(o.clone())),
@@ -207,6 +219,17 @@ impl Datasources {
     /// The datasource called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Datasource>> {
         self.by_name.get(name)
+    }
+
+    /// From now on, plugin statements run in worker processes of executable `exe`
+    /// (`healthhost sql-worker`), where one that overruns its time or memory can be
+    /// killed without the host (see `worker`).
+    pub fn run_in_workers(&mut self, exe: &Path) {
+        for datasource in self.by_name.values_mut() {
+            let mut isolated = (**datasource).clone();
+            isolated.workers = Some(exe.to_owned());
+            *datasource = Arc::new(isolated);
+        }
     }
 
     /// Passwords found in datasource URLs: secrets to scrub from every output.

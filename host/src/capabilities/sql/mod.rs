@@ -15,12 +15,16 @@
 //! - its result stops at [`SQL_MAX_ROWS`] rows and [`SQL_MAX_BYTES`] bytes, and the
 //!   rest is not read;
 //! - a datasource whose role can run programs or reach files on the database server
-//!   is refused unless the operator opted in ([`Datasource::check_role`]).
+//!   is refused unless the operator opted in ([`Datasource::check_role`]);
+//! - under `serve` and `check` it runs in a worker process ([`worker`]), killed when
+//!   the call is dropped, so neither a row the driver holds whole nor a SQLite
+//!   function call of minutes can take the host's memory or outlive its run.
 
 mod datasource;
 mod mysql;
 mod postgres;
 mod sqlite;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,25 +155,18 @@ impl SqlState {
         let span = tracing::debug_span!("sql", check = %self.check, datasource = %datasource);
         let query = async {
             source.check_role_if_due().await?;
-            match source.pool().await {
-                AnyPool::Sqlite(pool) => sqlite::query(pool, call).await,
-                AnyPool::Postgres(pool) => postgres::query(pool, call).await,
-                AnyPool::MySql(pool) => mysql::query(pool, call).await,
-            }
+            source.pool().await.query(call).await
         };
         let scrub = |text: &str| self.scrubber.scrub(text).into_owned();
         let failed = |error| (Err(error), false);
         match tokio::time::timeout(timeout, query).instrument(span).await {
             Ok(Ok(rows)) => (Ok(rows), false),
+            // The driver's error, or a worker's answer: its texts scrubbed here.
+            // SQLite's authorizer refuses what is not a read.
             Ok(Err(QueryError::Sqlx(e))) => {
-                let error = match source.kind() {
-                    Kind::Sqlite => sqlite::error(&datasource, &e),
-                    Kind::Postgres | Kind::MySql => None,
-                }
-                .unwrap_or_else(|| Error::Database(scrub(&describe(&e))));
-                // SQLite's authorizer refuses what is not a read.
+                let error = driver_error(&source, &e);
                 let refused = matches!(error, Error::Denied(_));
-                (Err(error), refused)
+                (Err(scrubbed(error, scrub)), refused)
             }
             Ok(Err(QueryError::Role(e @ RoleError::Privileged { .. }))) => {
                 tracing::warn!(check = %self.check, "{e}");
@@ -184,8 +181,41 @@ impl SqlState {
             Ok(Err(QueryError::Role(RoleError::Unreachable { reason, .. }))) => {
                 failed(Error::Database(scrub(&reason)))
             }
-            Ok(Err(QueryError::Plugin(e))) => failed(e),
+            Ok(Err(QueryError::Plugin(error))) => {
+                let refused = matches!(error, Error::Denied(_));
+                (Err(scrubbed(error, scrub)), refused)
+            }
             Err(_elapsed) => failed(Error::Timeout),
+        }
+    }
+}
+
+/// `error` with its database text scrubbed.
+fn scrubbed(error: Error, scrub: impl Fn(&str) -> String) -> Error {
+    match error {
+        Error::Database(text) => Error::Database(scrub(&text)),
+        other => other,
+    }
+}
+
+/// The contract's error for driver error `e` on `datasource`: what the dialect's
+/// restrictions refused, typed, or the database's own message (not yet scrubbed).
+fn driver_error(datasource: &Datasource, e: &sqlx::Error) -> Error {
+    match datasource.kind() {
+        Kind::Sqlite => sqlite::error(datasource.name(), e),
+        Kind::Postgres | Kind::MySql => None,
+    }
+    .unwrap_or_else(|| Error::Database(describe(e)))
+}
+
+impl AnyPool {
+    /// Runs `call` on a connection of this pool, or in one of its workers.
+    async fn query(&self, call: Call) -> Result<Rows, QueryError> {
+        match self {
+            AnyPool::Sqlite(pool) => sqlite::query(pool, call).await,
+            AnyPool::Postgres(pool) => postgres::query(pool, call).await,
+            AnyPool::MySql(pool) => mysql::query(pool, call).await,
+            AnyPool::Workers(workers) => workers.query(call).await,
         }
     }
 }

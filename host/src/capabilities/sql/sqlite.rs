@@ -170,7 +170,8 @@ pub(super) fn error(datasource: &str, e: &sqlx::Error) -> Option<Error> {
             "{datasource}: {} (plugins may only read: SELECT, WITH and reporting pragmas)",
             db.message()
         ))),
-        ffi::SQLITE_TOOBIG => Some(Error::TooLarge(SQL_MAX_BYTES)),
+        // A value over the cap, or (in a worker) a row or sort over its memory.
+        ffi::SQLITE_TOOBIG | ffi::SQLITE_NOMEM => Some(Error::TooLarge(SQL_MAX_BYTES)),
         // The path is the operator's, never shown to a plugin.
         ffi::SQLITE_CANTOPEN => Some(Error::Database(format!(
             "{datasource}: cannot open the database file: it does not exist or cannot be read \
