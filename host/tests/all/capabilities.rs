@@ -9,6 +9,7 @@ use healthhost::capabilities::http::HttpPolicy;
 use healthhost::capabilities::sql::{Datasource, Datasources, SqlPolicy};
 use healthhost::limits::Limits;
 use healthhost::runtime::{Outcome, RunReport, Runtime};
+use sqlx::AssertSqlSafe;
 
 async fn http(runtime: &Runtime, allow: &[&str], url: &str, limits: Limits) -> RunReport {
     let grants = Grants {
@@ -407,7 +408,7 @@ async fn sql_on_an_unreachable_database_is_a_database_error() {
 /// table `{t}`.
 trait ServerCases {
     async fn reads(&self, setup: &str, cases: &[(&str, &str, &str)]);
-    async fn refuses_writes(&self, setup: &str, writes: &[&str], refusal: &str);
+    async fn refuses_writes(&self, setup: &str, sneaky: &str, refusal: &str);
 }
 
 impl ServerCases for Server {
@@ -434,13 +435,19 @@ impl ServerCases for Server {
         self.exec(format!("DROP TABLE {table}")).await;
     }
 
-    /// Each write fails with a database error whose text contains `refusal`, and the
+    /// Each write of [`WRITES`] is refused before it runs (`denied`, the statement's
+    /// parse tree), and `sneaky`, a write in the clothes of a query, fails with a
+    /// database error whose text contains `refusal` (the read-only transaction); the
     /// table made by `setup` (one row, n = 1) is unchanged. The datasource connects as
     /// the superuser (opted in): read-only holds even for a role that could write.
-    async fn refuses_writes(&self, setup: &str, writes: &[&str], refusal: &str) {
+    async fn refuses_writes(&self, setup: &str, sneaky: &str, refusal: &str) {
         let table = unique_table("hh_write");
         self.exec(setup.replace("{t}", &table)).await;
-        for statement in writes {
+        let cases = WRITES
+            .iter()
+            .map(|w| (*w, "denied:db: only a query"))
+            .chain([(sneaky, "database:")]);
+        for (statement, expected) in cases {
             let statement = statement.replace("{t}", &table);
             let report = sql(
                 Datasource::parse("db", self.url())
@@ -453,10 +460,10 @@ impl ServerCases for Server {
             .await;
             assert_eq!(report.outcome, Outcome::Fail, "{statement}: {report:?}");
             let message = report.message.unwrap();
-            assert!(
-                message.starts_with("database:") && message.contains(refusal),
-                "{statement}: {message}"
-            );
+            assert!(message.starts_with(expected), "{statement}: {message}");
+            if expected == "database:" {
+                assert!(message.contains(refusal), "{statement}: {message}");
+            }
         }
         let unchanged = self
             .count(format!("SELECT count(*) FROM {table} WHERE n = 1"))
@@ -504,9 +511,9 @@ async fn sql_reads_typed_values_from_postgres() {
 
 #[tokio::test]
 async fn sql_writes_fail_on_postgres_and_change_nothing() {
-    let setup = "CREATE TABLE {t} (n int4); INSERT INTO {t} VALUES (1);";
+    let setup = "CREATE TABLE {t} (n int4); INSERT INTO {t} VALUES (1); CREATE SEQUENCE {t}_seq;";
     Server::Postgres(postgres().await)
-        .refuses_writes(setup, &WRITES, "read-only transaction")
+        .refuses_writes(setup, "SELECT nextval('{t}_seq')", "read-only transaction")
         .await;
 }
 
@@ -535,9 +542,9 @@ async fn sql_reads_typed_values_from_mariadb() {
 
 #[tokio::test]
 async fn sql_writes_fail_on_mariadb_and_change_nothing() {
-    let setup = "CREATE TABLE {t} (n int); INSERT INTO {t} VALUES (1);";
+    let setup = "CREATE TABLE {t} (n int); INSERT INTO {t} VALUES (1); CREATE SEQUENCE {t}_seq;";
     Server::MariaDb(mariadb().await)
-        .refuses_writes(setup, &WRITES, "READ ONLY")
+        .refuses_writes(setup, "SELECT NEXTVAL({t}_seq)", "READ ONLY")
         .await;
 }
 
@@ -651,33 +658,47 @@ async fn sql_attach_answers_the_same_whether_a_path_exists_or_not() {
 async fn sql_session_state_does_not_outlive_a_run_on_postgres() {
     let admin = postgres().await;
     let key: i64 = 7_000_000 + i64::from(std::process::id());
+    // What the statement's screen refuses, a function of the operator's may still do
+    // in the plugin's session: the session reset is what keeps it from the next run.
+    let sneaky = unique_table("hh_sneaky");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE OR REPLACE FUNCTION {sneaky}() RETURNS text LANGUAGE sql AS $$ \
+         SELECT pg_advisory_lock({key})::text || set_config('application_name', 'forged', false) $$"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let through_a_function = format!("SELECT {sneaky}()");
     sql_cases(
         Datasource::parse("db", POSTGRES_READER_URL).unwrap(),
         &[
-            (&format!("SELECT pg_advisory_lock({key})::text"), "rows:1"),
-            ("PREPARE hh_left AS SELECT 1", "rows:0"),
+            (
+                &format!("SELECT pg_advisory_lock({key})::text"),
+                "denied:db: pg_advisory_lock()",
+            ),
             (
                 "SELECT set_config('application_name', 'forged', false)",
-                "rows:1 first:forged",
+                "denied:db: set_config()",
             ),
-            ("DECLARE hh_cursor CURSOR WITH HOLD FOR SELECT 1", "rows:0"),
-            ("LISTEN hh_channel", "rows:0"),
+            ("PREPARE hh_left AS SELECT 1", "denied:db: only a query"),
+            (
+                "DECLARE hh_cursor CURSOR WITH HOLD FOR SELECT 1",
+                "denied:db: only a query",
+            ),
+            ("LISTEN hh_channel", "denied:db: only a query"),
+            (
+                "DO $$ BEGIN PERFORM set_config('application_name', 'forged', false); END $$",
+                "denied:db:",
+            ),
+            (
+                "SELECT pg_terminate_backend(pg_backend_pid())",
+                "denied:db: pg_terminate_backend()",
+            ),
+            (&through_a_function, "rows:1 first:forged"),
             // A later run sees a session like a new one.
-            (
-                "EXECUTE hh_left",
-                "database:prepared statement \"hh_left\" does not exist",
-            ),
-            (
-                "FETCH hh_cursor",
-                "database:cursor \"hh_cursor\" does not exist",
-            ),
             (
                 "SELECT current_setting('application_name')",
                 "rows:1 first:",
-            ),
-            (
-                "CREATE TEMP TABLE hh_t (n int)",
-                "database:cannot execute CREATE TABLE in a read-only transaction",
             ),
             (
                 "SELECT count(*) FROM pg_listening_channels()",
@@ -700,12 +721,36 @@ async fn sql_session_state_does_not_outlive_a_run_on_postgres() {
 async fn sql_session_state_does_not_outlive_a_run_on_mariadb() {
     let admin = mariadb().await;
     let lock = unique_table("hh_lock");
+    // What the statement's screen refuses, a function of the operator's may still do
+    // in the plugin's session: closing the connection is what keeps it from the next.
+    let sneaky = unique_table("hh_sneaky");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE FUNCTION {sneaky}() RETURNS INT RETURN GET_LOCK('{lock}', 0) + (@hh_forged := 5); \
+         GRANT EXECUTE ON FUNCTION test.{sneaky} TO 'healthhost_reader'@'%'; \
+         GRANT EXECUTE ON FUNCTION test.{sneaky} TO 'healthhost_reader'@'localhost';"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let through_a_function = format!("SELECT {sneaky}()");
     sql_cases(
         Datasource::parse("db", MARIADB_READER_URL).unwrap(),
         &[
-            (&format!("SELECT GET_LOCK('{lock}', 0)"), "rows:1 first:1"),
-            ("SELECT @hh_forged := 5", "rows:1 first:5"),
-            ("SET @@session.sql_mode = 'ANSI_QUOTES'", "rows:0"),
+            (
+                &format!("SELECT GET_LOCK('{lock}', 0)"),
+                "denied:db: get_lock()",
+            ),
+            (
+                "SET @@session.sql_mode = 'ANSI_QUOTES'",
+                "denied:db: only a query",
+            ),
+            // It would lift the host's statement time limit for itself.
+            (
+                "SET STATEMENT max_statement_time=0 FOR SELECT SLEEP(5)",
+                "denied:db:",
+            ),
+            ("KILL CONNECTION_ID()", "denied:db:"),
+            (&through_a_function, "rows:1 first:6"),
             // A later run sees a session like a new one.
             ("SELECT @hh_forged", "rows:1 first:null"),
             (
@@ -800,21 +845,33 @@ async fn sql_roles_with_server_powers_are_refused_unless_allowed() {
 
 #[tokio::test]
 async fn sql_server_files_and_programs_stay_out_of_reach_of_a_read_only_role() {
-    postgres().await;
+    let admin = postgres().await;
     mariadb().await;
+    // Behind the statement's screen, the role: a function of the operator's that
+    // reads a file runs with the plugin's role, which may not.
+    let reads = unique_table("hh_reads");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE OR REPLACE FUNCTION {reads}() RETURNS text LANGUAGE sql \
+         AS $$ SELECT pg_read_file('/etc/hostname') $$"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let through_a_function = format!("SELECT {reads}()");
     let marker = std::env::temp_dir().join(unique_table("hh_pwned"));
     let program = format!("COPY (SELECT 1) TO PROGRAM 'touch {}'", marker.display());
     let copy_to = format!("COPY (SELECT 1) TO '{}'", marker.display());
     sql_cases(
         Datasource::parse("db", POSTGRES_READER_URL).unwrap(),
         &[
-            (&program, "database:"),
-            (&copy_to, "database:"),
+            (&program, "denied:db: only a query"),
+            (&copy_to, "denied:db: only a query"),
             (
                 "SELECT pg_read_file('/etc/hostname')",
-                "database:permission denied",
+                "denied:db: pg_read_file()",
             ),
-            ("SELECT pg_ls_dir('.')", "database:permission denied"),
+            ("SELECT * FROM pg_ls_dir('.')", "denied:db: pg_ls_dir()"),
+            (&through_a_function, "database:permission denied"),
         ],
     )
     .await;
@@ -822,8 +879,11 @@ async fn sql_server_files_and_programs_stay_out_of_reach_of_a_read_only_role() {
     sql_cases(
         Datasource::parse("db", MARIADB_READER_URL).unwrap(),
         &[
-            (&outfile, "database:Access denied"),
-            ("SELECT LOAD_FILE('/etc/hostname')", "rows:1 first:null"),
+            (&outfile, "denied:db:"),
+            (
+                "SELECT LOAD_FILE('/etc/hostname')",
+                "denied:db: load_file()",
+            ),
         ],
     )
     .await;

@@ -6,8 +6,10 @@
 //! lazily on first use, so a database that is down is the check's failure, not the
 //! host's. Per-run state: [`SqlState`].
 //!
-//! What a statement may do is bounded by the connection, never by reading its text;
-//! each dialect's module says how (`sqlite`, `postgres`, `mysql`). On every dialect:
+//! What a statement may do is bounded by the connection; each dialect's module says
+//! how (`sqlite`, `postgres`, `mysql`). In front of that, a PostgreSQL or MySQL
+//! statement is judged from its parse tree and refused when it is not one query or
+//! reaches beyond itself (`screen`). On every dialect:
 //! - it only reads, and nothing it does outlives it: a connection goes back to the
 //!   pool only after a statement that ran to its end and a session reset ([`Lease`]);
 //!   any other connection is closed;
@@ -23,6 +25,7 @@
 mod datasource;
 mod mysql;
 mod postgres;
+mod screen;
 mod sqlite;
 pub mod worker;
 
@@ -114,7 +117,8 @@ impl wit::Host for SqlState {
 /// The text of a refused query's error as a plugin author reads it.
 fn describe_refusal(error: &Error) -> String {
     match error {
-        Error::Denied(what) => format!("not granted: {what}"),
+        // The datasource not granted, or the statement refused (its reason named).
+        Error::Denied(what) => format!("denied: {what}"),
         Error::NotConfigured(name) => format!("no datasource '{name}' is defined"),
         Error::Database(text) => text.clone(),
         Error::Timeout | Error::TooLarge(_) => format!("{error:?}"),
@@ -132,6 +136,13 @@ impl SqlState {
     ) -> (Result<Rows, Error>, bool) {
         if !self.policy.allows(&datasource) {
             return (Err(Error::Denied(datasource)), true);
+        }
+        // Judged from the parse tree before anything runs, fixtures included, so an
+        // author meets the refusal `serve` would give.
+        if let Some(source) = self.datasources.get(&datasource)
+            && let Err(reason) = screen::screen(source.kind(), &statement)
+        {
+            return (Err(Error::Denied(format!("{datasource}: {reason}"))), true);
         }
         let timeout = self.deadline.host_call_timeout(None);
         if let Some(fixtures) = &self.fixtures {

@@ -16,12 +16,12 @@
 //! was doing in it stops at once (a database server sees its connection close), and
 //! the next call starts a fresh worker. What a worker answers is at most
 //! [`SQL_MAX_BYTES`] of values (it counts as it reads) in one frame of at most
-//! [`MAX_FRAME_BYTES`], so the host's own memory per call is bounded whatever the
+//! `MAX_FRAME_BYTES`, so the host's own memory per call is bounded whatever the
 //! statement returns.
 //!
 //! The protocol, on the worker's stdin and stdout: frames of a 4-byte little-endian
 //! length and a postcard body; first the datasource (its URL may hold a password, so
-//! it never goes on a command line), then a [`Request`] in and a `Result<Rows, Error>`
+//! it never goes on a command line), then a `Request` in and a `Result<Rows, Error>`
 //! out, for as long as the host keeps the worker.
 
 use std::path::PathBuf;
