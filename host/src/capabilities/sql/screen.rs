@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn functions_that_reach_beyond_the_statement_are_refused_wherever_they_are() {
-        for statement in [
+        let postgres = [
             "SELECT set_config('x.y', 'v', false)",
             "SELECT PG_CATALOG.SET_CONFIG('x.y', 'v', false)",
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
@@ -274,17 +274,16 @@ mod tests {
             "SELECT (SELECT pg_read_file('/etc/passwd', 0, 10))",
             "WITH f AS (SELECT lo_import('/etc/passwd')) SELECT * FROM f",
             "SELECT coalesce(NULL, pg_cancel_backend(1))",
-        ] {
-            let reason = pg(statement).unwrap_err();
-            assert!(reason.contains("()"), "{statement}: {reason}");
-        }
-        for statement in [
+        ];
+        let mysql = [
             "SELECT GET_LOCK('x', 10)",
             "SELECT IS_USED_LOCK('x')",
             "SELECT LOAD_FILE('/etc/passwd')",
             "SELECT 1 FROM dual WHERE release_lock('x') IS NULL",
-        ] {
-            let reason = my(statement).unwrap_err();
+        ];
+        let cases = postgres.map(|s| (Kind::Postgres, s)).into_iter();
+        for (kind, statement) in cases.chain(mysql.map(|s| (Kind::MySql, s))) {
+            let reason = screen(kind, statement).unwrap_err();
             assert!(reason.contains("()"), "{statement}: {reason}");
         }
     }
