@@ -707,6 +707,10 @@ async fn sql_session_state_does_not_outlive_a_run_on_postgres() {
         ],
     )
     .await;
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP FUNCTION {sneaky}()")))
+        .execute(&admin)
+        .await
+        .unwrap();
     let held: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1",
     )
@@ -760,6 +764,10 @@ async fn sql_session_state_does_not_outlive_a_run_on_mariadb() {
         ],
     )
     .await;
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP FUNCTION {sneaky}")))
+        .execute(&admin)
+        .await
+        .unwrap();
     let free: i64 = sqlx::query_scalar("SELECT IS_FREE_LOCK(?)")
         .bind(&lock)
         .fetch_one(&admin)
@@ -844,6 +852,70 @@ async fn sql_roles_with_server_powers_are_refused_unless_allowed() {
 }
 
 #[tokio::test]
+async fn a_role_is_judged_by_what_its_sessions_can_do_through_any_role_path() {
+    // PostgreSQL: EXECUTE on another overload of a file-reading function, held by a
+    // role the login role reaches only through SET ROLE (a NOINHERIT membership).
+    let admin = postgres().await;
+    let (login, holder) = (unique_table("hh_login"), unique_table("hh_holder"));
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE ROLE {holder} NOLOGIN; \
+         GRANT EXECUTE ON FUNCTION pg_read_file(text, bigint, bigint) TO {holder}; \
+         CREATE ROLE {login} LOGIN NOINHERIT; GRANT {holder} TO {login};"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let url = format!("postgres://{login}@127.0.0.1:5432/test");
+    let result = Datasource::parse("db", &url).unwrap().check_role().await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP ROLE {login}; REVOKE ALL ON FUNCTION pg_read_file(text, bigint, bigint) FROM {holder}; \
+         DROP ROLE {holder};"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("EXECUTE on pg_read_file(text,bigint,bigint)"),
+        "{err}"
+    );
+
+    // MariaDB: FILE through a role granted to a role, enabled by default or not.
+    let admin = mariadb().await;
+    for default in [true, false] {
+        let (login, middle, holder) = (
+            unique_table("hh_login"),
+            unique_table("hh_mid"),
+            unique_table("hh_file"),
+        );
+        let set_default = if default {
+            format!("SET DEFAULT ROLE {middle} FOR '{login}'@'%';")
+        } else {
+            String::new()
+        };
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE ROLE {holder}; GRANT FILE ON *.* TO {holder}; \
+             CREATE ROLE {middle}; GRANT {holder} TO {middle}; \
+             CREATE USER '{login}'@'%'; GRANT SELECT ON test.* TO '{login}'@'%'; \
+             GRANT {middle} TO '{login}'@'%'; {set_default}"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        let url = format!("mysql://{login}@127.0.0.1:3306/test");
+        let result = Datasource::parse("db", &url).unwrap().check_role().await;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP USER '{login}'@'%'; DROP ROLE {middle}; DROP ROLE {holder};"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("holds FILE"), "default role {default}: {err}");
+    }
+}
+
+#[tokio::test]
 async fn sql_server_files_and_programs_stay_out_of_reach_of_a_read_only_role() {
     let admin = postgres().await;
     mariadb().await;
@@ -887,5 +959,9 @@ async fn sql_server_files_and_programs_stay_out_of_reach_of_a_read_only_role() {
         ],
     )
     .await;
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP FUNCTION {reads}()")))
+        .execute(&admin)
+        .await
+        .unwrap();
     assert!(!marker.exists(), "a plugin wrote {}", marker.display());
 }

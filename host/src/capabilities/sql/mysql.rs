@@ -65,30 +65,57 @@ async fn limit_statement_time(
     }
 }
 
-/// The account `options` connects as, and which of `FILE` and `SUPER` it holds,
-/// itself or through a role (empty when neither).
+/// The account `options` connects as, and which of `FILE` and `SUPER` its sessions
+/// can hold (empty when neither): judged by what a session can do, not by a list of
+/// grants. Its own privileges, and each role it could enable (`SET ROLE`, default or
+/// not) with every role granted to that one, as the server itself reports them
+/// (`SHOW GRANTS` in a session with the role set). `ALL PRIVILEGES` holds both.
 pub(super) async fn server_powers(
     options: &MySqlConnectOptions,
 ) -> Result<(String, Vec<String>), sqlx::Error> {
     let mut conn = MySqlConnection::connect_with(options).await?;
-    let role: String = sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)")
+    let account: String = sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)")
         .fetch_one(&mut conn)
         .await?;
-    let powers: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT CAST(p.PRIVILEGE_TYPE AS CHAR)
-         FROM information_schema.USER_PRIVILEGES p
-         WHERE p.PRIVILEGE_TYPE IN ('FILE', 'SUPER')
-           AND (p.GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''',
-                                   SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')
-                OR EXISTS (SELECT 1 FROM information_schema.APPLICABLE_ROLES r
-                           WHERE p.GRANTEE = CONCAT('''', r.ROLE_NAME, '''')
-                              OR p.GRANTEE LIKE CONCAT('''', r.ROLE_NAME, '''@%')))
-         ORDER BY 1",
+    let roles: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(ROLE_NAME AS CHAR) FROM information_schema.APPLICABLE_ROLES
+         WHERE GRANTEE = CURRENT_USER()",
     )
     .fetch_all(&mut conn)
     .await?;
+    let mut grants: Vec<String> = Vec::new();
+    let sessions = std::iter::once("NONE".to_owned())
+        .chain(roles.iter().map(|r| format!("`{}`", r.replace('`', "``"))));
+    for role in sessions {
+        conn.execute(AssertSqlSafe(format!("SET ROLE {role}")))
+            .await?;
+        grants.extend(
+            sqlx::query_scalar::<_, String>("SHOW GRANTS")
+                .fetch_all(&mut conn)
+                .await?,
+        );
+    }
     let _ = conn.close().await;
-    Ok((role, powers))
+    let powers = ["FILE", "SUPER"]
+        .into_iter()
+        .filter(|power| grants.iter().any(|g| grants_globally(g, power)))
+        .map(str::to_owned)
+        .collect();
+    Ok((account, powers))
+}
+
+/// Whether the `SHOW GRANTS` line `grant` gives `privilege` on every database
+/// (`GRANT SELECT, FILE ON *.* TO …`, or `ALL PRIVILEGES`).
+fn grants_globally(grant: &str, privilege: &str) -> bool {
+    let Some((privileges, _)) = grant
+        .strip_prefix("GRANT ")
+        .and_then(|g| g.split_once(" ON *.* TO "))
+    else {
+        return false;
+    };
+    privileges
+        .split(", ")
+        .any(|p| p == privilege || p == "ALL PRIVILEGES")
 }
 
 fn decode(row: &<MySql as Database>::Row, i: usize) -> Result<Value, Error> {
@@ -121,4 +148,27 @@ fn typed(row: &<MySql as Database>::Row, i: usize) -> Result<Value, String> {
         }
         other => return Err(unsupported(other, i, "CAST(value AS CHAR)")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grants_globally;
+
+    #[test]
+    fn global_grants_of_a_privilege_are_found_in_show_grants_lines() {
+        for (line, file) in [
+            ("GRANT FILE ON *.* TO `r`", true),
+            ("GRANT SELECT, FILE ON *.* TO `u`@`%`", true),
+            (
+                "GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION",
+                true,
+            ),
+            ("GRANT SELECT ON `test`.* TO `u`@`%`", false),
+            ("GRANT ALL PRIVILEGES ON `app`.* TO `u`@`%`", false),
+            ("GRANT `file_role` TO `u`@`%`", false),
+            ("GRANT USAGE ON *.* TO `u`@`%`", false),
+        ] {
+            assert_eq!(grants_globally(line, "FILE"), file, "{line}");
+        }
+    }
 }

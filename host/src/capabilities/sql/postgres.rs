@@ -59,35 +59,40 @@ pub(super) async fn query(pool: &PgPool, call: Call) -> Result<Rows, QueryError>
     rows
 }
 
-/// The role `options` connects as, and the powers it holds over the database server's
-/// programs and files (empty when none).
+/// Functions that reach the server's files or programs, checked in every overload.
+const SERVER_FILE_FUNCTIONS: &str = "'pg_read_file', 'pg_read_binary_file', 'pg_ls_dir', \
+     'pg_stat_file', 'lo_import', 'lo_export', 'pg_file_write', 'pg_file_rename', \
+     'pg_file_unlink', 'pg_logdir_ls'";
+
+/// The role `options` connects as, and the powers its sessions can reach over the
+/// database server's programs and files (empty when none), judged by what a session
+/// can do: for the role itself and every role it is a member of by any path
+/// (inherited or `NOINHERIT`, which `SET ROLE` reaches), whether it is a superuser,
+/// one of the predefined roles for server files and programs, may run any overload
+/// of a function that reads or writes server files, or (before PostgreSQL 16, where
+/// `CREATEROLE` can grant any role) may create roles.
 pub(super) async fn server_powers(
     options: &PgConnectOptions,
 ) -> Result<(String, Vec<String>), sqlx::Error> {
     let mut conn = PgConnection::connect_with(options).await?;
-    let found: (String, Vec<String>) = sqlx::query_as(
-        "SELECT current_user::text, array_remove(ARRAY[
-           CASE WHEN EXISTS (SELECT 1 FROM pg_roles r
-                             WHERE r.rolsuper AND pg_has_role(current_user, r.oid, 'MEMBER'))
-                THEN 'superuser' END,
-           CASE WHEN pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER')
-                THEN 'pg_execute_server_program' END,
-           CASE WHEN pg_has_role(current_user, 'pg_read_server_files', 'MEMBER')
-                THEN 'pg_read_server_files' END,
-           CASE WHEN pg_has_role(current_user, 'pg_write_server_files', 'MEMBER')
-                THEN 'pg_write_server_files' END,
-           CASE WHEN has_function_privilege('pg_read_file(text)', 'EXECUTE')
-                THEN 'EXECUTE on pg_read_file' END,
-           CASE WHEN has_function_privilege('pg_read_binary_file(text)', 'EXECUTE')
-                THEN 'EXECUTE on pg_read_binary_file' END,
-           CASE WHEN has_function_privilege('pg_ls_dir(text)', 'EXECUTE')
-                THEN 'EXECUTE on pg_ls_dir' END,
-           CASE WHEN has_function_privilege('lo_import(text)', 'EXECUTE')
-                THEN 'EXECUTE on lo_import' END,
-           CASE WHEN has_function_privilege('lo_export(oid, text)', 'EXECUTE')
-                THEN 'EXECUTE on lo_export' END
-         ], NULL)",
-    )
+    let found: (String, Vec<String>) = sqlx::query_as(AssertSqlSafe(format!(
+        "WITH reach AS (
+           SELECT r.oid, r.rolname, r.rolsuper, r.rolcreaterole FROM pg_roles r
+           WHERE pg_has_role(current_user, r.oid, 'MEMBER'))
+         SELECT current_user::text, ARRAY(SELECT DISTINCT power FROM (
+           SELECT 'superuser' AS power FROM reach WHERE rolsuper
+           UNION ALL
+           SELECT rolname::text FROM reach WHERE rolname IN
+             ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files')
+           UNION ALL
+           SELECT 'CREATEROLE' FROM reach
+           WHERE rolcreaterole AND current_setting('server_version_num')::int < 160000
+           UNION ALL
+           SELECT 'EXECUTE on ' || p.oid::regprocedure::text FROM reach, pg_proc p
+           WHERE p.proname IN ({SERVER_FILE_FUNCTIONS})
+             AND has_function_privilege(reach.oid, p.oid, 'EXECUTE')
+         ) powers ORDER BY 1)"
+    )))
     .fetch_one(&mut conn)
     .await?;
     let _ = conn.close().await;
