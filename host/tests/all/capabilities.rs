@@ -9,7 +9,6 @@ use healthhost::capabilities::http::HttpPolicy;
 use healthhost::capabilities::sql::{Datasource, Datasources, SqlPolicy};
 use healthhost::limits::Limits;
 use healthhost::runtime::{Outcome, RunReport, Runtime};
-use sqlx::AssertSqlSafe;
 
 async fn http(runtime: &Runtime, allow: &[&str], url: &str, limits: Limits) -> RunReport {
     let grants = Grants {
@@ -656,18 +655,17 @@ async fn sql_attach_answers_the_same_whether_a_path_exists_or_not() {
 
 #[tokio::test]
 async fn sql_session_state_does_not_outlive_a_run_on_postgres() {
-    let admin = postgres().await;
+    let admin = Server::Postgres(postgres().await);
     let key: i64 = 7_000_000 + i64::from(std::process::id());
     // What the statement's screen refuses, a function of the operator's may still do
     // in the plugin's session: the session reset is what keeps it from the next run.
     let sneaky = unique_table("hh_sneaky");
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "CREATE OR REPLACE FUNCTION {sneaky}() RETURNS text LANGUAGE sql AS $$ \
+    admin
+        .exec(format!(
+            "CREATE OR REPLACE FUNCTION {sneaky}() RETURNS text LANGUAGE sql AS $$ \
          SELECT pg_advisory_lock({key})::text || set_config('application_name', 'forged', false) $$"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+        ))
+        .await;
     let through_a_function = format!("SELECT {sneaky}()");
     sql_cases(
         Datasource::parse("db", POSTGRES_READER_URL).unwrap(),
@@ -707,35 +705,27 @@ async fn sql_session_state_does_not_outlive_a_run_on_postgres() {
         ],
     )
     .await;
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP FUNCTION {sneaky}()")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let held: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1",
-    )
-    .bind(key)
-    .fetch_one(&admin)
-    .await
-    .unwrap();
+    admin.exec(format!("DROP FUNCTION {sneaky}()")).await;
+    let held = admin
+        .count(format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = {key}"
+        ))
+        .await;
     assert_eq!(held, 0, "the advisory lock outlived its run");
 }
 
 #[tokio::test]
 async fn sql_session_state_does_not_outlive_a_run_on_mariadb() {
-    let admin = mariadb().await;
+    let admin = Server::MariaDb(mariadb().await);
     let lock = unique_table("hh_lock");
     // What the statement's screen refuses, a function of the operator's may still do
     // in the plugin's session: closing the connection is what keeps it from the next.
     let sneaky = unique_table("hh_sneaky");
-    sqlx::raw_sql(AssertSqlSafe(format!(
+    admin.exec(format!(
         "CREATE FUNCTION {sneaky}() RETURNS INT RETURN GET_LOCK('{lock}', 0) + (@hh_forged := 5); \
          GRANT EXECUTE ON FUNCTION test.{sneaky} TO 'healthhost_reader'@'%'; \
          GRANT EXECUTE ON FUNCTION test.{sneaky} TO 'healthhost_reader'@'localhost';"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    )).await;
     let through_a_function = format!("SELECT {sneaky}()");
     sql_cases(
         Datasource::parse("db", MARIADB_READER_URL).unwrap(),
@@ -764,15 +754,8 @@ async fn sql_session_state_does_not_outlive_a_run_on_mariadb() {
         ],
     )
     .await;
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP FUNCTION {sneaky}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let free: i64 = sqlx::query_scalar("SELECT IS_FREE_LOCK(?)")
-        .bind(&lock)
-        .fetch_one(&admin)
-        .await
-        .unwrap();
+    admin.exec(format!("DROP FUNCTION {sneaky}")).await;
+    let free = admin.count(format!("SELECT IS_FREE_LOCK('{lock}')")).await;
     assert_eq!(free, 1, "the named lock outlived its run");
 }
 
@@ -855,25 +838,21 @@ async fn sql_roles_with_server_powers_are_refused_unless_allowed() {
 async fn a_role_is_judged_by_what_its_sessions_can_do_through_any_role_path() {
     // PostgreSQL: EXECUTE on another overload of a file-reading function, held by a
     // role the login role reaches only through SET ROLE (a NOINHERIT membership).
-    let admin = postgres().await;
+    let admin = Server::Postgres(postgres().await);
     let (login, holder) = (unique_table("hh_login"), unique_table("hh_holder"));
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "CREATE ROLE {holder} NOLOGIN; \
+    admin
+        .exec(format!(
+            "CREATE ROLE {holder} NOLOGIN; \
          GRANT EXECUTE ON FUNCTION pg_read_file(text, bigint, bigint) TO {holder}; \
          CREATE ROLE {login} LOGIN NOINHERIT; GRANT {holder} TO {login};"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+        ))
+        .await;
     let url = format!("postgres://{login}@127.0.0.1:5432/test");
     let result = Datasource::parse("db", &url).unwrap().check_role().await;
-    sqlx::raw_sql(AssertSqlSafe(format!(
+    admin.exec(format!(
         "DROP ROLE {login}; REVOKE ALL ON FUNCTION pg_read_file(text, bigint, bigint) FROM {holder}; \
          DROP ROLE {holder};"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    )).await;
     let err = result.unwrap_err().to_string();
     assert!(
         err.contains("EXECUTE on pg_read_file(text,bigint,bigint)"),
@@ -881,7 +860,7 @@ async fn a_role_is_judged_by_what_its_sessions_can_do_through_any_role_path() {
     );
 
     // MariaDB: FILE through a role granted to a role, enabled by default or not.
-    let admin = mariadb().await;
+    let admin = Server::MariaDb(mariadb().await);
     for default in [true, false] {
         let (login, middle, holder) = (
             unique_table("hh_login"),
@@ -893,23 +872,21 @@ async fn a_role_is_judged_by_what_its_sessions_can_do_through_any_role_path() {
         } else {
             String::new()
         };
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "CREATE ROLE {holder}; GRANT FILE ON *.* TO {holder}; \
+        admin
+            .exec(format!(
+                "CREATE ROLE {holder}; GRANT FILE ON *.* TO {holder}; \
              CREATE ROLE {middle}; GRANT {holder} TO {middle}; \
              CREATE USER '{login}'@'%'; GRANT SELECT ON test.* TO '{login}'@'%'; \
              GRANT {middle} TO '{login}'@'%'; {set_default}"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
+            ))
+            .await;
         let url = format!("mysql://{login}@127.0.0.1:3306/test");
         let result = Datasource::parse("db", &url).unwrap().check_role().await;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP USER '{login}'@'%'; DROP ROLE {middle}; DROP ROLE {holder};"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
+        admin
+            .exec(format!(
+                "DROP USER '{login}'@'%'; DROP ROLE {middle}; DROP ROLE {holder};"
+            ))
+            .await;
         let err = result.unwrap_err().to_string();
         assert!(err.contains("holds FILE"), "default role {default}: {err}");
     }
@@ -917,18 +894,17 @@ async fn a_role_is_judged_by_what_its_sessions_can_do_through_any_role_path() {
 
 #[tokio::test]
 async fn sql_server_files_and_programs_stay_out_of_reach_of_a_read_only_role() {
-    let admin = postgres().await;
+    let admin = Server::Postgres(postgres().await);
     mariadb().await;
     // Behind the statement's screen, the role: a function of the operator's that
     // reads a file runs with the plugin's role, which may not.
     let reads = unique_table("hh_reads");
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "CREATE OR REPLACE FUNCTION {reads}() RETURNS text LANGUAGE sql \
+    admin
+        .exec(format!(
+            "CREATE OR REPLACE FUNCTION {reads}() RETURNS text LANGUAGE sql \
          AS $$ SELECT pg_read_file('/etc/hostname') $$"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+        ))
+        .await;
     let through_a_function = format!("SELECT {reads}()");
     let marker = std::env::temp_dir().join(unique_table("hh_pwned"));
     let program = format!("COPY (SELECT 1) TO PROGRAM 'touch {}'", marker.display());
@@ -959,9 +935,6 @@ async fn sql_server_files_and_programs_stay_out_of_reach_of_a_read_only_role() {
         ],
     )
     .await;
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP FUNCTION {reads}()")))
-        .execute(&admin)
-        .await
-        .unwrap();
+    admin.exec(format!("DROP FUNCTION {reads}()")).await;
     assert!(!marker.exists(), "a plugin wrote {}", marker.display());
 }
