@@ -1,9 +1,10 @@
-//! Per-run memory accounting: caps the linear memory (and table growth) of one store,
+//! Per-run memory accounting: caps the linear memory (and table growth, and the
+//! instances, memories and tables a plugin's share of the pool allows) of one store,
 //! records the peak, and records that a grow was refused — that is how a run that
 //! dies of memory is told apart from one that trapped for another reason (a refused
 //! grow usually surfaces as the guest aborting, which looks like any other trap).
 
-use crate::limits::MAX_TABLE_ELEMENTS;
+use crate::limits::{MAX_TABLE_ELEMENTS, PLUGIN_CORE_INSTANCES, PLUGIN_MEMORIES, PLUGIN_TABLES};
 
 /// A `ResourceLimiter` for one run.
 #[derive(Debug)]
@@ -61,6 +62,20 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    // A plugin's share of the pool, checked again per run (the engine checks each
+    // component against it when it loads).
+    fn instances(&self) -> usize {
+        PLUGIN_CORE_INSTANCES as usize
+    }
+
+    fn memories(&self) -> usize {
+        PLUGIN_MEMORIES as usize
+    }
+
+    fn tables(&self) -> usize {
+        PLUGIN_TABLES as usize
     }
 }
 
