@@ -9,8 +9,8 @@
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use healthhost::health::CheckView;
 use healthhost::health::history::History;
+use healthhost::health::{CheckState, CheckView};
 use healthhost::limits::HISTORY_MAX_ENTRIES;
 use healthhost::runtime::Outcome;
 use healthhost::server::page::{StatusPage, view};
@@ -38,8 +38,7 @@ fn checks(now: SystemTime) -> Vec<(CheckView, History)> {
                 name: format!("check-{c:02}"),
                 critical: c % 3 == 0,
                 healthy: true,
-                status: "pass",
-                outcome: Some("pass"),
+                state: CheckState::Reported(Outcome::Pass),
                 message: Some("ok".into()),
                 latency_ms: Some(12.5),
                 age_seconds: Some(30.0),

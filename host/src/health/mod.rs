@@ -145,14 +145,29 @@ pub struct Health {
     startup_grace: Duration,
 }
 
+/// Where a check stands, as health decides it. Responses put it into words at the
+/// edges (`wire`, the status page); nothing decides a state from its words.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CheckState {
+    /// Its plugin is being compiled, and no version of it runs yet.
+    Loading,
+    /// No version of it runs: its plugin did not load.
+    NotLoaded,
+    /// A version runs, with no result yet.
+    NotRun,
+    /// Its latest result is older than its `max_age`: the outcome no longer counts.
+    Stale { outcome: Outcome, age: Duration },
+    /// Its latest result, current.
+    Reported(Outcome),
+}
+
 /// One check as a response shows it.
 pub struct CheckView {
     pub name: String,
     pub critical: bool,
     pub healthy: bool,
-    /// `pass`/`warn`/`fail`, or `fail` for errors, stale and missing results.
-    pub status: &'static str,
-    pub outcome: Option<&'static str>,
+    pub state: CheckState,
+    /// The latest run's own message, while its result is current.
     pub message: Option<String>,
     pub latency_ms: Option<f64>,
     pub age_seconds: Option<f64>,
@@ -491,9 +506,8 @@ fn view(name: &str, entry: &Entry, latest: Option<&Latest>, grace: bool) -> Chec
         name: name.to_owned(),
         critical: entry.critical,
         healthy: false,
-        status: "fail",
-        outcome: None,
-        message: Some("not checked yet".to_owned()),
+        state: CheckState::NotRun,
+        message: None,
         latency_ms: None,
         age_seconds: None,
         finished: None,
@@ -502,42 +516,30 @@ fn view(name: &str, entry: &Entry, latest: Option<&Latest>, grace: bool) -> Chec
     };
     let Some(config) = entry.check.as_ref().map(|c| &c.config) else {
         if entry.loading.is_some() {
-            v.outcome = Some("loading");
-            v.message = Some("loading: the plugin is being compiled".to_owned());
+            v.state = CheckState::Loading;
             v.pending = grace;
         } else {
-            v.message = Some("not loaded".to_owned());
+            v.state = CheckState::NotLoaded;
         }
         return v;
     };
     let Some(latest) = latest else { return v };
     let age = latest.at.elapsed();
     let report = &latest.report;
-    v.outcome = Some(report.outcome.label());
     v.age_seconds = Some(round2(age.as_secs_f64()));
     v.finished = Some(latest.finished);
     v.latency_ms = latency_ms(report);
     if age > config.max_age {
-        v.message = Some(format!(
-            "stale: last result is {} old",
-            humantime::format_duration(whole_seconds(age))
-        ));
+        v.state = CheckState::Stale {
+            outcome: report.outcome,
+            age,
+        };
         return v;
     }
     v.healthy = report.outcome.is_healthy();
-    v.status = status(report.outcome);
+    v.state = CheckState::Reported(report.outcome);
     v.message = report.message.clone();
     v
-}
-
-/// The status an outcome shows as: `pass`, `warn`, or `fail` for a failure and for
-/// every error.
-pub fn status(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Pass => "pass",
-        Outcome::Warn => "warn",
-        _ => "fail",
-    }
 }
 
 /// The latency a check measured itself (a `*_latency_seconds` sample), in ms.
@@ -565,10 +567,6 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
-}
-
-fn whole_seconds(d: Duration) -> Duration {
-    Duration::from_secs(d.as_secs())
 }
 
 /// Whether the checks add up to healthy: every critical one passes or warns, or is

@@ -6,12 +6,60 @@
 //! Fields are declared in alphabetical order, the order of the bytes on the wire.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::history::HistoryView;
-use super::{CheckView, healthy, status};
+use super::{CheckState, CheckView, healthy};
+use crate::runtime::Outcome;
+
+/// The status an outcome shows as: `pass`, `warn`, or `fail` for a failure and for
+/// every error.
+pub fn status(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Pass => "pass",
+        Outcome::Warn => "warn",
+        _ => "fail",
+    }
+}
+
+impl CheckState {
+    /// `pass`/`warn`/`fail`: `fail` for errors, stale and missing results.
+    pub fn status(&self) -> &'static str {
+        match self {
+            CheckState::Reported(outcome) => status(*outcome),
+            _ => "fail",
+        }
+    }
+
+    /// The outcome's label (a stale result keeps its own), `loading`, or none before
+    /// a result.
+    pub fn outcome(&self) -> Option<&'static str> {
+        match self {
+            CheckState::Loading => Some("loading"),
+            CheckState::NotLoaded | CheckState::NotRun => None,
+            CheckState::Stale { outcome, .. } | CheckState::Reported(outcome) => {
+                Some(outcome.label())
+            }
+        }
+    }
+}
+
+/// The message a response shows for `view`: the run's own while its result is
+/// current, else what the state is.
+pub fn message(view: &CheckView) -> Option<String> {
+    Some(match view.state {
+        CheckState::Reported(_) => return view.message.clone(),
+        CheckState::Loading => "loading: the plugin is being compiled".to_owned(),
+        CheckState::NotLoaded => "not loaded".to_owned(),
+        CheckState::NotRun => "not checked yet".to_owned(),
+        CheckState::Stale { age, .. } => format!(
+            "stale: last result is {} old",
+            humantime::format_duration(Duration::from_secs(age.as_secs()))
+        ),
+    })
+}
 
 /// The plan's `/health` document: `{"checks": {name: …}, "status": "healthy"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,9 +115,9 @@ impl CheckDoc {
             healthy: v.healthy,
             latency_ms: v.latency_ms,
             load_error: v.load_error.clone().filter(|_| details),
-            message: v.message.clone().filter(|_| details),
-            outcome: v.outcome.map(str::to_owned),
-            status: v.status.to_owned(),
+            message: message(v).filter(|_| details),
+            outcome: v.state.outcome().map(str::to_owned),
+            status: v.state.status().to_owned(),
         }
     }
 }
@@ -108,7 +156,10 @@ impl IetfDoc {
     pub fn of(views: &[CheckView], details: bool) -> IetfDoc {
         let status = if !healthy(views) {
             "fail"
-        } else if views.iter().any(|v| v.status == "warn") {
+        } else if views
+            .iter()
+            .any(|v| v.state == CheckState::Reported(Outcome::Warn))
+        {
             "warn"
         } else {
             "pass"
@@ -122,8 +173,9 @@ impl IetfDoc {
                     observed_unit: v.latency_ms.map(|_| "ms"),
                     observed_value: v.latency_ms,
                     // The draft keeps `output` for warn and fail.
-                    output: v.message.clone().filter(|_| details && v.status != "pass"),
-                    status: v.status,
+                    output: message(v)
+                        .filter(|_| details && v.state != CheckState::Reported(Outcome::Pass)),
+                    status: v.state.status(),
                     time: v
                         .finished
                         .map(|t| humantime::format_rfc3339_millis(t).to_string()),

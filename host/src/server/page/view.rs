@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::escape::escape_controls;
 use crate::health::history::RecordIter;
-use crate::health::{CheckView, Health};
+use crate::health::{CheckState, CheckView, Health};
 use crate::runtime::Outcome;
 use crate::usage::report::Sums;
 use crate::usage::summary::{Range, Summary};
@@ -150,9 +150,15 @@ pub fn row(
     details: bool,
 ) -> CheckRow {
     let (class, icon, word) = status(view);
-    let outcome = view
-        .outcome
-        .filter(|o| !matches!(*o, "pass" | "warn" | "fail" | "loading"));
+    // The error's reason, beside the word; the word says the rest.
+    let outcome = match view.state {
+        CheckState::Stale {
+            outcome: Outcome::Error(kind),
+            ..
+        }
+        | CheckState::Reported(Outcome::Error(kind)) => Some(kind.label()),
+        _ => None,
+    };
     let runs = records.len();
     let last_failure = records
         .clone()
@@ -190,18 +196,19 @@ pub fn row(
 
 /// The class, icon and word of a check's status.
 fn status(view: &CheckView) -> (&'static str, &'static str, &'static str) {
-    match (view.status, view.outcome) {
+    match view.state {
         _ if view.load_error.is_some() => ("fail", "✗", "not loaded"),
-        (_, Some("loading")) => ("wait", "…", "loading"),
-        (_, None) if view.finished.is_none() && view.message.as_deref() == Some("not loaded") => {
-            ("fail", "✗", "not loaded")
-        }
-        (_, None) => ("wait", "○", "not run yet"),
-        ("pass", _) => ("pass", "✓", "passing"),
-        ("warn", _) => ("warn", "!", "warning"),
+        CheckState::Loading => ("wait", "…", "loading"),
+        CheckState::NotLoaded => ("fail", "✗", "not loaded"),
+        CheckState::NotRun => ("wait", "○", "not run yet"),
+        CheckState::Reported(Outcome::Pass) => ("pass", "✓", "passing"),
+        CheckState::Reported(Outcome::Warn) => ("warn", "!", "warning"),
         // A result past max_age keeps its outcome but fails as stale.
-        (_, Some("pass" | "warn")) => ("fail", "✗", "stale"),
-        _ => ("fail", "✗", "failing"),
+        CheckState::Stale {
+            outcome: Outcome::Pass | Outcome::Warn,
+            ..
+        } => ("fail", "✗", "stale"),
+        CheckState::Stale { .. } | CheckState::Reported(_) => ("fail", "✗", "failing"),
     }
 }
 
@@ -355,13 +362,12 @@ mod tests {
     use crate::health::history::History;
     use crate::runtime::ErrorKind;
 
-    fn view(status: &'static str, outcome: Option<&'static str>) -> CheckView {
+    fn view(state: CheckState) -> CheckView {
         CheckView {
             name: "db".into(),
             critical: true,
-            healthy: status != "fail",
-            status,
-            outcome,
+            healthy: matches!(state, CheckState::Reported(o) if o.is_healthy()),
+            state,
             message: Some("m".into()),
             latency_ms: Some(12.5),
             age_seconds: Some(75.0),
@@ -383,22 +389,38 @@ mod tests {
 
     #[test]
     fn statuses_have_a_word_and_an_icon() {
+        let stale = |outcome| CheckState::Stale {
+            outcome,
+            age: Duration::from_secs(600),
+        };
         let cases = [
-            (view("pass", Some("pass")), ("pass", "✓", "passing")),
-            (view("warn", Some("warn")), ("warn", "!", "warning")),
-            (view("fail", Some("fail")), ("fail", "✗", "failing")),
-            (view("fail", Some("timeout")), ("fail", "✗", "failing")),
-            (view("fail", Some("pass")), ("fail", "✗", "stale")),
-            (view("fail", Some("loading")), ("wait", "…", "loading")),
+            (
+                CheckState::Reported(Outcome::Pass),
+                ("pass", "✓", "passing"),
+            ),
+            (
+                CheckState::Reported(Outcome::Warn),
+                ("warn", "!", "warning"),
+            ),
+            (
+                CheckState::Reported(Outcome::Fail),
+                ("fail", "✗", "failing"),
+            ),
+            (
+                CheckState::Reported(Outcome::Error(ErrorKind::Timeout)),
+                ("fail", "✗", "failing"),
+            ),
+            (stale(Outcome::Pass), ("fail", "✗", "stale")),
+            (stale(Outcome::Fail), ("fail", "✗", "failing")),
+            (CheckState::Loading, ("wait", "…", "loading")),
+            (CheckState::NotRun, ("wait", "○", "not run yet")),
+            (CheckState::NotLoaded, ("fail", "✗", "not loaded")),
         ];
-        for (v, expected) in cases {
-            assert_eq!(status(&v), expected, "{:?}", v.outcome);
+        for (state, expected) in cases {
+            assert_eq!(status(&view(state)), expected, "{state:?}");
         }
-        let mut never = view("fail", None);
-        never.finished = None;
-        never.message = Some("not checked yet".into());
-        assert_eq!(status(&never), ("wait", "○", "not run yet"));
-        let mut broken = view("fail", None);
+        // A newer file that failed to load, whatever still runs.
+        let mut broken = view(CheckState::Reported(Outcome::Pass));
         broken.load_error = Some("bad wasm".into());
         assert_eq!(status(&broken).2, "not loaded");
     }
@@ -421,7 +443,7 @@ mod tests {
             Some("ok"),
         );
         let now = t + Duration::from_secs(180);
-        let v = view("pass", Some("pass"));
+        let v = view(CheckState::Reported(Outcome::Pass));
         let r = row_of(&mut h, &v, now, true);
         assert_eq!(
             (r.word, r.age.as_str(), r.uptime.as_str()),
@@ -473,7 +495,12 @@ mod tests {
             );
         }
         let now = t + Duration::from_secs(1440 * 60);
-        let r = row_of(&mut h, &view("pass", Some("pass")), now, true);
+        let r = row_of(
+            &mut h,
+            &view(CheckState::Reported(Outcome::Pass)),
+            now,
+            true,
+        );
         assert_eq!(r.runs, 1440);
         assert_eq!(r.spark.split(' ').count(), BUCKETS);
         assert_eq!(r.strip.pass.matches('M').count(), BUCKETS - 1);
@@ -484,7 +511,7 @@ mod tests {
     #[test]
     fn a_check_without_results_has_empty_charts() {
         let mut h = History::default();
-        let mut v = view("fail", None);
+        let mut v = view(CheckState::NotRun);
         v.finished = None;
         v.age_seconds = None;
         v.latency_ms = None;
