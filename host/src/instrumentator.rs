@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::sync::lock;
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType, Summary};
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
@@ -126,7 +127,7 @@ impl HttpMetrics {
             .with_label_values(&[o.method, o.handler])
             .observe(o.seconds);
         self.duration_highr.observe(o.seconds);
-        let mut sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sizes = lock(&self.sizes);
         let entry = sizes.entry(o.handler.to_owned()).or_default();
         entry.count += 1;
         entry.request_sum += o.request_bytes as f64;
@@ -137,7 +138,7 @@ impl HttpMetrics {
     /// routes are recorded); none before the first request, since the encoder refuses
     /// a family without series (see [`SUMMARIES`]).
     pub fn summaries(&self) -> Vec<MetricFamily> {
-        let sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        let sizes = lock(&self.sizes);
         if sizes.is_empty() {
             return Vec::new();
         }

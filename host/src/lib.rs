@@ -32,6 +32,7 @@ pub mod samples;
 pub mod scaffold;
 pub mod scrub;
 pub mod server;
+pub mod sync;
 pub mod units;
 pub mod usage;
 

@@ -28,6 +28,7 @@ use prometheus::{
 use crate::instrumentator::{HttpMetrics, SUMMARIES, python_bounds};
 use crate::runtime::{RunReport, Sample};
 use crate::samples::{CHECK_LABEL, Dropped, admit};
+use crate::sync::{lock, read, write};
 
 /// The plan's buckets for AI request durations, in seconds.
 pub const AI_DURATION_BUCKETS: [f64; 7] = [0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -118,7 +119,7 @@ struct CachedProcess {
 #[cfg(target_os = "linux")]
 impl CachedProcess {
     fn gather(&self) -> Vec<MetricFamily> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = lock(&self.cache);
         match &*cache {
             Some((at, families)) if at.elapsed() < PROCESS_METRICS_TTL => families.clone(),
             _ => {
@@ -431,10 +432,7 @@ impl Metrics {
                 .with_label_values(&[check, reason.label()])
                 .inc_by(*count);
         }
-        self.samples
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(check.to_owned(), admitted.into_iter().cloned().collect());
+        write(&self.samples).insert(check.to_owned(), admitted.into_iter().cloned().collect());
         self.check_run_duration
             .with_label_values(&[check])
             .observe(report.latency.as_secs_f64());
@@ -504,17 +502,14 @@ impl Metrics {
                 .samples_dropped
                 .remove_label_values(&[check, reason.label()]);
         }
-        self.samples
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(check);
+        write(&self.samples).remove(check);
         self.changed();
     }
 
     /// The admitted samples of every check, as gauge families `{namespace}_{name}` with
     /// the check's name as the `check` label.
     fn sample_families(&self) -> Vec<MetricFamily> {
-        let samples = self.samples.read().unwrap_or_else(|p| p.into_inner());
+        let samples = read(&self.samples);
         let mut families: BTreeMap<&str, MetricFamily> = BTreeMap::new();
         for (check, list) in samples.iter() {
             for sample in list {
@@ -550,7 +545,7 @@ impl Metrics {
         // Read before rendering: a change during the render makes the page newer
         // than its label, never older.
         let generation = self.generation.load(Ordering::Acquire);
-        let mut page = self.page.lock().unwrap_or_else(|p| p.into_inner());
+        let mut page = lock(&self.page);
         if let Some(p) = page.as_ref()
             && p.generation == generation
             && p.at.elapsed() < PAGE_TTL

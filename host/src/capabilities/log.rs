@@ -17,6 +17,7 @@ use super::bindings::healthhost::plugin::log::{self as wit, Level};
 use crate::escape::escape_controls;
 use crate::limits::{LOG_MAX_BYTES_PER_RUN, LOG_MAX_LINE_BYTES};
 use crate::scrub::{Scrubber, cut};
+use crate::sync::lock;
 
 /// What the `log` import of one run writes to.
 pub struct LogState {
@@ -137,7 +138,7 @@ impl CapturePipe {
 
     /// What was written, secrets removed before the cut.
     pub fn text(&self, scrubber: &Scrubber) -> Captured {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = lock(&self.inner);
         let text = String::from_utf8_lossy(&inner.bytes);
         Captured {
             text: scrubber.scrub_cut(&text, self.capacity).into_owned(),
@@ -146,7 +147,7 @@ impl CapturePipe {
     }
 
     fn push(&self, buf: &[u8]) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = lock(&self.inner);
         let room = (self.capacity + self.lookahead).saturating_sub(inner.bytes.len());
         let kept = buf.len().min(room);
         inner.bytes.extend_from_slice(&buf[..kept]);

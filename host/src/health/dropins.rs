@@ -25,10 +25,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 
 use crate::config::{CheckConfig, Config, Source};
-use crate::health::{Check, CheckSet, Entry, Health, lock};
+use crate::health::{Check, CheckSet, Entry, Health};
 use crate::metrics::Metrics;
 use crate::problems::Problem;
 use crate::runtime::{Runtime, read_plugin};
+use crate::sync::lock;
 
 /// How long a plugin or grant file must be unchanged before it is loaded: long enough
 /// for a copy in progress to show a new size or modification time at the next scan.

@@ -22,7 +22,7 @@ pub mod wire;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
@@ -31,6 +31,7 @@ use tokio::task::AbortHandle;
 use crate::config::{CheckConfig, Source};
 use crate::metrics::Metrics;
 use crate::runtime::{Outcome, Plugin, RunReport, Runner, Runtime};
+use crate::sync::{lock, read, write};
 use history::{History, HistoryView};
 
 /// How long a finished load waits to enter the set with the others finishing
@@ -549,20 +550,6 @@ fn latency_ms(report: &RunReport) -> Option<f64> {
         .iter()
         .find(|s| s.name.ends_with("_latency_seconds") && s.labels.is_empty())
         .map(|s| round2(s.value * 1000.0))
-}
-
-/// The lock's guard; a panic elsewhere while it was held leaves data that is still
-/// whole (every change under these locks is one assignment or insertion).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 fn round2(x: f64) -> f64 {

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::auth::Bearer;
+use crate::sync::lock;
 
 /// How long a built `/health` body is served as it is: a result, an age or a check set
 /// is at most this late, finer than any probe looks. With a thousand checks a body
@@ -48,7 +49,7 @@ enum Found {
 
 impl HealthBodies {
     fn get(&self, slot: usize) -> Found {
-        let mut bodies = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bodies = lock(&self.0);
         let slot = &mut bodies[slot];
         let Some(built) = &slot.built else {
             return Found::Build;
@@ -65,7 +66,7 @@ impl HealthBodies {
     }
 
     fn put(&self, slot: usize, built: Built) {
-        let mut bodies = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bodies = lock(&self.0);
         bodies[slot] = Slot {
             built: Some(built),
             rebuilding: false,

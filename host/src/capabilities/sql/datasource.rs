@@ -16,6 +16,7 @@ use super::worker::Workers;
 use super::{describe, mysql, postgres, sqlite};
 use crate::dburl::{DatasourceError, DatasourceSpec, Kind};
 use crate::limits::{SQL_POOL_SIZE, SQL_ROLE_RECHECK};
+use crate::sync::lock;
 
 #[derive(Clone)]
 enum Options {
@@ -135,7 +136,7 @@ impl Datasource {
         };
         match found {
             Ok((_, powers)) if powers.is_empty() => {
-                *self.role_checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                *lock(&self.role_checked) = Some(Instant::now());
                 Ok(())
             }
             Ok((role, powers)) => Err(RoleError::Privileged {
@@ -153,7 +154,7 @@ impl Datasource {
 
     /// [`Datasource::check_role`], unless it passed within [`SQL_ROLE_RECHECK`].
     pub(super) async fn check_role_if_due(&self) -> Result<(), RoleError> {
-        let last = *self.role_checked.lock().unwrap_or_else(|p| p.into_inner());
+        let last = *lock(&self.role_checked);
         match last {
             Some(at) if at.elapsed() < SQL_ROLE_RECHECK => Ok(()),
             _ => self.check_role().await,

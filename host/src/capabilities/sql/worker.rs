@@ -36,6 +36,7 @@ use tokio::sync::Semaphore;
 
 use super::{Call, Datasource, Error, QueryError, Rows, Value, driver_error};
 use crate::limits::{MIB, SQL_MAX_BYTES, SQL_POOL_SIZE, SQL_WORKER_FILE_BYTES, SQL_WORKER_MEMORY};
+use crate::sync::lock;
 
 /// The hidden subcommand a worker runs.
 pub const CHILD_COMMAND: &str = "sql-worker";
@@ -95,7 +96,7 @@ impl Workers {
     /// was abandoned), it kills the worker, and with it the statement.
     pub(super) async fn query(&self, call: Call) -> Result<Rows, QueryError> {
         let _slot = self.slots.acquire().await.expect("never closed");
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let idle = lock(&self.idle).pop();
         let reused = idle.is_some();
         let mut worker = match idle {
             Some(worker) => worker,
@@ -125,10 +126,7 @@ impl Workers {
                 ))));
             }
         };
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(worker);
+        lock(&self.idle).push(worker);
         answer.map_err(QueryError::Plugin)
     }
 
