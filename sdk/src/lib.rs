@@ -26,7 +26,9 @@
 //! `healthhost check`.
 
 /// The generated bindings; their `export!` macro is re-exported as
-/// `healthhost_plugin::export!`.
+/// `healthhost_plugin::export!`. A check uses the types and modules this crate
+/// re-exports, not these paths.
+#[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "check",
@@ -150,6 +152,39 @@ pub mod settings {
         }
     }
 
+    /// The setting `key` as seconds (a finite number, at least 0, fractions allowed),
+    /// or `default` when absent.
+    pub fn seconds(key: &str, default: f64) -> Result<f64, String> {
+        match config::get(key) {
+            None => Ok(default),
+            Some(raw) => parse_seconds(key, &raw),
+        }
+    }
+
+    /// The setting `key` as a count (a whole number, at least 0), or `default` when
+    /// absent.
+    pub fn count(key: &str, default: usize) -> Result<usize, String> {
+        match config::get(key) {
+            None => Ok(default),
+            Some(raw) => parse_count(key, &raw),
+        }
+    }
+
+    pub(crate) fn parse_seconds(key: &str, raw: &str) -> Result<f64, String> {
+        match raw.trim().parse::<f64>() {
+            Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(seconds),
+            _ => Err(format!(
+                "invalid setting {key} = '{raw}' (expected seconds, e.g. 60 or 0.5)"
+            )),
+        }
+    }
+
+    pub(crate) fn parse_count(key: &str, raw: &str) -> Result<usize, String> {
+        raw.trim()
+            .parse()
+            .map_err(|_| format!("invalid setting {key} = '{raw}' (expected a count, e.g. 1)"))
+    }
+
     pub(crate) fn parse_url(key: &str, url: &str, example: &str) -> Result<String, String> {
         if url.starts_with("http://") || url.starts_with("https://") {
             Ok(url.trim_end_matches('/').to_owned())
@@ -229,7 +264,21 @@ pub fn describe_sql(error: sql::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::settings::{parse_millis, parse_url};
+    use super::settings::{parse_count, parse_millis, parse_seconds, parse_url};
+
+    #[test]
+    fn seconds_and_counts_name_the_setting_when_they_do_not_parse() {
+        assert_eq!(parse_seconds("grace", " 0.5 "), Ok(0.5));
+        assert_eq!(parse_count("min_jobs", "3"), Ok(3));
+        for bad in ["-1", "NaN", "inf", "soon"] {
+            let err = parse_seconds("grace", bad).unwrap_err();
+            assert!(err.starts_with(&format!("invalid setting grace = '{bad}'")), "{err}");
+        }
+        for bad in ["-1", "1.5", "many"] {
+            let err = parse_count("min_jobs", bad).unwrap_err();
+            assert!(err.contains("(expected a count, e.g. 1)"), "{err}");
+        }
+    }
 
     #[test]
     fn urls_must_be_http_and_lose_their_trailing_slash() {

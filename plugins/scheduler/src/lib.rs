@@ -51,27 +51,9 @@ fn run() -> Result<Report, Report> {
             Vec::new(),
         ));
     }
-    let grace = match config::get("grace") {
-        None => DEFAULT_GRACE_SECONDS,
-        Some(raw) => match raw.trim().parse::<f64>() {
-            Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => seconds,
-            _ => {
-                return Err(fail(
-                    format!("invalid setting grace = '{raw}' (expected seconds, e.g. 60 or 0.5)"),
-                    Vec::new(),
-                ));
-            }
-        },
-    };
-    let min_jobs = match config::get("min_jobs") {
-        None => 0,
-        Some(raw) => raw.trim().parse::<usize>().map_err(|_| {
-            fail(
-                format!("invalid setting min_jobs = '{raw}' (expected a count, e.g. 1)"),
-                Vec::new(),
-            )
-        })?,
-    };
+    let setting = |message| fail(message, Vec::new());
+    let grace = settings::seconds("grace", DEFAULT_GRACE_SECONDS).map_err(setting)?;
+    let min_jobs = settings::count("min_jobs", 0).map_err(setting)?;
     let heartbeat = config::get("heartbeat_job");
 
     // The table name is validated above: it cannot carry anything but a name.
