@@ -12,7 +12,7 @@ use serde::Deserialize;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Fuel (roughly, wasm instructions) a run may burn when the check sets none. A trivial
-/// Rust check burns ~1 thousand, a Python or JS one 0.1–10 million (WASMTIME-FACTS.md),
+/// Rust check burns ~1 thousand, a Python or JS one 0.1–10 million (docs/wasmtime-facts.md),
 /// so 5 billion leaves room for any language, while a plugin stuck in a tight loop burns
 /// it in a few hundred milliseconds on a current CPU and is stopped as out-of-fuel.
 pub const DEFAULT_FUEL: u64 = 5_000_000_000;
@@ -66,7 +66,7 @@ pub const HOST_CALL_RESERVE_MAX: Duration = Duration::from_millis(250);
 
 /// Interval of the engine's epoch ticker. Guest CPU yields to the async runtime at each
 /// tick; at 1 ms a spinning guest delays other tasks by ~45 ms at worst, at 10 ms by
-/// ~440 ms (WASMTIME-FACTS.md, "Scheduling fact").
+/// ~440 ms (docs/wasmtime-facts.md, "Scheduling").
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Largest HTTP response body a check receives; bigger ones fail with `too-large`.

@@ -272,7 +272,10 @@ mod tests {
         assert_eq!(parse_count("min_jobs", "3"), Ok(3));
         for bad in ["-1", "NaN", "inf", "soon"] {
             let err = parse_seconds("grace", bad).unwrap_err();
-            assert!(err.starts_with(&format!("invalid setting grace = '{bad}'")), "{err}");
+            assert!(
+                err.starts_with(&format!("invalid setting grace = '{bad}'")),
+                "{err}"
+            );
         }
         for bad in ["-1", "1.5", "many"] {
             let err = parse_count("min_jobs", bad).unwrap_err();

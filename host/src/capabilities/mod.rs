@@ -1,11 +1,11 @@
 //! Host capabilities: what a plugin can reach outside its own memory.
 //!
-//! Each capability is a module with the same four parts, in order: its policy type (what
-//! the operator granted), its per-run state (built by its own `…State::new` from the
-//! policy and a [`RunContext`]), its host implementation of the WIT interface, and its
-//! linker registration — each import sees only its own slice of
-//! the store ([`RunState`]). Everything is denied by default: a check with default
-//! [`Grants`] can compute, read clocks and random numbers, and nothing else.
+//! Each capability is a module with its per-run state (built by its own `…State::new`
+//! from its policy, which `config::grants` defines with the other grants, and a
+//! [`RunContext`]) and its host implementation of the WIT interface; `runtime::state`
+//! registers them all in the linker, each import seeing only its own slice of the
+//! store. Everything is denied by default: a check with default [`Grants`] can
+//! compute, read clocks and random numbers, and nothing else.
 
 pub mod fixtures;
 pub mod http;

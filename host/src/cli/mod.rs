@@ -161,7 +161,8 @@ struct ServeArgs {
     #[command(flatten)]
     config: ConfigArgs,
 
-    /// Do not apply migrations to the `main` datasource at start.
+    /// Do not apply the `ai_usage` migrations to the usage datasource
+    /// (`usage.datasource`, `main` by default) at start.
     #[arg(long)]
     no_migrate: bool,
 

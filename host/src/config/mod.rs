@@ -1,8 +1,8 @@
 //! The configuration file: parsed with unknown keys rejected, then validated as a whole
 //! so that every problem is reported at once with its file, line and key.
 //!
-//! Phase one ([`RawConfig`]) is the file as written (serde, `deny_unknown_fields`).
-//! Phase two ([`Config::from_raw`]) resolves it: relative paths against the file's
+//! Phase one (`RawConfig`) is the file as written (serde, `deny_unknown_fields`).
+//! Phase two (`Config::from_raw`) resolves it: relative paths against the file's
 //! folder, `${VAR}` values from the environment (such values are secrets), the
 //! `DATABASE_URL` override of the `main` datasource, units, allowlists and limits.
 

@@ -11,7 +11,7 @@
 //! statement is judged from its parse tree and refused when it is not one query or
 //! reaches beyond itself (`screen`). On every dialect:
 //! - it only reads, and nothing it does outlives it: a connection goes back to the
-//!   pool only after a statement that ran to its end and a session reset ([`Lease`]);
+//!   pool only after a statement that ran to its end and a session reset (`Lease`);
 //!   any other connection is closed;
 //! - it stops on the database when the call's time is up, not just in the host;
 //! - its result stops at [`SQL_MAX_ROWS`] rows and [`SQL_MAX_BYTES`] bytes, and the

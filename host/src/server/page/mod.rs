@@ -9,7 +9,7 @@
 //! (an `Authorization: Bearer` header or the cookie the login form sets); the token is
 //! never put on the page or in a URL. Every answer of these routes, errors included,
 //! carries a strict Content-Security-Policy (no inline script or style, nothing from
-//! elsewhere), `nosniff` and `no-referrer` ([`security_headers`], a layer).
+//! elsewhere), `nosniff` and `no-referrer` (`security_headers`, a layer).
 
 use std::time::SystemTime;
 
