@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the runtime's hot path: one run of a trivial check
 //! (fresh store, instantiate from the pre-instantiated handle, call, drop), and one run
-//! whose check makes host-call round trips (a config lookup, a SQLite query), each run
+//! whose check makes host-call round trips (a config lookup, a SQLite query in this
+//! process, and one in a worker process as `serve` runs it), each run
 //! in place on the plugin threads as a check's schedule runs it; the trivial check
 //! handed over from another runtime, as on-demand checks and `check` run it; and that
 //! hand-off alone: an empty task spawned on a multi-thread tokio runtime and awaited
@@ -38,9 +39,16 @@ fn runs(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let mut datasources = Datasources::default();
-    datasources.insert(Datasource::parse("mem", "sqlite::memory:").unwrap());
-    let runtime = Runtime::new(datasources).unwrap();
+    let sqlite = || {
+        let mut datasources = Datasources::default();
+        datasources.insert(Datasource::parse("mem", "sqlite::memory:").unwrap());
+        datasources
+    };
+    let runtime = Runtime::new(sqlite()).unwrap();
+    // As `serve` and `check` run statements: in a worker process of the host binary.
+    let mut isolated = sqlite();
+    isolated.run_in_workers(std::path::Path::new(env!("CARGO_BIN_EXE_healthhost")));
+    let worker_runtime = Runtime::new(isolated).unwrap();
 
     let trivial = load(&runtime, test_artifacts::TRIVIAL, Grants::default());
     let mut settings = Settings::default();
@@ -58,23 +66,23 @@ fn runs(c: &mut Criterion) {
     settings.set("mode", "sql");
     settings.set("datasource", "mem");
     settings.set("statement", "SELECT 1");
-    let sql = load(
-        &runtime,
-        test_artifacts::MISBEHAVE,
-        Grants {
-            settings,
-            sql: SqlPolicy::new(["mem"]),
-            ..Grants::default()
-        },
-    );
+    let sql_grants = Grants {
+        settings,
+        sql: SqlPolicy::new(["mem"]),
+        ..Grants::default()
+    };
+    let sql = load(&runtime, test_artifacts::MISBEHAVE, sql_grants.clone());
+    let sql_in_worker = load(&worker_runtime, test_artifacts::MISBEHAVE, sql_grants);
     for plugin in [&trivial, &config, &sql] {
         let report = tokio.block_on(runtime.run(plugin));
         assert_eq!(report.outcome, Outcome::Pass, "{report:?}");
     }
+    let report = tokio.block_on(worker_runtime.run(&sql_in_worker));
+    assert_eq!(report.outcome, Outcome::Pass, "{report:?}");
 
     // As `serve` runs a check on its schedule: in place, from a task on the plugin
-    // threads.
-    let scheduled = |plugin: &Arc<Plugin>, iters: u64| {
+    // threads of `runtime`.
+    let scheduled_on = |runtime: &Runtime, plugin: &Arc<Plugin>, iters: u64| {
         let plugin = plugin.clone();
         let task = runtime.spawn(move |runner| async move {
             let started = Instant::now();
@@ -85,6 +93,7 @@ fn runs(c: &mut Criterion) {
         });
         tokio.block_on(task).unwrap()
     };
+    let scheduled = |plugin: &Arc<Plugin>, iters: u64| scheduled_on(&runtime, plugin, iters);
     let mut group = c.benchmark_group("run");
     group.bench_function("trivial check", |b| {
         b.iter_custom(|iters| scheduled(&trivial, iters))
@@ -94,6 +103,9 @@ fn runs(c: &mut Criterion) {
     });
     group.bench_function("check with 1 SQLite round trip", |b| {
         b.iter_custom(|iters| scheduled(&sql, iters))
+    });
+    group.bench_function("check with 1 SQLite round trip, in a worker", |b| {
+        b.iter_custom(|iters| scheduled_on(&worker_runtime, &sql_in_worker, iters))
     });
     // As an on-demand check and `healthhost check` run: handed to the plugin threads
     // from another runtime, and awaited there.
