@@ -346,7 +346,7 @@ async fn everything(config: Config) -> anyhow::Result<(Arc<Config>, CheckSet)> {
         settle: Duration::ZERO,
     };
     let (mut set, loads) = initial_set(&config, &mut folder, scan);
-    let loader = Loader::new(config.clone(), runtime, None, config.compile_concurrency);
+    let loader = Loader::new(runtime, None, config.compile_concurrency);
     for (name, entry) in loader.load_all(loads).await {
         set.entries.insert(name, entry);
     }

@@ -81,7 +81,6 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .edit(|_| Some(initial_set(&config, &mut folder, first)))
             .unwrap_or_default();
         let loader = Loader::new(
-            config.clone(),
             runtime.clone(),
             Some(metrics.clone()),
             config.compile_concurrency,

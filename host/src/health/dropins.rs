@@ -59,7 +59,9 @@ pub struct Load {
 
 enum What {
     Config(Box<CheckConfig>),
-    Folder(Found),
+    /// A file of the folder, with the check its grant file makes (read once, when the
+    /// folder was scanned), or why there is none.
+    Folder(Found, Result<Box<CheckConfig>, String>),
 }
 
 impl Load {
@@ -77,7 +79,7 @@ impl Load {
     fn pending(&self) -> Entry {
         let (source, file) = match &self.what {
             What::Config(c) => (Source::Config, c.plugin.clone()),
-            What::Folder(f) => (Source::Folder, f.wasm.clone()),
+            What::Folder(f, _) => (Source::Folder, f.wasm.clone()),
         };
         match &self.previous {
             Some(previous) => Entry {
@@ -95,12 +97,12 @@ impl Load {
         }
     }
 
-    /// Reads the plugin and its grant file (blocking I/O, no compile permit: a file
-    /// that is slow to read holds up no other): the check and its component.
-    fn read(&self, config: &Config) -> Result<(CheckConfig, Vec<u8>), String> {
+    /// Reads the plugin (blocking I/O, no compile permit: a file that is slow to read
+    /// holds up no other): the check and its component.
+    fn read(&self) -> Result<(CheckConfig, Vec<u8>), String> {
         let check = match &self.what {
-            What::Config(check) => (**check).clone(),
-            What::Folder(file) => load_grants(config, &self.name, file)?,
+            What::Config(check) | What::Folder(_, Ok(check)) => (**check).clone(),
+            What::Folder(_, Err(e)) => return Err(e.clone()),
         };
         let wasm = read_plugin(&self.name, &check.plugin, check.sha256.as_deref())
             .map_err(|e| e.to_string())?;
@@ -112,7 +114,7 @@ impl Load {
     fn size(&self) -> u64 {
         match &self.what {
             What::Config(c) => std::fs::metadata(&c.plugin).map_or(0, |m| m.len()),
-            What::Folder(f) => f.print.0.len,
+            What::Folder(f, _) => f.print.0.len,
         }
     }
 }
@@ -152,7 +154,6 @@ pub fn configured(config: &Config) -> (CheckSet, Vec<Load>) {
 /// Compiles loads on blocking threads, at most `concurrency` at a time, and reports
 /// their progress.
 pub struct Loader {
-    config: Arc<Config>,
     runtime: Arc<Runtime>,
     metrics: Option<Arc<Metrics>>,
     /// Compile slots.
@@ -172,14 +173,12 @@ struct Progress {
 
 impl Loader {
     pub fn new(
-        config: Arc<Config>,
         runtime: Arc<Runtime>,
         metrics: Option<Arc<Metrics>>,
         concurrency: usize,
     ) -> Arc<Loader> {
         let concurrency = concurrency.max(1);
         Arc::new(Loader {
-            config,
             runtime,
             metrics,
             permits: Arc::new(Semaphore::new(concurrency)),
@@ -258,9 +257,8 @@ impl Loader {
     /// free, while `wanted`: its name, load id and new entry.
     async fn load(self: Arc<Self>, load: Load, wanted: Wanted) -> (String, u64, Entry) {
         let in_hand = self.in_hand.clone().acquire_owned().await;
-        let loader = self.clone();
         let (load, read) = blocking(move || {
-            let read = load.read(&loader.config);
+            let read = load.read();
             (load, read)
         })
         .await;
@@ -285,7 +283,7 @@ impl Loader {
         drop(in_hand);
         let entry = match result {
             Ok(check) => {
-                if matches!(load.what, What::Folder(_)) {
+                if matches!(load.what, What::Folder(..)) {
                     tracing::info!(check = %load.name, sha256 = %check.plugin.sha256(), "loaded plugin from the plugins folder");
                     if let Some(m) = &self.metrics {
                         m.plugin_loads
@@ -498,11 +496,12 @@ impl Folder {
             .map(|(name, file, previous)| {
                 self.seen.insert(name.clone(), file.print);
                 // Critical as its grant file says, so that readiness waits for it.
-                let critical = load_grants(&self.config, &name, &file)
-                    .map_or(previous.as_ref().is_some_and(|p| p.critical), |c| {
-                        c.critical
-                    });
-                Load::new(name, What::Folder(file), critical, previous)
+                let check = load_grants(&self.config, &name, &file).map(Box::new);
+                let critical = match &check {
+                    Ok(c) => c.critical,
+                    Err(_) => previous.as_ref().is_some_and(|p| p.critical),
+                };
+                Load::new(name, What::Folder(file, check), critical, previous)
             })
             .collect();
         for load in &loads {
