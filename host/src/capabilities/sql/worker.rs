@@ -119,7 +119,7 @@ impl Workers {
             // The worker died: its limits, or a crash. It is dropped, not reused.
             Err(e) => {
                 return Err(QueryError::Plugin(Error::Database(format!(
-                    "{}: the statement's worker process ended ({e}): it needed more than {} MiB of memory, or wrote a temporary file over {} MiB",
+                    "{}: the statement's worker process ended ({e}): most likely the statement needed more than {} MiB of memory, or a temporary file over {} MiB",
                     self.name,
                     SQL_WORKER_MEMORY / MIB,
                     SQL_WORKER_FILE_BYTES / MIB
