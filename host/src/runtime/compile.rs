@@ -14,7 +14,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Output, Stdio};
+use std::process::{Child, Command, ExitCode, Output, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
@@ -101,8 +101,7 @@ fn in_child(
     wanted: &dyn Fn() -> bool,
 ) -> Result<Vec<u8>, CompileError> {
     let failed = CompileError::Failed;
-    let started = Instant::now();
-    let mut child = Command::new(exe)
+    let child = Command::new(exe)
         .arg(CHILD_COMMAND)
         .arg("--compiler")
         .arg(compiler.name())
@@ -118,8 +117,44 @@ fn in_child(
                 exe.display()
             ))
         })?;
+    let (output, stopped) = watch(child, wasm, time_limit, wanted);
+    if let Some(reason) = stopped {
+        return Err(failed(reason));
+    }
+    let output = output.map_err(|e| failed(format!("lost the compiler process: {e}")))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let said = stderr.trim();
+    if output.status.success() {
+        return Ok(output.stdout);
+    }
+    if output.status.code() == Some(EXIT_DOES_NOT_COMPILE.into()) {
+        return Err(CompileError::Invalid(said.to_owned()));
+    }
+    if out_of_memory(said) {
+        return Err(failed(format!(
+            "it needs more than the compile memory limit of {} MiB (`compile_memory`)",
+            memory_limit / MIB
+        )));
+    }
+    let last = said.lines().last().unwrap_or("no message");
+    Err(failed(format!(
+        "the compiler process failed ({}): {last}",
+        output.status
+    )))
+}
+
+/// Feeds `wasm` to the compiler `child` and collects what it writes, killing it once
+/// `time_limit` has passed since now or `wanted` says no: its output (or why there is
+/// none), and why it was stopped, if it was.
+fn watch(
+    mut child: Child,
+    wasm: &[u8],
+    time_limit: Duration,
+    wanted: &dyn Fn() -> bool,
+) -> (std::io::Result<Output>, Option<String>) {
+    let started = Instant::now();
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
-    let (output, stopped) = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         // A child that dies early closes its input: the write fails, and its status
         // below says why.
         scope.spawn(move || stdin.map(|mut pipe| pipe.write_all(wasm)));
@@ -156,30 +191,7 @@ fn in_child(
             stderr: err.join().unwrap_or_default(),
         });
         (output, stopped)
-    });
-    if let Some(reason) = stopped {
-        return Err(failed(reason));
-    }
-    let output = output.map_err(|e| failed(format!("lost the compiler process: {e}")))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let said = stderr.trim();
-    if output.status.success() {
-        return Ok(output.stdout);
-    }
-    if output.status.code() == Some(EXIT_DOES_NOT_COMPILE.into()) {
-        return Err(CompileError::Invalid(said.to_owned()));
-    }
-    if out_of_memory(said) {
-        return Err(failed(format!(
-            "it needs more than the compile memory limit of {} MiB (`compile_memory`)",
-            memory_limit / MIB
-        )));
-    }
-    let last = said.lines().last().unwrap_or("no message");
-    Err(failed(format!(
-        "the compiler process failed ({}): {last}",
-        output.status
-    )))
+    })
 }
 
 /// Everything `pipe` yields until it closes (nothing if there is no pipe or it
