@@ -13,56 +13,12 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let served = tokio.block_on(async {
         check_roles(&config).await?;
-        let usage_datasource = config.usage_datasource();
-        if !args.no_migrate
-            && config.usage.migrate
-            && let Some(datasource) = usage_datasource
-        {
-            // A database that is down must not keep the host from reporting it.
-            match usage::migrate(datasource.url()).await {
-                Ok(applied) => {
-                    for m in applied {
-                        tracing::info!("applied migration {} {}", m.version, m.description);
-                    }
-                }
-                Err(e @ usage::MigrationError::Foreign) => tracing::info!("{e}"),
-                Err(e) => tracing::warn!("cannot migrate datasource '{}': {e}", datasource.name()),
-            }
+        if !args.no_migrate {
+            migrate_usage(&config).await;
         }
         let metrics = Arc::new(Metrics::new(&config.namespace)?);
         let runtime = Arc::new(open_runtime(&config, Some(metrics.compile_cache.clone()))?);
-        // Config validation guarantees the datasource when there is a token. Writers
-        // and readers share the store's pool (SQLite's one connection).
-        let usage = &config.usage;
-        let store = match usage_datasource {
-            Some(d) if usage.token.is_some() || usage.read_token.is_some() => {
-                Some(UsageStore::lazy(d.url())?)
-            }
-            _ => None,
-        };
-        let ingest = match (&usage.token, &store) {
-            (Some(token), Some(store)) => {
-                tracing::info!("recording ai usage on POST {}", server::AI_USAGE_PATH);
-                Some(Arc::new(Ingest::new(
-                    token.clone(),
-                    usage.max_batch,
-                    usage.max_label_values,
-                    store.clone(),
-                    metrics.clone(),
-                )))
-            }
-            _ => None,
-        };
-        let usage_reader = match (&usage.read_token, store) {
-            (Some(token), Some(store)) => {
-                tracing::info!(
-                    "serving the ai usage summary on GET {}",
-                    server::USAGE_SUMMARY_PATH
-                );
-                Some(Arc::new(Reader::new(token.clone(), store)))
-            }
-            _ => None,
-        };
+        let (ingest, usage_reader) = usage_endpoints(&config, &metrics)?;
         let health = Arc::new(Health::new(
             runtime.clone(),
             metrics.clone(),
@@ -109,28 +65,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             health.clone(),
             config.watch_interval,
         ));
-        let shutdown = {
-            let health = health.clone();
-            let delay = config.shutdown_delay;
-            async move {
-                let signal = shutdown_signal().await;
-                health.begin_shutdown();
-                if signal == Signal::Terminate {
-                    tracing::info!(
-                        "SIGTERM: /readyz now answers 503; serving for {} more",
-                        humantime::format_duration(delay)
-                    );
-                    // Keep serving while load balancers notice; a second signal cuts
-                    // it short.
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {},
-                        _ = shutdown_signal() => {},
-                    }
-                } else {
-                    tracing::info!("SIGINT: stopping");
-                }
-            }
-        };
+        let shutdown = drain(health.clone(), config.shutdown_delay);
         axum::serve(listener, server::router(state))
             .with_graceful_shutdown(shutdown)
             .await?;
@@ -145,6 +80,83 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tokio.shutdown_timeout(STOP_GRACE);
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Applies the `ai_usage` migrations to the usage datasource, if the config asks for
+/// them; a database that is down must not keep the host from reporting it.
+async fn migrate_usage(config: &Config) {
+    let Some(datasource) = config.usage_datasource().filter(|_| config.usage.migrate) else {
+        return;
+    };
+    match usage::migrate(datasource.url()).await {
+        Ok(applied) => {
+            for m in applied {
+                tracing::info!("applied migration {} {}", m.version, m.description);
+            }
+        }
+        Err(e @ usage::MigrationError::Foreign) => tracing::info!("{e}"),
+        Err(e) => tracing::warn!("cannot migrate datasource '{}': {e}", datasource.name()),
+    }
+}
+
+/// The usage writer and reader, each present when its token is configured.
+type UsageEndpoints = (Option<Arc<Ingest>>, Option<Arc<Reader>>);
+
+/// `POST /v1/ai-usage` and `GET /v1/usage/summary`, each when its token is configured.
+/// Config validation guarantees the datasource when there is a token. Writers and
+/// readers share the store's pool (SQLite's one connection).
+fn usage_endpoints(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<UsageEndpoints> {
+    let usage = &config.usage;
+    let store = match config.usage_datasource() {
+        Some(d) if usage.token.is_some() || usage.read_token.is_some() => {
+            Some(UsageStore::lazy(d.url())?)
+        }
+        _ => None,
+    };
+    let ingest = match (&usage.token, &store) {
+        (Some(token), Some(store)) => {
+            tracing::info!("recording ai usage on POST {}", server::AI_USAGE_PATH);
+            Some(Arc::new(Ingest::new(
+                token.clone(),
+                usage.max_batch,
+                usage.max_label_values,
+                store.clone(),
+                metrics.clone(),
+            )))
+        }
+        _ => None,
+    };
+    let reader = match (&usage.read_token, store) {
+        (Some(token), Some(store)) => {
+            tracing::info!(
+                "serving the ai usage summary on GET {}",
+                server::USAGE_SUMMARY_PATH
+            );
+            Some(Arc::new(Reader::new(token.clone(), store)))
+        }
+        _ => None,
+    };
+    Ok((ingest, reader))
+}
+
+/// Resolves when the listener should close: at once on SIGINT; on SIGTERM after
+/// `delay` (or a second signal), with `/readyz` answering 503 meanwhile.
+async fn drain(health: Arc<Health>, delay: Duration) {
+    let signal = shutdown_signal().await;
+    health.begin_shutdown();
+    if signal == Signal::Terminate {
+        tracing::info!(
+            "SIGTERM: /readyz now answers 503; serving for {} more",
+            humantime::format_duration(delay)
+        );
+        // Keep serving while load balancers notice; a second signal cuts it short.
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {},
+            _ = shutdown_signal() => {},
+        }
+    } else {
+        tracing::info!("SIGINT: stopping");
+    }
 }
 
 /// How long `serve` waits, once stopped, for blocking work to end before it exits

@@ -263,48 +263,8 @@ impl Config {
             let span = raw.details_token.as_ref().map_or(0..0, Spanned::span);
             problems.add(span, "details_token", "show_details = \"when-authorized\" needs a details_token (or its variable is unset)");
         }
-        let max_concurrent_runs = match &raw.max_concurrent_runs {
-            Some(n) if !(1..=limits::MAX_CONCURRENT_RUNS).contains(n.get_ref()) => {
-                problems.add(
-                    n.span(),
-                    "max_concurrent_runs",
-                    format!(
-                        "must be between 1 and {} (the plugin pool holds that many runs, and as many critical ones)",
-                        limits::MAX_CONCURRENT_RUNS
-                    ),
-                );
-                DEFAULT_MAX_CONCURRENT_RUNS
-            }
-            Some(n) => *n.get_ref(),
-            None => DEFAULT_MAX_CONCURRENT_RUNS,
-        };
-
-        let compile_concurrency = match &raw.compile_concurrency {
-            Some(n) if *n.get_ref() == 0 => {
-                problems.add(n.span(), "compile_concurrency", "must be at least 1");
-                default_compile_concurrency()
-            }
-            Some(n) => *n.get_ref(),
-            None => default_compile_concurrency(),
-        };
-        let compile_memory = match &raw.compile_memory {
-            None => limits::DEFAULT_COMPILE_MEMORY,
-            Some(text) => limits::parse_compile_memory(text.get_ref()).unwrap_or_else(|e| {
-                problems.add(text.span(), "compile_memory", e);
-                limits::DEFAULT_COMPILE_MEMORY
-            }),
-        };
-        let compile_timeout = duration(
-            &raw.compile_timeout,
-            "compile_timeout".to_owned(),
-            limits::DEFAULT_COMPILE_TIMEOUT,
-            problems,
-        );
-        if compile_timeout.is_zero()
-            && let Some(text) = &raw.compile_timeout
-        {
-            problems.add(text.span(), "compile_timeout", "must be more than 0s");
-        }
+        let (max_concurrent_runs, compile_concurrency, compile_memory, compile_timeout) =
+            run_and_compile_limits(&raw, problems);
         let startup_grace = duration(
             &raw.startup_grace,
             "startup_grace".to_owned(),
@@ -544,6 +504,62 @@ fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> (Option<String>,
         Some(var) => (env(var), true),
         None => (Some(value.to_owned()), false),
     }
+}
+
+/// The run and compile capacities (`max_concurrent_runs`, `compile_concurrency`,
+/// `compile_memory`, `compile_timeout`), each checked against its range.
+fn run_and_compile_limits(
+    raw: &RawConfig,
+    problems: &mut Problems,
+) -> (usize, usize, u64, Duration) {
+    let max_concurrent_runs = match &raw.max_concurrent_runs {
+        Some(n) if !(1..=limits::MAX_CONCURRENT_RUNS).contains(n.get_ref()) => {
+            problems.add(
+                n.span(),
+                "max_concurrent_runs",
+                format!(
+                    "must be between 1 and {} (the plugin pool holds that many runs, and as many critical ones)",
+                    limits::MAX_CONCURRENT_RUNS
+                ),
+            );
+            DEFAULT_MAX_CONCURRENT_RUNS
+        }
+        Some(n) => *n.get_ref(),
+        None => DEFAULT_MAX_CONCURRENT_RUNS,
+    };
+
+    let compile_concurrency = match &raw.compile_concurrency {
+        Some(n) if *n.get_ref() == 0 => {
+            problems.add(n.span(), "compile_concurrency", "must be at least 1");
+            default_compile_concurrency()
+        }
+        Some(n) => *n.get_ref(),
+        None => default_compile_concurrency(),
+    };
+    let compile_memory = match &raw.compile_memory {
+        None => limits::DEFAULT_COMPILE_MEMORY,
+        Some(text) => limits::parse_compile_memory(text.get_ref()).unwrap_or_else(|e| {
+            problems.add(text.span(), "compile_memory", e);
+            limits::DEFAULT_COMPILE_MEMORY
+        }),
+    };
+    let compile_timeout = duration(
+        &raw.compile_timeout,
+        "compile_timeout".to_owned(),
+        limits::DEFAULT_COMPILE_TIMEOUT,
+        problems,
+    );
+    if compile_timeout.is_zero()
+        && let Some(text) = &raw.compile_timeout
+    {
+        problems.add(text.span(), "compile_timeout", "must be more than 0s");
+    }
+    (
+        max_concurrent_runs,
+        compile_concurrency,
+        compile_memory,
+        compile_timeout,
+    )
 }
 
 fn duration(

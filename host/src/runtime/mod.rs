@@ -12,6 +12,7 @@
 mod compile;
 mod engine;
 mod guest_error;
+mod judge;
 pub mod limiter;
 pub mod outcome;
 pub mod state;
@@ -22,24 +23,23 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Linker;
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::cache::{CacheError, CompileCache, hex};
-use crate::capabilities::bindings::healthhost::plugin::types::{self as wit, Status};
 use crate::capabilities::bindings::{Check, CheckPre};
 use crate::capabilities::fixtures::Fixtures;
 use crate::capabilities::log::{CapturePipe, LogState};
 use crate::capabilities::sql::Datasources;
 use crate::capabilities::{self, Grants, RunContext, http, settings, sql};
 pub use crate::config::Compiler;
-use crate::limits::{self, Deadline, Limits, REPORT_MAX_MESSAGE_BYTES, STDIO_CAPTURE_BYTES};
+use crate::limits::{self, Deadline, Limits, STDIO_CAPTURE_BYTES};
+use crate::samples::Drops;
 pub use crate::samples::Sample;
-use crate::samples::{self, Drops};
-use crate::scrub::{Scrubber, cut};
+use crate::scrub::Scrubber;
 pub use compile::{CHILD_COMMAND, Compilation, CompileError, child_main};
 use engine::{EpochTicker, Executor, engine_config};
-use guest_error::{GuestError, guest_error};
+use judge::{DeadlineExceeded, Stage, judge};
 pub use outcome::{Calls, ErrorKind, Outcome, RunReport};
 use state::RunState;
 
@@ -341,17 +341,6 @@ impl RunReport {
     }
 }
 
-/// The error an epoch callback returns once the run's deadline has passed.
-#[derive(Debug, thiserror::Error)]
-#[error("the run's deadline passed")]
-struct DeadlineExceeded;
-
-/// Where a run failed, which decides the reason when nothing more specific is known.
-enum Stage {
-    Instantiate,
-    Call,
-}
-
 async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
     let limits = plugin.limits;
     let started = Instant::now();
@@ -359,6 +348,73 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
     let lookahead = plugin.scrubber.lookahead();
     let stdout = CapturePipe::new(STDIO_CAPTURE_BYTES, lookahead);
     let stderr = CapturePipe::new(STDIO_CAPTURE_BYTES, lookahead);
+    let mut store = new_store(&shared, &plugin, deadline, &stdout, &stderr);
+
+    // Time inside host calls burns neither fuel nor epochs: bound the whole run too.
+    let mut stage = Stage::Instantiate;
+    let result = tokio::time::timeout(limits.timeout, async {
+        let instance: Check = plugin.pre.instantiate_async(&mut store).await?;
+        stage = Stage::Call;
+        instance.call_check(&mut store).await
+    })
+    .await;
+
+    let latency = started.elapsed();
+    let fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    let stdout = stdout.text(&plugin.scrubber);
+    let stderr = stderr.text(&plugin.scrubber);
+    let data = store.data_mut();
+    data.log.write_captured("stdout", &stdout);
+    data.log.write_captured("stderr", &stderr);
+    data.log.finish();
+    let peak_memory_bytes = data.limiter.peak();
+    let memory_refused = data.limiter.refused();
+    let calls = Calls {
+        settings_read: std::mem::take(&mut data.settings.read).into_vec(),
+        refused: std::mem::take(&mut data.http.refused)
+            .into_vec()
+            .into_iter()
+            .chain(std::mem::take(&mut data.sql.refused).into_vec())
+            .collect(),
+    }
+    .scrubbed(&plugin.scrubber);
+    drop(store);
+
+    let mut report = RunReport::empty(&plugin);
+    report.calls = calls;
+    report.latency = latency;
+    report.fuel_consumed = fuel_consumed;
+    report.peak_memory_bytes = peak_memory_bytes;
+    judge(
+        &mut report,
+        &plugin,
+        result,
+        stage,
+        memory_refused,
+        &stderr.text,
+    );
+    tracing::debug!(
+        check = %plugin.name,
+        outcome = report.outcome.label(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        fuel_consumed,
+        peak_memory_bytes,
+        "run finished"
+    );
+    report
+}
+
+/// A fresh store for one run of `plugin`: WASI writing to the capture pipes, one
+/// state per capability, the memory limiter, the run's fuel, and an epoch callback
+/// that yields at every tick and ends the run at `deadline`.
+fn new_store(
+    shared: &Shared,
+    plugin: &Plugin,
+    deadline: Deadline,
+    stdout: &CapturePipe,
+    stderr: &CapturePipe,
+) -> Store<RunState> {
+    let limits = plugin.limits;
     let wasi = WasiCtxBuilder::new()
         .stdout(stdout.clone())
         .stderr(stderr.clone())
@@ -397,155 +453,7 @@ async fn run_once(shared: Arc<Shared>, plugin: Arc<Plugin>) -> RunReport {
         }
     });
 
-    // Time inside host calls burns neither fuel nor epochs: bound the whole run too.
-    let mut stage = Stage::Instantiate;
-    let result = tokio::time::timeout(limits.timeout, async {
-        let instance: Check = plugin.pre.instantiate_async(&mut store).await?;
-        stage = Stage::Call;
-        instance.call_check(&mut store).await
-    })
-    .await;
-
-    let latency = started.elapsed();
-    let fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-    let stdout = stdout.text(&plugin.scrubber);
-    let stderr = stderr.text(&plugin.scrubber);
-    let data = store.data_mut();
-    data.log.write_captured("stdout", &stdout);
-    data.log.write_captured("stderr", &stderr);
-    data.log.finish();
-    let peak_memory_bytes = data.limiter.peak();
-    let memory_refused = data.limiter.refused();
-    let calls = Calls {
-        settings_read: std::mem::take(&mut data.settings.read).into_vec(),
-        refused: std::mem::take(&mut data.http.refused)
-            .into_vec()
-            .into_iter()
-            .chain(std::mem::take(&mut data.sql.refused).into_vec())
-            .collect(),
-    }
-    .scrubbed(&plugin.scrubber);
-    drop(store);
-
-    let mut report = RunReport::empty(&plugin);
-    report.calls = calls;
-    report.latency = latency;
-    report.fuel_consumed = fuel_consumed;
-    report.peak_memory_bytes = peak_memory_bytes;
-    // Every text from the plugin is scrubbed before it is cut to its cap.
-    let scrub_cut = |text: &str| {
-        plugin
-            .scrubber
-            .scrub_cut(text, REPORT_MAX_MESSAGE_BYTES)
-            .into_owned()
-    };
-    match result {
-        Ok(Ok(plugin_report)) => {
-            report.outcome = verdict(plugin_report.status);
-            report.message = plugin_report.message.as_deref().map(scrub_cut);
-            let reported = plugin_report.samples.into_iter().map(Sample::from);
-            (report.samples, report.samples_dropped) =
-                samples::screen(reported.collect(), &plugin.scrubber);
-        }
-        Ok(Err(error)) => {
-            let (kind, text) = classify(&error, memory_refused, stage, &limits);
-            let text = scrub_cut(&text);
-            // A trap's cause is in the guest's own words on its stderr (already
-            // scrubbed): an uncaught exception's line, or a panic's last lines.
-            let text = match (kind, guest_error(&stderr.text)) {
-                (ErrorKind::Trap, Some(GuestError::Exception(line))) => line,
-                (ErrorKind::Trap, Some(GuestError::Tail(tail))) => {
-                    format!("{text}; stderr: {tail}")
-                }
-                _ => text,
-            };
-            report.outcome = Outcome::Error(kind);
-            report.message = Some(cut(&text, REPORT_MAX_MESSAGE_BYTES).to_owned());
-        }
-        Err(_elapsed) => {
-            report.outcome = Outcome::Error(ErrorKind::Timeout);
-            report.message = Some(timeout_message(&limits));
-        }
-    }
-    tracing::debug!(
-        check = %plugin.name,
-        outcome = report.outcome.label(),
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        fuel_consumed,
-        peak_memory_bytes,
-        "run finished"
-    );
-    report
-}
-
-/// The plugin's verdict as an outcome.
-fn verdict(status: Status) -> Outcome {
-    match status {
-        Status::Pass => Outcome::Pass,
-        Status::Warn => Outcome::Warn,
-        Status::Fail => Outcome::Fail,
-    }
-}
-
-impl From<wit::Sample> for Sample {
-    fn from(s: wit::Sample) -> Sample {
-        Sample {
-            name: s.name,
-            labels: s.labels,
-            value: s.value,
-        }
-    }
-}
-
-/// Decides why a run failed by matching on the limiter's state and the error's type.
-fn classify(
-    error: &wasmtime::Error,
-    memory_refused: bool,
-    stage: Stage,
-    limits: &Limits,
-) -> (ErrorKind, String) {
-    if memory_refused {
-        return (
-            ErrorKind::Memory,
-            format!(
-                "memory limit of {} exceeded",
-                crate::units::format_size(limits.memory)
-            ),
-        );
-    }
-    if error.is::<DeadlineExceeded>() {
-        return (ErrorKind::Timeout, timeout_message(limits));
-    }
-    if let Some(trap) = error.downcast_ref::<Trap>() {
-        return match trap {
-            Trap::OutOfFuel => (
-                ErrorKind::OutOfFuel,
-                format!("fuel limit of {} exhausted", limits.fuel),
-            ),
-            Trap::Interrupt => (ErrorKind::Timeout, timeout_message(limits)),
-            other => (ErrorKind::Trap, other.to_string()),
-        };
-    }
-    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        return (
-            ErrorKind::Trap,
-            format!("the plugin exited with status {}", exit.0),
-        );
-    }
-    match stage {
-        Stage::Instantiate => (
-            ErrorKind::Load,
-            format!("cannot instantiate: {}", error_chain(error)),
-        ),
-        Stage::Call => (ErrorKind::Trap, error_chain(error)),
-    }
-}
-
-fn timeout_message(limits: &Limits) -> String {
-    format!(
-        "timed out after {}",
-        humantime::format_duration(limits.timeout)
-    )
+    store
 }
 
 /// An error and its causes on one line.
