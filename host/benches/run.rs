@@ -14,22 +14,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use healthhost::capabilities::Grants;
-use healthhost::capabilities::settings::Settings;
-use healthhost::capabilities::sql::{Datasource, Datasources, SqlPolicy};
+use healthhost::capabilities::sql::{Datasource, Datasources};
+use healthhost::config::grants::{Grants, Settings, SqlPolicy};
 use healthhost::limits::Limits;
 use healthhost::runtime::{Outcome, Plugin, Runtime};
 
-fn load(runtime: &Runtime, wasm: &str, grants: Grants) -> Arc<Plugin> {
+fn load(runtime: &Runtime, wasm: &str, grants: Grants, settings: Settings) -> Arc<Plugin> {
+    let path = std::path::Path::new(wasm);
     Arc::new(
         runtime
-            .load_file(
-                "bench",
-                std::path::Path::new(wasm),
-                None,
-                grants,
-                Limits::default(),
-            )
+            .load_file("bench", path, None, grants, settings, Limits::default())
             .unwrap(),
     )
 }
@@ -46,28 +40,35 @@ fn runs(c: &mut Criterion) {
     };
     let runtime = Runtime::new(sqlite()).unwrap();
 
-    let trivial = load(&runtime, test_artifacts::TRIVIAL, Grants::default());
+    let trivial = load(
+        &runtime,
+        test_artifacts::TRIVIAL,
+        Grants::default(),
+        Settings::default(),
+    );
     let mut settings = Settings::default();
     settings.set("mode", "config");
     settings.set("key", "mode");
     let config = load(
         &runtime,
         test_artifacts::MISBEHAVE,
-        Grants {
-            settings,
-            ..Grants::default()
-        },
-    );
-    let mut settings = Settings::default();
-    settings.set("mode", "sql");
-    settings.set("datasource", "mem");
-    settings.set("statement", "SELECT 1");
-    let sql_grants = Grants {
+        Grants::default(),
         settings,
+    );
+    let mut sql_settings = Settings::default();
+    sql_settings.set("mode", "sql");
+    sql_settings.set("datasource", "mem");
+    sql_settings.set("statement", "SELECT 1");
+    let sql_grants = Grants {
         sql: SqlPolicy::new(["mem"]),
         ..Grants::default()
     };
-    let sql = load(&runtime, test_artifacts::MISBEHAVE, sql_grants.clone());
+    let sql = load(
+        &runtime,
+        test_artifacts::MISBEHAVE,
+        sql_grants.clone(),
+        sql_settings.clone(),
+    );
     for plugin in [&trivial, &config, &sql] {
         let report = tokio.block_on(runtime.run(plugin));
         assert_eq!(report.outcome, Outcome::Pass, "{report:?}");
@@ -104,7 +105,12 @@ fn runs(c: &mut Criterion) {
         let mut isolated = sqlite();
         isolated.run_in_workers(std::path::Path::new(env!("CARGO_BIN_EXE_healthhost")));
         let worker_runtime = Runtime::new(isolated).unwrap();
-        let sql_in_worker = load(&worker_runtime, test_artifacts::MISBEHAVE, sql_grants);
+        let sql_in_worker = load(
+            &worker_runtime,
+            test_artifacts::MISBEHAVE,
+            sql_grants,
+            sql_settings,
+        );
         let report = tokio.block_on(worker_runtime.run(&sql_in_worker));
         assert_eq!(report.outcome, Outcome::Pass, "{report:?}");
         group.bench_function("check with 1 SQLite round trip, in a worker", |b| {

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::capabilities::Refusal;
-use crate::capabilities::settings::Settings;
+use crate::config::grants::Settings;
 use crate::escape::escape_controls;
 use crate::runtime::RunReport;
 use crate::samples::{self, Dropped};

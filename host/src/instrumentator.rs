@@ -28,7 +28,7 @@ pub const HIGHR_BUCKETS: [f64; 21] = [
 /// Route patterns the bot excludes (`excluded_handlers`), searched in the route.
 pub const EXCLUDED_HANDLERS: [&str; 2] = ["/health", "/metrics"];
 
-/// The family names, for reserving them and for the README's table.
+/// The family names, for reserving them and for the table in `docs/metrics.md`.
 pub const FAMILIES: [&str; 5] = [
     "http_requests_total",
     "http_request_size_bytes",

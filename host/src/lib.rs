@@ -1,15 +1,15 @@
 //! healthhost: runs service health checks as sandboxed WebAssembly components.
 //!
-//! Modules, one per concern; `ARCHITECTURE.md` has the map, the way data flows and
-//! the invariants each keeps, and `scripts/check-layout` keeps the imports acyclic.
-//! Leaves: [`limits`], [`units`], [`scrub`], [`escape`], [`names`], [`problems`],
-//! [`auth`], [`cache`], [`contract`], [`dburl`]. Then [`config`] (the config file, parsed then
-//! validated), [`capabilities`] (what plugins may reach), [`runtime`] (engine,
-//! loading, runs and outcomes), [`samples`], [`diagnose`] (what `check` explains),
-//! [`metrics`] and [`instrumentator`], [`health`] (scheduling, results, wire formats),
-//! `health::dropins` (the watched plugins folder), [`listing`], [`usage`] (the `ai_usage`
-//! table: migrations, store, ingest, report), [`server`] (the HTTP API), [`scaffold`]
-//! (`healthhost new`) and [`cli`].
+//! Modules, one per concern; `ARCHITECTURE.md` has the map, the way data flows and the
+//! invariants each keeps, and the tidy tests (`host/tests/all/tidy.rs`) keep the
+//! imports acyclic. Leaves: [`limits`], [`units`], [`scrub`], [`escape`], [`names`],
+//! [`problems`], [`auth`], [`cache`], [`contract`], [`dburl`], [`dbpool`]. Then
+//! [`config`] (the config file, parsed then validated), [`capabilities`] (what plugins
+//! may reach), [`runtime`] (engine, loading, runs and outcomes), [`samples`],
+//! [`diagnose`] (what `check` explains), [`metrics`] and [`instrumentator`], [`health`]
+//! (scheduling, results, wire formats), `health::dropins` (the watched plugins folder),
+//! [`listing`], [`usage`] (the `ai_usage` table: migrations, store, ingest, report),
+//! [`server`] (the HTTP API), [`scaffold`] (`healthhost new`) and [`cli`].
 
 pub mod auth;
 pub mod cache;
@@ -17,6 +17,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod dbpool;
 pub mod dburl;
 pub mod diagnose;
 pub mod escape;

@@ -67,7 +67,7 @@ pub fn rows(set: &CheckSet, last: Option<&BTreeMap<String, CheckDoc>>) -> Vec<Li
                 } else {
                     "loaded"
                 },
-                load_error: entry.load_error.clone(),
+                load_error: entry.load_error.as_ref().map(ToString::to_string),
                 sha256: entry.check.as_ref().map(|c| c.plugin.sha256().to_owned()),
                 critical: entry.critical,
                 interval_seconds: config.map(|c| c.interval.as_secs_f64()),
@@ -79,9 +79,8 @@ pub fn rows(set: &CheckSet, last: Option<&BTreeMap<String, CheckDoc>>) -> Vec<Li
                 grants: config.map(|c| ListedGrants {
                     http: c.grants.http.entries(),
                     sql: c.grants.sql.names().map(str::to_owned).collect(),
-                    metrics: c.metrics.iter().cloned().collect(),
+                    metrics: c.grants.metrics.iter().cloned().collect(),
                     settings: c
-                        .grants
                         .settings
                         .keys()
                         .map(|(k, secret)| {

@@ -94,6 +94,7 @@ const RUST: &[File] = &[
         "healthhost-plugin/src/lib.rs",
         include_str!("../../sdk/src/lib.rs"),
     ),
+    verbatim("wit/words.rs", include_str!("../../wit/words.rs")),
 ];
 
 const PYTHON: &[File] = &[

@@ -40,8 +40,13 @@ pub mod bindings {
 
 use std::time::Instant;
 
+/// The words the host shares (`wit/words.rs`).
+mod words {
+    include!("../../wit/words.rs");
+}
+
 pub use bindings::healthhost::plugin::types::{Sample, Status};
-pub use bindings::healthhost::plugin::{config, http, log, sql};
+pub use bindings::healthhost::plugin::{http, log, sql};
 pub use bindings::{Guest, Report, export};
 
 /// Exports `$check` (a type implementing [`Guest`]) as the component's `check`.
@@ -122,31 +127,36 @@ pub fn fail(message: impl Into<String>) -> Report {
 /// Reading a check's settings (the host's `config` import), with messages that name
 /// the setting and its bad value.
 pub mod settings {
-    use super::config;
+    use crate::bindings::healthhost::plugin::config;
+
+    /// The setting `key` as the operator wrote it, or `None` when it is not set.
+    pub fn get(key: &str) -> Option<String> {
+        config::get(key)
+    }
 
     /// The setting `key` as an http(s) URL without a trailing `/`, or `default` when
     /// it is absent.
     pub fn url(key: &str, default: &str) -> Result<String, String> {
-        let url = config::get(key).unwrap_or_else(|| default.into());
+        let url = get(key).unwrap_or_else(|| default.into());
         parse_url(key, &url, default)
     }
 
     /// The setting `key` as an http(s) URL without a trailing `/`; an error naming the
     /// setting when it is absent.
     pub fn required_url(key: &str, example: &str) -> Result<String, String> {
-        let url = config::get(key)
+        let url = get(key)
             .ok_or_else(|| format!("setting {key} is not set (expected a URL like {example})"))?;
         parse_url(key, &url, example)
     }
 
     /// The setting `key`, or `default` when it is absent.
     pub fn text(key: &str, default: &str) -> String {
-        config::get(key).unwrap_or_else(|| default.into())
+        get(key).unwrap_or_else(|| default.into())
     }
 
     /// The setting `key` as a whole number of milliseconds, or `default` when absent.
     pub fn millis(key: &str, default: u32) -> Result<u32, String> {
-        match config::get(key) {
+        match get(key) {
             None => Ok(default),
             Some(raw) => parse_millis(key, &raw, default),
         }
@@ -155,7 +165,7 @@ pub mod settings {
     /// The setting `key` as seconds (a finite number, at least 0, fractions allowed),
     /// or `default` when absent.
     pub fn seconds(key: &str, default: f64) -> Result<f64, String> {
-        match config::get(key) {
+        match get(key) {
             None => Ok(default),
             Some(raw) => parse_seconds(key, &raw),
         }
@@ -164,7 +174,7 @@ pub mod settings {
     /// The setting `key` as a count (a whole number, at least 0), or `default` when
     /// absent.
     pub fn count(key: &str, default: usize) -> Result<usize, String> {
-        match config::get(key) {
+        match get(key) {
             None => Ok(default),
             Some(raw) => parse_count(key, &raw),
         }
@@ -242,7 +252,7 @@ fn timed<T>(name: &str, call: impl FnOnce() -> T) -> (T, Sample) {
 pub fn describe(error: http::Error) -> String {
     match error {
         http::Error::Timeout => "Timeout".into(),
-        http::Error::Denied(origin) => format!("origin {origin} not granted"),
+        http::Error::Denied(origin) => words::origin_not_granted(&origin),
         http::Error::TooLarge(_) => "response too large".into(),
         http::Error::Transport(message) | http::Error::Invalid(message) => message,
     }

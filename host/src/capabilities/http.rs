@@ -18,7 +18,7 @@ use tracing::Instrument;
 use url::Url;
 
 use super::bindings::healthhost::plugin::http::{self as wit, Error, Request, Response};
-use super::{Record, Refusal, RunContext, held};
+use super::{Noted, Refusal, RunContext, held};
 use crate::capabilities::fixtures::{Fixtures, Miss};
 use crate::limits::{Deadline, HTTP_MAX_REDIRECTS, HTTP_MAX_RESPONSE_BYTES};
 use crate::scrub::Scrubber;
@@ -26,7 +26,7 @@ use crate::scrub::Scrubber;
 // ---------------------------------------------------------------------------------
 // Policy: `crate::config::grants` (what the operator wrote)
 
-pub use crate::config::grants::{HttpPolicy, Origin, OriginError};
+use crate::config::grants::{HttpPolicy, Origin};
 
 // ---------------------------------------------------------------------------------
 // Per-run state
@@ -41,7 +41,7 @@ pub struct HttpState {
     /// Canned answers instead of the network (`healthhost check --fixtures`).
     pub(crate) fixtures: Option<Arc<Fixtures>>,
     /// Requests refused, for diagnostics.
-    pub(crate) refused: Record<Refusal>,
+    pub(crate) refused: Noted<Refusal>,
 }
 
 impl HttpState {
@@ -54,7 +54,7 @@ impl HttpState {
             scrubber: run.scrubber.clone(),
             deadline: run.deadline,
             fixtures: run.fixtures.clone(),
-            refused: Record::default(),
+            refused: Noted::default(),
         }
     }
 }
@@ -103,10 +103,15 @@ impl wit::Host for HttpState {
     }
 }
 
+/// The words the SDK shares (`wit/words.rs`).
+mod words {
+    include!("../../../wit/words.rs");
+}
+
 /// The text of an error as a plugin author reads it.
 fn describe(error: &Error) -> String {
     match error {
-        Error::Denied(origin) => format!("origin {origin} not granted"),
+        Error::Denied(origin) => words::origin_not_granted(origin),
         Error::Timeout => "timeout".to_owned(),
         Error::TooLarge(cap) => format!("response over {cap} bytes"),
         Error::Transport(text) | Error::Invalid(text) => text.clone(),

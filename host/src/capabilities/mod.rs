@@ -4,8 +4,9 @@
 //! from its policy, which `config::grants` defines with the other grants, and a
 //! [`RunContext`]) and its host implementation of the WIT interface; `runtime::state`
 //! registers them all in the linker, each import seeing only its own slice of the
-//! store. Everything is denied by default: a check with default [`Grants`] can
-//! compute, read clocks and random numbers, and nothing else.
+//! store. Everything is denied by default: a check with default
+//! [`Grants`](crate::config::grants::Grants) can compute, read clocks and random
+//! numbers, and nothing else.
 
 pub mod fixtures;
 pub mod http;
@@ -30,7 +31,7 @@ pub mod bindings {
     });
 }
 
-pub use crate::config::grants::Grants;
+use crate::config::grants::Settings;
 
 /// What every capability's per-run state starts from: whose run it is, the scrubber
 /// of its secrets, the run's deadline, and (under `healthhost check`) the fixtures
@@ -56,22 +57,22 @@ pub struct Refusal {
     pub why: String,
 }
 
-/// A bounded record of texts a run produced for diagnostics: at most
+/// A bounded list of texts a run produced for diagnostics: at most
 /// [`DIAGNOSTIC_MAX_ENTRIES`], each as [`held`] keeps it.
 #[derive(Debug, Clone)]
-pub struct Record<T> {
+pub struct Noted<T> {
     entries: Vec<T>,
 }
 
-impl<T> Default for Record<T> {
+impl<T> Default for Noted<T> {
     fn default() -> Self {
-        Record {
+        Noted {
             entries: Vec::new(),
         }
     }
 }
 
-impl<T: PartialEq> Record<T> {
+impl<T: PartialEq> Noted<T> {
     /// Keeps `entry` unless it is already kept or the record is full.
     pub fn push(&mut self, entry: T) {
         if self.entries.len() < DIAGNOSTIC_MAX_ENTRIES && !self.entries.contains(&entry) {
@@ -93,10 +94,11 @@ pub fn held(scrubber: &Scrubber, text: &str) -> String {
     crate::scrub::cut(text, DIAGNOSTIC_MAX_TEXT_BYTES + scrubber.lookahead()).to_owned()
 }
 
-/// The secrets of a check, for its scrubber.
+/// The secrets of a check, for its scrubber: its secret settings and the passwords of
+/// the datasources.
 pub fn secrets<'a>(
-    grants: &'a Grants,
+    settings: &'a Settings,
     datasources: &'a sql::Datasources,
 ) -> impl Iterator<Item = &'a str> {
-    grants.settings.secrets().chain(datasources.secrets())
+    settings.secrets().chain(datasources.secrets())
 }

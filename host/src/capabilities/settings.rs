@@ -8,16 +8,16 @@
 use std::sync::Arc;
 
 use super::bindings::healthhost::plugin::config as wit;
-use super::{Record, RunContext, held};
+use super::{Noted, RunContext, held};
 use crate::scrub::Scrubber;
 
-pub use crate::config::grants::{Setting, Settings};
+use crate::config::grants::Settings;
 
 /// What the `config` import of one run can read, and the keys it asked for.
 pub struct SettingsState {
     pub(crate) settings: Arc<Settings>,
     pub(crate) scrubber: Arc<Scrubber>,
-    pub(crate) read: Record<String>,
+    pub(crate) read: Noted<String>,
 }
 
 impl SettingsState {
@@ -26,7 +26,7 @@ impl SettingsState {
         SettingsState {
             settings,
             scrubber: run.scrubber.clone(),
-            read: Record::default(),
+            read: Noted::default(),
         }
     }
 }

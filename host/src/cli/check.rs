@@ -2,7 +2,24 @@
 //! flags and a grant file, fixtures instead of the network, and the verdict printed
 //! with its measurements and diagnostics.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::{child_compilation, current_thread, isolate_sql};
+use crate::capabilities::fixtures::Fixtures;
+use crate::capabilities::sql::{Datasource, Datasources};
+use crate::config::Compiler;
+use crate::config::grants::{Grants, HttpPolicy, Settings, SqlPolicy};
+use crate::diagnose::Diagnostics;
+use crate::escape::escape_controls;
+use crate::limits::Limits;
+use crate::runtime::{RunReport, Runtime};
+use crate::units;
 
 #[derive(Debug, Args)]
 pub(super) struct CheckArgs {
@@ -45,7 +62,7 @@ pub(super) struct CheckArgs {
     grants: Option<PathBuf>,
 
     /// Answer the check's HTTP requests and SQL queries from a fixtures file instead
-    /// of the network and the databases (repeatable; see README, "Writing a plugin").
+    /// of the network and the databases (repeatable; see docs/writing-plugins.md, "Fixtures").
     /// Grants and limits still apply; a call no fixture answers is refused.
     #[arg(long, value_name = "FILE")]
     fixtures: Vec<PathBuf>,
@@ -127,13 +144,14 @@ pub(super) fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!("{e}; compiling without a cache");
         }
     }
-    let settings = setup.grants.settings.clone();
-    let mut plugin = runtime.load_file(&name, &args.plugin, None, setup.grants, setup.limits)?;
+    let (grants, settings) = (setup.grants.clone(), setup.settings.clone());
+    let mut plugin =
+        runtime.load_file(&name, &args.plugin, None, grants, settings, setup.limits)?;
     if let Some(fixtures) = fixtures {
         plugin = plugin.with_fixtures(fixtures);
     }
     let report = tokio.block_on(runtime.run(&Arc::new(plugin)));
-    let diagnostics = Diagnostics::of(&report, &settings, &setup.metrics);
+    let diagnostics = Diagnostics::of(&report, &setup.settings, &setup.grants.metrics);
     if args.json {
         let mut json = serde_json::to_value(&report)?;
         json["diagnostics"] = serde_json::to_value(&diagnostics)?;
@@ -165,9 +183,9 @@ fn fixtures_from_flags(args: &CheckArgs) -> anyhow::Result<Option<Fixtures>> {
 /// none), with the flags' added and overriding.
 struct CheckSetup {
     grants: Grants,
+    settings: Settings,
     datasources: Datasources,
     limits: Limits,
-    metrics: BTreeSet<String>,
 }
 
 fn check_setup(
@@ -192,9 +210,9 @@ fn check_setup(
         }
         None => None,
     };
-    let (mut grants, limits, metrics) = match file {
-        Some(c) => (c.grants, c.limits, c.metrics),
-        None => (Grants::default(), Limits::default(), BTreeSet::new()),
+    let (mut grants, mut settings, limits) = match file {
+        Some(c) => (c.grants, c.settings, c.limits),
+        None => (Grants::default(), Settings::default(), Limits::default()),
     };
     let mut origins = grants.http.entries();
     origins.extend(args.allow_http.iter().cloned());
@@ -220,12 +238,12 @@ fn check_setup(
 
     for pair in &args.settings {
         let (key, value) = split_pair("--set", pair)?;
-        grants.settings.set(key, value);
+        settings.set(key, value);
     }
     for pair in &args.secrets {
         let (key, var) = split_pair("--secret-env", pair)?;
         match std::env::var(var) {
-            Ok(value) => grants.settings.set_secret(key, value),
+            Ok(value) => settings.set_secret(key, value),
             Err(std::env::VarError::NotPresent) => {
                 tracing::warn!("environment variable {var} is not set; setting '{key}' stays unset")
             }
@@ -241,9 +259,9 @@ fn check_setup(
     };
     Ok(CheckSetup {
         grants,
+        settings,
         datasources,
         limits,
-        metrics,
     })
 }
 

@@ -14,23 +14,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::capabilities::Grants;
-use crate::capabilities::fixtures::Fixtures;
-use crate::capabilities::http::HttpPolicy;
-use crate::capabilities::sql::{Datasource, Datasources, RoleError, SqlPolicy};
-use crate::config::Config;
-use crate::diagnose::Diagnostics;
-use crate::escape::escape_controls;
-use crate::health::dropins::{self, Folder, Load, Loader, Scan};
-use crate::health::{CheckSet, Health};
-use crate::limits::Limits;
+use crate::capabilities::sql::{Datasource, Datasources, RoleError};
+use crate::config::{Compiler, Config};
+use crate::health::CheckSet;
+use crate::health::dropins::{self, Folder, Loader, Scan};
+use crate::health::load::Load;
 use crate::listing;
-use crate::metrics::Metrics;
-use crate::runtime::{Compilation, Compiler, RunReport, Runtime};
+use crate::runtime::{Compilation, Runtime};
 use crate::scaffold::{self, Lang};
-use crate::server;
-use crate::units;
-use crate::usage::ingest::Ingest;
 use crate::usage::report::{self, By};
 use crate::usage::{self, UsageStore};
 
@@ -188,12 +179,12 @@ fn emit(text: &str) -> std::io::Result<()> {
 
 /// `print!` through [`emit`].
 macro_rules! out {
-    ($($arg:tt)*) => { emit(&format!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::cli::emit(&format!($($arg)*)) };
 }
 
 /// `println!` through [`emit`].
 macro_rules! outln {
-    ($($arg:tt)*) => { emit(&format!("{}\n", format_args!($($arg)*))) };
+    ($($arg:tt)*) => { $crate::cli::emit(&format!("{}\n", format_args!($($arg)*))) };
 }
 
 mod check;
@@ -473,7 +464,7 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 /// usage datasource.
 fn usage_url(args: DatabaseArgs) -> anyhow::Result<String> {
     if let Some(url) = args.database_url {
-        return Ok(crate::capabilities::sql::normalize_url(&url).into_owned());
+        return Ok(crate::dburl::normalize_url(&url).into_owned());
     }
     let config = Config::load(&args.config.config)?;
     let datasource = config.usage_datasource().with_context(|| {

@@ -1,8 +1,21 @@
 //! `healthhost serve`: migrate, listen, load every check in the background, watch the
 //! plugins folder, and stop on SIGTERM (after draining) or SIGINT (at once).
 
-use super::*;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{ServeArgs, check_roles, initial_set, open_runtime};
+use crate::config::Config;
+use crate::health::Health;
+use crate::health::dropins::{self, Folder, Loader, Scan};
+use crate::metrics::Metrics;
+use crate::server;
+use crate::usage::ingest::Ingest;
 use crate::usage::summary::Reader;
+use crate::usage::{self, UsageStore};
 
 pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config.config)?;
@@ -17,7 +30,10 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             migrate_usage(&config).await;
         }
         let metrics = Arc::new(Metrics::new(&config.namespace)?);
-        let runtime = Arc::new(open_runtime(&config, Some(metrics.compile_cache.clone()))?);
+        let runtime = Arc::new(open_runtime(
+            &config,
+            Some(metrics.plugins.compile_cache.clone()),
+        )?);
         let (ingest, usage_reader) = usage_endpoints(&config, &metrics)?;
         let health = Arc::new(Health::new(
             runtime.clone(),

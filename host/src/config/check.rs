@@ -1,7 +1,19 @@
 //! One check's table (`[checks.NAME]` in the config, or a dropped-in grant file),
 //! resolved: limits, grants, metrics and settings, every problem located.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::grants::{Grants, HttpPolicy, Settings, SqlPolicy};
+use super::raw::RawCheck;
+use super::resolve::{duration, expand};
+use super::{CheckConfig, DEFAULT_INTERVAL, MIN_INTERVAL, STALE_AFTER_INTERVALS, Source};
+use crate::limits::{self, Limits};
+use crate::problems::{Problem, Problems, parse_toml};
+use crate::units;
 
 /// Resolves a grant file (the keys of a `[checks.NAME]` table without `plugin`) for
 /// check `name`; `grants.sql` names are checked against `datasources` when given.
@@ -51,6 +63,15 @@ pub(super) struct CheckContext<'a> {
     pub(super) datasources: Option<&'a BTreeSet<String>>,
 }
 
+impl CheckContext<'_> {
+    /// A problem's key for `field` of this check.
+    fn key(&self, field: &str) -> String {
+        format!("{}{field}", self.key_prefix)
+    }
+}
+
+/// Resolves one check's table step by step; each step adds its problems and gives a
+/// usable value for what is wrong, so every problem is reported at once.
 pub(super) fn resolve_check(
     name: &str,
     raw: RawCheck,
@@ -59,17 +80,56 @@ pub(super) fn resolve_check(
     context: &CheckContext,
     problems: &mut Problems,
 ) -> CheckConfig {
-    let key = |field: &str| format!("{}{field}", context.key_prefix);
-    let env = context.env;
-    let sha256 = raw.sha256.as_ref().and_then(|pin| {
+    let sha256 = pinned_sha256(&raw, context, problems);
+    let (interval, max_age, limits) = schedule_and_limits(&raw, context, problems);
+    let http = http_grant(&raw, context, problems);
+    let sql = sql_grant(&raw, context, problems);
+    let metrics = metric_grants(&raw, context, problems);
+    let settings = resolve_settings(name, raw.settings, context, problems);
+    CheckConfig {
+        name: name.to_owned(),
+        plugin,
+        critical: raw.critical,
+        on_demand: raw.on_demand,
+        interval,
+        max_age,
+        limits,
+        grants: Grants { http, sql, metrics },
+        settings,
+        sha256,
+        source,
+    }
+}
+
+/// `sha256`, the digest the plugin file must have, in lower case.
+fn pinned_sha256(
+    raw: &RawCheck,
+    context: &CheckContext,
+    problems: &mut Problems,
+) -> Option<String> {
+    raw.sha256.as_ref().and_then(|pin| {
         let hex = pin.get_ref().to_ascii_lowercase();
         if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
             Some(hex)
         } else {
-            problems.add(pin.span(), key("sha256"), "not a SHA-256: 64 hex digits");
+            problems.add(
+                pin.span(),
+                context.key("sha256"),
+                "not a SHA-256: 64 hex digits",
+            );
             None
         }
-    });
+    })
+}
+
+/// `interval` (at least [`MIN_INTERVAL`]), `max_age` (by default a few intervals and
+/// the timeout) and the run's limits.
+fn schedule_and_limits(
+    raw: &RawCheck,
+    context: &CheckContext,
+    problems: &mut Problems,
+) -> (Duration, Duration, Limits) {
+    let key = |field: &str| context.key(field);
     let interval = duration(&raw.interval, key("interval"), DEFAULT_INTERVAL, problems);
     if interval < MIN_INTERVAL
         && let Some(text) = &raw.interval
@@ -110,22 +170,34 @@ pub(super) fn resolve_check(
         let span = raw.timeout.as_ref().map(Spanned::span).unwrap_or_default();
         problems.add(span, key("limits"), e);
     }
+    (interval, max_age, limits)
+}
 
+/// `grants.http`: the origins the check may call.
+fn http_grant(raw: &RawCheck, context: &CheckContext, problems: &mut Problems) -> HttpPolicy {
     let origins: Vec<&str> = raw
         .grants
         .http
         .iter()
         .map(|o| o.get_ref().as_str())
         .collect();
-    let http = HttpPolicy::parse(&origins).unwrap_or_else(|e| {
+    HttpPolicy::parse(&origins).unwrap_or_else(|e| {
         let bad = raw
             .grants
             .http
             .iter()
             .find(|o| HttpPolicy::parse(&[o.get_ref()]).is_err());
-        problems.add(bad.map_or(0..0, Spanned::span), key("grants.http"), e);
+        problems.add(
+            bad.map_or(0..0, Spanned::span),
+            context.key("grants.http"),
+            e,
+        );
         HttpPolicy::default()
-    });
+    })
+}
+
+/// `grants.sql`: the datasources the check may query, each defined (when known here).
+fn sql_grant(raw: &RawCheck, context: &CheckContext, problems: &mut Problems) -> SqlPolicy {
     for ds in &raw.grants.sql {
         if context
             .datasources
@@ -133,7 +205,7 @@ pub(super) fn resolve_check(
         {
             problems.add(
                 ds.span(),
-                key("grants.sql"),
+                context.key("grants.sql"),
                 format!(
                     "no datasource named '{}' is defined under [datasources]",
                     ds.get_ref()
@@ -141,21 +213,28 @@ pub(super) fn resolve_check(
             );
         }
     }
-    let sql = SqlPolicy::new(raw.grants.sql.iter().map(|d| d.get_ref().clone()));
+    SqlPolicy::new(raw.grants.sql.iter().map(|d| d.get_ref().clone()))
+}
 
+/// `grants.metrics`: the sample names the check may export, none of the host's own.
+fn metric_grants(
+    raw: &RawCheck,
+    context: &CheckContext,
+    problems: &mut Problems,
+) -> BTreeSet<String> {
     let mut metrics = BTreeSet::new();
     for metric in &raw.grants.metrics {
         let m = metric.get_ref();
         if !crate::names::valid_metric_name(m) {
             problems.add(
                 metric.span(),
-                key("grants.metrics"),
+                context.key("grants.metrics"),
                 format!("'{m}' is not a metric name (letters, digits, '_')"),
             );
         } else if crate::names::reserved(m) {
             problems.add(
                 metric.span(),
-                key("grants.metrics"),
+                context.key("grants.metrics"),
                 format!(
                     "'{m}' is one of the host's own metrics, or one of their series \
                      (a name with or without _total, _count, _sum, _bucket, …)"
@@ -165,9 +244,19 @@ pub(super) fn resolve_check(
             metrics.insert(m.clone());
         }
     }
+    metrics
+}
 
+/// `settings`: strings, numbers and booleans as text; a whole `${VAR}` value is read
+/// from the environment and is a secret, and an unset variable leaves the key unset.
+fn resolve_settings(
+    name: &str,
+    raw: BTreeMap<String, Spanned<toml::Value>>,
+    context: &CheckContext,
+    problems: &mut Problems,
+) -> Settings {
     let mut settings = Settings::default();
-    for (k, value) in raw.settings {
+    for (k, value) in raw {
         let text = match value.get_ref() {
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),
@@ -176,13 +265,13 @@ pub(super) fn resolve_check(
             _ => {
                 problems.add(
                     value.span(),
-                    key(&format!("settings.{k}")),
+                    context.key(&format!("settings.{k}")),
                     "a setting is a string, number or boolean",
                 );
                 continue;
             }
         };
-        match expand(&text, env) {
+        match expand(&text, context.env) {
             (Some(v), true) => settings.set_secret(k, v),
             (Some(v), false) => settings.set(k, v),
             (None, _) => {
@@ -190,21 +279,5 @@ pub(super) fn resolve_check(
             }
         }
     }
-    CheckConfig {
-        name: name.to_owned(),
-        plugin,
-        critical: raw.critical,
-        on_demand: raw.on_demand,
-        interval,
-        max_age,
-        limits,
-        grants: Grants {
-            http,
-            sql,
-            settings,
-        },
-        metrics,
-        sha256,
-        source,
-    }
+    settings
 }

@@ -8,15 +8,16 @@ use std::fmt;
 
 use url::{Host, Url};
 
-/// Everything the operator granted one check.
+/// Everything the operator granted one check: its `grants` table. What it is told
+/// (its settings and secrets) is [`Settings`], beside it.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
-    /// Origins it may send HTTP requests to.
+    /// Origins it may send HTTP requests to (`grants.http`).
     pub http: HttpPolicy,
-    /// Datasources it may query.
+    /// Datasources it may query (`grants.sql`).
     pub sql: SqlPolicy,
-    /// Its settings and secrets.
-    pub settings: Settings,
+    /// Sample names it may export to `/metrics` (`grants.metrics`).
+    pub metrics: BTreeSet<String>,
 }
 
 /// One allowed origin: scheme, host and port, as in the web's same-origin rule.

@@ -6,28 +6,30 @@
 //! folder, `${VAR}` values from the environment (such values are secrets), the
 //! `DATABASE_URL` override of the `main` datasource, units, allowlists and limits.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use toml::Spanned;
 
-use crate::dburl::{DatasourceSpec, normalize_url};
-use crate::limits::{self, Limits};
+use crate::dburl::DatasourceSpec;
+use crate::limits::Limits;
 use crate::problems::{FileError, Problem, Problems, parse_toml};
-use crate::units;
 
 mod check;
 pub mod grants;
 mod raw;
+mod resolve;
 
-use grants::{Grants, HttpPolicy, Settings, SqlPolicy};
+use grants::{Grants, Settings};
 
 pub use check::grant_file;
-use check::{CheckContext, resolve_check};
-use raw::*;
+use raw::RawConfig;
+use resolve::{
+    details, listen_address, metric_namespace, resolve_checks, resolve_datasources, resolve_usage,
+    run_and_compile_limits, timings,
+};
 
 /// Where the host listens when the file says nothing: loopback, so a first run exposes
 /// nothing; set `listen = "0.0.0.0:8080"` for probes from outside the pod.
@@ -154,11 +156,11 @@ pub struct UsageConfig {
     /// The bearer token of `GET /v1/usage/summary` (cost data: only this token reads
     /// it, not [`UsageConfig::token`]); `None` turns that endpoint off.
     pub read_token: Option<String>,
-    /// Rows per request, 1 to [`limits::MAX_BATCH_CEILING`]; default
-    /// [`limits::DEFAULT_MAX_BATCH`].
+    /// Rows per request, 1 to [`crate::limits::MAX_BATCH_CEILING`]; default
+    /// [`crate::limits::DEFAULT_MAX_BATCH`].
     pub max_batch: usize,
     /// Distinct label values per label, at least 1; default
-    /// [`limits::DEFAULT_MAX_LABEL_VALUES`].
+    /// [`crate::limits::DEFAULT_MAX_LABEL_VALUES`].
     pub max_label_values: usize,
     /// The datasource holding `ai_usage`; default [`DEFAULT_USAGE_DATASOURCE`].
     pub datasource: String,
@@ -191,8 +193,8 @@ pub struct CheckConfig {
     pub max_age: Duration,
     pub limits: Limits,
     pub grants: Grants,
-    /// Sample names the check may export to `/metrics`.
-    pub metrics: BTreeSet<String>,
+    /// Its settings and secrets.
+    pub settings: Settings,
     /// The SHA-256 (lower-case hex) the plugin file must have.
     pub sha256: Option<String>,
     pub source: Source,
@@ -223,71 +225,20 @@ impl Config {
         problems.finish().map(|()| config)
     }
 
+    /// Resolves `raw` step by step; each step adds its problems and gives a usable
+    /// value (the default) for what is wrong, so every problem is reported at once.
     fn from_raw(
         raw: RawConfig,
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
         problems: &mut Problems,
     ) -> Config {
-        let listen_text = raw
-            .listen
-            .as_ref()
-            .map_or(DEFAULT_LISTEN, |l| l.get_ref().as_str());
-        let listen = listen_text.parse().unwrap_or_else(|_| {
-            let span = raw.listen.as_ref().map_or(0..0, Spanned::span);
-            problems.add(
-                span,
-                "listen",
-                format!("'{listen_text}' is not an address like \"0.0.0.0:8080\""),
-            );
-            DEFAULT_LISTEN.parse().expect("the default is valid")
-        });
-        let namespace = raw
-            .namespace
-            .as_ref()
-            .map_or(DEFAULT_NAMESPACE.to_owned(), |n| n.get_ref().clone());
-        if !crate::names::valid_metric_name(&namespace) {
-            let span = raw.namespace.as_ref().map_or(0..0, Spanned::span);
-            problems.add(
-                span,
-                "namespace",
-                format!("'{namespace}' is not a metric name prefix (letters, digits, '_')"),
-            );
-        }
-        let details_token = raw
-            .details_token
-            .as_ref()
-            .and_then(|t| expand(t.get_ref(), env).0);
-        let show_details = raw.show_details.unwrap_or_default();
-        if show_details == ShowDetails::WhenAuthorized && details_token.is_none() {
-            let span = raw.details_token.as_ref().map_or(0..0, Spanned::span);
-            problems.add(span, "details_token", "show_details = \"when-authorized\" needs a details_token (or its variable is unset)");
-        }
+        let listen = listen_address(&raw, problems);
+        let namespace = metric_namespace(&raw, problems);
+        let (show_details, details_token) = details(&raw, env, problems);
         let (max_concurrent_runs, compile_concurrency, compile_memory, compile_timeout) =
             run_and_compile_limits(&raw, problems);
-        let startup_grace = duration(
-            &raw.startup_grace,
-            "startup_grace".to_owned(),
-            DEFAULT_STARTUP_GRACE,
-            problems,
-        );
-        let shutdown_delay = duration(
-            &raw.shutdown_delay,
-            "shutdown_delay".to_owned(),
-            DEFAULT_SHUTDOWN_DELAY,
-            problems,
-        );
-        let watch_interval = duration(
-            &raw.watch_interval,
-            "watch_interval".to_owned(),
-            DEFAULT_WATCH_INTERVAL,
-            problems,
-        );
-        if watch_interval.is_zero()
-            && let Some(text) = &raw.watch_interval
-        {
-            problems.add(text.span(), "watch_interval", "must be more than 0s");
-        }
+        let (startup_grace, shutdown_delay, watch_interval) = timings(&raw, problems);
         let plugins_dir = base.join(
             raw.plugins_dir
                 .as_deref()
@@ -298,76 +249,10 @@ impl Config {
             Some(dir) => Some(base.join(dir)),
             None => Some(crate::cache::default_dir()),
         };
-
-        let mut datasources = Vec::new();
-        for (name, ds) in &raw.datasources {
-            let (mut url, mut key) = match env_reference(ds.url.get_ref()) {
-                Some(var) => match env(var) {
-                    Some(url) => (
-                        url,
-                        format!("datasources.{name}.url (from the environment variable {var})"),
-                    ),
-                    None => {
-                        problems.add(
-                            ds.url.span(),
-                            format!("datasources.{name}.url"),
-                            format!("the environment variable {var} is not set"),
-                        );
-                        continue;
-                    }
-                },
-                None => (ds.url.get_ref().clone(), format!("datasources.{name}.url")),
-            };
-            if name == "main"
-                && let Some(over) = env(DATABASE_URL_ENV)
-            {
-                url = over;
-                key = format!(
-                    "datasources.{name}.url (replaced by the environment variable {DATABASE_URL_ENV})"
-                );
-            }
-            let url = resolve_sqlite_path(&normalize_url(&url), base);
-            match DatasourceSpec::parse(name, &url) {
-                Ok(d) => datasources
-                    .push(d.unsafe_allow_privileged_role(ds.unsafe_allow_privileged_role)),
-                Err(e) => problems.add(ds.url.span(), key, e),
-            }
-        }
-
+        let datasources = resolve_datasources(&raw.datasources, base, env, problems);
         let datasource_names: BTreeSet<String> = raw.datasources.keys().cloned().collect();
         let usage = resolve_usage(raw.usage, env, &raw.datasources, problems);
-
-        let mut checks = Vec::new();
-        for (name, check) in raw.checks {
-            let span = check.span();
-            let mut check = check.into_inner();
-            let key = format!("checks.{name}");
-            if !crate::names::valid_check_name(&name) {
-                problems.add(
-                    span.clone(),
-                    key.clone(),
-                    "a check name uses letters, digits, '-' and '_'",
-                );
-            }
-            let plugin = match check.plugin.take() {
-                Some(path) => base.join(path.get_ref()),
-                None => {
-                    problems.add(
-                        span,
-                        format!("{key}.plugin"),
-                        "missing: the path of the .wasm component",
-                    );
-                    PathBuf::new()
-                }
-            };
-            let context = CheckContext {
-                key_prefix: format!("{key}."),
-                env,
-                datasources: Some(&datasource_names),
-            };
-            let resolved = resolve_check(&name, check, plugin, Source::Config, &context, problems);
-            checks.push(resolved);
-        }
+        let checks = resolve_checks(raw.checks, base, env, &datasource_names, problems);
         Config {
             listen,
             namespace,
@@ -405,175 +290,6 @@ impl Config {
             .map(|d| d.name().to_owned())
             .collect();
         grant_file(name, plugin, source, &env, Some(&datasources))
-    }
-}
-
-fn resolve_usage(
-    raw: Option<Spanned<RawUsage>>,
-    env: &dyn Fn(&str) -> Option<String>,
-    datasources: &BTreeMap<String, RawDatasource>,
-    problems: &mut Problems,
-) -> UsageConfig {
-    let span = raw.as_ref().map_or(0..0, Spanned::span);
-    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
-    let mut token = |raw: &Option<Spanned<String>>, key: &str| match raw {
-        Some(t) if t.get_ref().is_empty() => {
-            problems.add(
-                t.span(),
-                key,
-                "must not be empty (leave the key out to turn the endpoint off)",
-            );
-            None
-        }
-        Some(t) => expand(t.get_ref(), env).0.filter(|v| !v.is_empty()),
-        None => None,
-    };
-    let (token, read_token) = (
-        token(&raw.token, "usage.token"),
-        token(&raw.read_token, "usage.read_token"),
-    );
-    let max_batch = match &raw.max_batch {
-        Some(n) if !(1..=limits::MAX_BATCH_CEILING).contains(n.get_ref()) => {
-            problems.add(
-                n.span(),
-                "usage.max_batch",
-                format!("must be from 1 to {}", limits::MAX_BATCH_CEILING),
-            );
-            limits::DEFAULT_MAX_BATCH
-        }
-        Some(n) => *n.get_ref(),
-        None => limits::DEFAULT_MAX_BATCH,
-    };
-    let max_label_values = match &raw.max_label_values {
-        Some(n) if *n.get_ref() == 0 => {
-            problems.add(n.span(), "usage.max_label_values", "must be at least 1");
-            limits::DEFAULT_MAX_LABEL_VALUES
-        }
-        Some(n) => *n.get_ref(),
-        None => limits::DEFAULT_MAX_LABEL_VALUES,
-    };
-    let datasource = raw
-        .datasource
-        .as_ref()
-        .map_or(DEFAULT_USAGE_DATASOURCE, |d| d.get_ref().as_str())
-        .to_owned();
-    // The default datasource may be missing while the endpoints are off; a named one
-    // must exist.
-    let on = token.is_some() || read_token.is_some();
-    if !datasources.contains_key(&datasource) && (raw.datasource.is_some() || on) {
-        let at = raw.datasource.as_ref().map_or(span, Spanned::span);
-        problems.add(
-            at,
-            "usage.datasource",
-            format!("no datasource named '{datasource}' is defined under [datasources]"),
-        );
-    }
-    UsageConfig {
-        token,
-        read_token,
-        max_batch,
-        max_label_values,
-        datasource,
-        migrate: raw.migrate.unwrap_or(true),
-    }
-}
-
-/// `sqlite:` URLs with a relative path resolve against the config file's folder.
-fn resolve_sqlite_path(url: &str, base: &Path) -> String {
-    let Some(rest) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    else {
-        return url.to_owned();
-    };
-    if rest.starts_with(':') || rest.starts_with('/') || rest.is_empty() {
-        return url.to_owned();
-    }
-    format!("sqlite://{}", base.join(rest).display())
-}
-
-/// The variable a whole-value `${VAR}` reference names, if `value` is one.
-fn env_reference(value: &str) -> Option<&str> {
-    value.strip_prefix("${").and_then(|v| v.strip_suffix('}'))
-}
-
-/// Expands a whole-value `${VAR}` reference: (value, is_secret). An unset variable
-/// gives no value.
-fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> (Option<String>, bool) {
-    match env_reference(value) {
-        Some(var) => (env(var), true),
-        None => (Some(value.to_owned()), false),
-    }
-}
-
-/// The run and compile capacities (`max_concurrent_runs`, `compile_concurrency`,
-/// `compile_memory`, `compile_timeout`), each checked against its range.
-fn run_and_compile_limits(
-    raw: &RawConfig,
-    problems: &mut Problems,
-) -> (usize, usize, u64, Duration) {
-    let max_concurrent_runs = match &raw.max_concurrent_runs {
-        Some(n) if !(1..=limits::MAX_CONCURRENT_RUNS).contains(n.get_ref()) => {
-            problems.add(
-                n.span(),
-                "max_concurrent_runs",
-                format!(
-                    "must be between 1 and {} (the plugin pool holds that many runs, and as many critical ones)",
-                    limits::MAX_CONCURRENT_RUNS
-                ),
-            );
-            DEFAULT_MAX_CONCURRENT_RUNS
-        }
-        Some(n) => *n.get_ref(),
-        None => DEFAULT_MAX_CONCURRENT_RUNS,
-    };
-
-    let compile_concurrency = match &raw.compile_concurrency {
-        Some(n) if *n.get_ref() == 0 => {
-            problems.add(n.span(), "compile_concurrency", "must be at least 1");
-            default_compile_concurrency()
-        }
-        Some(n) => *n.get_ref(),
-        None => default_compile_concurrency(),
-    };
-    let compile_memory = match &raw.compile_memory {
-        None => limits::DEFAULT_COMPILE_MEMORY,
-        Some(text) => limits::parse_compile_memory(text.get_ref()).unwrap_or_else(|e| {
-            problems.add(text.span(), "compile_memory", e);
-            limits::DEFAULT_COMPILE_MEMORY
-        }),
-    };
-    let compile_timeout = duration(
-        &raw.compile_timeout,
-        "compile_timeout".to_owned(),
-        limits::DEFAULT_COMPILE_TIMEOUT,
-        problems,
-    );
-    if compile_timeout.is_zero()
-        && let Some(text) = &raw.compile_timeout
-    {
-        problems.add(text.span(), "compile_timeout", "must be more than 0s");
-    }
-    (
-        max_concurrent_runs,
-        compile_concurrency,
-        compile_memory,
-        compile_timeout,
-    )
-}
-
-fn duration(
-    field: &Option<Spanned<String>>,
-    key: String,
-    default: Duration,
-    problems: &mut Problems,
-) -> Duration {
-    match field {
-        None => default,
-        Some(text) => units::parse_duration(text.get_ref()).unwrap_or_else(|e| {
-            problems.add(text.span(), key, e);
-            default
-        }),
     }
 }
 

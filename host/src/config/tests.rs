@@ -1,7 +1,9 @@
 //! Tests of the config file: a good file resolves, every problem is located, grant
 //! files, usage, and environment references.
 
+use super::resolve::resolve_sqlite_path;
 use super::*;
+use crate::limits;
 
 fn parse(source: &str) -> Result<Config, Vec<Problem>> {
     Config::parse(source, Path::new("/etc/hh"), |var| match var {
@@ -46,15 +48,15 @@ fn resolves_a_good_file() {
     assert_eq!(db.max_age, Duration::from_secs(33));
     assert!(db.grants.sql.allows("main"));
     assert_eq!(
-        db.metrics.iter().collect::<Vec<_>>(),
+        db.grants.metrics.iter().collect::<Vec<_>>(),
         ["database_latency_seconds"]
     );
     let tg = &config.checks[1];
     assert!(!tg.critical);
-    assert_eq!(tg.grants.settings.get("token"), Some("s3cret"));
-    assert_eq!(tg.grants.settings.secrets().collect::<Vec<_>>(), ["s3cret"]);
-    assert_eq!(tg.grants.settings.get("missing"), None);
-    assert_eq!(tg.grants.settings.get("retries"), Some("3"));
+    assert_eq!(tg.settings.get("token"), Some("s3cret"));
+    assert_eq!(tg.settings.secrets().collect::<Vec<_>>(), ["s3cret"]);
+    assert_eq!(tg.settings.get("missing"), None);
+    assert_eq!(tg.settings.get("retries"), Some("3"));
 }
 
 #[test]
@@ -63,10 +65,7 @@ fn database_url_overrides_main() {
         (v == DATABASE_URL_ENV).then(|| "postgres://db/app".to_owned())
     })
     .unwrap();
-    assert_eq!(
-        config.datasources[0].kind(),
-        crate::capabilities::sql::Kind::Postgres
-    );
+    assert_eq!(config.datasources[0].kind(), crate::dburl::Kind::Postgres);
 }
 
 #[test]

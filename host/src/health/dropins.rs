@@ -18,17 +18,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
 
 use crate::config::{CheckConfig, Config, Source};
+use crate::health::load::{Load, What};
 use crate::health::{Check, CheckSet, Entry, Health};
 use crate::metrics::Metrics;
-use crate::problems::Problem;
-use crate::runtime::{Runtime, read_plugin};
+use crate::runtime::{LoadError, Runtime};
 use crate::sync::lock;
 
 /// How long a plugin or grant file must be unchanged before it is loaded: long enough
@@ -42,82 +41,6 @@ pub const READ_AHEAD: usize = 2;
 
 /// How often the log reports the progress of a batch of loads.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-/// Numbers the loads, so that an entry takes only the result of its newest one.
-static NEXT_LOAD: AtomicU64 = AtomicU64::new(1);
-
-/// One plugin to load: a check of the config file or a file of the plugins folder.
-pub struct Load {
-    pub name: String,
-    what: What,
-    /// Whether the check is critical, as far as is known before it loads.
-    critical: bool,
-    /// The entry before this load: what keeps running if it fails.
-    previous: Option<Entry>,
-    id: u64,
-}
-
-enum What {
-    Config(Box<CheckConfig>),
-    /// A file of the folder, with the check its grant file makes (read once, when the
-    /// folder was scanned), or why there is none.
-    Folder(Found, Result<Box<CheckConfig>, String>),
-}
-
-impl Load {
-    fn new(name: String, what: What, critical: bool, previous: Option<Entry>) -> Load {
-        Load {
-            name,
-            what,
-            critical,
-            previous,
-            id: NEXT_LOAD.fetch_add(1, Ordering::Relaxed),
-        }
-    }
-
-    /// The entry while this load runs: the previous version keeps running, if any.
-    fn pending(&self) -> Entry {
-        let (source, file) = match &self.what {
-            What::Config(c) => (Source::Config, c.plugin.clone()),
-            What::Folder(f, _) => (Source::Folder, f.wasm.clone()),
-        };
-        match &self.previous {
-            Some(previous) => Entry {
-                loading: Some(self.id),
-                ..previous.clone()
-            },
-            None => Entry {
-                source,
-                file,
-                critical: self.critical,
-                check: None,
-                load_error: None,
-                loading: Some(self.id),
-            },
-        }
-    }
-
-    /// Reads the plugin (blocking I/O, no compile permit: a file that is slow to read
-    /// holds up no other): the check and its component.
-    fn read(&self) -> Result<(CheckConfig, Vec<u8>), String> {
-        let check = match &self.what {
-            What::Config(check) | What::Folder(_, Ok(check)) => (**check).clone(),
-            What::Folder(_, Err(e)) => return Err(e.clone()),
-        };
-        let wasm = read_plugin(&self.name, &check.plugin, check.sha256.as_deref())
-            .map_err(|e| e.to_string())?;
-        Ok((check, wasm))
-    }
-
-    /// The plugin file's size, to compile small plugins first: a folder's file was
-    /// measured when it was scanned, a config's is looked up.
-    fn size(&self) -> u64 {
-        match &self.what {
-            What::Config(c) => std::fs::metadata(&c.plugin).map_or(0, |m| m.len()),
-            What::Folder(f, _) => f.print.0.len,
-        }
-    }
-}
 
 /// Says whether a load is still wanted: not replaced by a newer load of its check,
 /// nor its check removed.
@@ -247,7 +170,8 @@ impl Loader {
     /// counters (loads, load errors, compile cache lookups).
     fn set_pending(&self, pending: usize) {
         if let Some(m) = &self.metrics {
-            m.plugin_loads_pending
+            m.plugins
+                .loads_pending
                 .set(i64::try_from(pending).unwrap_or(i64::MAX));
             m.changed();
         }
@@ -268,11 +192,16 @@ impl Loader {
                 let runtime = self.runtime.clone();
                 // Compiles (blocking CPU) while `wanted`.
                 let result = blocking(move || {
-                    let (name, grants) = (check.name.clone(), check.grants.clone());
-                    let plugin = runtime.load_while(&name, &wasm, grants, check.limits, &wanted);
-                    plugin
-                        .map(|p| Check::new(check, p))
-                        .map_err(|e| e.to_string())
+                    let (grants, settings) = (check.grants.clone(), check.settings.clone());
+                    let plugin = runtime.load_while(
+                        &check.name,
+                        &wasm,
+                        grants,
+                        settings,
+                        check.limits,
+                        &wanted,
+                    );
+                    plugin.map(|p| Check::new(check, p)).map_err(Arc::new)
                 })
                 .await;
                 drop(permit);
@@ -286,7 +215,8 @@ impl Loader {
                 if matches!(load.what, What::Folder(..)) {
                     tracing::info!(check = %load.name, sha256 = %check.plugin.sha256(), "loaded plugin from the plugins folder");
                     if let Some(m) = &self.metrics {
-                        m.plugin_loads
+                        m.plugins
+                            .loads
                             .with_label_values(&[load.name.as_str()])
                             .inc();
                     }
@@ -303,7 +233,7 @@ impl Loader {
 
     /// The entry of a check whose new file did not load: its previous version, if any,
     /// with the error.
-    fn failed(&self, load: &Load, error: String) -> Entry {
+    fn failed(&self, load: &Load, error: Arc<LoadError>) -> Entry {
         let name = load.name.as_str();
         let keeps = load.previous.as_ref().is_some_and(|p| p.check.is_some());
         tracing::warn!(
@@ -313,7 +243,7 @@ impl Loader {
             if keeps { "the previous version keeps running" } else { "the check has no running version" }
         );
         if let Some(m) = &self.metrics {
-            m.plugin_load_errors.with_label_values(&[name]).inc();
+            m.plugins.load_errors.with_label_values(&[name]).inc();
         }
         Entry {
             load_error: Some(error),
@@ -355,8 +285,8 @@ impl Loader {
 
 /// Size and modification time: what tells a changed file from the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
-    len: u64,
+pub(super) struct Fingerprint {
+    pub(super) len: u64,
     modified: SystemTime,
 }
 
@@ -376,11 +306,11 @@ impl Fingerprint {
 
 /// One dropped-in check as found on disk.
 #[derive(Debug, Clone)]
-struct Found {
-    wasm: PathBuf,
-    grants: PathBuf,
+pub(super) struct Found {
+    pub(super) wasm: PathBuf,
+    pub(super) grants: PathBuf,
     /// The plugin file's and the grant file's fingerprints.
-    print: (Fingerprint, Option<Fingerprint>),
+    pub(super) print: (Fingerprint, Option<Fingerprint>),
 }
 
 /// The `*.wasm` files of `dir` by stem; a folder that does not exist holds none.
@@ -496,7 +426,9 @@ impl Folder {
             .map(|(name, file, previous)| {
                 self.seen.insert(name.clone(), file.print);
                 // Critical as its grant file says, so that readiness waits for it.
-                let check = load_grants(&self.config, &name, &file).map(Box::new);
+                let check = load_grants(&self.config, &name, &file)
+                    .map(Box::new)
+                    .map_err(Arc::new);
                 let critical = match &check {
                     Ok(c) => c.critical,
                     Err(_) => previous.as_ref().is_some_and(|p| p.critical),
@@ -512,27 +444,28 @@ impl Folder {
 }
 
 /// The check a dropped-in file makes under its grant file (if any).
-fn load_grants(config: &Config, name: &str, file: &Found) -> Result<CheckConfig, String> {
-    let text = match file.print.1 {
-        Some(_) => Some(
-            std::fs::read_to_string(&file.grants)
-                .map_err(|e| format!("cannot read {}: {e}", file.grants.display()))?,
-        ),
-        None => None,
-    };
+fn load_grants(config: &Config, name: &str, file: &Found) -> Result<CheckConfig, LoadError> {
+    let text =
+        match file.print.1 {
+            Some(_) => Some(std::fs::read_to_string(&file.grants).map_err(|error| {
+                LoadError::GrantRead {
+                    path: file.grants.display().to_string(),
+                    error,
+                }
+            })?),
+            None => None,
+        };
     config
         .drop_in(name, file.wasm.clone(), text.as_deref(), |v| {
             std::env::var(v).ok()
         })
-        .map_err(|problems| grant_problems(&file.grants, &problems))
-}
-
-fn grant_problems(path: &Path, problems: &[Problem]) -> String {
-    let list: Vec<String> = problems
-        .iter()
-        .map(|p| format!("{}:{p}", path.display()))
-        .collect();
-    format!("invalid grant file: {}", list.join("; "))
+        .map_err(|problems| {
+            let at = file.grants.display();
+            let located: Vec<String> = problems.iter().map(|p| format!("{at}:{p}")).collect();
+            LoadError::Grants {
+                problems: located.join("; "),
+            }
+        })
 }
 
 /// Rescans the plugins folder every `interval`, and at once on SIGHUP (which also

@@ -17,6 +17,7 @@
 
 pub mod dropins;
 pub mod history;
+pub mod load;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -30,7 +31,7 @@ use tokio::task::AbortHandle;
 
 use crate::config::{CheckConfig, Source};
 use crate::metrics::Metrics;
-use crate::runtime::{Outcome, Plugin, RunReport, Runner, Runtime};
+use crate::runtime::{LoadError, Outcome, Plugin, RunReport, Runner, Runtime};
 use crate::sync::{lock, read, write};
 use history::{History, HistoryView};
 
@@ -71,7 +72,7 @@ pub struct Entry {
     /// The version that runs; a failed reload keeps the previous one here.
     pub check: Option<Arc<Check>>,
     /// Why the newest file could not be loaded.
-    pub load_error: Option<String>,
+    pub load_error: Option<Arc<LoadError>>,
     /// The load of the newest file in progress, if one is: only its result may
     /// replace this entry (a newer file starts a newer load).
     pub loading: Option<u64>,
@@ -148,12 +149,12 @@ pub struct Health {
 
 /// Where a check stands, as health decides it. Responses put it into words at the
 /// edges (`wire`, the status page); nothing decides a state from its words.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum CheckState {
     /// Its plugin is being compiled, and no version of it runs yet.
     Loading,
-    /// No version of it runs: its plugin did not load.
-    NotLoaded,
+    /// No version of it runs: its plugin did not load, for this reason.
+    NotLoaded(Arc<LoadError>),
     /// A version runs, with no result yet.
     NotRun,
     /// Its latest result is older than its `max_age`: the outcome no longer counts.
@@ -173,7 +174,8 @@ pub struct CheckView {
     pub latency_ms: Option<f64>,
     pub age_seconds: Option<f64>,
     pub finished: Option<SystemTime>,
-    pub load_error: Option<String>,
+    /// Why its newest file did not load (an older version may still run).
+    pub load_error: Option<Arc<LoadError>>,
     /// Still loading within the start-up grace: not counted as failing.
     pub pending: bool,
 }
@@ -290,11 +292,13 @@ impl Health {
                 continue;
             }
             self.metrics
-                .plugin_load_failing
+                .plugins
+                .load_failing
                 .with_label_values(&[name.as_str()])
                 .set(i64::from(entry.load_error.is_some()));
             let Some(check) = &entry.check else {
                 self.metrics
+                    .plan
                     .health_check_status
                     .with_label_values(&[name.as_str()])
                     .set(0);
@@ -305,6 +309,7 @@ impl Health {
             }
             if !self.has_result(name) {
                 self.metrics
+                    .plan
                     .health_check_status
                     .with_label_values(&[name.as_str()])
                     .set(0);
@@ -411,7 +416,7 @@ impl Health {
             .as_secs_f64();
         self.metrics.record_run(
             &report,
-            &check.config.metrics,
+            &check.config.grants.metrics,
             report.outcome.is_healthy(),
             unix,
         );
@@ -519,8 +524,8 @@ fn view(name: &str, entry: &Entry, latest: Option<&Latest>, grace: bool) -> Chec
         if entry.loading.is_some() {
             v.state = CheckState::Loading;
             v.pending = grace;
-        } else {
-            v.state = CheckState::NotLoaded;
+        } else if let Some(error) = &entry.load_error {
+            v.state = CheckState::NotLoaded(error.clone());
         }
         return v;
     };

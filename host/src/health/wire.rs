@@ -38,7 +38,7 @@ impl CheckState {
     pub fn outcome(&self) -> Option<&'static str> {
         match self {
             CheckState::Loading => Some("loading"),
-            CheckState::NotLoaded | CheckState::NotRun => None,
+            CheckState::NotLoaded(_) | CheckState::NotRun => None,
             CheckState::Stale { outcome, .. } | CheckState::Reported(outcome) => {
                 Some(outcome.label())
             }
@@ -52,7 +52,7 @@ pub fn message(view: &CheckView) -> Option<String> {
     Some(match view.state {
         CheckState::Reported(_) => return view.message.clone(),
         CheckState::Loading => "loading: the plugin is being compiled".to_owned(),
-        CheckState::NotLoaded => "not loaded".to_owned(),
+        CheckState::NotLoaded(_) => "not loaded".to_owned(),
         CheckState::NotRun => "not checked yet".to_owned(),
         CheckState::Stale { age, .. } => format!(
             "stale: last result is {} old",
@@ -114,7 +114,11 @@ impl CheckDoc {
             critical: v.critical,
             healthy: v.healthy,
             latency_ms: v.latency_ms,
-            load_error: v.load_error.clone().filter(|_| details),
+            load_error: v
+                .load_error
+                .as_ref()
+                .filter(|_| details)
+                .map(ToString::to_string),
             message: message(v).filter(|_| details),
             outcome: v.state.outcome().map(str::to_owned),
             status: v.state.status().to_owned(),
@@ -158,7 +162,7 @@ impl IetfDoc {
             "fail"
         } else if views
             .iter()
-            .any(|v| v.state == CheckState::Reported(Outcome::Warn))
+            .any(|v| matches!(v.state, CheckState::Reported(Outcome::Warn)))
         {
             "warn"
         } else {
@@ -173,8 +177,9 @@ impl IetfDoc {
                     observed_unit: v.latency_ms.map(|_| "ms"),
                     observed_value: v.latency_ms,
                     // The draft keeps `output` for warn and fail.
-                    output: message(v)
-                        .filter(|_| details && v.state != CheckState::Reported(Outcome::Pass)),
+                    output: message(v).filter(|_| {
+                        details && !matches!(v.state, CheckState::Reported(Outcome::Pass))
+                    }),
                     status: v.state.status(),
                     time: v
                         .finished

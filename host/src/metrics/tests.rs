@@ -104,7 +104,8 @@ fn scraped(m: &Metrics) -> String {
 fn a_change_announced_by_changed_reaches_the_next_scrape() {
     let m = Metrics::new("ns").unwrap();
     assert!(!scraped(&m).contains("ns_requests_total{"));
-    m.requests_total
+    m.plan
+        .requests_total
         .with_label_values(&["/x", "GET", "2xx"])
         .inc();
     m.changed();
@@ -118,7 +119,8 @@ fn a_change_announced_by_changed_reaches_the_next_scrape() {
 #[test]
 fn ai_duration_uses_the_plans_buckets() {
     let m = Metrics::new("x").unwrap();
-    m.ai_request_duration
+    m.plan
+        .ai_request_duration
         .with_label_values(&["tarot", "m"])
         .observe(3.0);
     let text = m.render();

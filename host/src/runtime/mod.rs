@@ -14,7 +14,7 @@ mod engine;
 mod guest_error;
 mod judge;
 pub mod limiter;
-pub mod outcome;
+mod outcome;
 pub mod state;
 
 use std::sync::Arc;
@@ -31,11 +31,11 @@ use crate::capabilities::bindings::{Check, CheckPre};
 use crate::capabilities::fixtures::Fixtures;
 use crate::capabilities::log::{CapturePipe, LogState};
 use crate::capabilities::sql::Datasources;
-use crate::capabilities::{self, Grants, RunContext, http, settings, sql};
-pub use crate::config::Compiler;
+use crate::capabilities::{self, RunContext, http, settings, sql};
+use crate::config::Compiler;
+use crate::config::grants::{Grants, HttpPolicy, Settings, SqlPolicy};
 use crate::limits::{self, Deadline, Limits, STDIO_CAPTURE_BYTES};
 use crate::samples::Drops;
-pub use crate::samples::Sample;
 use crate::scrub::Scrubber;
 pub use compile::{CHILD_COMMAND, Compilation, CompileError, child_main};
 use engine::{EpochTicker, Executor, engine_config};
@@ -83,6 +83,12 @@ pub enum LoadError {
         check: String,
         source: limits::LimitError,
     },
+    /// A dropped-in check's grant file could not be read.
+    #[error("cannot read {path}: {error}")]
+    GrantRead { path: String, error: std::io::Error },
+    /// A dropped-in check's grant file has problems, each located in the file.
+    #[error("invalid grant file: {problems}")]
+    Grants { problems: String },
 }
 
 /// What to check when a plugin file is missing: a Rust crate without a `cdylib`
@@ -103,9 +109,9 @@ pub struct Plugin {
     sha256: String,
     pre: CheckPre<RunState>,
     limits: Limits,
-    http: Arc<http::HttpPolicy>,
-    sql: Arc<sql::SqlPolicy>,
-    settings: Arc<settings::Settings>,
+    http: Arc<HttpPolicy>,
+    sql: Arc<SqlPolicy>,
+    settings: Arc<Settings>,
     scrubber: Arc<Scrubber>,
     fixtures: Option<Arc<Fixtures>>,
 }
@@ -200,9 +206,10 @@ impl Runtime {
         name: &str,
         wasm: &[u8],
         grants: Grants,
+        settings: Settings,
         limits: Limits,
     ) -> Result<Plugin, LoadError> {
-        self.load_while(name, wasm, grants, limits, &|| true)
+        self.load_while(name, wasm, grants, settings, limits, &|| true)
     }
 
     /// Stops every compile in progress (their loads fail) and every one to come: the
@@ -219,6 +226,7 @@ impl Runtime {
         name: &str,
         wasm: &[u8],
         grants: Grants,
+        settings: Settings,
         limits: Limits,
         wanted: &dyn Fn() -> bool,
     ) -> Result<Plugin, LoadError> {
@@ -254,7 +262,7 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(world)?;
         let pre = CheckPre::new(instance_pre).map_err(world)?;
-        let scrubber = Scrubber::new(capabilities::secrets(&grants, &self.shared.datasources));
+        let scrubber = Scrubber::new(capabilities::secrets(&settings, &self.shared.datasources));
         Ok(Plugin {
             name: name.into(),
             sha256,
@@ -262,7 +270,7 @@ impl Runtime {
             limits,
             http: Arc::new(grants.http),
             sql: Arc::new(grants.sql),
-            settings: Arc::new(grants.settings),
+            settings: Arc::new(settings),
             scrubber: Arc::new(scrubber),
             fixtures: None,
         })
@@ -275,10 +283,11 @@ impl Runtime {
         path: &std::path::Path,
         pin: Option<&str>,
         grants: Grants,
+        settings: Settings,
         limits: Limits,
     ) -> Result<Plugin, LoadError> {
         let wasm = read_plugin(name, path, pin)?;
-        self.load(name, &wasm, grants, limits)
+        self.load(name, &wasm, grants, settings, limits)
     }
 
     /// Starts `work` on the plugin threads with a [`Runner`], which runs plugins in

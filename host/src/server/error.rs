@@ -1,7 +1,12 @@
 //! The API's errors, each the JSON answer it becomes ([`IntoResponse`]).
 
-use super::*;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{RETRY_AFTER_SECONDS, json_response};
 use crate::usage::StoreError;
+use crate::usage::ingest::RecordError;
 
 /// Why the API answers with an error, and the JSON answer each becomes.
 #[derive(Debug)]

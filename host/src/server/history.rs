@@ -1,10 +1,17 @@
 //! `GET /v1/checks/{check}/history`: a check's results from `since` on and its uptime
 //! over the last day ([`HistoryDoc`]), messages shown as `/health` shows them.
 
+use std::sync::Arc;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
 use super::probes::{details, query_param};
-use super::*;
+use super::{ApiError, AppState, bytes_response};
 use crate::auth::Bearer;
 use crate::health::wire::HistoryDoc;
 use crate::limits::HISTORY_MAX_AGE;

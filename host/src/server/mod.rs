@@ -14,12 +14,12 @@
 //! on-demand checks are brought up to date first (see [`Health::refresh`]). The usage
 //! endpoint waits on its database, bounded by the store's timeouts.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -27,11 +27,10 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::config::ShowDetails;
-use crate::health::wire::{CheckDoc, HealthDoc, IetfDoc};
 use crate::health::{self, Health};
 use crate::instrumentator::{HttpMetrics, Observation};
 use crate::metrics::Metrics;
-use crate::usage::ingest::{Ingest, RecordError};
+use crate::usage::ingest::Ingest;
 use crate::usage::summary::Reader;
 
 /// Content type of the IETF health check format.
@@ -135,7 +134,8 @@ async fn instrument(State(state): State<Arc<AppState>>, request: Request, next: 
     in_progress.dec();
     let seconds = started.elapsed().as_secs_f64();
     let status = format!("{}xx", response.status().as_u16() / 100);
-    m.requests_total
+    m.plan
+        .requests_total
         .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
         .inc();
     m.request_duration

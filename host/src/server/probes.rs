@@ -2,8 +2,19 @@
 //! the IETF draft's), the details a bearer token unlocks, `exclude`, and the whole
 //! document built at most once per [`HEALTH_BODY_TTL`].
 
-use super::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+
+use super::{ApiError, AppState, HEALTH_JSON, bytes_response};
 use crate::auth::Bearer;
+use crate::config::ShowDetails;
+use crate::health;
+use crate::health::wire::{CheckDoc, HealthDoc, IetfDoc};
 use crate::sync::lock;
 
 /// How long a built `/health` body is served as it is: a result, an age or a check set

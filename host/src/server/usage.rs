@@ -2,8 +2,16 @@
 //! [`Ingest`]. `GET /v1/usage/summary`: the read token, then the range, then the
 //! [`Reader`]'s summary.
 
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, RawQuery, Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+
 use super::probes::query_param;
-use super::*;
+use super::{ApiError, AppState, json_response};
 use crate::auth::Bearer;
 use crate::usage::summary::Range;
 

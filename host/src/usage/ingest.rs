@@ -370,22 +370,25 @@ impl Ingest {
                 self.models.label(&row.model),
             ];
             let [operation, model] = labels;
-            m.ai_requests_total
+            m.plan
+                .ai_requests_total
                 .with_label_values(&[operation, model, row.status.as_str()])
                 .inc();
             for (token_type, n) in [
                 ("prompt", row.prompt_tokens),
                 ("completion", row.completion_tokens),
             ] {
-                m.ai_tokens_total
+                m.plan
+                    .ai_tokens_total
                     .with_label_values(&[operation, model, token_type])
                     .inc_by(u64::from(n.unsigned_abs()));
             }
             if let Some(cost) = row.cost_dollars {
-                m.ai_cost_total.with_label_values(&labels).inc_by(cost);
+                m.plan.ai_cost_total.with_label_values(&labels).inc_by(cost);
             }
             if let Some(ms) = row.latency_ms {
-                m.ai_request_duration
+                m.plan
+                    .ai_request_duration
                     .with_label_values(&labels)
                     .observe(f64::from(ms) / 1000.0);
             }

@@ -1,7 +1,5 @@
 //! The `ai_usage` table's migrations: applied per dialect with sqlx's migrator, and
-//! refused on a table another tool created (see README, "Sharing the bot's database").
-
-use std::str::FromStr;
+//! refused on a table another tool created (see `docs/operations.md`, "Sharing the bot's database").
 
 use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::{
@@ -9,7 +7,7 @@ use sqlx::{
     Type,
 };
 
-use crate::dburl::{Kind, mysql_url};
+use crate::dbpool::{DbOptions, DbOptionsError};
 
 static SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -46,11 +44,13 @@ pub enum MigrationError {
 /// Applies every pending migration to the database at `url` (creating a SQLite file
 /// that does not exist) and returns those it applied, oldest first.
 pub async fn migrate(url: &str) -> Result<Vec<Applied>, MigrationError> {
-    match Kind::of_url(url).ok_or(MigrationError::Scheme)? {
-        Kind::Sqlite => {
-            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-                .map_err(MigrationError::Connect)?
-                .create_if_missing(true);
+    let options = DbOptions::from_url(url).map_err(|e| match e {
+        DbOptionsError::Scheme => MigrationError::Scheme,
+        DbOptionsError::Url(e) => MigrationError::Connect(e),
+    })?;
+    match options {
+        DbOptions::Sqlite(options) => {
+            let options = options.create_if_missing(true);
             if let Some(dir) = options
                 .get_filename()
                 .parent()
@@ -64,15 +64,15 @@ pub async fn migrate(url: &str) -> Result<Vec<Applied>, MigrationError> {
             refuse_foreign(&mut conn, SQLITE_FOREIGN).await?;
             apply(&SQLITE, &mut conn).await
         }
-        Kind::Postgres => {
-            let mut conn = PgConnection::connect(url)
+        DbOptions::Postgres(options) => {
+            let mut conn = PgConnection::connect_with(&options)
                 .await
                 .map_err(MigrationError::Connect)?;
             refuse_foreign(&mut conn, POSTGRES_FOREIGN).await?;
             apply(&POSTGRES, &mut conn).await
         }
-        Kind::MySql => {
-            let mut conn = MySqlConnection::connect(&mysql_url(url))
+        DbOptions::MySql(options) => {
+            let mut conn = MySqlConnection::connect_with(&options)
                 .await
                 .map_err(MigrationError::Connect)?;
             refuse_foreign(&mut conn, MYSQL_FOREIGN).await?;

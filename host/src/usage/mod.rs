@@ -14,4 +14,7 @@ mod store;
 pub mod summary;
 
 pub use migrate::{Applied, MigrationError, migrate};
-pub use store::*;
+pub use store::{
+    CallStatus, Columns, NewUsage, ROWS_PER_STATEMENT, STORE_ACQUIRE_TIMEOUT, STORE_POOL_SIZE,
+    STORE_SQLITE_POOL_SIZE, STORE_WRITE_TIMEOUT, StoreError, UsageStore,
+};

@@ -9,12 +9,13 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::{
     AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
 };
 
-use crate::usage::{StoreError, StorePool, UsageStore};
+use crate::dbpool::DbPool;
+use crate::usage::{StoreError, UsageStore};
 
 /// The window when `--since` is not given.
 pub const DEFAULT_SINCE: &str = "7d";
@@ -76,11 +77,38 @@ impl Sums {
         (self.active_users > 0).then(|| self.cost_dollars / self.active_users as f64)
     }
 
-    fn to_json(&self) -> Value {
-        let mut value = serde_json::to_value(self).unwrap_or_default();
-        value["cost_per_active_user"] = json!(self.cost_per_active_user());
-        value
+    fn doc(&self) -> SumsDoc<'_> {
+        SumsDoc {
+            sums: self,
+            cost_per_active_user: self.cost_per_active_user(),
+        }
     }
+}
+
+/// [`Sums`] as JSON, with the cost per active user.
+#[derive(Serialize)]
+struct SumsDoc<'a> {
+    #[serde(flatten)]
+    sums: &'a Sums,
+    cost_per_active_user: Option<f64>,
+}
+
+/// One group of `healthhost usage --json`: its key and sums.
+#[derive(Serialize)]
+struct GroupDoc<'a> {
+    key: Option<&'a str>,
+    #[serde(flatten)]
+    sums: SumsDoc<'a>,
+}
+
+/// The whole of `healthhost usage --json`.
+#[derive(Serialize)]
+struct ReportDoc<'a> {
+    by: &'static str,
+    since: String,
+    since_seconds: u64,
+    groups: Vec<GroupDoc<'a>>,
+    total: SumsDoc<'a>,
 }
 
 /// The report: one line per group (`None` stands for a NULL operation, model or user),
@@ -98,9 +126,9 @@ pub async fn report(store: &UsageStore, by: By, since: Duration) -> Result<Repor
     let seconds = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
     let status = store.columns().await?.status;
     let (groups, total) = match store.pool() {
-        StorePool::Sqlite(pool) => run(pool, &SQLITE, by, seconds, status).await?,
-        StorePool::Postgres(pool) => run(pool, &POSTGRES, by, seconds, status).await?,
-        StorePool::MySql(pool) => run(pool, &MYSQL, by, seconds, status).await?,
+        DbPool::Sqlite(pool) => run(pool, &SQLITE, by, seconds, status).await?,
+        DbPool::Postgres(pool) => run(pool, &POSTGRES, by, seconds, status).await?,
+        DbPool::MySql(pool) => run(pool, &MYSQL, by, seconds, status).await?,
     };
     Ok(Report {
         by,
@@ -242,23 +270,23 @@ pub const NONE_KEY: &str = "(none)";
 
 impl Report {
     /// `{"by", "since", "since_seconds", "groups": [{"key", ...sums}], "total": {...}}`.
+    /// Keys are sorted, as `serde_json::Value` keeps them.
     pub fn to_json(&self) -> Value {
-        let groups: Vec<Value> = self
-            .groups
-            .iter()
-            .map(|(key, sums)| {
-                let mut value = sums.to_json();
-                value["key"] = json!(key);
-                value
-            })
-            .collect();
-        json!({
-            "by": self.by.as_str(),
-            "since": humantime::format_duration(self.since).to_string(),
-            "since_seconds": self.since.as_secs(),
-            "groups": groups,
-            "total": self.total.to_json(),
-        })
+        let doc = ReportDoc {
+            by: self.by.as_str(),
+            since: humantime::format_duration(self.since).to_string(),
+            since_seconds: self.since.as_secs(),
+            groups: self
+                .groups
+                .iter()
+                .map(|(key, sums)| GroupDoc {
+                    key: key.as_deref(),
+                    sums: sums.doc(),
+                })
+                .collect(),
+            total: self.total.doc(),
+        };
+        serde_json::to_value(doc).expect("numbers and strings serialize")
     }
 
     /// An aligned table (text left, numbers right) and a footer with the unit

@@ -2,19 +2,19 @@
 //! sets `created_at`), the refused row and field when a constraint says no, and the
 //! pools the writers and the report share.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::error::ErrorKind;
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool};
-use sqlx::postgres::{PgConnectOptions, PgPool, Postgres};
-use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqlitePool};
+use sqlx::mysql::MySql;
+use sqlx::postgres::Postgres;
+use sqlx::sqlite::Sqlite;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
 
 use tokio::sync::OnceCell;
 
-use crate::dburl::{Kind, mysql_url};
+use crate::dbpool::{DbOptions, DbOptionsError, DbPool};
+use crate::dburl::Kind;
 
 // ---------------------------------------------------------------------------------
 // Recording rows
@@ -88,16 +88,6 @@ pub enum StoreError {
     },
 }
 
-/// Read-write pools on the database that holds `ai_usage`, one kind each. Pools
-/// connect lazily, so a database that is down at start-up does not stop the host: its
-/// writes fail (and are answered 503) until it is back.
-#[derive(Debug, Clone)]
-pub enum StorePool {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-    MySql(MySqlPool),
-}
-
 /// The optional columns `ai_usage` has: a table made by another tool (the bot's own
 /// Alembic migration) may lack what the host's migrations add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,45 +96,35 @@ pub struct Columns {
     pub status: bool,
 }
 
-/// The store of `ai_usage` rows: its pool, and the columns the table turned out to
-/// have (looked up on first use, and logged once).
+/// The store of `ai_usage` rows: its read-write pool, and the columns the table turned
+/// out to have (looked up on first use, and logged once). The pool connects lazily, so
+/// a database that is down at start-up does not stop the host: its writes fail (and
+/// are answered 503) until it is back.
 #[derive(Debug, Clone)]
 pub struct UsageStore {
-    pool: StorePool,
+    pool: DbPool,
     columns: Arc<OnceCell<Columns>>,
 }
 
 impl UsageStore {
     /// A store on `url` that connects on first use.
     pub fn lazy(url: &str) -> Result<UsageStore, StoreError> {
-        fn options<DB: Database>(size: u32) -> sqlx::pool::PoolOptions<DB> {
-            sqlx::pool::PoolOptions::new()
-                .max_connections(size)
-                .min_connections(0)
-                .acquire_timeout(STORE_ACQUIRE_TIMEOUT)
-        }
-        let pool = match Kind::of_url(url).ok_or(StoreError::Scheme)? {
-            Kind::Sqlite => {
-                StorePool::Sqlite(options(STORE_SQLITE_POOL_SIZE).connect_lazy_with(
-                    SqliteConnectOptions::from_str(url).map_err(StoreError::Url)?,
-                ))
-            }
-            Kind::Postgres => StorePool::Postgres(
-                options(STORE_POOL_SIZE)
-                    .connect_lazy_with(PgConnectOptions::from_str(url).map_err(StoreError::Url)?),
-            ),
-            Kind::MySql => StorePool::MySql(options(STORE_POOL_SIZE).connect_lazy_with(
-                MySqlConnectOptions::from_str(&mysql_url(url)).map_err(StoreError::Url)?,
-            )),
+        let options = DbOptions::from_url(url).map_err(|e| match e {
+            DbOptionsError::Scheme => StoreError::Scheme,
+            DbOptionsError::Url(e) => StoreError::Url(e),
+        })?;
+        let size = match options.kind() {
+            Kind::Sqlite => STORE_SQLITE_POOL_SIZE,
+            Kind::Postgres | Kind::MySql => STORE_POOL_SIZE,
         };
         Ok(UsageStore {
-            pool,
+            pool: DbPool::lazy(&options, size, Some(STORE_ACQUIRE_TIMEOUT)),
             columns: Arc::default(),
         })
     }
 
     /// The pool, for reading.
-    pub fn pool(&self) -> &StorePool {
+    pub fn pool(&self) -> &DbPool {
         &self.pool
     }
 
@@ -153,9 +133,9 @@ impl UsageStore {
         self.columns
             .get_or_try_init(|| async {
                 let status = match &self.pool {
-                    StorePool::Sqlite(pool) => has_column(pool, SQLITE_HAS_COLUMN).await,
-                    StorePool::Postgres(pool) => has_column(pool, POSTGRES_HAS_COLUMN).await,
-                    StorePool::MySql(pool) => has_column(pool, MYSQL_HAS_COLUMN).await,
+                    DbPool::Sqlite(pool) => has_column(pool, SQLITE_HAS_COLUMN).await,
+                    DbPool::Postgres(pool) => has_column(pool, POSTGRES_HAS_COLUMN).await,
+                    DbPool::MySql(pool) => has_column(pool, MYSQL_HAS_COLUMN).await,
                 }?;
                 if !status {
                     tracing::info!(
@@ -178,13 +158,13 @@ impl UsageStore {
         let write = async {
             let columns = self.columns().await?;
             let result = match &self.pool {
-                StorePool::Sqlite(pool) => {
+                DbPool::Sqlite(pool) => {
                     insert_returning::<Sqlite, i64>(pool, rows, &SQLITE_INSERT, columns).await
                 }
-                StorePool::Postgres(pool) => {
+                DbPool::Postgres(pool) => {
                     insert_returning::<Postgres, i32>(pool, rows, &POSTGRES_INSERT, columns).await
                 }
-                StorePool::MySql(pool) => insert_one_by_one(pool, rows, columns).await,
+                DbPool::MySql(pool) => insert_one_by_one(pool, rows, columns).await,
             };
             let (index, error) = match result {
                 Ok(ids) => return Ok(ids),
@@ -195,13 +175,13 @@ impl UsageStore {
                 Err(Failure { row: None, error }) if refusal(0, &error).is_some() => {
                     // Which row? Each alone, in a transaction that is rolled back.
                     let found = match &self.pool {
-                        StorePool::Sqlite(pool) => {
+                        DbPool::Sqlite(pool) => {
                             first_refused::<Sqlite>(pool, rows, &SQLITE_INSERT, columns).await
                         }
-                        StorePool::Postgres(pool) => {
+                        DbPool::Postgres(pool) => {
                             first_refused::<Postgres>(pool, rows, &POSTGRES_INSERT, columns).await
                         }
-                        StorePool::MySql(_) => unreachable!("MySQL inserts row by row"),
+                        DbPool::MySql(_) => unreachable!("MySQL inserts row by row"),
                     };
                     found.ok_or(StoreError::Database(error))?
                 }
@@ -221,7 +201,7 @@ impl UsageStore {
                     field: None,
                     message,
                 }),
-                StorePool::Sqlite(pool),
+                DbPool::Sqlite(pool),
             ) if message.starts_with("FOREIGN KEY") => {
                 let columns: Vec<String> =
                     sqlx::query_scalar("SELECT \"from\" FROM pragma_foreign_key_list('ai_usage')")
@@ -429,7 +409,7 @@ where
 /// multi-row insert are consecutive only with `innodb_autoinc_lock_mode` below 2
 /// (MySQL 8's default is 2), so `LAST_INSERT_ID()` of a batch would not name its rows.
 async fn insert_one_by_one(
-    pool: &MySqlPool,
+    pool: &sqlx::MySqlPool,
     rows: &[NewUsage],
     columns: Columns,
 ) -> Result<Vec<i64>, Failure> {

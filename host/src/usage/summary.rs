@@ -4,9 +4,11 @@
 //! `healthhost usage` report's ([`report`]), so the API and the CLI agree; the
 //! [`Reader`] holds the token that may read them.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::auth::{Bearer, constant_time_eq};
 use crate::usage::report::{By, Sums, report};
@@ -84,36 +86,74 @@ impl Summary {
     /// `tokens` are total tokens; `error_rate` is a fraction (0 to 1) of the requests,
     /// null without requests; `mean_latency_ms` and `cost_per_active_user` are null
     /// when there is nothing to divide.
+    /// Keys are sorted, as `serde_json::Value` keeps them.
     pub fn to_json(&self) -> Value {
         let t = &self.total;
-        let error_rate = (t.calls > 0).then(|| t.errors as f64 / t.calls as f64);
-        let group = |key_name: &str, (key, sums): &(Option<String>, Sums)| {
-            json!({
-                key_name: key,
-                "cost_dollars": sums.cost_dollars,
-                "tokens": sums.total_tokens,
-                "requests": sums.calls,
-            })
+        let group = |key_name: &'static str, (key, sums): &'_ (Option<String>, Sums)| GroupDoc {
+            key: BTreeMap::from([(key_name, key.clone())]),
+            cost_dollars: sums.cost_dollars,
+            tokens: sums.total_tokens,
+            requests: sums.calls,
         };
-        json!({
-            "range": self.range.as_str(),
-            "since_seconds": self.range.duration().as_secs(),
-            "totals": {
-                "cost_dollars": t.cost_dollars,
-                "tokens": t.total_tokens,
-                "prompt_tokens": t.prompt_tokens,
-                "completion_tokens": t.completion_tokens,
-                "requests": t.calls,
-                "errors": t.errors,
-                "error_rate": error_rate,
-                "mean_latency_ms": t.mean_latency_ms,
-                "active_users": t.active_users,
-                "cost_per_active_user": t.cost_per_active_user(),
+        let doc = SummaryDoc {
+            range: self.range.as_str(),
+            since_seconds: self.range.duration().as_secs(),
+            totals: TotalsDoc {
+                cost_dollars: t.cost_dollars,
+                tokens: t.total_tokens,
+                prompt_tokens: t.prompt_tokens,
+                completion_tokens: t.completion_tokens,
+                requests: t.calls,
+                errors: t.errors,
+                error_rate: (t.calls > 0).then(|| t.errors as f64 / t.calls as f64),
+                mean_latency_ms: t.mean_latency_ms,
+                active_users: t.active_users,
+                cost_per_active_user: t.cost_per_active_user(),
             },
-            "by_operation": self.by_operation.iter().map(|g| group("operation", g)).collect::<Vec<_>>(),
-            "by_day": self.by_day.iter().map(|g| group("date", g)).collect::<Vec<_>>(),
-        })
+            by_operation: self
+                .by_operation
+                .iter()
+                .map(|g| group("operation", g))
+                .collect(),
+            by_day: self.by_day.iter().map(|g| group("date", g)).collect(),
+        };
+        serde_json::to_value(doc).expect("numbers and strings serialize")
     }
+}
+
+/// The whole `GET /v1/usage/summary` document.
+#[derive(Serialize)]
+struct SummaryDoc {
+    range: &'static str,
+    since_seconds: u64,
+    totals: TotalsDoc,
+    by_operation: Vec<GroupDoc>,
+    by_day: Vec<GroupDoc>,
+}
+
+/// The summary's totals, with the unit economics.
+#[derive(Serialize)]
+struct TotalsDoc {
+    cost_dollars: f64,
+    tokens: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    requests: i64,
+    errors: i64,
+    error_rate: Option<f64>,
+    mean_latency_ms: Option<f64>,
+    active_users: i64,
+    cost_per_active_user: Option<f64>,
+}
+
+/// One operation's or day's sums, keyed `operation` or `date`.
+#[derive(Serialize)]
+struct GroupDoc {
+    #[serde(flatten)]
+    key: BTreeMap<&'static str, Option<String>>,
+    cost_dollars: f64,
+    tokens: i64,
+    requests: i64,
 }
 
 /// The reading side of the usage API: its token and store.
@@ -150,6 +190,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn sums(calls: i64, errors: i64, cost: f64, users: i64) -> Sums {
         Sums {

@@ -4,19 +4,20 @@
 //! a request, and nothing a plugin sends can write to a database.
 
 use crate::common::*;
-use healthhost::capabilities::Grants;
-use healthhost::capabilities::http::HttpPolicy;
-use healthhost::capabilities::sql::{Datasource, Datasources, SqlPolicy};
+use healthhost::capabilities::sql::{Datasource, Datasources};
+use healthhost::config::grants::Grants;
+use healthhost::config::grants::HttpPolicy;
+use healthhost::config::grants::SqlPolicy;
 use healthhost::limits::Limits;
 use healthhost::runtime::{Outcome, RunReport, Runtime};
 
 async fn http(runtime: &Runtime, allow: &[&str], url: &str, limits: Limits) -> RunReport {
     let grants = Grants {
         http: HttpPolicy::parse(allow).unwrap(),
-        settings: settings([("url", url)]),
         ..Grants::default()
     };
-    misbehave(runtime, grants, limits, "http").await
+    let given = settings([("url", url)]);
+    misbehave(runtime, grants, given, limits, "http").await
 }
 
 #[tokio::test]
@@ -141,13 +142,13 @@ async fn http_urls_without_host_or_http_scheme_are_invalid() {
 #[tokio::test]
 async fn http_transport_errors_do_not_leak_secrets_in_the_url() {
     // A closed port: the error text reqwest produces would contain the URL.
-    let mut grants = Grants {
+    let grants = Grants {
         http: HttpPolicy::parse(&["http://127.0.0.1:9"]).unwrap(),
-        settings: settings([("url", "http://127.0.0.1:9/botSECRET42/getMe")]),
         ..Grants::default()
     };
-    grants.settings.set_secret("token", "SECRET42");
-    let report = misbehave(&runtime(), grants, Limits::default(), "http").await;
+    let mut given = settings([("url", "http://127.0.0.1:9/botSECRET42/getMe")]);
+    given.set_secret("token", "SECRET42");
+    let report = misbehave(&runtime(), grants, given, Limits::default(), "http").await;
     let message = report.message.unwrap();
     assert!(message.starts_with("transport:"), "{message}");
     assert!(!message.contains("SECRET42"), "{message}");
@@ -160,10 +161,10 @@ async fn http_headers_that_route_or_frame_a_request_are_invalid_and_nothing_is_s
     let send = |header: &str| {
         let grants = Grants {
             http: HttpPolicy::parse(&[&server.origin]).unwrap(),
-            settings: settings([("url", &server.url("/ok")), ("header", header)]),
             ..Grants::default()
         };
-        misbehave(&runtime, grants, Limits::default(), "http")
+        let given = settings([("url", &server.url("/ok")), ("header", header)]);
+        misbehave(&runtime, grants, given, Limits::default(), "http")
     };
     let forbidden = [
         ("Host: internal.example", "host"),
@@ -255,14 +256,14 @@ async fn sql(datasource: Datasource, grant: &[&str], statement: &str, params: &s
     let runtime = Runtime::new(all).unwrap();
     let grants = Grants {
         sql: SqlPolicy::new(grant.iter().copied()),
-        settings: settings([
-            ("datasource", "db"),
-            ("statement", statement),
-            ("params", params),
-        ]),
         ..Grants::default()
     };
-    misbehave(&runtime, grants, Limits::default(), "sql").await
+    let given = settings([
+        ("datasource", "db"),
+        ("statement", statement),
+        ("params", params),
+    ]);
+    misbehave(&runtime, grants, given, Limits::default(), "sql").await
 }
 
 /// A SQLite file in a fresh temporary directory, prepared with `setup`.
@@ -367,10 +368,10 @@ async fn sql_denies_datasources_not_granted_and_names_unknown_ones() {
     let runtime = Runtime::new(all).unwrap();
     let grants = Grants {
         sql: SqlPolicy::new(["db"]),
-        settings: settings([("datasource", "db"), ("statement", "SELECT 1")]),
         ..Grants::default()
     };
-    let report = misbehave(&runtime, grants, Limits::default(), "sql").await;
+    let given = settings([("datasource", "db"), ("statement", "SELECT 1")]);
+    let report = misbehave(&runtime, grants, given, Limits::default(), "sql").await;
     assert_eq!(report.message.as_deref(), Some("not-configured:db"));
 }
 
@@ -559,10 +560,10 @@ async fn sql_cases(datasource: Datasource, cases: &[(&str, &str)]) {
     for (statement, expected) in cases {
         let grants = Grants {
             sql: SqlPolicy::new(["db"]),
-            settings: settings([("datasource", "db"), ("statement", statement)]),
             ..Grants::default()
         };
-        let report = misbehave(&runtime, grants, quick(2000), "sql").await;
+        let given = settings([("datasource", "db"), ("statement", statement)]);
+        let report = misbehave(&runtime, grants, given, quick(2000), "sql").await;
         let message = report.message.clone().unwrap_or_default();
         assert!(
             message.starts_with(expected),

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use crate::common::*;
-use healthhost::capabilities::Grants;
 use healthhost::capabilities::sql::Datasources;
+use healthhost::config::Compiler;
+use healthhost::config::grants::{Grants, Settings};
 use healthhost::limits::Limits;
-use healthhost::runtime::{Compiler, ErrorKind, LoadError, Outcome, Runtime};
+use healthhost::runtime::{ErrorKind, LoadError, Outcome, Runtime};
 
 #[tokio::test]
 async fn trivial_check_passes_and_reports_its_costs() {
@@ -39,11 +40,9 @@ async fn plugin_verdicts_and_samples_come_through() {
         ("warn", Outcome::Warn),
         ("fail", Outcome::Fail),
     ] {
-        let grants = Grants {
-            settings: settings([("message", "all good")]),
-            ..Grants::default()
-        };
-        let report = misbehave(&runtime, grants, Limits::default(), mode).await;
+        let grants = Grants::default();
+        let given = settings([("message", "all good")]);
+        let report = misbehave(&runtime, grants, given, Limits::default(), mode).await;
         assert_eq!(report.outcome, outcome, "{mode}");
         assert_eq!(report.message.as_deref(), Some("all good"));
         assert_eq!(report.samples.len(), 1);
@@ -57,7 +56,14 @@ async fn plugin_verdicts_and_samples_come_through() {
 
 #[tokio::test]
 async fn spinning_guest_times_out() {
-    let report = misbehave(&runtime(), Grants::default(), quick(300), "spin").await;
+    let report = misbehave(
+        &runtime(),
+        Grants::default(),
+        Settings::default(),
+        quick(300),
+        "spin",
+    )
+    .await;
     assert_eq!(
         report.outcome,
         Outcome::Error(ErrorKind::Timeout),
@@ -72,7 +78,14 @@ async fn spinning_guest_runs_out_of_fuel() {
         fuel: 1_000_000,
         ..Limits::default()
     };
-    let report = misbehave(&runtime(), Grants::default(), limits, "spin").await;
+    let report = misbehave(
+        &runtime(),
+        Grants::default(),
+        Settings::default(),
+        limits,
+        "spin",
+    )
+    .await;
     assert_eq!(
         report.outcome,
         Outcome::Error(ErrorKind::OutOfFuel),
@@ -87,7 +100,14 @@ async fn unbounded_allocation_is_reported_as_memory() {
         memory: 16 << 20,
         ..Limits::default()
     };
-    let report = misbehave(&runtime(), Grants::default(), limits, "alloc").await;
+    let report = misbehave(
+        &runtime(),
+        Grants::default(),
+        Settings::default(),
+        limits,
+        "alloc",
+    )
+    .await;
     assert_eq!(
         report.outcome,
         Outcome::Error(ErrorKind::Memory),
@@ -104,7 +124,14 @@ async fn unbounded_allocation_is_reported_as_memory() {
 
 #[tokio::test]
 async fn sleeping_in_a_host_call_past_the_deadline_times_out() {
-    let report = misbehave(&runtime(), Grants::default(), quick(300), "sleep").await;
+    let report = misbehave(
+        &runtime(),
+        Grants::default(),
+        Settings::default(),
+        quick(300),
+        "sleep",
+    )
+    .await;
     assert_eq!(
         report.outcome,
         Outcome::Error(ErrorKind::Timeout),
@@ -114,7 +141,14 @@ async fn sleeping_in_a_host_call_past_the_deadline_times_out() {
 
 #[tokio::test]
 async fn panic_is_a_trap_explained_by_the_panic_message() {
-    let report = misbehave(&runtime(), Grants::default(), Limits::default(), "panic").await;
+    let report = misbehave(
+        &runtime(),
+        Grants::default(),
+        Settings::default(),
+        Limits::default(),
+        "panic",
+    )
+    .await;
     assert_eq!(
         report.outcome,
         Outcome::Error(ErrorKind::Trap),
@@ -126,23 +160,38 @@ async fn panic_is_a_trap_explained_by_the_panic_message() {
 
 #[tokio::test]
 async fn megabytes_of_stdout_are_discarded_not_fatal() {
-    let report = misbehave(&runtime(), Grants::default(), Limits::default(), "stdout").await;
+    let report = misbehave(
+        &runtime(),
+        Grants::default(),
+        Settings::default(),
+        Limits::default(),
+        "stdout",
+    )
+    .await;
     assert_eq!(report.outcome, Outcome::Pass, "{report:?}");
     assert_eq!(report.message.as_deref(), Some("printed"));
 }
 
 #[tokio::test]
 async fn log_flood_is_capped_not_fatal() {
-    let report = misbehave(&runtime(), Grants::default(), Limits::default(), "log").await;
+    let report = misbehave(
+        &runtime(),
+        Grants::default(),
+        Settings::default(),
+        Limits::default(),
+        "log",
+    )
+    .await;
     assert_eq!(report.outcome, Outcome::Pass, "{report:?}");
     assert_eq!(report.message.as_deref(), Some("logged"));
 }
 
 #[tokio::test]
 async fn secrets_are_scrubbed_from_the_message() {
-    let mut grants = Grants::default();
-    grants.settings.set_secret("token", "123456:SECRET-token");
-    let report = misbehave(&runtime(), grants, Limits::default(), "secret").await;
+    let grants = Grants::default();
+    let mut given = Settings::default();
+    given.set_secret("token", "123456:SECRET-token");
+    let report = misbehave(&runtime(), grants, given, Limits::default(), "secret").await;
     let message = report.message.unwrap();
     assert!(!message.contains("SECRET"), "{message}");
     assert_eq!(message, "token is [REDACTED]");
@@ -151,17 +200,13 @@ async fn secrets_are_scrubbed_from_the_message() {
 #[tokio::test]
 async fn config_returns_only_the_checks_own_settings() {
     let runtime = runtime();
-    let grants = Grants {
-        settings: settings([("key", "colour"), ("colour", "blue")]),
-        ..Grants::default()
-    };
-    let report = misbehave(&runtime, grants, Limits::default(), "config").await;
+    let grants = Grants::default();
+    let given = settings([("key", "colour"), ("colour", "blue")]);
+    let report = misbehave(&runtime, grants, given, Limits::default(), "config").await;
     assert_eq!(report.message.as_deref(), Some("blue"));
-    let grants = Grants {
-        settings: settings([("key", "PATH")]),
-        ..Grants::default()
-    };
-    let report = misbehave(&runtime, grants, Limits::default(), "config").await;
+    let grants = Grants::default();
+    let given = settings([("key", "PATH")]);
+    let report = misbehave(&runtime, grants, given, Limits::default(), "config").await;
     assert_eq!(
         report.message.as_deref(),
         Some("unset"),
@@ -174,7 +219,16 @@ async fn a_spinning_guest_does_not_hold_up_a_later_trivial_one() {
     let runtime = std::sync::Arc::new(runtime());
     let spinner = tokio::spawn({
         let runtime = runtime.clone();
-        async move { misbehave(&runtime, Grants::default(), quick(3000), "spin").await }
+        async move {
+            misbehave(
+                &runtime,
+                Grants::default(),
+                Settings::default(),
+                quick(3000),
+                "spin",
+            )
+            .await
+        }
     });
     // Let the spinner get going first (an ordering set-up, not a timing assertion).
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -200,7 +254,13 @@ async fn load_rejects_garbage_core_modules_and_other_worlds() {
     let runtime = runtime();
     let load = |bytes: &[u8]| {
         runtime
-            .load("bad", bytes, Grants::default(), Limits::default())
+            .load(
+                "bad",
+                bytes,
+                Grants::default(),
+                Settings::default(),
+                Limits::default(),
+            )
             .err()
             .unwrap()
     };
@@ -285,7 +345,13 @@ async fn a_component_over_its_share_of_the_pool_fails_its_own_load() {
         ),
     ] {
         let err = runtime
-            .load("greedy", &wasm, Grants::default(), Limits::default())
+            .load(
+                "greedy",
+                &wasm,
+                Grants::default(),
+                Settings::default(),
+                Limits::default(),
+            )
             .err()
             .unwrap();
         assert!(matches!(err, LoadError::Compiler { .. }), "{err}");
@@ -299,6 +365,7 @@ async fn a_component_over_its_share_of_the_pool_fails_its_own_load() {
             "fits",
             &component_of_instances(PLUGIN_CORE_INSTANCES, false, false),
             Grants::default(),
+            Settings::default(),
             Limits::default(),
         )
         .err()
@@ -314,7 +381,7 @@ async fn limits_outside_the_supported_range_are_load_errors() {
     };
     let wasm = std::fs::read(test_artifacts::TRIVIAL).unwrap();
     let err = runtime()
-        .load("t", &wasm, Grants::default(), limits)
+        .load("t", &wasm, Grants::default(), Settings::default(), limits)
         .err()
         .unwrap();
     assert!(matches!(err, LoadError::Limits { .. }), "{err}");
@@ -328,7 +395,15 @@ async fn every_compiler_enforces_fuel_the_deadline_and_memory() {
         Compiler::Winch,
     ] {
         let runtime = Runtime::with_compiler(Datasources::default(), compiler).unwrap();
-        let run = |limits, mode| misbehave(&runtime, Grants::default(), limits, mode);
+        let run = |limits, mode| {
+            misbehave(
+                &runtime,
+                Grants::default(),
+                Settings::default(),
+                limits,
+                mode,
+            )
+        };
         let fuel = Limits {
             fuel: 1_000_000,
             ..Limits::default()

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use crate::common::*;
 use futures_util::future::join_all;
-use healthhost::capabilities::sql::Kind;
+use healthhost::dburl::Kind;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "test-usage-token";

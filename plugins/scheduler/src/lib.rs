@@ -18,7 +18,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use healthhost_plugin::sql::{Error, Value};
-use healthhost_plugin::{Guest, Report, Sample, config, describe_sql, settings, timed_query};
+use healthhost_plugin::{Guest, Report, Sample, describe_sql, settings, timed_query};
 
 /// The datasource queried when the `datasource` setting is absent.
 const DEFAULT_DATASOURCE: &str = "main";
@@ -38,82 +38,55 @@ impl Guest for Scheduler {
     }
 }
 
+/// What the operator set, with the defaults.
+struct Options {
+    datasource: String,
+    table: String,
+    grace: f64,
+    min_jobs: usize,
+    heartbeat: Option<String>,
+}
+
+/// What the job table says: the jobs, those overdue, and the heartbeat job's next run
+/// when the job is there (`Some(None)`: paused).
+struct Jobs {
+    count: usize,
+    overdue: u64,
+    beat: Option<Option<f64>>,
+}
+
 /// The check; `Err` carries an early failure report.
 fn run() -> Result<Report, Report> {
-    let datasource = settings::text("datasource", DEFAULT_DATASOURCE);
-    let table = settings::text("table", DEFAULT_TABLE);
-    if !valid_table_name(&table) {
-        return Err(fail(
-            format!(
-                "invalid setting table = '{table}' (expected a name like \
-                 apscheduler_jobs or schema.apscheduler_jobs)"
-            ),
-            Vec::new(),
-        ));
-    }
-    let setting = |message| fail(message, Vec::new());
-    let grace = settings::seconds("grace", DEFAULT_GRACE_SECONDS).map_err(setting)?;
-    let min_jobs = settings::count("min_jobs", 0).map_err(setting)?;
-    let heartbeat = config::get("heartbeat_job");
-
-    // The table name is validated above: it cannot carry anything but a name.
-    let statement = format!("SELECT next_run_time, id FROM {table}");
-    let (result, latency) = timed_query(&datasource, &statement, &[], "scheduler_latency_seconds");
+    let options = options().map_err(|message| fail(message, Vec::new()))?;
+    // The table name is validated by `options`: it cannot carry anything but a name.
+    let statement = format!("SELECT next_run_time, id FROM {}", options.table);
+    let (result, latency) = timed_query(
+        &options.datasource,
+        &statement,
+        &[],
+        "scheduler_latency_seconds",
+    );
     let rows = result
         .map_err(|error| fail(error_message(error), Vec::new()))?
         .rows;
-
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64());
-    let deadline = now - grace;
-    let mut overdue = 0_u64;
-    // The heartbeat's next run, when the job is there (`Some(None)`: paused).
-    let mut beat: Option<Option<f64>> = None;
-    for row in &rows {
-        let next = row.first().map(next_run_time);
-        if let (Some(id), Some(Ok(next))) = (&heartbeat, &next)
-            && matches!(row.get(1), Some(Value::Text(found)) if found == id)
-        {
-            beat = Some(*next);
-        }
-        // A paused job (NULL) is never overdue.
-        match next {
-            Some(Ok(Some(next_run))) if next_run < deadline => overdue += 1,
-            Some(Ok(_)) => {}
-            Some(Err(kind)) => {
-                return Err(fail(
-                    format!("unexpected next_run_time value of type {kind}"),
-                    Vec::new(),
-                ));
-            }
-            None => return Err(fail("query returned no column".into(), Vec::new())),
-        }
-    }
-
-    let jobs = rows.len();
+    let deadline = now - options.grace;
+    let jobs = read_jobs(&rows, deadline, options.heartbeat.as_deref())
+        .map_err(|message| fail(message, Vec::new()))?;
     let samples = vec![
-        Sample::new("scheduler_jobs", jobs as f64),
-        Sample::new("scheduler_overdue_jobs", overdue as f64),
+        Sample::new("scheduler_jobs", jobs.count as f64),
+        Sample::new("scheduler_overdue_jobs", jobs.overdue as f64),
         latency,
     ];
-    if let Some(id) = &heartbeat {
-        let stopped = match beat {
-            None => Some(format!("no heartbeat job '{id}' in the job store")),
-            Some(None) => Some(format!("heartbeat job '{id}' is paused")),
-            Some(Some(next_run)) if next_run < deadline => Some(format!(
-                "heartbeat job '{id}' is {:.0} s overdue",
-                now - next_run
-            )),
-            Some(Some(_)) => None,
-        };
-        if let Some(why) = stopped {
-            return Err(fail(format!("Scheduler not running: {why}"), samples));
-        }
+    if let Some(why) = stopped(options.heartbeat.as_deref(), jobs.beat, deadline, now) {
+        return Err(fail(format!("Scheduler not running: {why}"), samples));
     }
-    Ok(if jobs < min_jobs {
+    let (count, overdue, min_jobs) = (jobs.count, jobs.overdue, options.min_jobs);
+    Ok(if count < min_jobs {
         fail(
-            format!("{jobs} jobs scheduled, expected at least {min_jobs}"),
+            format!("{count} jobs scheduled, expected at least {min_jobs}"),
             samples,
         )
     } else if overdue > 0 {
@@ -121,9 +94,73 @@ fn run() -> Result<Report, Report> {
     } else {
         Report {
             samples,
-            ..Report::pass().with_message(format!("{jobs} jobs scheduled"))
+            ..Report::pass().with_message(format!("{count} jobs scheduled"))
         }
     })
+}
+
+/// The settings, or the message that names the bad one.
+fn options() -> Result<Options, String> {
+    let table = settings::text("table", DEFAULT_TABLE);
+    if !valid_table_name(&table) {
+        return Err(format!(
+            "invalid setting table = '{table}' (expected a name like \
+             apscheduler_jobs or schema.apscheduler_jobs)"
+        ));
+    }
+    Ok(Options {
+        datasource: settings::text("datasource", DEFAULT_DATASOURCE),
+        table,
+        grace: settings::seconds("grace", DEFAULT_GRACE_SECONDS)?,
+        min_jobs: settings::count("min_jobs", 0)?,
+        heartbeat: settings::get("heartbeat_job"),
+    })
+}
+
+/// Counts the jobs and those whose next run is before `deadline`, and finds the
+/// heartbeat job; an error names a row the check cannot read.
+fn read_jobs(rows: &[Vec<Value>], deadline: f64, heartbeat: Option<&str>) -> Result<Jobs, String> {
+    let mut jobs = Jobs {
+        count: rows.len(),
+        overdue: 0,
+        beat: None,
+    };
+    for row in rows {
+        let next = row
+            .first()
+            .map(next_run_time)
+            .ok_or("query returned no column")?
+            .map_err(|kind| format!("unexpected next_run_time value of type {kind}"))?;
+        if let Some(id) = heartbeat
+            && matches!(row.get(1), Some(Value::Text(found)) if found == id)
+        {
+            jobs.beat = Some(next);
+        }
+        // A paused job (NULL) is never overdue.
+        if next.is_some_and(|next_run| next_run < deadline) {
+            jobs.overdue += 1;
+        }
+    }
+    Ok(jobs)
+}
+
+/// Why the heartbeat job says the scheduler is not running, if it does.
+fn stopped(
+    heartbeat: Option<&str>,
+    beat: Option<Option<f64>>,
+    deadline: f64,
+    now: f64,
+) -> Option<String> {
+    let id = heartbeat?;
+    match beat {
+        None => Some(format!("no heartbeat job '{id}' in the job store")),
+        Some(None) => Some(format!("heartbeat job '{id}' is paused")),
+        Some(Some(next_run)) if next_run < deadline => Some(format!(
+            "heartbeat job '{id}' is {:.0} s overdue",
+            now - next_run
+        )),
+        Some(Some(_)) => None,
+    }
 }
 
 /// `next_run_time` as epoch seconds, `None` for a paused job, or the name of an

@@ -31,7 +31,7 @@ impl Guest for Telegram {
 
 /// The check; `Err` carries an early failure report.
 fn run() -> Result<Report, Report> {
-    let token = healthhost_plugin::config::get("token").unwrap_or_default();
+    let token = settings::get("token").unwrap_or_default();
     if token.is_empty() {
         return Ok(Report::pass().with_message("Token not configured (dev mode)"));
     }

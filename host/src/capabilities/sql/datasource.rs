@@ -7,31 +7,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
-use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tokio::sync::OnceCell;
 
 use super::worker::Workers;
 use super::{describe, mysql, postgres, sqlite};
+use crate::dbpool::{DbOptions, DbPool};
 use crate::dburl::{DatasourceError, DatasourceSpec, Kind};
 use crate::limits::{SQL_POOL_SIZE, SQL_ROLE_RECHECK};
 use crate::sync::lock;
 
+/// Where a datasource's statements run.
 #[derive(Clone)]
-enum Options {
-    Sqlite(SqliteConnectOptions),
-    Postgres(PgConnectOptions),
-    MySql(MySqlConnectOptions),
-}
-
-#[derive(Clone)]
-pub(super) enum AnyPool {
-    Sqlite(SqlitePool),
-    /// Statements in worker processes, whatever the dialect (see `worker`).
+pub(super) enum Connections {
+    /// On a pool of this process.
+    Pool(DbPool),
+    /// In worker processes, whatever the dialect (see `worker`).
     Workers(Arc<Workers>),
-    Postgres(PgPool),
-    MySql(MySqlPool),
 }
 
 /// One operator-defined database. The pool is created on first use (a clone made
@@ -40,11 +31,11 @@ pub(super) enum AnyPool {
 pub struct Datasource {
     /// What the operator defined: name, URL, kind, password, the role opt-out.
     spec: DatasourceSpec,
-    options: Options,
+    options: DbOptions,
     /// The executable that runs plugin statements in worker processes, if any;
     /// otherwise they run in this process.
     workers: Option<PathBuf>,
-    pool: OnceCell<AnyPool>,
+    pool: OnceCell<Connections>,
     /// When the role was last found to hold no server powers.
     role_checked: Arc<Mutex<Option<Instant>>>,
 }
@@ -62,9 +53,9 @@ impl Datasource {
         // `DatasourceSpec::parse` read the URL the same way: this cannot fail.
         let unreadable = "a DatasourceSpec's URL was read when it was parsed";
         let options = match spec.kind() {
-            Kind::Sqlite => Options::Sqlite(sqlite::options(url).expect(unreadable)),
-            Kind::Postgres => Options::Postgres(postgres::options(url).expect(unreadable)),
-            Kind::MySql => Options::MySql(mysql::options(url).expect(unreadable)),
+            Kind::Sqlite => DbOptions::Sqlite(sqlite::options(url).expect(unreadable)),
+            Kind::Postgres => DbOptions::Postgres(postgres::options(url).expect(unreadable)),
+            Kind::MySql => DbOptions::MySql(mysql::options(url).expect(unreadable)),
         };
         Datasource {
             spec,
@@ -97,24 +88,16 @@ impl Datasource {
         self.spec.url()
     }
 
-    pub(super) async fn pool(&self) -> &AnyPool {
+    pub(super) async fn pool(&self) -> &Connections {
         self.pool
             .get_or_init(|| async {
-                fn options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
-                    sqlx::pool::PoolOptions::new()
-                        .max_connections(SQL_POOL_SIZE)
-                        .min_connections(0)
-                }
-                if let Some(exe) = &self.workers {
-                    let workers = Workers::new(exe.clone(), self.name(), self.url());
-                    return AnyPool::Workers(Arc::new(workers));
-                }
-                match &self.options {
-                    Options::Sqlite(o) => AnyPool::Sqlite(options().connect_lazy_with(o.clone())),
-                    Options::Postgres(o) => {
-                        AnyPool::Postgres(options().connect_lazy_with(o.clone()))
-                    }
-                    Options::MySql(o) => AnyPool::MySql(options().connect_lazy_with(o.clone())),
+                match &self.workers {
+                    Some(exe) => Connections::Workers(Arc::new(Workers::new(
+                        exe.clone(),
+                        self.name(),
+                        self.url(),
+                    ))),
+                    None => Connections::Pool(DbPool::lazy(&self.options, SQL_POOL_SIZE, None)),
                 }
             })
             .await
@@ -130,9 +113,9 @@ impl Datasource {
             return Ok(());
         }
         let found = match &self.options {
-            Options::Sqlite(_) => return Ok(()),
-            Options::Postgres(o) => postgres::server_powers(o).await,
-            Options::MySql(o) => mysql::server_powers(o).await,
+            DbOptions::Sqlite(_) => return Ok(()),
+            DbOptions::Postgres(o) => postgres::server_powers(o).await,
+            DbOptions::MySql(o) => mysql::server_powers(o).await,
         };
         match found {
             Ok((_, powers)) if powers.is_empty() => {
@@ -191,7 +174,7 @@ pub enum RoleError {
     Unreachable { datasource: String, reason: String },
 }
 
-/// How to make a role that can only read, in one line (the README has the whole SQL).
+/// How to make a role that can only read, in one line (`docs/security.md`, "Read-only roles", has the whole SQL).
 fn read_only_role_hint(kind: Kind) -> &'static str {
     match kind {
         Kind::Postgres => {

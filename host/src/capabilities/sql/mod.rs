@@ -42,7 +42,7 @@ use sqlx::{
 use tracing::Instrument;
 
 use super::bindings::healthhost::plugin::sql::{self as wit, Error, Rows, Value};
-use super::{Record, Refusal, RunContext, held};
+use super::{Noted, Refusal, RunContext, held};
 use crate::capabilities::fixtures::{Fixtures, Miss};
 use crate::limits::{Deadline, SQL_MAX_BYTES, SQL_MAX_ROWS};
 use crate::scrub::Scrubber;
@@ -50,9 +50,10 @@ use crate::scrub::Scrubber;
 // ---------------------------------------------------------------------------------
 // Policy and datasources
 
-pub use crate::config::grants::SqlPolicy;
-pub use crate::dburl::{DatasourceError, DatasourceSpec, Kind, mysql_url, normalize_url};
-use datasource::AnyPool;
+use crate::config::grants::SqlPolicy;
+use crate::dbpool::DbPool;
+use crate::dburl::{Kind, mysql_url};
+use datasource::Connections;
 pub use datasource::{Datasource, Datasources, RoleError};
 
 // ---------------------------------------------------------------------------------
@@ -68,7 +69,7 @@ pub struct SqlState {
     /// Canned results instead of the databases (`healthhost check --fixtures`).
     pub(crate) fixtures: Option<Arc<Fixtures>>,
     /// Queries refused, for diagnostics.
-    pub(crate) refused: Record<Refusal>,
+    pub(crate) refused: Noted<Refusal>,
 }
 
 impl SqlState {
@@ -85,7 +86,7 @@ impl SqlState {
             scrubber: run.scrubber.clone(),
             deadline: run.deadline,
             fixtures: run.fixtures.clone(),
-            refused: Record::default(),
+            refused: Noted::default(),
         }
     }
 }
@@ -219,14 +220,14 @@ fn driver_error(datasource: &Datasource, e: &sqlx::Error) -> Error {
     .unwrap_or_else(|| Error::Database(describe(e)))
 }
 
-impl AnyPool {
+impl Connections {
     /// Runs `call` on a connection of this pool, or in one of its workers.
     async fn query(&self, call: Call) -> Result<Rows, QueryError> {
         match self {
-            AnyPool::Sqlite(pool) => sqlite::query(pool, call).await,
-            AnyPool::Postgres(pool) => postgres::query(pool, call).await,
-            AnyPool::MySql(pool) => mysql::query(pool, call).await,
-            AnyPool::Workers(workers) => workers.query(call).await,
+            Connections::Pool(DbPool::Sqlite(pool)) => sqlite::query(pool, call).await,
+            Connections::Pool(DbPool::Postgres(pool)) => postgres::query(pool, call).await,
+            Connections::Pool(DbPool::MySql(pool)) => mysql::query(pool, call).await,
+            Connections::Workers(workers) => workers.query(call).await,
         }
     }
 }
@@ -417,6 +418,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dburl::normalize_url;
 
     #[test]
     fn parses_datasource_urls_by_scheme() {

@@ -11,13 +11,18 @@
 //! carries a strict Content-Security-Policy (no inline script or style, nothing from
 //! elsewhere), `nosniff` and `no-referrer` (`security_headers`, a layer).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
 use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use super::probes::details;
-use super::*;
+use super::{ApiError, AppState};
 use crate::auth::Bearer;
 use crate::usage::summary::Range;
 

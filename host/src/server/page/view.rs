@@ -199,7 +199,7 @@ fn status(view: &CheckView) -> (&'static str, &'static str, &'static str) {
     match view.state {
         _ if view.load_error.is_some() => ("fail", "✗", "not loaded"),
         CheckState::Loading => ("wait", "…", "loading"),
-        CheckState::NotLoaded => ("fail", "✗", "not loaded"),
+        CheckState::NotLoaded(_) => ("fail", "✗", "not loaded"),
         CheckState::NotRun => ("wait", "○", "not run yet"),
         CheckState::Reported(Outcome::Pass) => ("pass", "✓", "passing"),
         CheckState::Reported(Outcome::Warn) => ("warn", "!", "warning"),
@@ -377,6 +377,13 @@ mod tests {
         }
     }
 
+    fn bad_wasm() -> std::sync::Arc<crate::runtime::LoadError> {
+        std::sync::Arc::new(crate::runtime::LoadError::Compile {
+            check: "db".into(),
+            reason: "bad wasm".into(),
+        })
+    }
+
     fn row_of(history: &mut History, view: &CheckView, now: SystemTime, details: bool) -> CheckRow {
         history.scan(now, |records, uptime| {
             row(view, records, uptime, now, details)
@@ -414,14 +421,17 @@ mod tests {
             (stale(Outcome::Fail), ("fail", "✗", "failing")),
             (CheckState::Loading, ("wait", "…", "loading")),
             (CheckState::NotRun, ("wait", "○", "not run yet")),
-            (CheckState::NotLoaded, ("fail", "✗", "not loaded")),
+            (
+                CheckState::NotLoaded(bad_wasm()),
+                ("fail", "✗", "not loaded"),
+            ),
         ];
         for (state, expected) in cases {
-            assert_eq!(status(&view(state)), expected, "{state:?}");
+            assert_eq!(status(&view(state.clone())), expected, "{state:?}");
         }
         // A newer file that failed to load, whatever still runs.
         let mut broken = view(CheckState::Reported(Outcome::Pass));
-        broken.load_error = Some("bad wasm".into());
+        broken.load_error = Some(bad_wasm());
         assert_eq!(status(&broken).2, "not loaded");
     }
 

@@ -10,9 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use healthhost::capabilities::Grants;
-use healthhost::capabilities::settings::Settings;
 use healthhost::capabilities::sql::Datasources;
+use healthhost::config::grants::{Grants, Settings};
 use healthhost::limits::Limits;
 use healthhost::runtime::{Plugin, RunReport, Runtime};
 use serde_json::Value;
@@ -46,13 +45,14 @@ pub const POSTGRES_READER_URL: &str = "postgres://healthhost_reader@127.0.0.1:54
 /// The least-privilege account plugins use on MariaDB (made by [`mariadb`]).
 pub const MARIADB_READER_URL: &str = "mysql://healthhost_reader@127.0.0.1:3306/test";
 
-/// Makes the README's read-only role on PostgreSQL; concurrent tests may race to it.
+/// Makes the read-only role of `docs/security.md` on PostgreSQL; concurrent tests may
+/// race to it.
 const POSTGRES_READER_SETUP: &str = "DO $$ BEGIN
         CREATE ROLE healthhost_reader LOGIN;
     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
     END $$;
     GRANT pg_read_all_data TO healthhost_reader;";
-/// Makes the README's read-only account on MariaDB (TCP from 127.0.0.1 matches
+/// Makes the read-only account of `docs/security.md` on MariaDB (TCP from 127.0.0.1 matches
 /// `localhost` or `%`, depending on name resolution).
 const MARIADB_READER_SETUP: &str = "CREATE USER IF NOT EXISTS 'healthhost_reader'@'%';
     CREATE USER IF NOT EXISTS 'healthhost_reader'@'localhost';
@@ -278,7 +278,7 @@ pub fn settings<const N: usize>(pairs: [(&str, &str); N]) -> Settings {
     s
 }
 
-/// Loads a guest by its artifact path under `name`.
+/// Loads a guest by its artifact path under `name`, with no settings.
 pub fn load(
     runtime: &Runtime,
     name: &str,
@@ -286,28 +286,37 @@ pub fn load(
     grants: Grants,
     limits: Limits,
 ) -> Arc<Plugin> {
+    load_with(runtime, name, wasm, grants, Settings::default(), limits)
+}
+
+/// Loads a guest by its artifact path under `name`, with `settings`.
+pub fn load_with(
+    runtime: &Runtime,
+    name: &str,
+    wasm: &str,
+    grants: Grants,
+    settings: Settings,
+    limits: Limits,
+) -> Arc<Plugin> {
+    let path = std::path::Path::new(wasm);
     Arc::new(
         runtime
-            .load_file(name, std::path::Path::new(wasm), None, grants, limits)
+            .load_file(name, path, None, grants, settings, limits)
             .unwrap_or_else(|e| panic!("loading {wasm}: {e}")),
     )
 }
 
-/// Runs the misbehave guest once in `mode` with extra grants and limits.
+/// Runs the misbehave guest once in `mode` with extra grants, settings and limits.
 pub async fn misbehave(
     runtime: &Runtime,
-    mut grants: Grants,
+    grants: Grants,
+    mut settings: Settings,
     limits: Limits,
     mode: &str,
 ) -> RunReport {
-    grants.settings.set("mode", mode);
-    let plugin = load(
-        runtime,
-        "misbehave",
-        test_artifacts::MISBEHAVE,
-        grants,
-        limits,
-    );
+    settings.set("mode", mode);
+    let wasm = test_artifacts::MISBEHAVE;
+    let plugin = load_with(runtime, "misbehave", wasm, grants, settings, limits);
     runtime.run(&plugin).await
 }
 
@@ -728,7 +737,7 @@ pub fn series_value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> O
         .map(|s| s.value)
 }
 
-/// Puts `bytes` at `dir/name` the way the README tells operators to: written under
+/// Puts `bytes` at `dir/name` the way `docs/drop-ins.md` tells operators to: written under
 /// another name, then renamed into place. The modification time is set in the past so
 /// the file counts as settled at once.
 pub fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {

@@ -1,0 +1,87 @@
+//! One plugin to load ([`Load`]): a check of the config file, or a file of the plugins
+//! folder with the check its grant file makes; the entry it shows while it loads, and
+//! reading its file (the compile is the `Loader`'s, in `dropins`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{CheckConfig, Source};
+use crate::health::Entry;
+use crate::health::dropins::Found;
+use crate::runtime::{LoadError, read_plugin};
+
+/// Numbers the loads, so that an entry takes only the result of its newest one.
+static NEXT_LOAD: AtomicU64 = AtomicU64::new(1);
+
+/// One plugin to load: a check of the config file or a file of the plugins folder.
+pub struct Load {
+    pub name: String,
+    pub(super) what: What,
+    /// Whether the check is critical, as far as is known before it loads.
+    critical: bool,
+    /// The entry before this load: what keeps running if it fails.
+    pub(super) previous: Option<Entry>,
+    pub(super) id: u64,
+}
+
+pub(super) enum What {
+    Config(Box<CheckConfig>),
+    /// A file of the folder, with the check its grant file makes (read once, when the
+    /// folder was scanned), or why there is none.
+    Folder(Found, Result<Box<CheckConfig>, Arc<LoadError>>),
+}
+
+impl Load {
+    pub(super) fn new(name: String, what: What, critical: bool, previous: Option<Entry>) -> Load {
+        Load {
+            name,
+            what,
+            critical,
+            previous,
+            id: NEXT_LOAD.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The entry while this load runs: the previous version keeps running, if any.
+    pub(super) fn pending(&self) -> Entry {
+        let (source, file) = match &self.what {
+            What::Config(c) => (Source::Config, c.plugin.clone()),
+            What::Folder(f, _) => (Source::Folder, f.wasm.clone()),
+        };
+        match &self.previous {
+            Some(previous) => Entry {
+                loading: Some(self.id),
+                ..previous.clone()
+            },
+            None => Entry {
+                source,
+                file,
+                critical: self.critical,
+                check: None,
+                load_error: None,
+                loading: Some(self.id),
+            },
+        }
+    }
+
+    /// Reads the plugin (blocking I/O, no compile permit: a file that is slow to read
+    /// holds up no other): the check and its component.
+    pub(super) fn read(&self) -> Result<(CheckConfig, Vec<u8>), Arc<LoadError>> {
+        let check = match &self.what {
+            What::Config(check) | What::Folder(_, Ok(check)) => (**check).clone(),
+            What::Folder(_, Err(e)) => return Err(e.clone()),
+        };
+        let wasm =
+            read_plugin(&self.name, &check.plugin, check.sha256.as_deref()).map_err(Arc::new)?;
+        Ok((check, wasm))
+    }
+
+    /// The plugin file's size, to compile small plugins first: a folder's file was
+    /// measured when it was scanned, a config's is looked up.
+    pub(super) fn size(&self) -> u64 {
+        match &self.what {
+            What::Config(c) => std::fs::metadata(&c.plugin).map_or(0, |m| m.len()),
+            What::Folder(f, _) => f.print.0.len,
+        }
+    }
+}
