@@ -382,6 +382,10 @@ fn template_passes_its_own_test(
         text.contains("ok: pass, warn and fail as expected"),
         "{text}"
     );
+    // The project's README shows `healthhost check` on a fixture: it prints that.
+    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+    let failed = crate::docs::mismatches(&format!("{lang} README.md"), &readme, &project, None);
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
     dir
 }
 
