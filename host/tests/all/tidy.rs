@@ -43,8 +43,8 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The `.rs` files under `dir`, build output left out.
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
+/// The files under `dir` whose extension is `extension`, build output left out.
+fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(folder) = stack.pop() {
@@ -52,13 +52,18 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
             let path = entry.path();
             if path.is_dir() && entry.file_name() != "target" {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
+            } else if path.extension().is_some_and(|e| e == extension) {
                 found.push(path);
             }
         }
     }
     found.sort();
     found
+}
+
+/// The `.rs` files under `dir`.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    files(dir, "rs")
 }
 
 /// A file's code without its tests: `tests.rs` files hold none, and a module's
@@ -337,28 +342,19 @@ fn architecture_counts_the_unsafe_sites() {
 
 // --- Markdown: paths, links, line length ------------------------------------------------
 
-/// The repository's Markdown files: the top-level ones, `docs/` and the plugins'.
+/// The repository's Markdown files: the top-level ones, `docs/`, the plugins', the
+/// templates' and the migrations'.
 fn markdown_files() -> Vec<PathBuf> {
     let root = root();
-    let mut files: Vec<PathBuf> = ["README.md", "ARCHITECTURE.md", "BENCHMARKS.md"]
+    let mut pages: Vec<PathBuf> = ["README.md", "ARCHITECTURE.md", "BENCHMARKS.md"]
         .iter()
         .map(|f| root.join(f))
         .collect();
-    for dir in ["docs", "plugins", "host/templates"] {
-        let mut stack = vec![root.join(dir)];
-        while let Some(folder) = stack.pop() {
-            for entry in std::fs::read_dir(&folder).unwrap().map(Result::unwrap) {
-                let path = entry.path();
-                if path.is_dir() && entry.file_name() != "target" {
-                    stack.push(path);
-                } else if path.extension().is_some_and(|e| e == "md") {
-                    files.push(path);
-                }
-            }
-        }
+    for dir in ["docs", "plugins", "host/templates", "migrations"] {
+        pages.extend(files(&root.join(dir), "md"));
     }
-    files.sort();
-    files
+    pages.sort();
+    pages
 }
 
 /// A Markdown file's lines outside fenced code blocks, numbered from 1.
