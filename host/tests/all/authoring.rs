@@ -382,6 +382,15 @@ fn template_passes_its_own_test(
         text.contains("ok: pass, warn and fail as expected"),
         "{text}"
     );
+    // docs/writing-plugins.md shows what test.sh prints.
+    let page = include_str!("../../../docs/writing-plugins.md");
+    let shown = crate::docs::block_after(page, "`./test.sh` prints");
+    let printed: Vec<&str> = text.trim_end().lines().map(str::trim_end).collect();
+    assert!(
+        crate::docs::lines_match(&shown, &printed),
+        "docs/writing-plugins.md shows:\n{}\n{lang}'s test.sh printed:\n{text}",
+        shown.join("\n")
+    );
     // The project's README shows `healthhost check` on a fixture: it prints that.
     let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
     let failed = crate::docs::mismatches(&format!("{lang} README.md"), &readme, &project, None);

@@ -85,8 +85,15 @@ fn line_matches(pattern: &str, line: &str) -> bool {
     true
 }
 
+/// The lines of the first code block after `marker` in `text`.
+pub fn block_after(text: &str, marker: &str) -> Vec<String> {
+    let after = &text[text.find(marker).expect("the marker is on the page")..];
+    let block = after.split("```").nth(1).expect("a code block follows");
+    block.lines().skip(1).map(str::to_owned).collect()
+}
+
 /// Whether `lines` match `patterns`, where a `...` pattern stands for any lines.
-fn lines_match(patterns: &[String], lines: &[&str]) -> bool {
+pub fn lines_match(patterns: &[String], lines: &[&str]) -> bool {
     match patterns.split_first() {
         None => lines.is_empty(),
         Some((p, rest)) if p == "..." => {
