@@ -7,6 +7,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::error::ErrorKind;
+
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
@@ -56,6 +58,30 @@ impl DbOptions {
             DbOptions::MySql(_) => Kind::MySql,
         }
     }
+}
+
+/// Whether `e` is the database refusing a row's values, which retrying cannot change,
+/// rather than a failure of the database (a lost connection, a deadlock, a timeout):
+/// a foreign key, not-null, check or unique constraint, or a value too long or out of
+/// range for its column.
+pub fn refuses_the_values(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    let constraint = matches!(
+        db.kind(),
+        ErrorKind::ForeignKeyViolation
+            | ErrorKind::NotNullViolation
+            | ErrorKind::CheckViolation
+            | ErrorKind::UniqueViolation
+    );
+    // PostgreSQL: string_data_right_truncation, numeric_value_out_of_range.
+    // MySQL/MariaDB: ER_DATA_TOO_LONG, ER_WARN_DATA_OUT_OF_RANGE.
+    let value = matches!(
+        db.code().as_deref(),
+        Some("22001" | "22003" | "1406" | "1264")
+    );
+    constraint || value
 }
 
 /// A pool of connections to one database.

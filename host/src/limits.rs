@@ -140,6 +140,35 @@ pub const HISTORY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// 50 × (45 + 64) KiB, about 5.3 MiB, instead of 70 MiB.
 pub const HISTORY_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// Longest node name a history row carries (`[history] node`): a host name and a port
+/// fit, and every store's indexable text column takes it.
+pub const HISTORY_NODE_MAX_BYTES: usize = 255;
+/// Results waiting for the history store, at most (`[history] queue_rows`): five
+/// minutes of a thousand checks a second, about 30 MiB, so a store that restarts or
+/// fails over loses nothing; beyond it the oldest are dropped, and counted.
+pub const HISTORY_QUEUE_ROWS: usize = 300_000;
+/// Message bytes of the results waiting, at most (`[history] queue_bytes`): messages
+/// are up to [`REPORT_MAX_MESSAGE_BYTES`] each, so this bound, not the row count, holds
+/// when every message is long.
+pub const HISTORY_QUEUE_BYTES: u64 = 16 << 20;
+/// How often the history writer sends what is waiting: the most a SIGKILL can lose.
+pub const HISTORY_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Results per history `INSERT`: 6 bound values each, far below the smallest
+/// bind-parameter limit (SQLite's 32,766), and a round trip per 500 results.
+pub const HISTORY_ROWS_PER_STATEMENT: usize = 500;
+/// How long a stopping `serve` lets the history writer send what is left: a store that
+/// answers takes well under this; one that is down keeps its results (they are lost
+/// at exit, counted in the log).
+pub const HISTORY_STOP_FLUSH: Duration = Duration::from_secs(3);
+/// How long one history write may take before it is abandoned and retried: a locked
+/// table or a hung server must not hold the queue forever.
+pub const HISTORY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the history writer waits for a connection (a store that is down fails
+/// fast, and the results stay queued).
+pub const HISTORY_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections the history writer keeps: it is one task writing in order.
+pub const HISTORY_POOL_SIZE: u32 = 1;
+
 /// Longest report message kept; longer ones are cut at a character boundary (after
 /// secrets are removed, so a cut never leaves part of one).
 pub const REPORT_MAX_MESSAGE_BYTES: usize = 1024;

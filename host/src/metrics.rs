@@ -26,7 +26,9 @@ use crate::instrumentator::{HttpMetrics, SUMMARIES, python_bounds};
 use crate::runtime::RunReport;
 use crate::samples::{CHECK_LABEL, Dropped, Sample, admit};
 use crate::sync::{lock, read, write};
-use families::{Builder, CheckMetrics, HTTP_DURATION_BUCKETS, PlanMetrics, PluginMetrics};
+use families::{
+    Builder, CheckMetrics, HTTP_DURATION_BUCKETS, HistoryMetrics, PlanMetrics, PluginMetrics,
+};
 
 /// How long gathered process metrics are reused. Reading `/proc` costs more than the
 /// rest of a scrape, and CPU time and memory need no finer resolution than a second.
@@ -74,6 +76,8 @@ pub struct Metrics {
     pub checks: CheckMetrics,
     /// Plugin loading and compiling.
     pub plugins: PluginMetrics,
+    /// The history store's writer.
+    pub history: HistoryMetrics,
 }
 
 /// The process collector behind a short cache (see [`PROCESS_METRICS_TTL`]).
@@ -147,6 +151,7 @@ impl Metrics {
         )?;
         let checks = CheckMetrics::register(&mut b)?;
         let plugins = PluginMetrics::register(&mut b)?;
+        let history = HistoryMetrics::register(&mut b)?;
         let http = HttpMetrics::register(&b.registry)?;
         for (name, help) in SUMMARIES {
             b.families
@@ -170,6 +175,7 @@ impl Metrics {
             http,
             checks,
             plugins,
+            history,
         })
     }
 

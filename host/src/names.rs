@@ -39,7 +39,7 @@ pub const PLAN_METRICS: [&str; 12] = [
 
 /// The host's own metric names (besides the plan's), without the namespace. Plugin
 /// samples may not take these names, nor the plan's.
-pub const HOST_METRICS: [&str; 12] = [
+pub const HOST_METRICS: [&str; 15] = [
     "http_request_duration_seconds",
     "check_run_duration_seconds",
     "check_runs_total",
@@ -52,6 +52,9 @@ pub const HOST_METRICS: [&str; 12] = [
     "plugin_load_failing",
     "plugin_loads_pending",
     "plugin_compile_cache_total",
+    "history_queued_results",
+    "history_written_total",
+    "history_dropped_total",
 ];
 
 /// Suffixes that name a family's series: a counter's `_total` and `_created`, a

@@ -22,8 +22,8 @@ use crate::health::load::Load;
 use crate::listing;
 use crate::runtime::{Compilation, Runtime};
 use crate::scaffold::{self, Lang};
+use crate::usage::UsageStore;
 use crate::usage::report::{self, By};
-use crate::usage::{self, UsageStore};
 
 /// Exit status when a check could not run at all (Nagios UNKNOWN); also used for
 /// usage errors, so a monitoring system never mistakes a typo for a verdict.
@@ -48,7 +48,8 @@ enum Command {
     /// List every check (config and plugins folder): source, file hash, grants,
     /// limits, interval, load status, and the last outcome a running host reports.
     List(ListArgs),
-    /// Apply the migrations of the host's tables (ai_usage) and say what was applied.
+    /// Apply the migrations of the host's tables (ai_usage, and the check history when
+    /// it is kept in a database) and say what was applied.
     Migrate(DatabaseArgs),
     /// Print AI usage from the ai_usage table: calls, tokens and cost by operation,
     /// model, day or user, with the cost per active user.
@@ -152,8 +153,9 @@ struct ServeArgs {
     #[command(flatten)]
     config: ConfigArgs,
 
-    /// Do not apply the `ai_usage` migrations to the usage datasource
-    /// (`usage.datasource`, `main` by default) at start.
+    /// Do not apply the migrations of the host's tables at start: `ai_usage` in the
+    /// usage datasource (`usage.datasource`, `main` by default) and the history tables
+    /// in the history datasource (`history.datasource`, `main` by default).
     #[arg(long)]
     no_migrate: bool,
 
@@ -483,9 +485,21 @@ fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Applies the migrations of `ai_usage` (to `--database-url` or the usage datasource)
+/// and of the history tables (to `--database-url` or the history datasource, if any).
 fn migrate(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
-    let url = usage_url(args)?;
-    let applied = current_thread()?.block_on(usage::migrate(&url))?;
+    let history = match &args.database_url {
+        Some(url) => Some(crate::dburl::normalize_url(url).into_owned()),
+        None => Config::load(&args.config.config)?
+            .history_datasource()
+            .map(|d| d.url().to_owned()),
+    };
+    let usage = usage_url(args)?;
+    let tokio = current_thread()?;
+    let mut applied = tokio.block_on(crate::migrate::migrate(&usage, &crate::migrate::USAGE))?;
+    if let Some(url) = history {
+        applied.extend(tokio.block_on(crate::migrate::migrate(&url, &crate::migrate::HISTORY))?);
+    }
     if applied.is_empty() {
         outln!("nothing to apply: the database is up to date")?;
     }

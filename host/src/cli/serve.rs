@@ -9,13 +9,18 @@ use anyhow::Context;
 
 use super::{ServeArgs, check_roles, initial_set, open_runtime};
 use crate::config::Config;
+use crate::dbpool::DbPool;
 use crate::health::Health;
 use crate::health::dropins::{self, Folder, Loader, Scan};
+use crate::journal::Journal;
+use crate::limits::HISTORY_STOP_FLUSH;
 use crate::metrics::Metrics;
+use crate::migrate::{self, MigrationError};
+use crate::runtime::Runtime;
 use crate::server;
+use crate::usage::UsageStore;
 use crate::usage::ingest::Ingest;
 use crate::usage::summary::Reader;
-use crate::usage::{self, UsageStore};
 
 pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config.config)?;
@@ -27,7 +32,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let served = tokio.block_on(async {
         check_roles(&config).await?;
         if !args.no_migrate {
-            migrate_usage(&config).await;
+            migrate_own_tables(&config).await;
         }
         let metrics = Arc::new(Metrics::new(&config.namespace)?);
         let runtime = Arc::new(open_runtime(
@@ -35,12 +40,9 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(metrics.plugins.compile_cache.clone()),
         )?);
         let (ingest, usage_reader) = usage_endpoints(&config, &metrics)?;
-        let health = Arc::new(Health::new(
-            runtime.clone(),
-            metrics.clone(),
-            config.max_concurrent_runs,
-            config.startup_grace,
-        ));
+        // Bound first: the history's node name has the port, ephemeral or not.
+        let (listener, port) = bind(listen).await?;
+        let (health, history) = start_health(&config, &runtime, &metrics, port)?;
         let config = Arc::new(config);
         // Every check is listed as loading at once; they compile after the listener
         // is up, so probes get answers from the first moment.
@@ -65,10 +67,8 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ingest,
             usage_reader,
             bodies: server::HealthBodies::default(),
+            history_store: history.as_ref().map(|h| h.pool.clone()),
         });
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
         let checks = health.set().entries.len();
         tracing::info!(
             "listening on http://{} with {checks} check(s) to load",
@@ -88,6 +88,9 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         watcher.abort();
         health.stop();
         runtime.stop_compiles();
+        if let Some(history) = history {
+            history.flush().await;
+        }
         tracing::info!("stopped");
         anyhow::Ok(())
     });
@@ -98,20 +101,120 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Applies the `ai_usage` migrations to the usage datasource, if the config asks for
-/// them; a database that is down must not keep the host from reporting it.
-async fn migrate_usage(config: &Config) {
-    let Some(datasource) = config.usage_datasource().filter(|_| config.usage.migrate) else {
-        return;
-    };
-    match usage::migrate(datasource.url()).await {
-        Ok(applied) => {
-            for m in applied {
-                tracing::info!("applied migration {} {}", m.version, m.description);
+/// The listener on `listen`, and the port it got.
+async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, u16)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let port = listener.local_addr()?.port();
+    Ok((listener, port))
+}
+
+/// Applies the migrations of the host's own tables that the config asks for: `ai_usage`
+/// in the usage datasource, the history tables in the history one. A database that is
+/// down must not keep the host from reporting it.
+async fn migrate_own_tables(config: &Config) {
+    let usage = config.usage_datasource().filter(|_| config.usage.migrate);
+    let history = config
+        .history_datasource()
+        .filter(|_| config.history.migrate);
+    for (datasource, set) in [(usage, &*migrate::USAGE), (history, &*migrate::HISTORY)] {
+        let Some(datasource) = datasource else {
+            continue;
+        };
+        match migrate::migrate(datasource.url(), set).await {
+            Ok(applied) => {
+                for m in applied {
+                    tracing::info!("applied migration {} {}", m.version, m.description);
+                }
             }
+            Err(e @ MigrationError::Foreign { .. }) => tracing::info!("{e}"),
+            Err(e) => tracing::warn!("cannot migrate datasource '{}': {e}", datasource.name()),
         }
-        Err(e @ usage::MigrationError::Foreign) => tracing::info!("{e}"),
-        Err(e) => tracing::warn!("cannot migrate datasource '{}': {e}", datasource.name()),
+    }
+}
+
+/// The history writer while it runs.
+struct HistoryWriter {
+    journal: Arc<Journal>,
+    /// The store's pool: the writer's, and the uptime endpoint's reads.
+    pool: DbPool,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Health for the config's checks, every result it records also queued for the
+/// history store when the config keeps one (the writer then runs until flushed).
+fn start_health(
+    config: &Config,
+    runtime: &Arc<Runtime>,
+    metrics: &Arc<Metrics>,
+    port: u16,
+) -> anyhow::Result<(Arc<Health>, Option<HistoryWriter>)> {
+    let health = Health::new(
+        runtime.clone(),
+        metrics.clone(),
+        config.max_concurrent_runs,
+        config.startup_grace,
+    );
+    let Some((journal, pool)) = open_journal(config, port, metrics)? else {
+        return Ok((Arc::new(health), None));
+    };
+    let health = health.with_journal(journal.clone());
+    let task = tokio::spawn(journal.clone().run(pool.clone()));
+    let writer = HistoryWriter {
+        journal,
+        pool,
+        task,
+    };
+    Ok((Arc::new(health), Some(writer)))
+}
+
+/// The history journal and its store's pool, when the config keeps history in a
+/// datasource; the node is `[history] node`, or this machine's name and `port`.
+fn open_journal(
+    config: &Config,
+    port: u16,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<(Arc<Journal>, DbPool)>> {
+    let Some(datasource) = config.history_datasource() else {
+        tracing::info!("check history is kept in memory only: no history datasource");
+        return Ok(None);
+    };
+    let history = &config.history;
+    let node = history.node.clone().unwrap_or_else(|| {
+        let host = rustix::system::uname();
+        format!("{}:{port}", host.nodename().to_string_lossy())
+    });
+    let pool = Journal::pool(datasource.url())?;
+    let journal = Journal::new(
+        node,
+        history.queue_rows,
+        history.queue_bytes,
+        metrics.clone(),
+    );
+    tracing::info!(
+        node = journal.node(),
+        "writing check history to datasource '{}'",
+        datasource.name()
+    );
+    Ok(Some((Arc::new(journal), pool)))
+}
+
+impl HistoryWriter {
+    /// Lets the writer send what is left, for at most [`HISTORY_STOP_FLUSH`]; what a
+    /// store that is down still holds then is lost, and said.
+    async fn flush(mut self) {
+        self.journal.stop();
+        if tokio::time::timeout(HISTORY_STOP_FLUSH, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+            tracing::warn!(
+                "{} check results were not written to the history store before stopping",
+                self.journal.queued()
+            );
+        }
     }
 }
 

@@ -27,8 +27,8 @@ use grants::{Grants, Settings};
 pub use check::grant_file;
 use raw::RawConfig;
 use resolve::{
-    details, listen_address, metric_namespace, resolve_checks, resolve_datasources, resolve_usage,
-    run_and_compile_limits, timings,
+    details, listen_address, metric_namespace, resolve_checks, resolve_datasources,
+    resolve_history, resolve_usage, run_and_compile_limits, timings,
 };
 
 /// Where the host listens when the file says nothing: loopback, so a first run exposes
@@ -135,6 +135,7 @@ pub struct Config {
     /// The compile cache's folder; `None` when turned off.
     pub cache_dir: Option<PathBuf>,
     pub usage: UsageConfig,
+    pub history: HistoryConfig,
 }
 
 /// Where a check comes from.
@@ -172,12 +173,35 @@ pub struct UsageConfig {
 /// The datasource holding the host's own tables when `[usage]` names none.
 pub const DEFAULT_USAGE_DATASOURCE: &str = "main";
 
+/// Where check results are kept beyond memory (`[history]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryConfig {
+    /// The datasource results are written to; `None` keeps them in memory only (no
+    /// `[history]` section and no `main` datasource).
+    pub datasource: Option<String>,
+    /// This host's name in the rows; `None`: the host name and the listen port, which
+    /// `serve` decides (so two processes on one machine differ).
+    pub node: Option<String>,
+    /// Whether `serve` creates and upgrades the history tables at start (default true).
+    pub migrate: bool,
+    /// Results waiting for the store, at most; beyond it the oldest are dropped.
+    pub queue_rows: usize,
+    /// Message bytes of the results waiting, at most.
+    pub queue_bytes: u64,
+}
+
 impl Config {
     /// The datasource holding `ai_usage`, if it is defined.
     pub fn usage_datasource(&self) -> Option<&DatasourceSpec> {
         self.datasources
             .iter()
             .find(|d| d.name() == self.usage.datasource)
+    }
+
+    /// The datasource check results are written to, if any.
+    pub fn history_datasource(&self) -> Option<&DatasourceSpec> {
+        let name = self.history.datasource.as_deref()?;
+        self.datasources.iter().find(|d| d.name() == name)
     }
 }
 
@@ -252,6 +276,7 @@ impl Config {
         let datasources = resolve_datasources(&raw.datasources, base, env, problems);
         let datasource_names: BTreeSet<String> = raw.datasources.keys().cloned().collect();
         let usage = resolve_usage(raw.usage, env, &raw.datasources, problems);
+        let history = resolve_history(raw.history, &raw.datasources, problems);
         let checks = resolve_checks(raw.checks, base, env, &datasource_names, problems);
         Config {
             listen,
@@ -271,6 +296,7 @@ impl Config {
             watch_interval,
             cache_dir,
             usage,
+            history,
         }
     }
 

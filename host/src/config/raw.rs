@@ -49,6 +49,23 @@ pub struct RawConfig {
     pub(super) checks: BTreeMap<String, Spanned<RawCheck>>,
     /// `POST /v1/ai-usage` and the `usage` report.
     pub(super) usage: Option<Spanned<RawUsage>>,
+    /// Where check results are kept beyond memory.
+    pub(super) history: Option<Spanned<RawHistory>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHistory {
+    /// The datasource results are written to.
+    pub(super) datasource: Option<Spanned<String>>,
+    /// This host's name in the rows.
+    pub(super) node: Option<Spanned<String>>,
+    /// Whether `serve` creates and upgrades the history tables at start.
+    pub(super) migrate: Option<bool>,
+    /// Results waiting for the store, at most.
+    pub(super) queue_rows: Option<Spanned<usize>>,
+    /// Message bytes of the results waiting, at most, like "16MiB".
+    pub(super) queue_bytes: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

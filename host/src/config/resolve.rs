@@ -10,11 +10,12 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::check::{CheckContext, resolve_check};
-use super::raw::{RawCheck, RawConfig, RawDatasource, RawUsage};
+use super::raw::{RawCheck, RawConfig, RawDatasource, RawHistory, RawUsage};
 use super::{
     CheckConfig, DATABASE_URL_ENV, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_NAMESPACE,
     DEFAULT_SHUTDOWN_DELAY, DEFAULT_STARTUP_GRACE, DEFAULT_USAGE_DATASOURCE,
-    DEFAULT_WATCH_INTERVAL, ShowDetails, Source, UsageConfig, default_compile_concurrency,
+    DEFAULT_WATCH_INTERVAL, HistoryConfig, ShowDetails, Source, UsageConfig,
+    default_compile_concurrency,
 };
 use crate::dburl::{DatasourceSpec, normalize_url};
 use crate::problems::Problems;
@@ -196,6 +197,65 @@ pub(super) fn resolve_checks(
         ));
     }
     checks
+}
+
+/// `[history]`: its datasource (by default `main`, when defined), this host's node
+/// name, and the bounds of the queue of results waiting for the store.
+pub(super) fn resolve_history(
+    raw: Option<Spanned<RawHistory>>,
+    datasources: &BTreeMap<String, RawDatasource>,
+    problems: &mut Problems,
+) -> HistoryConfig {
+    let raw = raw.map(Spanned::into_inner).unwrap_or_default();
+    let datasource = match &raw.datasource {
+        Some(name) if !datasources.contains_key(name.get_ref()) => {
+            let message = format!(
+                "no datasource named '{}' is defined under [datasources]",
+                name.get_ref()
+            );
+            problems.add(name.span(), "history.datasource", message);
+            None
+        }
+        Some(name) => Some(name.get_ref().clone()),
+        None => datasources
+            .contains_key(DEFAULT_USAGE_DATASOURCE)
+            .then(|| DEFAULT_USAGE_DATASOURCE.to_owned()),
+    };
+    let node = raw.node.as_ref().and_then(|node| {
+        let text = node.get_ref();
+        let fits = !text.is_empty() && text.len() <= limits::HISTORY_NODE_MAX_BYTES;
+        if fits && !text.chars().any(char::is_control) {
+            return Some(text.clone());
+        }
+        let why = format!(
+            "a node name has 1 to {} bytes and no control characters",
+            limits::HISTORY_NODE_MAX_BYTES
+        );
+        problems.add(node.span(), "history.node", why);
+        None
+    });
+    let queue_rows = match &raw.queue_rows {
+        Some(n) if *n.get_ref() == 0 => {
+            problems.add(n.span(), "history.queue_rows", "must be at least 1");
+            limits::HISTORY_QUEUE_ROWS
+        }
+        Some(n) => *n.get_ref(),
+        None => limits::HISTORY_QUEUE_ROWS,
+    };
+    let queue_bytes = match &raw.queue_bytes {
+        None => limits::HISTORY_QUEUE_BYTES,
+        Some(text) => units::parse_size(text.get_ref()).unwrap_or_else(|e| {
+            problems.add(text.span(), "history.queue_bytes", e);
+            limits::HISTORY_QUEUE_BYTES
+        }),
+    };
+    HistoryConfig {
+        datasource,
+        node,
+        migrate: raw.migrate.unwrap_or(true),
+        queue_rows,
+        queue_bytes,
+    }
 }
 
 pub(super) fn resolve_usage(

@@ -30,6 +30,7 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
 use crate::config::{CheckConfig, Source};
+use crate::journal::{Journal, Row};
 use crate::metrics::Metrics;
 use crate::runtime::{LoadError, Outcome, Plugin, RunReport, Runner, Runtime};
 use crate::sync::{lock, read, write};
@@ -145,6 +146,8 @@ pub struct Health {
     /// does not count as failing.
     started: Instant,
     startup_grace: Duration,
+    /// Where each recorded result also goes, when history is kept in a store.
+    journal: Option<Arc<Journal>>,
 }
 
 /// Where a check stands, as health decides it. Responses put it into words at the
@@ -205,7 +208,14 @@ impl Health {
             finished: Mutex::default(),
             started: Instant::now(),
             startup_grace,
+            journal: None,
         }
+    }
+
+    /// The same, with every recorded result also queued for the history store.
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Health {
+        self.journal = Some(journal);
+        self
     }
 
     /// Computes the next set from the current one with `change` and applies it, unless
@@ -420,14 +430,26 @@ impl Health {
             report.outcome.is_healthy(),
             unix,
         );
+        // The page's sparkline needs a point for every run: the run's own duration
+        // when the check measures no latency of its own.
+        let latency = latency_ms(&report).or(Some(round2(report.latency.as_secs_f64() * 1000.0)));
         lock(&self.history).entry(name.clone()).or_default().push(
             finished,
             report.outcome,
-            // The page's sparkline needs a point for every run: the run's own
-            // duration when the check measures no latency of its own.
-            latency_ms(&report).or(Some(round2(report.latency.as_secs_f64() * 1000.0))),
+            latency,
             report.message.as_deref(),
         );
+        if let Some(journal) = &self.journal {
+            let message = report.message.as_deref().map(Arc::from);
+            let outcome = report.outcome.label();
+            journal.push(Row::new(
+                Arc::from(name.as_str()),
+                finished,
+                outcome,
+                latency,
+                message,
+            ));
+        }
         let latest = Latest {
             report,
             finished,

@@ -49,6 +49,32 @@ pub struct CheckMetrics {
     pub samples_dropped: IntCounterVec,
 }
 
+/// The history store's writer (`journal`): what waits, what was written, what was lost.
+pub struct HistoryMetrics {
+    pub queued: IntGauge,
+    pub written: IntCounter,
+    pub dropped: IntCounter,
+}
+
+impl HistoryMetrics {
+    pub(super) fn register(b: &mut Builder) -> Result<HistoryMetrics, MetricsError> {
+        let help = "Check results waiting to be written to the history store";
+        let name = b.name("history_queued_results");
+        let queued = b.add(name.clone(), help, "gauge", IntGauge::new(&name, help)?)?;
+        let help = "Check results written to the history store";
+        let name = b.name("history_written_total");
+        let written = b.add(name.clone(), help, "counter", IntCounter::new(&name, help)?)?;
+        let help = "Check results the history store never got (queue full, or refused)";
+        let name = b.name("history_dropped_total");
+        let dropped = b.add(name.clone(), help, "counter", IntCounter::new(&name, help)?)?;
+        Ok(HistoryMetrics {
+            queued,
+            written,
+            dropped,
+        })
+    }
+}
+
 /// The host's metrics of plugin loads and compiles.
 pub struct PluginMetrics {
     pub loads: IntCounterVec,

@@ -35,13 +35,18 @@ pub enum ApiError {
     Record(RecordError),
     /// The usage database could not be read: 503 with `Retry-After`.
     UsageUnavailable(StoreError),
+    /// History is kept in memory only, so there is no stored uptime: 404.
+    NoHistoryStore,
+    /// The history store could not be read: 503 with `Retry-After`.
+    HistoryUnavailable(sqlx::Error),
     /// The write task failed: 500.
     Internal,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, body) = match &self {
+impl ApiError {
+    /// The status and JSON body of this error.
+    fn answer(&self) -> (StatusCode, serde_json::Value) {
+        match self {
             ApiError::NoSuchCheck(check) => (
                 StatusCode::NOT_FOUND,
                 json!({"error": "no such check", "check": check}),
@@ -102,18 +107,37 @@ impl IntoResponse for ApiError {
                     json!({"error": "the usage database is unavailable", "retry_after_seconds": RETRY_AFTER_SECONDS}),
                 )
             }
+            ApiError::NoHistoryStore => (
+                StatusCode::NOT_FOUND,
+                json!({"error": "check history is kept in memory only: no history datasource (see [history])"}),
+            ),
+            ApiError::HistoryUnavailable(e) => {
+                tracing::warn!("cannot read the history store: {e}");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "the history store is unavailable", "retry_after_seconds": RETRY_AFTER_SECONDS}),
+                )
+            }
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({"error": "internal error"}),
             ),
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.answer();
         let mut response = json_response(status, "application/json", &body);
         let headers = response.headers_mut();
         match self {
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::Record(RecordError::Store(_)) | ApiError::UsageUnavailable(_) => {
+            ApiError::Record(RecordError::Store(_))
+            | ApiError::UsageUnavailable(_)
+            | ApiError::HistoryUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
             _ => {}

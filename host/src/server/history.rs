@@ -1,5 +1,6 @@
 //! `GET /v1/checks/{check}/history`: a check's results from `since` on and its uptime
-//! over the last day ([`HistoryDoc`]), messages shown as `/health` shows them.
+//! over the last day ([`HistoryDoc`]), messages shown as `/health` shows them; and
+//! `GET /v1/checks/{check}/uptime`: its uptime over a window, from the history store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use super::probes::{details, query_param};
 use super::{ApiError, AppState, bytes_response};
 use crate::auth::Bearer;
 use crate::health::wire::HistoryDoc;
+use crate::journal::read::{WINDOW_EXPECTED, Window, uptime};
 use crate::limits::HISTORY_MAX_AGE;
 
 /// What `since` may be, as a 400 says it.
@@ -44,6 +46,42 @@ pub(super) async fn check_history(
     };
     let doc = HistoryDoc::of(&check, since, &view, details(&state, &bearer));
     let body = serde_json::to_vec(&doc).expect("the wire types serialize");
+    Ok(bytes_response(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(body),
+    ))
+}
+
+/// `GET /v1/checks/{check}/uptime[?window=24h|7d|30d|90d|365d]`: 200 with the check's
+/// uptime, runs by outcome and latency over the window (default 24h) from the history
+/// store's rollups, the same on every replica; 400 for another window; 404 when no
+/// store keeps history, or for a check neither configured nor stored; 503 when the
+/// store cannot be read. It holds no message, so it needs no token.
+pub(super) async fn check_uptime(
+    State(state): State<Arc<AppState>>,
+    Path(check): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let window = match query_param(query.as_deref(), "window") {
+        None => Window::Day,
+        Some(value) => Window::parse(&value).ok_or(ApiError::BadParameter {
+            name: "window",
+            value,
+            expected: WINDOW_EXPECTED.to_owned(),
+        })?,
+    };
+    let Some(store) = &state.history_store else {
+        return Err(ApiError::NoHistoryStore);
+    };
+    let doc = uptime(store, &check, window, SystemTime::now())
+        .await
+        .map_err(ApiError::HistoryUnavailable)?;
+    // A removed check keeps its stored history; a name never seen is a typo.
+    if doc.runs == 0 && !state.health.set().entries.contains_key(&check) {
+        return Err(ApiError::NoSuchCheck(check));
+    }
+    let body = serde_json::to_vec(&doc).expect("the document serializes");
     Ok(bytes_response(
         StatusCode::OK,
         "application/json",

@@ -27,6 +27,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::config::ShowDetails;
+use crate::dbpool::DbPool;
 use crate::health::{self, Health};
 use crate::instrumentator::{HttpMetrics, Observation};
 use crate::metrics::Metrics;
@@ -52,7 +53,7 @@ mod probes;
 mod usage;
 
 pub use error::ApiError;
-use history::check_history;
+use history::{check_history, check_uptime};
 pub use probes::HealthBodies;
 use probes::{health_all, health_one, health_status};
 use usage::{ai_usage, usage_summary};
@@ -70,6 +71,9 @@ pub struct AppState {
     pub usage_reader: Option<Arc<Reader>>,
     /// Built bodies of the whole `/health`.
     pub bodies: HealthBodies,
+    /// The history store, read by `/v1/checks/{check}/uptime`; `None` when history is
+    /// kept in memory only.
+    pub history_store: Option<DbPool>,
 }
 
 /// The application's router; tests call it without a socket.
@@ -89,6 +93,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .merge(page.layer(middleware::map_response(page::security_headers)))
         .route("/v1/checks/{check}/history", get(check_history))
+        .route("/v1/checks/{check}/uptime", get(check_uptime))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz));
     if let Some(ingest) = &state.ingest {

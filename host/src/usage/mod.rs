@@ -8,12 +8,10 @@
 //! plugins query are read-only.
 
 pub mod ingest;
-mod migrate;
 pub mod report;
 mod store;
 pub mod summary;
 
-pub use migrate::{Applied, MigrationError, migrate};
 pub use store::{
     CallStatus, Columns, NewUsage, ROWS_PER_STATEMENT, STORE_ACQUIRE_TIMEOUT, STORE_POOL_SIZE,
     STORE_SQLITE_POOL_SIZE, STORE_WRITE_TIMEOUT, StoreError, UsageStore,

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::error::ErrorKind;
 use sqlx::mysql::MySql;
 use sqlx::postgres::Postgres;
 use sqlx::sqlite::Sqlite;
@@ -13,7 +12,7 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilde
 
 use tokio::sync::OnceCell;
 
-use crate::dbpool::{DbOptions, DbOptionsError, DbPool};
+use crate::dbpool::{DbOptions, DbOptionsError, DbPool, refuses_the_values};
 use crate::dburl::Kind;
 
 // ---------------------------------------------------------------------------------
@@ -270,27 +269,14 @@ impl From<sqlx::Error> for Failure {
 /// a failure of the database: a foreign key, not-null, check or unique constraint, or
 /// a value too long or out of range for its column.
 fn refusal(index: usize, e: &sqlx::Error) -> Option<StoreError> {
-    let sqlx::Error::Database(db) = e else {
-        return None;
-    };
-    let constraint = matches!(
-        db.kind(),
-        ErrorKind::ForeignKeyViolation
-            | ErrorKind::NotNullViolation
-            | ErrorKind::CheckViolation
-            | ErrorKind::UniqueViolation
-    );
-    // PostgreSQL: string_data_right_truncation, numeric_value_out_of_range.
-    // MySQL/MariaDB: ER_DATA_TOO_LONG, ER_WARN_DATA_OUT_OF_RANGE.
-    let value = matches!(
-        db.code().as_deref(),
-        Some("22001" | "22003" | "1406" | "1264")
-    );
-    (constraint || value).then(|| StoreError::Refused {
-        index,
-        field: refused_field(db.as_ref()),
-        message: db.message().to_owned(),
-    })
+    match e {
+        sqlx::Error::Database(db) if refuses_the_values(e) => Some(StoreError::Refused {
+            index,
+            field: refused_field(db.as_ref()),
+            message: db.message().to_owned(),
+        }),
+        _ => None,
+    }
 }
 
 /// The column a refusal names, read from the driver's fields or the message.

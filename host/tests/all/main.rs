@@ -13,6 +13,7 @@ mod docs;
 mod dropins;
 mod history;
 mod isolation;
+mod journal;
 mod migrate;
 mod page;
 mod runtime;

@@ -1,6 +1,7 @@
 //! `healthhost migrate` on SQLite, PostgreSQL and MariaDB: from an empty database the
 //! AdtroBot plan's `ai_usage` table appears with its defaults and indexes (and the nullable
-//! `status` column); a re-run applies nothing.
+//! `status` column), and the check history's `hh_result` beside it, each set of
+//! migrations recorded in its own table; a re-run applies nothing.
 
 use std::process::Command;
 
@@ -33,7 +34,8 @@ async fn migrates_once(url: &str) {
     let first = migrate(url).await;
     assert_eq!(
         first.trim(),
-        "applied 20261128000000 create ai usage\napplied 20261129000000 add ai usage status"
+        "applied 20261128000000 create ai usage\napplied 20261129000000 add ai usage status\n\
+         applied 20261207000000 create hh result\napplied 20261207000001 create hh rollup"
     );
     let second = migrate(url).await;
     assert_eq!(
@@ -69,6 +71,25 @@ async fn sqlite_from_empty_and_again() {
             "ix_ai_usage_created_at",
             "ix_ai_usage_operation",
             "ix_ai_usage_user_id"
+        ]
+    );
+    let history: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE name LIKE 'hh_%' OR name LIKE '%migrations' \
+         ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        history,
+        [
+            "_healthhost_history_migrations",
+            "_sqlx_migrations",
+            "hh_result",
+            "hh_result_at",
+            "hh_result_check_at",
+            "hh_result_once",
+            "hh_rollup"
         ]
     );
     pool.close().await;

@@ -41,7 +41,9 @@ impl StatusHost {
             let dir = TempDir::new();
             let url = format!("sqlite://{}/usage.db", dir.0.display());
             let pool = sqlite(&dir.0.join("usage.db")).await;
-            healthhost::usage::migrate(&url).await.unwrap();
+            healthhost::migrate::migrate(&url, &healthhost::migrate::USAGE)
+                .await
+                .unwrap();
             sqlx::raw_sql(
                 "INSERT INTO ai_usage (user_id, operation, model, prompt_tokens, completion_tokens, \
                    total_tokens, cost_dollars, latency_ms, status, created_at) VALUES \

@@ -299,14 +299,7 @@ async fn sigterm_turns_readyz_503_then_stops_cleanly() {
     let config = check_block("t", test_artifacts::TRIVIAL, true, "");
     let mut server = Host::start(&config).await;
     server.wait_for("/readyz", |s, _| s == 200).await;
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.signal("TERM");
     let (_, body) = server.wait_for("/readyz", |s, _| s == 503).await;
     assert_eq!(body["status"], "not ready");
     let (status, _) = server.json("/livez").await;
@@ -329,14 +322,7 @@ async fn sigint_stops_at_once_whatever_the_shutdown_delay() {
     );
     let mut server = Host::start(&config).await;
     server.wait_for("/readyz", |s, _| s == 200).await;
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.signal("INT");
     // Bounded: with the hour's delay applied this would never return.
     let exit = tokio::time::timeout(
         Duration::from_secs(60),

@@ -37,7 +37,9 @@ impl Database {
     /// A database with the host's migrations applied.
     async fn new(kind: Kind) -> Database {
         let db = Database::empty(kind).await;
-        healthhost::usage::migrate(&db.url).await.unwrap();
+        healthhost::migrate::migrate(&db.url, &healthhost::migrate::USAGE)
+            .await
+            .unwrap();
         db
     }
 

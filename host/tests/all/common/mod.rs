@@ -495,6 +495,16 @@ impl Host {
         panic!("plugins still loading after a minute");
     }
 
+    /// Sends the server `signal` (`TERM`, `INT`, …) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
     /// Kills the server and hands back its folder.
     pub fn stop(mut self) -> TempDir {
         let _ = self.child.kill();

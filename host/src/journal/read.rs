@@ -1,0 +1,305 @@
+//! Reading the history store: a check's uptime over a window (`GET
+//! /v1/checks/{check}/uptime`), from the rollups every replica adds to, so every
+//! replica answers the same numbers: runs by outcome, uptime (pass and warn are up),
+//! latency percentiles estimated from the buckets, and the part of the window the data
+//! covers.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::{ColumnIndex, Database, Decode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
+
+use super::store::{GRAINS, LATENCY_BUCKETS_MS};
+use crate::dbpool::DbPool;
+
+/// The windows an uptime is asked for, each read from rollups of one grain (at most a
+/// few thousand rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+/// What `window` may be, as a 400 says it.
+pub const WINDOW_EXPECTED: &str = "one of 24h, 7d, 30d, 90d, 365d";
+
+impl Window {
+    /// The window named `name`, exactly as [`Window::as_str`] spells it.
+    pub fn parse(name: &str) -> Option<Window> {
+        [
+            Window::Day,
+            Window::Week,
+            Window::Month,
+            Window::Quarter,
+            Window::Year,
+        ]
+        .into_iter()
+        .find(|w| w.as_str() == name)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Day => "24h",
+            Window::Week => "7d",
+            Window::Month => "30d",
+            Window::Quarter => "90d",
+            Window::Year => "365d",
+        }
+    }
+
+    pub fn duration(self) -> Duration {
+        let days = match self {
+            Window::Day => 1,
+            Window::Week => 7,
+            Window::Month => 30,
+            Window::Quarter => 90,
+            Window::Year => 365,
+        };
+        Duration::from_secs(days * 86_400)
+    }
+
+    /// The rollups it is read from: minutes for a day, hours up to a month, days beyond.
+    fn grain(self) -> (&'static str, i64) {
+        match self {
+            Window::Day => GRAINS[0],
+            Window::Week | Window::Month => GRAINS[1],
+            Window::Quarter | Window::Year => GRAINS[2],
+        }
+    }
+}
+
+/// A check's uptime over a window, as `GET /v1/checks/{check}/uptime` answers it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UptimeDoc {
+    pub check: String,
+    pub window: &'static str,
+    /// The window's start and end (now), RFC 3339 with milliseconds.
+    pub from: String,
+    pub to: String,
+    /// The fraction of the window from its first stored result on (1 when the data
+    /// starts before the window); null without results.
+    pub coverage: Option<f64>,
+    pub runs: i64,
+    pub outcomes: Outcomes,
+    /// Percent of the runs that passed or warned, to 0.001; null without runs.
+    pub uptime_percent: Option<f64>,
+    /// Null without a measured latency.
+    pub latency_ms: Option<Latency>,
+}
+
+/// Runs by outcome; `error` counts timeouts, traps, out-of-fuel, memory and load errors.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Outcomes {
+    pub pass: i64,
+    pub warn: i64,
+    pub fail: i64,
+    pub error: i64,
+}
+
+/// The latency over the window: exact count, mean, minimum and maximum, and
+/// percentiles estimated from the buckets (linear within a bucket, as Prometheus'
+/// `histogram_quantile`, kept between the minimum and the maximum).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    pub count: i64,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+/// The sums of the rollup rows of a window.
+#[derive(Default)]
+struct Totals {
+    first_bucket: Option<i64>,
+    runs: i64,
+    outcomes: Outcomes,
+    latency_count: i64,
+    latency_sum: f64,
+    latency_min: Option<f64>,
+    latency_max: Option<f64>,
+    buckets: [i64; 12],
+}
+
+/// The uptime of `check` over `window` ending at `now`, from the store behind `pool`.
+pub async fn uptime(
+    pool: &DbPool,
+    check: &str,
+    window: Window,
+    now: SystemTime,
+) -> Result<UptimeDoc, sqlx::Error> {
+    let to_ms = unix_ms(now);
+    let from_ms = to_ms - window.duration().as_millis() as i64;
+    let (grain, length) = window.grain();
+    // The bucket holding the window's start counts whole: a window reads at most one
+    // bucket of its grain more than it says.
+    let since = from_ms - from_ms.rem_euclid(length);
+    let totals = match pool {
+        DbPool::Sqlite(pool) => totals(pool, check, grain, since).await?,
+        DbPool::Postgres(pool) => totals(pool, check, grain, since).await?,
+        DbPool::MySql(pool) => totals(pool, check, grain, since).await?,
+    };
+    let span = (to_ms - from_ms) as f64;
+    let coverage = totals
+        .first_bucket
+        .map(|first| ((to_ms - first.max(from_ms)) as f64 / span).clamp(0.0, 1.0));
+    Ok(UptimeDoc {
+        check: check.to_owned(),
+        window: window.as_str(),
+        from: rfc3339(from_ms),
+        to: rfc3339(to_ms),
+        coverage: coverage.map(|c| (c * 1000.0).round() / 1000.0),
+        runs: totals.runs,
+        uptime_percent: (totals.runs > 0).then(|| {
+            let up = (totals.outcomes.pass + totals.outcomes.warn) as f64;
+            (up * 100_000.0 / totals.runs as f64).round() / 1000.0
+        }),
+        latency_ms: latency(&totals),
+        outcomes: totals.outcomes,
+    })
+}
+
+/// Sums the rollup rows of `check` at `grain` from bucket `since` on.
+async fn totals<DB>(
+    pool: &Pool<DB>,
+    check: &str,
+    grain: &str,
+    since: i64,
+) -> Result<Totals, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: Default + IntoArguments<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + Decode<'t, DB> + Type<DB>,
+    for<'t> f64: Decode<'t, DB> + Type<DB>,
+    for<'t> Option<f64>: Decode<'t, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+{
+    let mut query = QueryBuilder::<DB>::new(
+        "SELECT bucket_ms, runs, pass, warn, fail, error, latency_count, latency_sum, \
+         latency_min, latency_max, le_1, le_5, le_10, le_25, le_50, le_100, le_250, le_500, \
+         le_1000, le_2500, le_10000, le_inf FROM hh_rollup WHERE check_name = ",
+    );
+    query
+        .push_bind(check.to_owned())
+        .push(" AND grain = ")
+        .push_bind(grain.to_owned())
+        .push(" AND bucket_ms >= ")
+        .push_bind(since);
+    let mut t = Totals::default();
+    for row in query.build().fetch_all(pool).await? {
+        let bucket: i64 = row.try_get(0)?;
+        t.first_bucket = Some(t.first_bucket.map_or(bucket, |f| f.min(bucket)));
+        t.runs += row.try_get::<i64, _>(1)?;
+        t.outcomes.pass += row.try_get::<i64, _>(2)?;
+        t.outcomes.warn += row.try_get::<i64, _>(3)?;
+        t.outcomes.fail += row.try_get::<i64, _>(4)?;
+        t.outcomes.error += row.try_get::<i64, _>(5)?;
+        t.latency_count += row.try_get::<i64, _>(6)?;
+        t.latency_sum += row.try_get::<f64, _>(7)?;
+        if let Some(min) = row.try_get::<Option<f64>, _>(8)? {
+            t.latency_min = Some(t.latency_min.map_or(min, |m| m.min(min)));
+        }
+        if let Some(max) = row.try_get::<Option<f64>, _>(9)? {
+            t.latency_max = Some(t.latency_max.map_or(max, |m| m.max(max)));
+        }
+        for (i, count) in t.buckets.iter_mut().enumerate() {
+            *count += row.try_get::<i64, _>(10 + i)?;
+        }
+    }
+    Ok(t)
+}
+
+/// The latency summary of `t`, when it measured any.
+fn latency(t: &Totals) -> Option<Latency> {
+    let (min, max) = (t.latency_min?, t.latency_max?);
+    let round = |ms: f64| (ms * 100.0).round() / 100.0;
+    (t.latency_count > 0).then(|| Latency {
+        count: t.latency_count,
+        mean: round(t.latency_sum / t.latency_count as f64),
+        min,
+        max,
+        p50: round(quantile(&t.buckets, 0.50, min, max)),
+        p95: round(quantile(&t.buckets, 0.95, min, max)),
+        p99: round(quantile(&t.buckets, 0.99, min, max)),
+    })
+}
+
+/// The `q` quantile of the bucket counts: linear within the bucket it falls in, the
+/// first bucket starting at `min` and the last ending at `max`.
+fn quantile(buckets: &[i64; 12], q: f64, min: f64, max: f64) -> f64 {
+    let total: i64 = buckets.iter().sum();
+    let target = q * total as f64;
+    let mut below = 0.0;
+    for (i, &count) in buckets.iter().enumerate() {
+        let count = count as f64;
+        if count > 0.0 && below + count >= target {
+            let lower = if i == 0 {
+                min
+            } else {
+                LATENCY_BUCKETS_MS[i - 1].max(min)
+            };
+            let upper = LATENCY_BUCKETS_MS.get(i).map_or(max, |b| b.min(max));
+            let estimate = lower + (upper - lower) * ((target - below) / count);
+            return estimate.clamp(min, max);
+        }
+        below += count;
+    }
+    max
+}
+
+fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn rfc3339(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse_as_they_print() {
+        for w in [
+            Window::Day,
+            Window::Week,
+            Window::Month,
+            Window::Quarter,
+            Window::Year,
+        ] {
+            assert_eq!(Window::parse(w.as_str()), Some(w));
+        }
+        assert_eq!(Window::parse("1y"), None);
+        assert_eq!(Window::Day.grain().0, "m");
+        assert_eq!(Window::Month.grain().0, "h");
+        assert_eq!(Window::Year.grain().0, "d");
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_a_bucket_and_stay_between_min_and_max() {
+        // 100 results: 50 in (1, 5] ms, 45 in (5, 10], 5 in (100, 250].
+        let mut buckets = [0; 12];
+        (buckets[1], buckets[2], buckets[6]) = (50, 45, 5);
+        assert_eq!(quantile(&buckets, 0.50, 2.0, 200.0), 5.0);
+        assert_eq!(quantile(&buckets, 0.95, 2.0, 200.0), 10.0);
+        assert_eq!(quantile(&buckets, 0.99, 2.0, 200.0), 100.0 + 100.0 * 0.8);
+        // All in the first bucket: between the minimum and its bound.
+        let mut one = [0; 12];
+        one[0] = 4;
+        assert_eq!(quantile(&one, 0.5, 0.2, 0.6), 0.4);
+        // Past the last bound: up to the maximum.
+        let mut slow = [0; 12];
+        slow[11] = 2;
+        assert_eq!(quantile(&slow, 1.0, 12_000.0, 30_000.0), 30_000.0);
+    }
+}
