@@ -166,8 +166,24 @@ pub const HISTORY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the history writer waits for a connection (a store that is down fails
 /// fast, and the results stay queued).
 pub const HISTORY_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Connections the history writer keeps: it is one task writing in order.
-pub const HISTORY_POOL_SIZE: u32 = 1;
+/// Connections to the history store: one for the writer (a task writing in order),
+/// one for pruning (which holds its election lock for a pass), one for reads.
+pub const HISTORY_POOL_SIZE: u32 = 3;
+/// How long results are kept (`[history] raw_retention`): a week of single runs.
+pub const HISTORY_RAW_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// How long minute rollups are kept: two weeks, beyond the 7-day window.
+pub const HISTORY_MINUTE_RETENTION: Duration = Duration::from_secs(14 * 86_400);
+/// How long hour rollups are kept: 90 days, the longest window read from them and a
+/// quarter's SLO.
+pub const HISTORY_HOUR_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+/// How long day rollups are kept: 400 days, a year's window with a month to spare.
+pub const HISTORY_DAY_RETENTION: Duration = Duration::from_secs(400 * 86_400);
+/// The least retention the config accepts: a slip of the unit must not empty the store.
+pub const HISTORY_MIN_RETENTION: Duration = Duration::from_secs(3600);
+/// How often old rows are pruned: a minute's worth of them is little work.
+pub const HISTORY_PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Rows one pruning `DELETE` takes at most: a few milliseconds of a writer waiting.
+pub const HISTORY_PRUNE_BATCH: i64 = 1000;
 
 /// Longest report message kept; longer ones are cut at a character boundary (after
 /// secrets are removed, so a cut never leaves part of one).

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::dbpool::DbPool;
 use crate::health::Health;
 use crate::health::dropins::{self, Folder, Loader, Scan};
-use crate::journal::Journal;
+use crate::journal::{Journal, prune};
 use crate::limits::HISTORY_STOP_FLUSH;
 use crate::metrics::Metrics;
 use crate::migrate::{self, MigrationError};
@@ -137,9 +137,11 @@ async fn migrate_own_tables(config: &Config) {
 /// The history writer while it runs.
 struct HistoryWriter {
     journal: Arc<Journal>,
-    /// The store's pool: the writer's, and the uptime endpoint's reads.
+    /// The store's pool: the writer's, pruning's, and the uptime endpoint's reads.
     pool: DbPool,
     task: tokio::task::JoinHandle<()>,
+    /// Pruning, stopped with the writer.
+    pruning: tokio::task::JoinHandle<()>,
 }
 
 /// Health for the config's checks, every result it records also queued for the
@@ -161,10 +163,12 @@ fn start_health(
     };
     let health = health.with_journal(journal.clone());
     let task = tokio::spawn(journal.clone().run(pool.clone()));
+    let pruning = tokio::spawn(prune::run(pool.clone(), config.history.retention));
     let writer = HistoryWriter {
         journal,
         pool,
         task,
+        pruning,
     };
     Ok((Arc::new(health), Some(writer)))
 }
@@ -204,6 +208,7 @@ impl HistoryWriter {
     /// Lets the writer send what is left, for at most [`HISTORY_STOP_FLUSH`]; what a
     /// store that is down still holds then is lost, and said.
     async fn flush(mut self) {
+        self.pruning.abort();
         self.journal.stop();
         if tokio::time::timeout(HISTORY_STOP_FLUSH, &mut self.task)
             .await

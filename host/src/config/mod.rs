@@ -188,6 +188,18 @@ pub struct HistoryConfig {
     pub queue_rows: usize,
     /// Message bytes of the results waiting, at most.
     pub queue_bytes: u64,
+    /// How long the store keeps each kind of row.
+    pub retention: Retention,
+}
+
+/// How long the history store keeps results and each grain of rollups; older rows are
+/// pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub raw: Duration,
+    pub minute: Duration,
+    pub hour: Duration,
+    pub day: Duration,
 }
 
 impl Config {

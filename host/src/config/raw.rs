@@ -66,6 +66,12 @@ pub(super) struct RawHistory {
     pub(super) queue_rows: Option<Spanned<usize>>,
     /// Message bytes of the results waiting, at most, like "16MiB".
     pub(super) queue_bytes: Option<Spanned<String>>,
+    /// How long results are kept, like "7d".
+    pub(super) raw_retention: Option<Spanned<String>>,
+    /// How long the minute, hour and day rollups are kept.
+    pub(super) minute_retention: Option<Spanned<String>>,
+    pub(super) hour_retention: Option<Spanned<String>>,
+    pub(super) day_retention: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

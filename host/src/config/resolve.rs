@@ -14,7 +14,7 @@ use super::raw::{RawCheck, RawConfig, RawDatasource, RawHistory, RawUsage};
 use super::{
     CheckConfig, DATABASE_URL_ENV, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_NAMESPACE,
     DEFAULT_SHUTDOWN_DELAY, DEFAULT_STARTUP_GRACE, DEFAULT_USAGE_DATASOURCE,
-    DEFAULT_WATCH_INTERVAL, HistoryConfig, ShowDetails, Source, UsageConfig,
+    DEFAULT_WATCH_INTERVAL, HistoryConfig, Retention, ShowDetails, Source, UsageConfig,
     default_compile_concurrency,
 };
 use crate::dburl::{DatasourceSpec, normalize_url};
@@ -200,7 +200,7 @@ pub(super) fn resolve_checks(
 }
 
 /// `[history]`: its datasource (by default `main`, when defined), this host's node
-/// name, and the bounds of the queue of results waiting for the store.
+/// name, the bounds of the queue of results waiting for the store, and retention.
 pub(super) fn resolve_history(
     raw: Option<Spanned<RawHistory>>,
     datasources: &BTreeMap<String, RawDatasource>,
@@ -249,12 +249,52 @@ pub(super) fn resolve_history(
             limits::HISTORY_QUEUE_BYTES
         }),
     };
+    let retention = history_retention(&raw, problems);
     HistoryConfig {
         datasource,
         node,
         migrate: raw.migrate.unwrap_or(true),
         queue_rows,
         queue_bytes,
+        retention,
+    }
+}
+
+/// `[history]`'s retentions, each at least [`limits::HISTORY_MIN_RETENTION`].
+fn history_retention(raw: &RawHistory, problems: &mut Problems) -> Retention {
+    let mut keep = |text: &Option<Spanned<String>>, key: &str, default: Duration| {
+        let key = format!("history.{key}");
+        let kept = duration(text, key.clone(), default, problems);
+        match text {
+            Some(text) if kept < limits::HISTORY_MIN_RETENTION => {
+                let least = humantime::format_duration(limits::HISTORY_MIN_RETENTION);
+                problems.add(text.span(), key, format!("must be at least {least}"));
+                default
+            }
+            _ => kept,
+        }
+    };
+    Retention {
+        raw: keep(
+            &raw.raw_retention,
+            "raw_retention",
+            limits::HISTORY_RAW_RETENTION,
+        ),
+        minute: keep(
+            &raw.minute_retention,
+            "minute_retention",
+            limits::HISTORY_MINUTE_RETENTION,
+        ),
+        hour: keep(
+            &raw.hour_retention,
+            "hour_retention",
+            limits::HISTORY_HOUR_RETENTION,
+        ),
+        day: keep(
+            &raw.day_retention,
+            "day_retention",
+            limits::HISTORY_DAY_RETENTION,
+        ),
     }
 }
 

@@ -344,3 +344,43 @@ fn relative_sqlite_paths_resolve_against_the_config_folder() {
         "postgres://x/y"
     );
 }
+
+#[test]
+fn history_defaults_to_main_and_every_bad_key_is_named() {
+    let config = parse("[datasources.main]\nurl = \"sqlite::memory:\"\n").unwrap();
+    assert_eq!(config.history.datasource.as_deref(), Some("main"));
+    assert_eq!(config.history.retention.raw, limits::HISTORY_RAW_RETENTION);
+    assert_eq!(config.history.queue_rows, limits::HISTORY_QUEUE_ROWS);
+    let memory_only = parse("listen = \"127.0.0.1:1\"\n").unwrap();
+    assert_eq!(memory_only.history.datasource, None);
+
+    let source = r#"[datasources.main]
+url = "sqlite::memory:"
+
+[history]
+datasource = "elsewhere"
+node = ""
+queue_rows = 0
+queue_bytes = "lots"
+raw_retention = "10m"
+day_retention = "soon"
+"#;
+    let problems = parse(source).err().unwrap();
+    let got: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (5, "history.datasource"),
+            (6, "history.node"),
+            (7, "history.queue_rows"),
+            (8, "history.queue_bytes"),
+            (9, "history.raw_retention"),
+            (10, "history.day_retention"),
+        ]
+    );
+    assert!(
+        problems[4].to_string().contains("must be at least 1h"),
+        "{}",
+        problems[4]
+    );
+}

@@ -30,6 +30,7 @@ use crate::limits::{
 use crate::metrics::Metrics;
 use crate::sync::lock;
 
+pub mod prune;
 pub mod read;
 mod store;
 

@@ -79,8 +79,8 @@ pub struct UptimeDoc {
     /// The window's start and end (now), RFC 3339 with milliseconds.
     pub from: String,
     pub to: String,
-    /// The fraction of the window from its first stored result on (1 when the data
-    /// starts before the window); null without results.
+    /// The fraction of the window from the start of its first stored bucket on (1 when
+    /// the data starts before the window), to 0.000001; null without results.
     pub coverage: Option<f64>,
     pub runs: i64,
     pub outcomes: Outcomes,
@@ -153,7 +153,7 @@ pub async fn uptime(
         window: window.as_str(),
         from: rfc3339(from_ms),
         to: rfc3339(to_ms),
-        coverage: coverage.map(|c| (c * 1000.0).round() / 1000.0),
+        coverage: coverage.map(|c| (c * 1e6).round() / 1e6),
         runs: totals.runs,
         uptime_percent: (totals.runs > 0).then(|| {
             let up = (totals.outcomes.pass + totals.outcomes.warn) as f64;

@@ -347,3 +347,100 @@ async fn results_queued_through_a_store_outage_all_arrive_in_order() {
     db.close().await;
     server.exec(format!("DROP DATABASE {name}")).await;
 }
+
+/// A rollup row of `check` for `grain` at `bucket_ms`, one passing run.
+fn rollup_row(check: &str, grain: &str, bucket_ms: i64) -> String {
+    let buckets = [
+        "1", "5", "10", "25", "50", "100", "250", "500", "1000", "2500", "10000", "inf",
+    ];
+    format!(
+        "INSERT INTO hh_rollup (check_name, grain, bucket_ms, runs, pass, warn, fail, error, \
+         latency_count, latency_sum, {}) VALUES ('{check}', '{grain}', {bucket_ms}, 1, 1, 0, 0, 0, \
+         0, 0, {})",
+        buckets.map(|b| format!("le_{b}")).join(", "),
+        ["0"; 12].join(", ")
+    )
+}
+
+#[tokio::test]
+async fn pruning_with_two_replicas_running_deletes_exactly_what_is_past_retention() {
+    let server = Server::Postgres(postgres().await);
+    let (name, url) = server.fresh_database().await;
+    let out = healthhost(&["migrate", "--database-url", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let db = Server::Postgres(sqlx::PgPool::connect(&url).await.unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let (minute, hour, day) = (60_000, 3_600_000, 86_400_000);
+    let floor = |at: i64, length: i64| at - at.rem_euclid(length);
+    // Results: three past a raw retention of 2 h, two within it.
+    for age in [5 * hour, 4 * hour, 3 * hour, hour, 30 * minute] {
+        db.exec(format!(
+            "INSERT INTO hh_result (check_name, node, at_ms, outcome) VALUES ('old', 'seed', {}, 'pass')",
+            now - age
+        ))
+        .await;
+    }
+    // Rollups: per grain, one bucket past its retention and one within it.
+    for (grain, length, past, within) in [
+        ("m", minute, 3 * hour, 10 * minute),
+        ("h", hour, 3 * day, 2 * hour),
+        ("d", day, 12 * day, day),
+    ] {
+        for age in [past, within] {
+            db.exec(rollup_row("old", grain, floor(now - age, length)))
+                .await;
+        }
+    }
+    let config = format!(
+        "[datasources.main]\nurl = {url:?}\n[history]\nraw_retention = \"2h\"\n\
+         minute_retention = \"2h\"\nhour_retention = \"2d\"\nday_retention = \"10d\"\n{}",
+        on_demand("c", "pass", "")
+    );
+    // Both replicas prune at start; one holds the lock, the other skips its pass.
+    let (a, b) = tokio::join!(Host::start(&config), Host::start(&config));
+    let remaining = "SELECT count(*) FROM hh_result WHERE check_name = 'old'";
+    for _ in 0..600 {
+        if db.count(remaining.to_owned()).await == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        db.count(remaining.to_owned()).await,
+        2,
+        "the two within 2 h"
+    );
+    let ages = format!(
+        "SELECT count(*) FROM hh_result WHERE check_name = 'old' AND at_ms >= {}",
+        now - 2 * hour
+    );
+    assert_eq!(db.count(ages).await, 2);
+    for (grain, length, within) in [
+        ("m", minute, 10 * minute),
+        ("h", hour, 2 * hour),
+        ("d", day, day),
+    ] {
+        let kept = format!(
+            "SELECT count(*) FROM hh_rollup WHERE check_name = 'old' AND grain = '{grain}' \
+             AND bucket_ms = {}",
+            floor(now - within, length)
+        );
+        let all = format!(
+            "SELECT count(*) FROM hh_rollup WHERE check_name = 'old' AND grain = '{grain}'"
+        );
+        assert_eq!(
+            (db.count(kept).await, db.count(all).await),
+            (1, 1),
+            "{grain}"
+        );
+    }
+    drop((a, b));
+    let Server::Postgres(pool) = db else {
+        unreachable!()
+    };
+    pool.close().await;
+    server.exec(format!("DROP DATABASE {name}")).await;
+}

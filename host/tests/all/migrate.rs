@@ -89,7 +89,8 @@ async fn sqlite_from_empty_and_again() {
             "hh_result_at",
             "hh_result_check_at",
             "hh_result_once",
-            "hh_rollup"
+            "hh_rollup",
+            "hh_rollup_age"
         ]
     );
     pool.close().await;

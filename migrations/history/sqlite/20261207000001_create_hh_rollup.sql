@@ -31,3 +31,5 @@ CREATE TABLE hh_rollup (
     le_inf INTEGER NOT NULL,
     PRIMARY KEY (check_name, grain, bucket_ms)
 );
+-- Pruning finds a grain's old buckets without reading every check's.
+CREATE INDEX hh_rollup_age ON hh_rollup (grain, bucket_ms);
