@@ -9,6 +9,7 @@ mod browser;
 mod builtins;
 mod capabilities;
 mod cli;
+mod deploy;
 mod docs;
 mod dropins;
 mod history;

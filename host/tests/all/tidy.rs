@@ -18,7 +18,7 @@ const MAX_PROSE_LINE: usize = 200;
 /// Where the functions are counted: the host and everything compiled into plugins.
 const FN_ROOTS: [&str; 3] = ["host/src", "plugins", "sdk/src"];
 /// Top-level entries of the repository a backticked path may start with.
-const REPO_DIRS: [&str; 11] = [
+const REPO_DIRS: [&str; 12] = [
     "host",
     "plugins",
     "sdk",
@@ -29,6 +29,7 @@ const REPO_DIRS: [&str; 11] = [
     "test-programs",
     "bench",
     "examples",
+    "deploy",
     ".ci",
 ];
 
