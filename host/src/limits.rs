@@ -131,6 +131,14 @@ pub const DIAGNOSTIC_MAX_TEXT_BYTES: usize = 256;
 /// run a minute. A check that runs more often keeps a shorter span; at 32 bytes a
 /// result, a full history is 45 KiB.
 pub const HISTORY_MAX_ENTRIES: usize = 1440;
+/// Results a check's history keeps in memory when a history store keeps them all: two
+/// per slot of the status page's sparkline and outcome strip (60), and far more than
+/// the second of results the store has not been sent yet. 3.8 KiB per check, where
+/// [`HISTORY_MAX_ENTRIES`] is 45 KiB.
+pub const HISTORY_CACHE_ENTRIES: usize = 120;
+/// Message text a check's history keeps in memory beside a history store: the page's
+/// last failure and the newest results' messages.
+pub const HISTORY_CACHE_MESSAGE_BYTES: usize = 8 * 1024;
 /// How long a result stays in a check's history: a day, the window of its uptime.
 pub const HISTORY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Message text a check's history keeps, each distinct message counted once (a
@@ -140,6 +148,10 @@ pub const HISTORY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// 50 × (45 + 64) KiB, about 5.3 MiB, instead of 70 MiB.
 pub const HISTORY_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// Results one `GET /v1/checks/{check}/history` answer holds, at most (the newest;
+/// the answer says `truncated`): a day of a check every 10 s on one replica, about
+/// 1.5 MiB of JSON, so a wide `since` cannot make one request read a week of rows.
+pub const HISTORY_READ_MAX_ROWS: usize = 10_000;
 /// Longest node name a history row carries (`[history] node`): a host name and a port
 /// fit, and every store's indexable text column takes it.
 pub const HISTORY_NODE_MAX_BYTES: usize = 255;

@@ -259,6 +259,11 @@ impl Metrics {
         }
         let _ = self.checks.run_duration.remove_label_values(&[check]);
         let _ = self.checks.last_run.remove_label_values(&[check]);
+        let _ = self.checks.slo_target.remove_label_values(&[check]);
+        let _ = self
+            .checks
+            .error_budget_remaining
+            .remove_label_values(&[check]);
         for vec in [&self.plugins.loads, &self.plugins.load_errors] {
             let _ = vec.remove_label_values(&[check]);
         }

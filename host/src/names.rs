@@ -39,13 +39,15 @@ pub const PLAN_METRICS: [&str; 12] = [
 
 /// The host's own metric names (besides the plan's), without the namespace. Plugin
 /// samples may not take these names, nor the plan's.
-pub const HOST_METRICS: [&str; 15] = [
+pub const HOST_METRICS: [&str; 17] = [
     "http_request_duration_seconds",
     "check_run_duration_seconds",
     "check_runs_total",
     "check_last_run_timestamp_seconds",
     "check_fuel_consumed",
     "check_peak_memory_bytes",
+    "check_slo_target",
+    "check_error_budget_remaining",
     "plugin_samples_dropped_total",
     "plugin_loads_total",
     "plugin_load_errors_total",

@@ -10,14 +10,15 @@ use anyhow::Context;
 use super::{ServeArgs, check_roles, initial_set, open_runtime};
 use crate::config::Config;
 use crate::dbpool::DbPool;
-use crate::health::Health;
 use crate::health::dropins::{self, Folder, Loader, Scan};
+use crate::health::{Health, slo};
 use crate::journal::{Journal, prune};
 use crate::limits::HISTORY_STOP_FLUSH;
 use crate::metrics::Metrics;
 use crate::migrate::{self, MigrationError};
 use crate::runtime::Runtime;
 use crate::server;
+use crate::server::HistoryStore;
 use crate::usage::UsageStore;
 use crate::usage::ingest::Ingest;
 use crate::usage::summary::Reader;
@@ -42,7 +43,8 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let (ingest, usage_reader) = usage_endpoints(&config, &metrics)?;
         // Bound first: the history's node name has the port, ephemeral or not.
         let (listener, port) = bind(listen).await?;
-        let (health, history) = start_health(&config, &runtime, &metrics, port)?;
+        let node = node_name(&config, port);
+        let (health, history) = start_health(&config, &runtime, &metrics, &node)?;
         let config = Arc::new(config);
         // Every check is listed as loading at once; they compile after the listener
         // is up, so probes get answers from the first moment.
@@ -67,7 +69,9 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ingest,
             usage_reader,
             bodies: server::HealthBodies::default(),
-            history_store: history.as_ref().map(|h| h.pool.clone()),
+            history_store: history.as_ref().map(|h| h.store.clone()),
+            node,
+            page_cache: Default::default(),
         });
         let checks = health.set().entries.len();
         tracing::info!(
@@ -81,9 +85,8 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             health.clone(),
             config.watch_interval,
         ));
-        let shutdown = drain(health.clone(), config.shutdown_delay);
         axum::serve(listener, server::router(state))
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(drain(health.clone(), config.shutdown_delay))
             .await?;
         watcher.abort();
         health.stop();
@@ -136,12 +139,11 @@ async fn migrate_own_tables(config: &Config) {
 
 /// The history writer while it runs.
 struct HistoryWriter {
-    journal: Arc<Journal>,
-    /// The store's pool: the writer's, pruning's, and the uptime endpoint's reads.
-    pool: DbPool,
+    /// The store's pool (the writer's, pruning's, and the readers') and the journal.
+    store: HistoryStore,
     task: tokio::task::JoinHandle<()>,
-    /// Pruning, stopped with the writer.
-    pruning: tokio::task::JoinHandle<()>,
+    /// Pruning and the SLO gauges' refresh, stopped with the writer.
+    others: [tokio::task::JoinHandle<()>; 2],
 }
 
 /// Health for the config's checks, every result it records also queued for the
@@ -150,7 +152,7 @@ fn start_health(
     config: &Config,
     runtime: &Arc<Runtime>,
     metrics: &Arc<Metrics>,
-    port: u16,
+    node: &str,
 ) -> anyhow::Result<(Arc<Health>, Option<HistoryWriter>)> {
     let health = Health::new(
         runtime.clone(),
@@ -158,26 +160,36 @@ fn start_health(
         config.max_concurrent_runs,
         config.startup_grace,
     );
-    let Some((journal, pool)) = open_journal(config, port, metrics)? else {
+    let Some((journal, pool)) = open_journal(config, node, metrics)? else {
         return Ok((Arc::new(health), None));
     };
     let health = health.with_journal(journal.clone());
     let task = tokio::spawn(journal.clone().run(pool.clone()));
     let pruning = tokio::spawn(prune::run(pool.clone(), config.history.retention));
+    let health = Arc::new(health);
+    let slos = tokio::spawn(slo::watch(health.clone(), metrics.clone(), pool.clone()));
     let writer = HistoryWriter {
-        journal,
-        pool,
+        store: HistoryStore { pool, journal },
         task,
-        pruning,
+        others: [pruning, slos],
     };
-    Ok((Arc::new(health), Some(writer)))
+    Ok((health, Some(writer)))
+}
+
+/// This host's name in the check history: `[history] node`, or this machine's name
+/// and `port`, so two hosts on one machine differ.
+fn node_name(config: &Config, port: u16) -> String {
+    config.history.node.clone().unwrap_or_else(|| {
+        let host = rustix::system::uname();
+        format!("{}:{port}", host.nodename().to_string_lossy())
+    })
 }
 
 /// The history journal and its store's pool, when the config keeps history in a
-/// datasource; the node is `[history] node`, or this machine's name and `port`.
+/// datasource.
 fn open_journal(
     config: &Config,
-    port: u16,
+    node: &str,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Option<(Arc<Journal>, DbPool)>> {
     let Some(datasource) = config.history_datasource() else {
@@ -185,13 +197,9 @@ fn open_journal(
         return Ok(None);
     };
     let history = &config.history;
-    let node = history.node.clone().unwrap_or_else(|| {
-        let host = rustix::system::uname();
-        format!("{}:{port}", host.nodename().to_string_lossy())
-    });
     let pool = Journal::pool(datasource.url())?;
     let journal = Journal::new(
-        node,
+        node.to_owned(),
         history.queue_rows,
         history.queue_bytes,
         metrics.clone(),
@@ -208,8 +216,10 @@ impl HistoryWriter {
     /// Lets the writer send what is left, for at most [`HISTORY_STOP_FLUSH`]; what a
     /// store that is down still holds then is lost, and said.
     async fn flush(mut self) {
-        self.pruning.abort();
-        self.journal.stop();
+        for task in &self.others {
+            task.abort();
+        }
+        self.store.journal.stop();
         if tokio::time::timeout(HISTORY_STOP_FLUSH, &mut self.task)
             .await
             .is_err()
@@ -217,7 +227,7 @@ impl HistoryWriter {
             self.task.abort();
             tracing::warn!(
                 "{} check results were not written to the history store before stopping",
-                self.journal.queued()
+                self.store.journal.queued()
             );
         }
     }

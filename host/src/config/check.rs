@@ -10,7 +10,10 @@ use toml::Spanned;
 use super::grants::{Grants, HttpPolicy, Settings, SqlPolicy};
 use super::raw::RawCheck;
 use super::resolve::{duration, expand};
-use super::{CheckConfig, DEFAULT_INTERVAL, MIN_INTERVAL, STALE_AFTER_INTERVALS, Source};
+use super::{
+    CheckConfig, DEFAULT_INTERVAL, DEFAULT_SLO_WINDOW, MIN_INTERVAL, STALE_AFTER_INTERVALS, Slo,
+    Source, WINDOW_EXPECTED, Window,
+};
 use crate::limits::{self, Limits};
 use crate::problems::{Problem, Problems, parse_toml};
 use crate::units;
@@ -85,6 +88,7 @@ pub(super) fn resolve_check(
     let http = http_grant(&raw, context, problems);
     let sql = sql_grant(&raw, context, problems);
     let metrics = metric_grants(&raw, context, problems);
+    let slo = service_level(&raw, context, problems);
     let settings = resolve_settings(name, raw.settings, context, problems);
     CheckConfig {
         name: name.to_owned(),
@@ -98,6 +102,44 @@ pub(super) fn resolve_check(
         settings,
         sha256,
         source,
+        slo,
+    }
+}
+
+/// `slo` (a percentage above 0 and below 100) and `slo_window` (one of the uptime
+/// windows; it needs `slo`).
+fn service_level(raw: &RawCheck, context: &CheckContext, problems: &mut Problems) -> Option<Slo> {
+    let window = match &raw.slo_window {
+        None => DEFAULT_SLO_WINDOW,
+        Some(text) if raw.slo.is_none() => {
+            let why = "is the window of `slo`, which is not set";
+            problems.add(text.span(), context.key("slo_window"), why);
+            return None;
+        }
+        Some(text) => match Window::parse(text.get_ref()) {
+            Some(window) => window,
+            None => {
+                let why = format!("'{}' is not {WINDOW_EXPECTED}", text.get_ref());
+                problems.add(text.span(), context.key("slo_window"), why);
+                return None;
+            }
+        },
+    };
+    let text = raw.slo.as_ref()?;
+    let percent = text.get_ref().trim().strip_suffix('%').map(str::trim);
+    match percent.and_then(|p| p.parse::<f64>().ok()) {
+        Some(p) if p > 0.0 && p < 100.0 => Some(Slo {
+            target: p / 100.0,
+            window,
+        }),
+        _ => {
+            let why = format!(
+                "'{}' is not a percentage above 0 and below 100, like \"99.9%\"",
+                text.get_ref()
+            );
+            problems.add(text.span(), context.key("slo"), why);
+            None
+        }
     }
 }
 

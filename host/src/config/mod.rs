@@ -173,6 +173,55 @@ pub struct UsageConfig {
 /// The datasource holding the host's own tables when `[usage]` names none.
 pub const DEFAULT_USAGE_DATASOURCE: &str = "main";
 
+/// The windows an uptime is read over (`GET /v1/checks/{check}/uptime`, `slo_window`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Window {
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+/// What `window` may be, as a 400 says it.
+pub const WINDOW_EXPECTED: &str = "one of 24h, 7d, 30d, 90d, 365d";
+
+impl Window {
+    /// The window named `name`, exactly as [`Window::as_str`] spells it.
+    pub fn parse(name: &str) -> Option<Window> {
+        [
+            Window::Day,
+            Window::Week,
+            Window::Month,
+            Window::Quarter,
+            Window::Year,
+        ]
+        .into_iter()
+        .find(|w| w.as_str() == name)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Day => "24h",
+            Window::Week => "7d",
+            Window::Month => "30d",
+            Window::Quarter => "90d",
+            Window::Year => "365d",
+        }
+    }
+
+    pub fn duration(self) -> Duration {
+        let days = match self {
+            Window::Day => 1,
+            Window::Week => 7,
+            Window::Month => 30,
+            Window::Quarter => 90,
+            Window::Year => 365,
+        };
+        Duration::from_secs(days * 86_400)
+    }
+}
+
 /// Where check results are kept beyond memory (`[history]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryConfig {
@@ -234,7 +283,21 @@ pub struct CheckConfig {
     /// The SHA-256 (lower-case hex) the plugin file must have.
     pub sha256: Option<String>,
     pub source: Source,
+    /// Its service level objective, if it has one.
+    pub slo: Option<Slo>,
 }
+
+/// A check's service level objective: the share of runs that must be up over a
+/// window (`slo = "99.9%"`, `slo_window = "30d"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slo {
+    /// The target as a fraction, e.g. 0.999.
+    pub target: f64,
+    pub window: Window,
+}
+
+/// The window of an SLO when `slo_window` says nothing: a month, as SLOs usually are.
+pub const DEFAULT_SLO_WINDOW: Window = Window::Month;
 
 impl Config {
     /// Reads, parses and validates a config file.

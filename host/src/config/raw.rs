@@ -131,6 +131,10 @@ pub(super) struct RawCheck {
     pub(super) grants: RawGrants,
     #[serde(default)]
     pub(super) settings: BTreeMap<String, Spanned<toml::Value>>,
+    /// The share of runs that must be up, like "99.9%".
+    pub(super) slo: Option<Spanned<String>>,
+    /// The window the SLO is measured over: 24h, 7d, 30d, 90d or 365d.
+    pub(super) slo_window: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -384,3 +384,37 @@ day_retention = "soon"
         problems[4]
     );
 }
+
+#[test]
+fn an_slo_is_a_percentage_over_an_uptime_window() {
+    let check = |extra: &str| format!("[checks.c]\nplugin = \"c.wasm\"\n{extra}\n");
+    let config = parse(&check("slo = \"99.9%\"")).unwrap();
+    let slo = config.checks[0].slo.unwrap();
+    assert!((slo.target - 0.999).abs() < 1e-12);
+    assert_eq!(slo.window, Window::Month);
+    let config = parse(&check("slo = \"99 %\"\nslo_window = \"7d\"")).unwrap();
+    assert_eq!(config.checks[0].slo.unwrap().window, Window::Week);
+    assert_eq!(parse(&check("")).unwrap().checks[0].slo, None);
+    for bad in [
+        "slo = \"100%\"",
+        "slo = \"99.9\"",
+        "slo = \"0%\"",
+        "slo = \"x%\"",
+    ] {
+        let problems = parse(&check(bad)).err().unwrap();
+        assert_eq!(problems[0].key, "checks.c.slo", "{bad}");
+    }
+    let problems = parse(&check("slo = \"99%\"\nslo_window = \"1y\""))
+        .err()
+        .unwrap();
+    assert!(
+        problems[0]
+            .to_string()
+            .contains("one of 24h, 7d, 30d, 90d, 365d"),
+        "{}",
+        problems[0]
+    );
+    let problems = parse(&check("slo_window = \"7d\"")).err().unwrap();
+    assert_eq!(problems[0].key, "checks.c.slo_window");
+}
+

@@ -1,6 +1,7 @@
 //! A check's recent results: a ring of compact [`Record`]s bounded by count
-//! ([`HISTORY_MAX_ENTRIES`]) and age ([`HISTORY_MAX_AGE`]), oldest first, and the
-//! uptime computed from it. [`super::Health`] pushes every result it records and
+//! ([`HISTORY_MAX_ENTRIES`], or [`HISTORY_CACHE_ENTRIES`] beside a history store) and
+//! age ([`HISTORY_MAX_AGE`]), oldest first, and the uptime computed from it.
+//! [`Health`] pushes every result it records (and queues it for the store) and
 //! forgets the history of a removed check.
 //!
 //! A record is 32 bytes; its message is an `Arc<str>` that consecutive results
@@ -13,8 +14,14 @@ use std::collections::{VecDeque, vec_deque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::limits::{HISTORY_MAX_AGE, HISTORY_MAX_ENTRIES, HISTORY_MAX_MESSAGE_BYTES};
-use crate::runtime::Outcome;
+use super::Health;
+use crate::journal::Row;
+use crate::limits::{
+    HISTORY_CACHE_ENTRIES, HISTORY_CACHE_MESSAGE_BYTES, HISTORY_MAX_AGE, HISTORY_MAX_ENTRIES,
+    HISTORY_MAX_MESSAGE_BYTES,
+};
+use crate::runtime::{Outcome, RunReport};
+use crate::sync::lock;
 
 /// What a distinct message costs besides its text: the `Arc`'s two counts and the
 /// allocator's rounding.
@@ -81,9 +88,39 @@ impl HistoryView {
     }
 }
 
+/// How much one check's history keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Results, at most.
+    pub entries: usize,
+    /// Distinct message text with its overhead, at most.
+    pub message_bytes: usize,
+}
+
+impl Bounds {
+    /// Without a history store, memory is the history: the last day.
+    pub const ALONE: Bounds = Bounds {
+        entries: HISTORY_MAX_ENTRIES,
+        message_bytes: HISTORY_MAX_MESSAGE_BYTES,
+    };
+    /// With a history store, memory keeps what the status page draws and what the store
+    /// has not been sent yet.
+    pub const CACHE: Bounds = Bounds {
+        entries: HISTORY_CACHE_ENTRIES,
+        message_bytes: HISTORY_CACHE_MESSAGE_BYTES,
+    };
+}
+
+impl Default for Bounds {
+    fn default() -> Bounds {
+        Bounds::ALONE
+    }
+}
+
 /// The recent results of one check.
 #[derive(Debug, Default)]
 pub struct History {
+    bounds: Bounds,
     records: VecDeque<Record>,
     /// The cost of the distinct messages the records hold (text and overhead).
     message_bytes: usize,
@@ -92,9 +129,17 @@ pub struct History {
 }
 
 impl History {
+    /// An empty history that keeps at most `bounds`.
+    pub fn new(bounds: Bounds) -> History {
+        History {
+            bounds,
+            ..History::default()
+        }
+    }
+
     /// Records a result of a run that finished at `at`, first dropping the results
-    /// older than [`HISTORY_MAX_AGE`] before it, and the oldest one when
-    /// [`HISTORY_MAX_ENTRIES`] are kept.
+    /// older than [`HISTORY_MAX_AGE`] before it, and the oldest one when its bounds'
+    /// number of results are kept.
     pub fn push(
         &mut self,
         at: SystemTime,
@@ -104,7 +149,7 @@ impl History {
     ) {
         let at_ms = unix_ms(at);
         self.prune(at_ms);
-        while self.records.len() >= HISTORY_MAX_ENTRIES {
+        while self.records.len() >= self.bounds.entries {
             self.pop_front();
         }
         let message = message.map(|text| match self.shared(text) {
@@ -118,7 +163,7 @@ impl History {
         });
         // Grown by doubling up to the bound, never past it.
         if self.records.len() == self.records.capacity() {
-            let target = (self.records.capacity() * 2).clamp(16, HISTORY_MAX_ENTRIES);
+            let target = (self.records.capacity() * 2).clamp(16, self.bounds.entries);
             self.records.reserve_exact(target - self.records.len());
         }
         self.records.push_back(Record {
@@ -149,8 +194,9 @@ impl History {
     }
 
     /// The bytes this history holds on the heap: its ring's capacity of records and
-    /// its distinct messages (text and overhead). At most 1,440 records of 32 bytes and
-    /// [`HISTORY_MAX_MESSAGE_BYTES`] of messages: about 110 KiB per check.
+    /// its distinct messages (text and overhead). Alone, at most 1,440 records of 32
+    /// bytes and [`HISTORY_MAX_MESSAGE_BYTES`] of messages, about 110 KiB per check;
+    /// as a store's cache, under 12 KiB.
     pub fn heap_bytes(&self) -> usize {
         self.records.capacity() * std::mem::size_of::<Record>() + self.message_bytes
     }
@@ -209,13 +255,77 @@ impl History {
 
     /// Forgets the oldest messages until a new one costing `cost` fits.
     fn make_room(&mut self, cost: usize) {
-        while self.message_bytes + cost > HISTORY_MAX_MESSAGE_BYTES
+        while self.message_bytes + cost > self.bounds.message_bytes
             && self.first_message < self.records.len()
         {
             let index = self.first_message;
             let message = self.records[index].message.take();
             self.release(message, index + 1);
             self.first_message += 1;
+        }
+    }
+}
+
+/// Health's side of the histories: each result in, reads out.
+impl Health {
+    /// Keeps a result of check `name` in its history in memory and, with a store,
+    /// queues it for the store.
+    pub(super) fn remember(
+        &self,
+        name: &str,
+        finished: SystemTime,
+        report: &RunReport,
+        latency: Option<f64>,
+    ) {
+        // With a store, memory is its cache: the page's last runs and what waits.
+        let bounds = match self.journal {
+            Some(_) => Bounds::CACHE,
+            None => Bounds::ALONE,
+        };
+        lock(&self.history)
+            .entry(name.to_owned())
+            .or_insert_with(|| History::new(bounds))
+            .push(finished, report.outcome, latency, report.message.as_deref());
+        if let Some(journal) = &self.journal {
+            let message = report.message.as_deref().map(Arc::from);
+            let row = Row::new(
+                Arc::from(name),
+                finished,
+                report.outcome.label(),
+                latency,
+                message,
+            );
+            // What a fault test counts the store's rows against.
+            tracing::debug!(check = %name, at_ms = row.at_ms, "result recorded");
+            journal.push(row);
+        }
+    }
+
+    /// The results of check `name` from `since` on, and its uptime over the last day,
+    /// at `now`; `None` when there is no such check. A check that has not run yet has
+    /// none.
+    pub fn history(&self, name: &str, now: SystemTime, since: SystemTime) -> Option<HistoryView> {
+        if !self.set().entries.contains_key(name) {
+            return None;
+        }
+        Some(self.scan_history(name, now, |records, uptime_24h| {
+            HistoryView::since(records, since, uptime_24h)
+        }))
+    }
+
+    /// Calls `f` with the results of check `name` kept at `now` (oldest first; none
+    /// when it has not run or does not exist) and their uptime, read in place under
+    /// the history lock: `f` must be quick, runs record their results behind it.
+    pub fn scan_history<R>(
+        &self,
+        name: &str,
+        now: SystemTime,
+        f: impl FnOnce(RecordIter<'_>, Option<f64>) -> R,
+    ) -> R {
+        let mut history = lock(&self.history);
+        match history.get_mut(name) {
+            Some(h) => h.scan(now, f),
+            None => History::default().scan(now, f),
         }
     }
 }
@@ -238,6 +348,37 @@ mod tests {
 
     fn start() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    #[test]
+    fn beside_a_store_the_ring_keeps_only_the_pages_share() {
+        let t = start();
+        let mut h = History::new(Bounds::CACHE);
+        for i in 0..1000u64 {
+            let message = format!("message {i} {}", "x".repeat(100));
+            h.push(
+                t + Duration::from_secs(i),
+                Outcome::Pass,
+                Some(1.0),
+                Some(&message),
+            );
+        }
+        let view = h.read(t + Duration::from_secs(1000), t);
+        assert_eq!(view.records.len(), HISTORY_CACHE_ENTRIES);
+        assert_eq!(
+            view.records.last().unwrap().at(),
+            t + Duration::from_secs(999)
+        );
+        assert!(h.heap_bytes() < 12 * 1024, "{} bytes", h.heap_bytes());
+        // Alone, the same results are all kept.
+        let mut alone = History::default();
+        for i in 0..1000u64 {
+            alone.push(t + Duration::from_secs(i), Outcome::Pass, Some(1.0), None);
+        }
+        assert_eq!(
+            alone.read(t + Duration::from_secs(1000), t).records.len(),
+            1000
+        );
     }
 
     fn outcomes(view: &HistoryView) -> Vec<&'static str> {

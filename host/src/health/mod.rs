@@ -18,6 +18,7 @@
 pub mod dropins;
 pub mod history;
 pub mod load;
+pub mod slo;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -30,11 +31,11 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
 use crate::config::{CheckConfig, Source};
-use crate::journal::{Journal, Row};
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::runtime::{LoadError, Outcome, Plugin, RunReport, Runner, Runtime};
 use crate::sync::{lock, read, write};
-use history::{History, HistoryView};
+use history::History;
 
 /// How long a finished load waits to enter the set with the others finishing
 /// meanwhile: each new set copies the whole set and is compared with the one before,
@@ -433,23 +434,7 @@ impl Health {
         // The page's sparkline needs a point for every run: the run's own duration
         // when the check measures no latency of its own.
         let latency = latency_ms(&report).or(Some(round2(report.latency.as_secs_f64() * 1000.0)));
-        lock(&self.history).entry(name.clone()).or_default().push(
-            finished,
-            report.outcome,
-            latency,
-            report.message.as_deref(),
-        );
-        if let Some(journal) = &self.journal {
-            let message = report.message.as_deref().map(Arc::from);
-            let outcome = report.outcome.label();
-            journal.push(Row::new(
-                Arc::from(name.as_str()),
-                finished,
-                outcome,
-                latency,
-                message,
-            ));
-        }
+        self.remember(name, finished, &report, latency);
         let latest = Latest {
             report,
             finished,
@@ -490,34 +475,6 @@ impl Health {
 
     fn in_grace(&self) -> bool {
         self.started.elapsed() < self.startup_grace
-    }
-
-    /// The results of check `name` from `since` on, and its uptime over the last day,
-    /// at `now`; `None` when there is no such check. A check that has not run yet has
-    /// none.
-    pub fn history(&self, name: &str, now: SystemTime, since: SystemTime) -> Option<HistoryView> {
-        if !self.set().entries.contains_key(name) {
-            return None;
-        }
-        Some(self.scan_history(name, now, |records, uptime_24h| {
-            HistoryView::since(records, since, uptime_24h)
-        }))
-    }
-
-    /// Calls `f` with the results of check `name` kept at `now` (oldest first; none
-    /// when it has not run or does not exist) and their uptime, read in place under
-    /// the history lock: `f` must be quick, runs record their results behind it.
-    pub fn scan_history<R>(
-        &self,
-        name: &str,
-        now: SystemTime,
-        f: impl FnOnce(history::RecordIter<'_>, Option<f64>) -> R,
-    ) -> R {
-        let mut history = lock(&self.history);
-        match history.get_mut(name) {
-            Some(h) => h.scan(now, f),
-            None => History::default().scan(now, f),
-        }
     }
 
     /// The view of one check, if it exists.

@@ -6,12 +6,13 @@
 //! Fields are declared in alphabetical order, the order of the bytes on the wire.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::history::HistoryView;
+use super::history::Record;
 use super::{CheckState, CheckView, healthy};
+use crate::journal::results::Stored;
 use crate::runtime::Outcome;
 
 /// The status an outcome shows as: `pass`, `warn`, or `fail` for a failure and for
@@ -204,8 +205,15 @@ pub struct HistoryDoc {
     pub results: Vec<ResultDoc>,
     /// The earliest time asked for, RFC 3339 with milliseconds.
     pub since: String,
-    /// Percent of the results of the last day (at most 1,440 of them) that passed or
-    /// warned, to 0.01; null without results.
+    /// Where the results come from: `store` (every replica's, this host's newest from
+    /// memory until written) or `memory` (this host's only: no history store, or it
+    /// could not be read).
+    pub source: &'static str,
+    /// Whether older results from `since` on were left out: an answer holds the
+    /// newest ones only (at most 10,000).
+    pub truncated: bool,
+    /// Percent of the last day's runs that passed or warned, to 0.01; null without
+    /// results.
     pub uptime_24h: Option<f64>,
 }
 
@@ -218,32 +226,54 @@ pub struct ResultDoc {
     pub latency_ms: Option<f64>,
     /// The check's message (with details only).
     pub message: Option<String>,
+    /// The host (replica) that ran it: its `[history] node`.
+    pub node: String,
     /// `pass`, `warn`, `fail` or an error reason.
     pub outcome: String,
     /// `pass`, `warn` or `fail` (errors are `fail`).
     pub status: String,
 }
 
-impl HistoryDoc {
-    /// The document of check `check`'s `view` from `since`; without `details`,
-    /// messages are null.
-    pub fn of(check: &str, since: SystemTime, view: &HistoryView, details: bool) -> HistoryDoc {
-        let results = view
-            .records
-            .iter()
-            .map(|r| ResultDoc {
-                at: humantime::format_rfc3339_millis(r.at()).to_string(),
-                latency_ms: r.latency_ms().map(|ms| (ms * 100.0).round() / 100.0),
-                message: r.message().filter(|_| details).map(str::to_owned),
-                outcome: r.outcome().label().to_owned(),
-                status: status(r.outcome()).to_owned(),
-            })
-            .collect();
-        HistoryDoc {
-            check: check.to_owned(),
-            results,
-            since: humantime::format_rfc3339_millis(since).to_string(),
-            uptime_24h: view.uptime_24h,
+impl ResultDoc {
+    /// A result `node` holds in memory; without `details`, no message.
+    pub fn of_record(record: &Record, node: &str, details: bool) -> ResultDoc {
+        ResultDoc::new(
+            record.at(),
+            node.to_owned(),
+            record.outcome().label().to_owned(),
+            record.latency_ms(),
+            record.message().filter(|_| details).map(str::to_owned),
+        )
+    }
+
+    /// A result read from the history store; without `details`, no message.
+    pub fn of_stored(stored: Stored, details: bool) -> ResultDoc {
+        let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(stored.at_ms).unwrap_or(0));
+        ResultDoc::new(
+            at,
+            stored.node,
+            stored.outcome,
+            stored.latency_ms,
+            stored.message.filter(|_| details),
+        )
+    }
+
+    fn new(
+        at: SystemTime,
+        node: String,
+        outcome: String,
+        latency_ms: Option<f64>,
+        message: Option<String>,
+    ) -> ResultDoc {
+        // A label this version does not know (a newer replica's) shows as failed.
+        let status = Outcome::from_label(&outcome).map_or("fail", status);
+        ResultDoc {
+            at: humantime::format_rfc3339_millis(at).to_string(),
+            latency_ms: latency_ms.map(|ms| (ms * 100.0).round() / 100.0),
+            message,
+            node,
+            status: status.to_owned(),
+            outcome,
         }
     }
 }

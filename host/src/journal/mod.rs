@@ -32,6 +32,7 @@ use crate::sync::lock;
 
 pub mod prune;
 pub mod read;
+pub mod results;
 mod store;
 
 #[cfg(doc)]
@@ -59,12 +60,9 @@ impl Row {
         latency_ms: Option<f64>,
         message: Option<Arc<str>>,
     ) -> Row {
-        let at_ms = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         Row {
             check,
-            at_ms,
+            at_ms: unix_ms(at),
             outcome,
             latency_ms,
             message,
@@ -75,6 +73,12 @@ impl Row {
     fn bytes(&self) -> u64 {
         (self.check.len() + self.message.as_deref().map_or(0, str::len)) as u64
     }
+}
+
+/// `at` in Unix milliseconds (0 before the epoch).
+pub fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The results waiting for the store.
@@ -181,6 +185,12 @@ impl Journal {
             }
         }
         self.metrics.history.queued.set(queue.unwritten() as i64);
+    }
+
+    /// Whether the last write to the store failed: readers then answer from memory at
+    /// once rather than wait for a connection.
+    pub fn store_failing(&self) -> bool {
+        lock(&self.queue).failing
     }
 
     /// How many results wait for the store, the write in progress included.

@@ -9,7 +9,7 @@
 //! locking orders the deletes. Deletes are idempotent, so a pass cut short (a
 //! restart, a lost connection) loses nothing: the next one goes on.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Executor, MySql, Postgres};
@@ -95,9 +95,7 @@ pub async fn prune(
 /// What to delete: each table and the condition of its rows past retention at `now`.
 /// A rollup goes once all of its bucket is past its grain's retention.
 fn deletes(retention: &Retention, now: SystemTime) -> Vec<(&'static str, String)> {
-    let now_ms = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = super::unix_ms(now);
     let before = |kept: std::time::Duration| now_ms - kept.as_millis() as i64;
     let mut deletes = vec![("hh_result", format!("at_ms < {}", before(retention.raw)))];
     let kept = [retention.minute, retention.hour, retention.day];
@@ -182,7 +180,7 @@ impl Affected for sqlx::mysql::MySqlQueryResult {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
 

@@ -4,70 +4,24 @@
 //! latency percentiles estimated from the buckets, and the part of the window the data
 //! covers.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sqlx::{ColumnIndex, Database, Decode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
 
 use super::store::{GRAINS, LATENCY_BUCKETS_MS};
+use super::unix_ms;
+use crate::config::{Slo, Window};
 use crate::dbpool::DbPool;
 
-/// The windows an uptime is asked for, each read from rollups of one grain (at most a
-/// few thousand rows).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    Day,
-    Week,
-    Month,
-    Quarter,
-    Year,
-}
-
-/// What `window` may be, as a 400 says it.
-pub const WINDOW_EXPECTED: &str = "one of 24h, 7d, 30d, 90d, 365d";
-
-impl Window {
-    /// The window named `name`, exactly as [`Window::as_str`] spells it.
-    pub fn parse(name: &str) -> Option<Window> {
-        [
-            Window::Day,
-            Window::Week,
-            Window::Month,
-            Window::Quarter,
-            Window::Year,
-        ]
-        .into_iter()
-        .find(|w| w.as_str() == name)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Window::Day => "24h",
-            Window::Week => "7d",
-            Window::Month => "30d",
-            Window::Quarter => "90d",
-            Window::Year => "365d",
-        }
-    }
-
-    pub fn duration(self) -> Duration {
-        let days = match self {
-            Window::Day => 1,
-            Window::Week => 7,
-            Window::Month => 30,
-            Window::Quarter => 90,
-            Window::Year => 365,
-        };
-        Duration::from_secs(days * 86_400)
-    }
-
-    /// The rollups it is read from: minutes for a day, hours up to a month, days beyond.
-    fn grain(self) -> (&'static str, i64) {
-        match self {
-            Window::Day => GRAINS[0],
-            Window::Week | Window::Month => GRAINS[1],
-            Window::Quarter | Window::Year => GRAINS[2],
-        }
+/// The rollups a window is read from: minutes for a day, hours up to a month, days
+/// beyond (at most a few thousand rows).
+fn grain(window: Window) -> (&'static str, i64) {
+    match window {
+        Window::Day => GRAINS[0],
+        Window::Week | Window::Month => GRAINS[1],
+        Window::Quarter | Window::Year => GRAINS[2],
     }
 }
 
@@ -88,6 +42,57 @@ pub struct UptimeDoc {
     pub uptime_percent: Option<f64>,
     /// Null without a measured latency.
     pub latency_ms: Option<Latency>,
+    /// The check's SLO over its own window; null for a check without one.
+    pub slo: Option<SloDoc>,
+}
+
+/// A check's service level objective and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SloDoc {
+    /// The target, as a percentage.
+    pub target_percent: f64,
+    pub window: &'static str,
+    /// The share of runs that may be down, as a percentage (100 − the target).
+    pub error_budget_percent: f64,
+    /// What is left of that budget over the window, as a fraction: 1 while no run was
+    /// down (and without runs), 0 when it is spent, below 0 when it is overspent.
+    pub budget_remaining: f64,
+    /// The uptime over the SLO's window; null without runs.
+    pub uptime_percent: Option<f64>,
+}
+
+impl SloDoc {
+    /// Where `slo` stands by `runs` with `outcomes`, over its window.
+    pub fn of(slo: &Slo, runs: i64, outcomes: &Outcomes) -> SloDoc {
+        let round = |x: f64| (x * 1e6).round() / 1e6;
+        let down = (runs > 0).then(|| (outcomes.fail + outcomes.error) as f64 / runs as f64);
+        SloDoc {
+            target_percent: round(slo.target * 100.0),
+            window: slo.window.as_str(),
+            error_budget_percent: round((1.0 - slo.target) * 100.0),
+            budget_remaining: round(1.0 - down.unwrap_or(0.0) / (1.0 - slo.target)),
+            uptime_percent: uptime_percent(runs, outcomes),
+        }
+    }
+}
+
+/// Percent of `runs` that passed or warned, to 0.001; `None` without runs.
+pub fn uptime_percent(runs: i64, outcomes: &Outcomes) -> Option<f64> {
+    (runs > 0).then(|| {
+        let up = (outcomes.pass + outcomes.warn) as f64;
+        (up * 100_000.0 / runs as f64).round() / 1000.0
+    })
+}
+
+/// Where `check`'s `slo` stands at `now`, from the store behind `pool`.
+pub async fn slo(
+    pool: &DbPool,
+    check: &str,
+    slo: &Slo,
+    now: SystemTime,
+) -> Result<SloDoc, sqlx::Error> {
+    let over = uptime(pool, check, slo.window, now).await?;
+    Ok(SloDoc::of(slo, over.runs, &over.outcomes))
 }
 
 /// Runs by outcome; `error` counts timeouts, traps, out-of-fuel, memory and load errors.
@@ -97,6 +102,13 @@ pub struct Outcomes {
     pub warn: i64,
     pub fail: i64,
     pub error: i64,
+}
+
+impl Outcomes {
+    /// All the runs these count.
+    pub fn runs(&self) -> i64 {
+        self.pass + self.warn + self.fail + self.error
+    }
 }
 
 /// The latency over the window: exact count, mean, minimum and maximum, and
@@ -133,12 +145,8 @@ pub async fn uptime(
     window: Window,
     now: SystemTime,
 ) -> Result<UptimeDoc, sqlx::Error> {
-    let to_ms = unix_ms(now);
-    let from_ms = to_ms - window.duration().as_millis() as i64;
-    let (grain, length) = window.grain();
-    // The bucket holding the window's start counts whole: a window reads at most one
-    // bucket of its grain more than it says.
-    let since = from_ms - from_ms.rem_euclid(length);
+    let (from_ms, to_ms) = bounds(window, now);
+    let (grain, since) = first_bucket(window, from_ms);
     let totals = match pool {
         DbPool::Sqlite(pool) => totals(pool, check, grain, since).await?,
         DbPool::Postgres(pool) => totals(pool, check, grain, since).await?,
@@ -155,13 +163,82 @@ pub async fn uptime(
         to: rfc3339(to_ms),
         coverage: coverage.map(|c| (c * 1e6).round() / 1e6),
         runs: totals.runs,
-        uptime_percent: (totals.runs > 0).then(|| {
-            let up = (totals.outcomes.pass + totals.outcomes.warn) as f64;
-            (up * 100_000.0 / totals.runs as f64).round() / 1000.0
-        }),
+        uptime_percent: uptime_percent(totals.runs, &totals.outcomes),
         latency_ms: latency(&totals),
         outcomes: totals.outcomes,
+        slo: None,
     })
+}
+
+/// The window's start and end (`now`), in Unix milliseconds.
+fn bounds(window: Window, now: SystemTime) -> (i64, i64) {
+    let to_ms = unix_ms(now);
+    (to_ms - window.duration().as_millis() as i64, to_ms)
+}
+
+/// The grain a window is read at and the start of the bucket holding its start
+/// (`from_ms`): that bucket counts whole, so a window reads at most one bucket of its
+/// grain more than it says.
+fn first_bucket(window: Window, from_ms: i64) -> (&'static str, i64) {
+    let (grain, length) = grain(window);
+    (grain, from_ms - from_ms.rem_euclid(length))
+}
+
+/// Runs by outcome of every check with rollups in `window` ending at `now`, by name
+/// (the status page's uptime column, one query for all checks).
+pub async fn outcomes_by_check(
+    pool: &DbPool,
+    window: Window,
+    now: SystemTime,
+) -> Result<BTreeMap<String, Outcomes>, sqlx::Error> {
+    let (from_ms, _) = bounds(window, now);
+    let (grain, since) = first_bucket(window, from_ms);
+    // SUM of a BIGINT is a NUMERIC (PostgreSQL) or DECIMAL (MySQL): cast it back.
+    match pool {
+        DbPool::Sqlite(pool) => by_check(pool, "INTEGER", grain, since).await,
+        DbPool::Postgres(pool) => by_check(pool, "BIGINT", grain, since).await,
+        DbPool::MySql(pool) => by_check(pool, "SIGNED", grain, since).await,
+    }
+}
+
+async fn by_check<DB>(
+    pool: &Pool<DB>,
+    integer: &str,
+    grain: &str,
+    since: i64,
+) -> Result<BTreeMap<String, Outcomes>, sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: Default + IntoArguments<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + Decode<'t, DB> + Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + Decode<'t, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+{
+    let sum = |column: &str| format!("CAST(SUM({column}) AS {integer})");
+    let mut query = QueryBuilder::<DB>::new(format!(
+        "SELECT check_name, {}, {}, {}, {} FROM hh_rollup WHERE grain = ",
+        sum("pass"),
+        sum("warn"),
+        sum("fail"),
+        sum("error")
+    ));
+    query
+        .push_bind(grain.to_owned())
+        .push(" AND bucket_ms >= ")
+        .push_bind(since)
+        .push(" GROUP BY check_name");
+    let mut by_check = BTreeMap::new();
+    for row in query.build().fetch_all(pool).await? {
+        let outcomes = Outcomes {
+            pass: row.try_get(1)?,
+            warn: row.try_get(2)?,
+            fail: row.try_get(3)?,
+            error: row.try_get(4)?,
+        };
+        by_check.insert(row.try_get(0)?, outcomes);
+    }
+    Ok(by_check)
 }
 
 /// Sums the rollup rows of `check` at `grain` from bucket `since` on.
@@ -254,11 +331,6 @@ fn quantile(buckets: &[i64; 12], q: f64, min: f64, max: f64) -> f64 {
     max
 }
 
-fn unix_ms(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn rfc3339(ms: i64) -> String {
     let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(at).to_string()
@@ -280,9 +352,9 @@ mod tests {
             assert_eq!(Window::parse(w.as_str()), Some(w));
         }
         assert_eq!(Window::parse("1y"), None);
-        assert_eq!(Window::Day.grain().0, "m");
-        assert_eq!(Window::Month.grain().0, "h");
-        assert_eq!(Window::Year.grain().0, "d");
+        assert_eq!(grain(Window::Day).0, "m");
+        assert_eq!(grain(Window::Month).0, "h");
+        assert_eq!(grain(Window::Year).0, "d");
     }
 
     #[test]

@@ -26,9 +26,13 @@ const BUCKET_COLUMNS: [&str; 12] = [
 ];
 /// The rollups' grains: name and length in ms (days are UTC days).
 pub const GRAINS: [(&str, i64); 3] = [("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
-/// Rollup rows per upsert: 24 bound values each, far below the smallest bind-parameter
-/// limit (SQLite's 32,766).
-const ROLLUPS_PER_STATEMENT: usize = 500;
+/// The row counts a statement is made of, largest first (rollup rows have 24 bound
+/// values, far below the smallest bind-parameter limit, SQLite's 32,766, at 500): a
+/// batch is cut into pieces of these sizes, so each connection prepares and caches at
+/// most five statements of each kind and reuses them. One statement per batch size
+/// would fill the cache with large statements used once (22 MiB more RSS with 1,000
+/// checks a second), and not caching them would prepare each anew (10 % of a core).
+const STATEMENT_ROWS: [usize; 5] = [500, 100, 20, 5, 1];
 /// The rollup columns that are sums, besides the buckets'.
 const SUMMED: [&str; 7] = [
     "runs",
@@ -90,6 +94,20 @@ fn rollups<'r>(rows: &[&'r Row]) -> BTreeMap<(&'r str, &'static str, i64), Sums>
         }
     }
     sums
+}
+
+/// `items` cut into consecutive pieces of the sizes of [`STATEMENT_ROWS`], each as
+/// large as what is left allows.
+fn pieces<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut pieces = Vec::new();
+    for size in STATEMENT_ROWS {
+        while items.len() >= size {
+            let (piece, rest) = items.split_at(size);
+            pieces.push(piece);
+            items = rest;
+        }
+    }
+    pieces
 }
 
 /// What a `SET` clause calls the value an upsert brought.
@@ -168,12 +186,12 @@ where
         .iter()
         .filter(|r| !there.contains(&(r.check.to_string(), r.at_ms)))
         .collect();
-    if !new.is_empty() {
-        insert_results(&mut tx, node, &new).await?;
-        let sums: Vec<_> = rollups(&new).into_iter().collect();
-        for chunk in sums.chunks(ROLLUPS_PER_STATEMENT) {
-            upsert_rollups(&mut tx, kind, chunk).await?;
-        }
+    for piece in pieces(&new) {
+        insert_results(&mut tx, node, piece).await?;
+    }
+    let sums: Vec<_> = rollups(&new).into_iter().collect();
+    for piece in pieces(&sums) {
+        upsert_rollups(&mut tx, kind, piece).await?;
     }
     tx.commit().await?;
     Ok(new.len() as u64)
@@ -299,6 +317,20 @@ mod tests {
             7,
             "db: 2 minutes, 1 hour, 1 day; api: 1 of each"
         );
+    }
+
+    #[test]
+    fn batches_are_cut_into_pieces_of_five_sizes() {
+        let sizes = |n: usize| -> Vec<usize> {
+            let items: Vec<usize> = (0..n).collect();
+            let pieces = pieces(&items);
+            assert_eq!(pieces.concat(), items, "in order, each once");
+            pieces.iter().map(|p| p.len()).collect()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(477), [100, 100, 100, 100, 20, 20, 20, 5, 5, 5, 1, 1]);
+        assert_eq!(sizes(1500), [500, 500, 500]);
+        assert_eq!(sizes(7), [5, 1, 1]);
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct CheckMetrics {
     pub fuel: IntGaugeVec,
     pub peak_memory: IntGaugeVec,
     pub samples_dropped: IntCounterVec,
+    /// A check's SLO target, as a fraction (0.999).
+    pub slo_target: GaugeVec,
+    /// What is left of a check's error budget over its SLO window, as a fraction.
+    pub error_budget_remaining: GaugeVec,
 }
 
 /// The history store's writer (`journal`): what waits, what was written, what was lost.
@@ -259,7 +263,25 @@ impl CheckMetrics {
             "Plugin samples kept out of /metrics, by reason (invalid-name, invalid-value, invalid-label, reserved-label, secret, too-large, too-many, not-granted, host-name, duplicate, series-cap)",
             &["check", "reason"],
         )?;
+        let help = "The check's SLO target, as a fraction of runs up over its window";
+        let name = b.name("check_slo_target");
+        let slo_target = b.add(
+            name.clone(),
+            help,
+            "gauge",
+            GaugeVec::new(Opts::new(&name, help), &["check"])?,
+        )?;
+        let help = "What is left of the check's error budget over its SLO window (1 unspent, 0 spent, below 0 overspent)";
+        let name = b.name("check_error_budget_remaining");
+        let error_budget_remaining = b.add(
+            name.clone(),
+            help,
+            "gauge",
+            GaugeVec::new(Opts::new(&name, help), &["check"])?,
+        )?;
         Ok(CheckMetrics {
+            slo_target,
+            error_budget_remaining,
             run_duration,
             runs_total,
             last_run,

@@ -78,6 +78,11 @@ impl Outcome {
         }
     }
 
+    /// The outcome of a label [`Outcome::label`] gave.
+    pub fn from_label(label: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.label() == label)
+    }
+
     /// Whether the dependency counts as up (`pass` or `warn`).
     pub fn is_healthy(self) -> bool {
         matches!(self, Outcome::Pass | Outcome::Warn)

@@ -37,8 +37,9 @@ pub enum ApiError {
     UsageUnavailable(StoreError),
     /// History is kept in memory only, so there is no stored uptime: 404.
     NoHistoryStore,
-    /// The history store could not be read: 503 with `Retry-After`.
-    HistoryUnavailable(sqlx::Error),
+    /// The history store could not be read (`None`: the writer finds it down, so it
+    /// was not tried): 503 with `Retry-After`.
+    HistoryUnavailable(Option<sqlx::Error>),
     /// The write task failed: 500.
     Internal,
 }
@@ -95,28 +96,21 @@ impl ApiError {
             ),
             ApiError::Record(RecordError::Store(e)) => {
                 tracing::warn!("cannot record ai usage: {e}");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": "the usage database is unavailable; nothing was written", "retry_after_seconds": RETRY_AFTER_SECONDS}),
-                )
+                unavailable("the usage database is unavailable; nothing was written")
             }
             ApiError::UsageUnavailable(e) => {
                 tracing::warn!("cannot read ai usage: {e}");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": "the usage database is unavailable", "retry_after_seconds": RETRY_AFTER_SECONDS}),
-                )
+                unavailable("the usage database is unavailable")
             }
             ApiError::NoHistoryStore => (
                 StatusCode::NOT_FOUND,
                 json!({"error": "check history is kept in memory only: no history datasource (see [history])"}),
             ),
             ApiError::HistoryUnavailable(e) => {
-                tracing::warn!("cannot read the history store: {e}");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": "the history store is unavailable", "retry_after_seconds": RETRY_AFTER_SECONDS}),
-                )
+                if let Some(e) = e {
+                    tracing::warn!("cannot read the history store: {e}");
+                }
+                unavailable("the history store is unavailable")
             }
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -124,6 +118,12 @@ impl ApiError {
             ),
         }
     }
+}
+
+/// A 503's status and body: what is unavailable, and when to try again.
+fn unavailable(error: &str) -> (StatusCode, serde_json::Value) {
+    let body = json!({"error": error, "retry_after_seconds": RETRY_AFTER_SECONDS});
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 impl IntoResponse for ApiError {

@@ -1,5 +1,6 @@
 //! `GET /v1/checks/{check}/history`: a check's results from `since` on and its uptime
-//! over the last day ([`HistoryDoc`]), messages shown as `/health` shows them; and
+//! over the last day ([`HistoryDoc`]), from the history store with this host's newest
+//! results from memory, messages shown as `/health` shows them; and
 //! `GET /v1/checks/{check}/uptime`: its uptime over a window, from the history store.
 
 use std::sync::Arc;
@@ -14,18 +15,24 @@ use axum::response::Response;
 use super::probes::{details, query_param};
 use super::{ApiError, AppState, bytes_response};
 use crate::auth::Bearer;
-use crate::health::wire::HistoryDoc;
-use crate::journal::read::{WINDOW_EXPECTED, Window, uptime};
-use crate::limits::HISTORY_MAX_AGE;
+use crate::config::{WINDOW_EXPECTED, Window};
+use crate::dbpool::DbPool;
+use crate::health::wire::{HistoryDoc, ResultDoc};
+use crate::journal::read::{SloDoc, slo, uptime};
+use crate::journal::results::{Listing, listing};
+use crate::journal::unix_ms;
+use crate::limits::{HISTORY_MAX_AGE, HISTORY_READ_MAX_ROWS};
 
 /// What `since` may be, as a 400 says it.
 const SINCE_EXPECTED: &str =
     "a duration like 1h or 30m, or an RFC 3339 time in UTC like 2026-11-28T18:00:00Z";
 
 /// `GET /v1/checks/{check}/history[?since=1h]`: 200 with the results of the last
-/// `since` (default: all that are kept, the last day); 400 for a `since` that is
-/// neither a duration nor an RFC 3339 time; 404 for an unknown check. Messages need
-/// what `/health`'s need (`show_details`, the details token).
+/// `since` (default: the last day) of every replica, from the history store, with this
+/// host's newest from memory until they are written (only this host's, from memory,
+/// when there is no store or it cannot be read); 400 for a `since` that is neither a
+/// duration nor an RFC 3339 time; 404 for a check neither configured nor stored.
+/// Messages need what `/health`'s need (`show_details`, the details token).
 pub(super) async fn check_history(
     State(state): State<Arc<AppState>>,
     bearer: Bearer,
@@ -41,16 +48,83 @@ pub(super) async fn check_history(
             expected: SINCE_EXPECTED.to_owned(),
         })?,
     };
-    let Some(view) = state.health.history(&check, now, since) else {
-        return Err(ApiError::NoSuchCheck(check));
+    let details = details(&state, &bearer);
+    let memory = state.health.history(&check, now, since);
+    let stored = match state.history_store.as_ref().and_then(|s| s.reachable()) {
+        Some(pool) => read_stored(pool, &check, &state.node, since, now).await,
+        None => None,
     };
-    let doc = HistoryDoc::of(&check, since, &view, details(&state, &bearer));
+    let (results, truncated, uptime_24h, source) = match (stored, memory) {
+        (Some((listing, _)), None) if listing.results.is_empty() => {
+            return Err(ApiError::NoSuchCheck(check));
+        }
+        (Some((listing, uptime_24h)), memory) => {
+            let own_newest = listing.own_newest_ms.unwrap_or(i64::MIN);
+            let mut results: Vec<(i64, ResultDoc)> = listing
+                .results
+                .into_iter()
+                .map(|r| (r.at_ms, ResultDoc::of_stored(r, details)))
+                .collect();
+            let unwritten = memory.iter().flat_map(|view| &view.records);
+            for record in unwritten.filter(|r| unix_ms(r.at()) > own_newest) {
+                let doc = ResultDoc::of_record(record, &state.node, details);
+                results.push((unix_ms(record.at()), doc));
+            }
+            results.sort_by_key(|(at, _)| *at);
+            let results = results.into_iter().map(|(_, doc)| doc).collect();
+            (results, listing.truncated, uptime_24h, "store")
+        }
+        (None, Some(view)) => {
+            let results = view
+                .records
+                .iter()
+                .map(|r| ResultDoc::of_record(r, &state.node, details))
+                .collect();
+            (results, false, view.uptime_24h, "memory")
+        }
+        (None, None) => return Err(ApiError::NoSuchCheck(check)),
+    };
+    let doc = HistoryDoc {
+        check,
+        results,
+        since: humantime::format_rfc3339_millis(since).to_string(),
+        source,
+        truncated,
+        uptime_24h,
+    };
     let body = serde_json::to_vec(&doc).expect("the wire types serialize");
     Ok(bytes_response(
         StatusCode::OK,
         "application/json",
         Bytes::from(body),
     ))
+}
+
+/// `check`'s stored results from `since` on and its stored uptime over the last day
+/// (to 0.01), or `None`, logged, when the store cannot be read.
+async fn read_stored(
+    pool: &DbPool,
+    check: &str,
+    node: &str,
+    since: SystemTime,
+    now: SystemTime,
+) -> Option<(Listing, Option<f64>)> {
+    let read = async {
+        let listing = listing(pool, check, node, unix_ms(since), HISTORY_READ_MAX_ROWS).await?;
+        let day = uptime(pool, check, Window::Day, now).await?;
+        let uptime_24h = day.uptime_percent.map(|p| (p * 100.0).round() / 100.0);
+        Ok::<_, sqlx::Error>((listing, uptime_24h))
+    };
+    match read.await {
+        Ok(stored) => Some(stored),
+        Err(error) => {
+            tracing::warn!(
+                check,
+                "history from memory: cannot read the history store: {error}"
+            );
+            None
+        }
+    }
 }
 
 /// `GET /v1/checks/{check}/uptime[?window=24h|7d|30d|90d|365d]`: 200 with the check's
@@ -74,12 +148,28 @@ pub(super) async fn check_uptime(
     let Some(store) = &state.history_store else {
         return Err(ApiError::NoHistoryStore);
     };
-    let doc = uptime(store, &check, window, SystemTime::now())
+    // While the writer finds the store down, say so at once.
+    let store = store
+        .reachable()
+        .ok_or(ApiError::HistoryUnavailable(None))?;
+    let now = SystemTime::now();
+    let mut doc = uptime(store, &check, window, now)
         .await
-        .map_err(ApiError::HistoryUnavailable)?;
+        .map_err(|e| ApiError::HistoryUnavailable(Some(e)))?;
+    let entry = state.health.set().entries.get(&check).cloned();
     // A removed check keeps its stored history; a name never seen is a typo.
-    if doc.runs == 0 && !state.health.set().entries.contains_key(&check) {
+    if doc.runs == 0 && entry.is_none() {
         return Err(ApiError::NoSuchCheck(check));
+    }
+    let objective = entry.and_then(|e| e.check.as_ref().and_then(|c| c.config.slo));
+    if let Some(objective) = objective {
+        doc.slo = Some(if objective.window == window {
+            SloDoc::of(&objective, doc.runs, &doc.outcomes)
+        } else {
+            slo(store, &check, &objective, now)
+                .await
+                .map_err(|e| ApiError::HistoryUnavailable(Some(e)))?
+        });
     }
     let body = serde_json::to_vec(&doc).expect("the document serializes");
     Ok(bytes_response(

@@ -30,6 +30,7 @@ use crate::config::ShowDetails;
 use crate::dbpool::DbPool;
 use crate::health::{self, Health};
 use crate::instrumentator::{HttpMetrics, Observation};
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::usage::ingest::Ingest;
 use crate::usage::summary::Reader;
@@ -71,9 +72,28 @@ pub struct AppState {
     pub usage_reader: Option<Arc<Reader>>,
     /// Built bodies of the whole `/health`.
     pub bodies: HealthBodies,
-    /// The history store, read by `/v1/checks/{check}/uptime`; `None` when history is
-    /// kept in memory only.
-    pub history_store: Option<DbPool>,
+    /// The history store, read by `/v1/checks/{check}/uptime`, the history and the
+    /// page; `None` when history is kept in memory only.
+    pub history_store: Option<HistoryStore>,
+    /// This host's name in the check history (`[history] node`).
+    pub node: String,
+    /// The status page's reads of the history store, kept briefly.
+    pub page_cache: page::uptime::StoredCache,
+}
+
+/// The history store's pool, and its writer, which knows whether the store is failing.
+#[derive(Clone)]
+pub struct HistoryStore {
+    pub pool: DbPool,
+    pub journal: Arc<Journal>,
+}
+
+impl HistoryStore {
+    /// The pool, unless the writer finds the store down: readers then answer from
+    /// memory at once rather than wait for a connection.
+    pub fn reachable(&self) -> Option<&DbPool> {
+        (!self.journal.store_failing()).then_some(&self.pool)
+    }
 }
 
 /// The application's router; tests call it without a socket.

@@ -356,7 +356,7 @@ async fn insert_returning<DB, Id>(
     columns: Columns,
 ) -> Result<Vec<i64>, Failure>
 where
-    DB: Database,
+    DB: Database + sqlx::database::HasStatementCache,
     DB::Arguments: Default,
     for<'t> i32: Encode<'t, DB> + Type<DB>,
     for<'t> String: Encode<'t, DB> + Type<DB>,
@@ -373,7 +373,13 @@ where
     for (n, chunk) in rows.chunks(ROWS_PER_STATEMENT).enumerate() {
         let mut query = insert_statement::<DB>(chunk, dialect, columns);
         query.push(" RETURNING id");
-        let chunk_ids: Vec<Id> = match query.build_query_scalar().fetch_all(&mut *tx).await {
+        // Not cached: each chunk's row count makes another statement (see the journal).
+        let chunk_ids: Vec<Id> = match query
+            .build_query_scalar()
+            .persistent(false)
+            .fetch_all(&mut *tx)
+            .await
+        {
             Ok(ids) => ids,
             // A chunk of one row names its row.
             Err(e) if chunk.len() == 1 => {

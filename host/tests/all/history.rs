@@ -109,9 +109,24 @@ async fn keeps_pass_and_fail_results_in_order_with_their_messages() {
         times.windows(2).all(|w| w[0] <= w[1]),
         "oldest first: {body}"
     );
-    let up = all.iter().filter(|r| r["status"] == "pass").count();
-    let expected = (up as f64 * 100.0 / all.len() as f64 * 100.0).round() / 100.0;
-    assert_eq!(body["uptime_24h"].as_f64(), Some(expected), "{body}");
+    // From the store (this host's newest results from memory until written), each
+    // with this host's node name.
+    assert_eq!(body["source"], "store");
+    assert_eq!(body["truncated"], false);
+    let node = all[0]["node"].as_str().unwrap();
+    let port = server.base.rsplit(':').next().unwrap();
+    assert!(node.ends_with(&format!(":{port}")), "{node}");
+    assert!(all.iter().all(|r| r["node"] == node), "{body}");
+    // The uptime is the store's, so it counts a result once it is written: at some
+    // moment every listed result is, and then it is theirs.
+    server
+        .wait_for(&path, |_, b| {
+            let all = results(b);
+            let up = all.iter().filter(|r| r["status"] == "pass").count();
+            let expected = (up as f64 * 100.0 / all.len() as f64 * 100.0).round() / 100.0;
+            b["uptime_24h"].as_f64() == Some(expected)
+        })
+        .await;
 
     // `since` as a time: from the first failure on (inclusive).
     let first_fail = all.iter().find(|r| r["status"] == "fail").unwrap();

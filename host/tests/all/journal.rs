@@ -1,25 +1,20 @@
 //! Check history in the store (`[history]`): every recorded result reaches the
 //! `hh_result` table, with its node and its scrubbed message, and the rollups count it
 //! once at every grain, from the default SQLite and from two replicas on one
-//! PostgreSQL, which then answer the same uptime; a store that is down or cut off never
-//! delays `/health`, and its queue stays within its bounds and drains, in order and
-//! complete, when the store is back.
+//! PostgreSQL, which then answer the same uptime; a store that is down never delays
+//! `/health`, and its queue stays within its bounds (the outage and return of a real
+//! server are in `replicas`); SLOs; pruning with two replicas.
 //!
 //! The checks here run on demand, so the test decides how many runs there are, and the
 //! in-memory history (`/v1/checks/{check}/history`) says how many the host recorded:
 //! after a SIGTERM the store must hold exactly those.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast;
 
 use crate::common::*;
 
 /// An on-demand misbehave check named `name` in `mode`.
-fn on_demand(name: &str, mode: &str, extra: &str) -> String {
+pub(crate) fn on_demand(name: &str, mode: &str, extra: &str) -> String {
     format!(
         "[checks.{name}]\nplugin = {:?}\non_demand = true\ninterval = \"1s\"\n\
          settings.mode = \"{mode}\"\n{extra}\n",
@@ -27,19 +22,24 @@ fn on_demand(name: &str, mode: &str, extra: &str) -> String {
     )
 }
 
-/// The results `host` recorded for `check`, from its in-memory history.
-async fn recorded(host: &Host, check: &str) -> Vec<Value> {
+/// The results of `check` in `host`'s history (of node `node` only, when given).
+pub(crate) async fn recorded(host: &Host, check: &str, node: Option<&str>) -> Vec<Value> {
     let (_, body) = host.json(&format!("/v1/checks/{check}/history")).await;
-    body["results"].as_array().cloned().unwrap_or_default()
+    let results = body["results"].as_array().cloned().unwrap_or_default();
+    results
+        .into_iter()
+        .filter(|r| node.is_none_or(|node| r["node"] == node))
+        .collect()
 }
 
-/// Asks `/health` until `check` has run `runs` times in all (an on-demand result is
-/// reused for its one-second interval, so this takes about `runs` seconds).
-async fn run_until(host: &Host, check: &str, runs: usize) {
+/// Asks `/health` until `check` has run `runs` times in all (of node `node` only, when
+/// given; an on-demand result is reused for its one-second interval, so this takes
+/// about `runs` seconds).
+pub(crate) async fn run_until(host: &Host, check: &str, node: Option<&str>, runs: usize) {
     for _ in 0..600 {
         let (status, _) = host.json("/health").await;
         assert!(status == 200 || status == 503, "{status}");
-        if recorded(host, check).await.len() >= runs {
+        if recorded(host, check, node).await.len() >= runs {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -48,14 +48,14 @@ async fn run_until(host: &Host, check: &str, runs: usize) {
 }
 
 /// The value of the host metric `name` (without the namespace).
-async fn metric(host: &Host, name: &str) -> f64 {
+pub(crate) async fn metric(host: &Host, name: &str) -> f64 {
     let (_, _, text) = host.get("/metrics").await;
     let series = parse_exposition(&text).unwrap();
     series_value(&series, &format!("adtrobot_{name}"), &[]).unwrap_or(0.0)
 }
 
 /// Sends SIGTERM and waits for the host to exit (it flushes its history first).
-async fn terminate(mut host: Host) -> TempDir {
+pub(crate) async fn terminate(mut host: Host) -> TempDir {
     host.signal("TERM");
     tokio::task::spawn_blocking(move || {
         let exit = host.child.wait().unwrap();
@@ -67,16 +67,16 @@ async fn terminate(mut host: Host) -> TempDir {
 }
 
 /// `(node, outcome, message)` of every stored result of `check`, oldest first.
-const STORED: &str =
+pub(crate) const STORED: &str =
     "SELECT node, outcome, message FROM hh_result WHERE check_name = $1 ORDER BY id";
 /// The runs, failures and latencies of `check` the rollups of each grain count, over
 /// all buckets.
-const ROLLED: &str = "SELECT grain, CAST(SUM(runs) AS BIGINT), CAST(SUM(fail) AS BIGINT), \
+pub(crate) const ROLLED: &str = "SELECT grain, CAST(SUM(runs) AS BIGINT), CAST(SUM(fail) AS BIGINT), \
      CAST(SUM(latency_count) AS BIGINT) FROM hh_rollup WHERE check_name = $1 \
      GROUP BY grain ORDER BY grain";
 
 /// `(grain, runs, failures, latencies)` for each grain: `n`, `fail` and `n`.
-fn each_grain(n: usize, fail: usize) -> Vec<(String, i64, i64, i64)> {
+pub(crate) fn each_grain(n: usize, fail: usize) -> Vec<(String, i64, i64, i64)> {
     let (n, fail) = (n as i64, fail as i64);
     ["d", "h", "m"].map(|g| (g.to_owned(), n, fail, n)).to_vec()
 }
@@ -93,8 +93,8 @@ async fn every_result_reaches_the_default_sqlite_store_with_node_and_scrubbed_me
         )
     );
     let host = Host::start_with_env(&config, &[("HH_JOURNAL_TOKEN", "hunter2-SECRET")]).await;
-    run_until(&host, "secretive", 3).await;
-    let runs = recorded(&host, "secretive").await.len();
+    run_until(&host, "secretive", None, 3).await;
+    let runs = recorded(&host, "secretive", None).await.len();
     let dir = terminate(host).await;
 
     let pool = sqlite(&dir.0.join("data/app.db")).await;
@@ -130,24 +130,40 @@ async fn every_result_reaches_the_default_sqlite_store_with_node_and_scrubbed_me
     assert_eq!(rolled, each_grain(runs, runs));
 }
 
+/// The config of replica `node` on the PostgreSQL database at `url`: the on-demand
+/// check `shared`, and history in `main`.
+pub(crate) fn replica_config(url: &str, node: &str) -> String {
+    format!(
+        "shutdown_delay = \"0s\"\n[datasources.main]\nurl = {url:?}\n\
+         [history]\nnode = \"{node}\"\n{}",
+        on_demand("shared", "pass", "")
+    )
+}
+
+/// Replicas `replica-a` and `replica-b` on the database at `url`, started at once (both
+/// apply the migrations, which must not collide), after each ran `shared` as many
+/// times as `runs` says.
+pub(crate) async fn start_replicas(url: &str, runs: [usize; 2]) -> (Host, Host) {
+    let (config_a, config_b) = (
+        replica_config(url, "replica-a"),
+        replica_config(url, "replica-b"),
+    );
+    let (a, b) = tokio::join!(Host::start(&config_a), Host::start(&config_b));
+    tokio::join!(
+        run_until(&a, "shared", Some("replica-a"), runs[0]),
+        run_until(&b, "shared", Some("replica-b"), runs[1])
+    );
+    (a, b)
+}
+
 #[tokio::test]
 async fn two_replicas_write_one_postgres_table_each_as_its_node() {
     let server = Server::Postgres(postgres().await);
     let (name, url) = server.fresh_database().await;
-    let config = |node: &str| {
-        format!(
-            "shutdown_delay = \"0s\"\n[datasources.main]\nurl = {url:?}\n\
-             [history]\nnode = \"{node}\"\n{}",
-            on_demand("shared", "pass", "")
-        )
-    };
-    // Both start at once: both apply the migrations, which must not collide.
-    let (config_a, config_b) = (config("replica-a"), config("replica-b"));
-    let (a, b) = tokio::join!(Host::start(&config_a), Host::start(&config_b));
-    tokio::join!(run_until(&a, "shared", 2), run_until(&b, "shared", 3));
+    let (a, b) = start_replicas(&url, [2, 3]).await;
     let (runs_a, runs_b) = (
-        recorded(&a, "shared").await.len(),
-        recorded(&b, "shared").await.len(),
+        recorded(&a, "shared", Some("replica-a")).await.len(),
+        recorded(&b, "shared", Some("replica-b")).await.len(),
     );
     // Both replicas answer the uptime of both replicas' runs, from the shared rollups.
     let total = (runs_a + runs_b) as u64;
@@ -205,7 +221,7 @@ async fn an_unreachable_store_never_delays_health_and_its_queue_stays_bounded() 
         on_demand("c", "pass", "")
     );
     let host = Host::start(&config).await;
-    run_until(&host, "c", 4).await;
+    run_until(&host, "c", None, 4).await;
     let (status, body) = host.json("/health").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["checks"]["c"]["outcome"], "pass");
@@ -238,114 +254,6 @@ async fn without_a_history_store_uptime_says_so() {
             .contains("kept in memory only"),
         "{body}"
     );
-}
-
-/// A TCP forwarder to a database that can be cut off: while down it closes the
-/// connections it holds and every new one, as a database restarting or failing over.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    cut: broadcast::Sender<()>,
-}
-
-impl Proxy {
-    async fn start(target: &'static str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let (cut, _) = broadcast::channel(1);
-        let (is_up, cuts) = (up.clone(), cut.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                if !is_up.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let mut cut = cuts.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.recv() => {}
-                    }
-                });
-            }
-        });
-        Proxy { port, up, cut }
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
-        if !up {
-            let _ = self.cut.send(());
-        }
-    }
-}
-
-#[tokio::test]
-async fn results_queued_through_a_store_outage_all_arrive_in_order() {
-    let server = Server::Postgres(postgres().await);
-    let (name, url) = server.fresh_database().await;
-    // Tables first, straight to the database; the host reaches it through the proxy.
-    let out = healthhost(&["migrate", "--database-url", &url]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let proxy = Proxy::start("127.0.0.1:5432").await;
-    let through = url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
-    let config = format!(
-        "shutdown_delay = \"0s\"\n[datasources.main]\nurl = {through:?}\n{}",
-        on_demand("c", "pass", "")
-    );
-    let host = Host::start(&config).await;
-    run_until(&host, "c", 2).await;
-
-    proxy.set_up(false);
-    let before = recorded(&host, "c").await.len();
-    run_until(&host, "c", before + 3).await;
-    let (status, _) = host.json("/health").await;
-    assert_eq!(status, 200, "/health answers while the store is down");
-    for _ in 0..600 {
-        if metric(&host, "history_queued_results").await >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(metric(&host, "history_queued_results").await >= 1.0);
-
-    proxy.set_up(true);
-    for _ in 0..600 {
-        if metric(&host, "history_queued_results").await == 0.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(metric(&host, "history_queued_results").await, 0.0);
-    assert_eq!(metric(&host, "history_dropped_total").await, 0.0);
-    let runs = recorded(&host, "c").await;
-    terminate(host).await;
-
-    let db = sqlx::PgPool::connect(&url).await.unwrap();
-    let at: Vec<i64> =
-        sqlx::query_scalar("SELECT at_ms FROM hh_result WHERE check_name = 'c' ORDER BY id")
-            .fetch_all(&db)
-            .await
-            .unwrap();
-    assert_eq!(at.len(), runs.len(), "nothing lost, nothing twice");
-    assert!(
-        at.windows(2).all(|w| w[0] <= w[1]),
-        "written in order: {at:?}"
-    );
-    let rolled: Vec<(String, i64, i64, i64)> = sqlx::query_as(ROLLED)
-        .bind("c")
-        .fetch_all(&db)
-        .await
-        .unwrap();
-    assert_eq!(rolled, each_grain(at.len(), 0), "each result counted once");
-    db.close().await;
-    server.exec(format!("DROP DATABASE {name}")).await;
 }
 
 /// A rollup row of `check` for `grain` at `bucket_ms`, one passing run.
@@ -443,4 +351,54 @@ async fn pruning_with_two_replicas_running_deletes_exactly_what_is_past_retentio
     };
     pool.close().await;
     server.exec(format!("DROP DATABASE {name}")).await;
+}
+
+#[tokio::test]
+async fn slos_show_their_budget_in_the_uptime_answer_and_in_metrics() {
+    let config = format!(
+        "[datasources.main]\nurl = \"sqlite:data/app.db\"\n{}{}",
+        on_demand("good", "pass", "slo = \"99%\""),
+        on_demand("bad", "fail", "slo = \"50%\"\nslo_window = \"24h\"")
+    );
+    let host = Host::start(&config).await;
+    run_until(&host, "good", None, 2).await;
+    run_until(&host, "bad", None, 2).await;
+    let stored = |v: &Value| v["runs"].as_i64().unwrap_or(0) >= 2;
+    let (_, good) = host
+        .wait_for("/v1/checks/good/uptime", |_, v| stored(v))
+        .await;
+    assert_eq!(good["slo"]["target_percent"], 99.0);
+    assert_eq!(
+        good["slo"]["window"], "30d",
+        "the default window, read apart"
+    );
+    assert_eq!(good["slo"]["error_budget_percent"], 1.0);
+    assert_eq!(good["slo"]["budget_remaining"], 1.0);
+    let (_, bad) = host
+        .wait_for("/v1/checks/bad/uptime", |_, v| stored(v))
+        .await;
+    assert_eq!(bad["slo"]["window"], "24h");
+    assert_eq!(bad["slo"]["uptime_percent"], 0.0);
+    assert_eq!(
+        bad["slo"]["budget_remaining"], -1.0,
+        "every run down: twice the budget"
+    );
+    let (_, plain) = host.json("/v1/checks/good/uptime?window=7d").await;
+    assert_eq!(plain["slo"]["window"], "30d", "an SLO keeps its own window");
+    // /metrics has them once the refresh has read the store.
+    for _ in 0..600 {
+        let (_, _, text) = host.get("/metrics").await;
+        let series = parse_exposition(&text).unwrap();
+        let value = |name: &str, check: &str| {
+            series_value(&series, &format!("adtrobot_{name}"), &[("check", check)])
+        };
+        if value("check_error_budget_remaining", "bad") == Some(-1.0) {
+            assert_eq!(value("check_slo_target", "bad"), Some(0.5));
+            assert_eq!(value("check_slo_target", "good"), Some(0.99));
+            assert_eq!(value("check_error_budget_remaining", "good"), Some(1.0));
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the SLO gauges never showed the stored runs");
 }

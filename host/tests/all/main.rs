@@ -17,6 +17,7 @@ mod isolation;
 mod journal;
 mod migrate;
 mod page;
+mod replicas;
 mod runtime;
 mod serve;
 mod tidy;

@@ -21,14 +21,20 @@ use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::probes::details;
+use super::probes::{details, query_param};
 use super::{ApiError, AppState};
 use crate::auth::Bearer;
+use crate::config::Window;
+use crate::dbpool::DbPool;
 use crate::usage::summary::Range;
 
+pub mod switch;
+pub mod uptime;
 pub mod view;
 
-use view::{CHART_HEIGHT, CHART_WIDTH, CheckRow, DAYS_HEIGHT, RangeLink, UsageView};
+use switch::{RangeLink, range_links, window_links};
+use uptime::{PAGE_WINDOWS, RemovedRow};
+use view::{CHART_HEIGHT, CHART_WIDTH, CheckRow, DAYS_HEIGHT, UsageView};
 
 /// The page's Content-Security-Policy: its own stylesheet and script only, `fetch`
 /// to itself (the refresh), forms to itself, no framing.
@@ -59,6 +65,15 @@ pub struct StatusPage {
     pub unavailable: bool,
     pub login_error: Option<&'static str>,
     pub ranges: Vec<RangeLink>,
+    /// The uptime window switch, with a history store (else uptime is the last day's
+    /// results in memory, and there is no switch).
+    pub windows: Vec<RangeLink>,
+    /// The uptime column's window, as its heading says it.
+    pub window: &'static str,
+    /// Checks the config no longer has, with stored results.
+    pub removed: Vec<RemovedRow>,
+    /// A history store is configured but could not be read: uptimes are memory's.
+    pub history_unavailable: bool,
     width: usize,
     height: usize,
     days_height: usize,
@@ -79,6 +94,10 @@ impl StatusPage {
             unavailable: false,
             login_error: None,
             ranges: Vec::new(),
+            windows: Vec::new(),
+            window: Window::Day.as_str(),
+            removed: Vec::new(),
+            history_unavailable: false,
             width: CHART_WIDTH,
             height: CHART_HEIGHT,
             days_height: DAYS_HEIGHT,
@@ -91,8 +110,9 @@ impl StatusPage {
     }
 }
 
-/// `GET /[?range=24h|7d|30d]`: 200 with the page; 400 for another range. The range
-/// picks the usage section's window.
+/// `GET /[?range=24h|7d|30d][&window=24h|7d|30d|90d]`: 200 with the page; 400 for
+/// another range or window. The range picks the usage section's window, the window
+/// the uptime column's (with a history store).
 pub(super) async fn status_page(
     State(state): State<Arc<AppState>>,
     bearer: Bearer,
@@ -100,10 +120,41 @@ pub(super) async fn status_page(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let range = super::usage::range_param(query.as_deref())?;
+    let window = window_param(query.as_deref())?;
     let authorized = token_accepted(&state, &bearer, &headers);
     let login_error = (!authorized && cookie_token(&headers).is_some())
         .then_some("the saved token is no longer accepted: log in again");
-    Ok(page(&state, &bearer, range, authorized, login_error).await)
+    let shown = Shown {
+        range,
+        window,
+        authorized,
+        login_error,
+    };
+    Ok(page(&state, &bearer, shown).await)
+}
+
+/// The page's `window` parameter: 24h unless given, and a 400 naming the value and
+/// the choices when it is none of [`PAGE_WINDOWS`].
+fn window_param(query: Option<&str>) -> Result<Window, ApiError> {
+    match query_param(query, "window") {
+        None => Ok(Window::Day),
+        Some(value) => Window::parse(&value)
+            .filter(|w| PAGE_WINDOWS.contains(w))
+            .ok_or_else(|| ApiError::BadParameter {
+                name: "window",
+                value,
+                expected: format!("one of {}", PAGE_WINDOWS.map(Window::as_str).join(", ")),
+            }),
+    }
+}
+
+/// What a page shows: the usage range and uptime window picked, and for whom.
+struct Shown {
+    range: Range,
+    window: Window,
+    /// The viewer holds the usage read token.
+    authorized: bool,
+    login_error: Option<&'static str>,
 }
 
 /// `POST /login` (form field `token`): with the read token, 303 to `/` setting the
@@ -122,14 +173,13 @@ pub(super) async fn login(
         .as_ref()
         .is_some_and(|r| !token.is_empty() && r.accepts(&token));
     if !accepted {
-        let mut response = page(
-            &state,
-            &bearer,
-            Range::default(),
-            false,
-            Some("that is not the read token"),
-        )
-        .await;
+        let shown = Shown {
+            range: Range::default(),
+            window: Window::Day,
+            authorized: false,
+            login_error: Some("that is not the read token"),
+        };
+        let mut response = page(&state, &bearer, shown).await;
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         return response;
     }
@@ -154,23 +204,24 @@ pub(super) async fn page_js() -> Response {
     asset("text/javascript; charset=utf-8", PAGE_JS)
 }
 
-/// The page at `range`; the usage numbers only when `authorized`.
-async fn page(
-    state: &AppState,
-    bearer: &Bearer,
-    range: Range,
-    authorized: bool,
-    login_error: Option<&'static str>,
-) -> Response {
+/// The page as `shown` says; the usage numbers only when authorized.
+async fn page(state: &AppState, bearer: &Bearer, shown: Shown) -> Response {
     let now = SystemTime::now();
     let (checks, healthy) = view::checks(&state.health, now, details(state, bearer));
     let mut page = StatusPage::new(checks, healthy, now);
+    if let Some(store) = &state.history_store {
+        page.windows = window_links(shown.range, shown.window);
+        match store.reachable() {
+            Some(pool) => stored_uptimes(state, pool, shown.window, &mut page, now).await,
+            None => page.history_unavailable = true,
+        }
+    }
     if let Some(reader) = &state.usage_reader {
         page.usage_enabled = true;
-        page.login_error = login_error;
-        page.ranges = view::range_links(range);
-        if authorized {
-            match reader.summary(range).await {
+        page.login_error = shown.login_error;
+        page.ranges = range_links(shown.range, shown.window);
+        if shown.authorized {
+            match reader.summary(shown.range).await {
                 Ok(summary) => page.usage = Some(view::usage(&summary)),
                 Err(error) => {
                     tracing::warn!(error = %error, "status page: usage summary unavailable");
@@ -180,6 +231,42 @@ async fn page(
         }
     }
     html_response(StatusCode::OK, page.html())
+}
+
+/// The page's uptimes, SLOs and removed checks from the history store over `window`;
+/// when the store cannot be read, memory's uptimes stay and the page says so.
+async fn stored_uptimes(
+    state: &AppState,
+    pool: &DbPool,
+    window: Window,
+    page: &mut StatusPage,
+    now: SystemTime,
+) {
+    let slos = state
+        .health
+        .set()
+        .entries
+        .iter()
+        .filter_map(|(name, entry)| Some((name.clone(), entry.check.as_ref()?.config.slo?)))
+        .collect();
+    let applied = uptime::apply(
+        &state.page_cache,
+        pool,
+        window,
+        &mut page.checks,
+        &slos,
+        now,
+    );
+    match applied.await {
+        Ok(removed) => {
+            page.window = window.as_str();
+            page.removed = removed;
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "status page: the history store cannot be read");
+            page.history_unavailable = true;
+        }
+    }
 }
 
 /// Whether the request carries the read token, as a bearer header or the cookie.
@@ -288,6 +375,7 @@ mod tests {
             critical: true,
             age: "1 s ago".into(),
             uptime: "50.00 %".into(),
+            slo: Some("SLO 99 % (30d): 100 % of the error budget left".into()),
             latency: "–".into(),
             spark: String::new(),
             strip: Default::default(),

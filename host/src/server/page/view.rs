@@ -12,7 +12,7 @@ use crate::health::history::RecordIter;
 use crate::health::{CheckState, CheckView, Health};
 use crate::runtime::Outcome;
 use crate::usage::report::Sums;
-use crate::usage::summary::{Range, Summary};
+use crate::usage::summary::Summary;
 
 /// Slots of the sparkline and of the outcome strip: with a full history (1,440
 /// results) one slot is 24 results, so a page of 50 checks stays near 100 KB.
@@ -41,8 +41,11 @@ pub struct CheckRow {
     pub critical: bool,
     /// `12 s ago`, or `–` before the first result.
     pub age: String,
-    /// `99.31 %` over the kept results, or `–`.
+    /// `99.31 %` over the results kept in memory, or the store's over the page's
+    /// window (`99.312 %`), or `–`.
     pub uptime: String,
+    /// Where the check's SLO stands, for a check with one and a history store.
+    pub slo: Option<String>,
     /// The latest latency (`12.5 ms`), or `–`.
     pub latency: String,
     /// The sparkline's `points` (the largest latency of each slot), empty without any.
@@ -107,24 +110,6 @@ pub struct DayBar {
     pub cost: String,
 }
 
-/// A link of the range switch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RangeLink {
-    pub name: &'static str,
-    pub current: bool,
-}
-
-/// The range switch with `current` marked.
-pub fn range_links(current: Range) -> Vec<RangeLink> {
-    Range::ALL
-        .iter()
-        .map(|r| RangeLink {
-            name: r.as_str(),
-            current: *r == current,
-        })
-        .collect()
-}
-
 /// Every check's row at `now`, in name order, and whether they add up to healthy
 /// (as `/health` decides); messages only with `details`. Each check's history is
 /// read in place under the history lock, one check at a time.
@@ -184,6 +169,7 @@ pub fn row(
             .age_seconds
             .map_or_else(|| "–".to_owned(), |s| ago(Duration::from_secs_f64(s))),
         uptime: uptime.map_or_else(|| "–".to_owned(), |u| format!("{u:.2} %")),
+        slo: None,
         latency: view
             .latency_ms
             .map_or_else(|| "–".to_owned(), |ms| format!("{ms} ms")),
@@ -361,6 +347,7 @@ mod tests {
     use super::*;
     use crate::health::history::History;
     use crate::runtime::ErrorKind;
+    use crate::usage::summary::Range;
 
     fn view(state: CheckState) -> CheckView {
         CheckView {

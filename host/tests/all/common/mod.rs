@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use healthhost::capabilities::sql::Datasources;
@@ -397,6 +397,8 @@ pub struct Host {
     pub child: Child,
     pub base: String,
     pub dir: TempDir,
+    /// What the server logged after it listened.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// A fresh folder under the system's temporary directory, removed when dropped.
@@ -454,13 +456,15 @@ impl Host {
         let mut child = Command::new(bin)
             .args(["serve", "--config"])
             .arg(&path)
-            .envs(env.iter().copied())
             .env("HEALTHHOST_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         let base = tokio::task::spawn_blocking(move || {
             let mut lines = BufReader::new(stderr).lines();
             let mut seen = String::new();
@@ -468,8 +472,13 @@ impl Host {
                 let line = line.unwrap();
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let base = rest.split_whitespace().next().unwrap().to_owned();
-                    // Keep draining so the server never blocks on a full pipe.
-                    std::thread::spawn(move || for _ in lines {});
+                    // Keep draining so the server never blocks on a full pipe, and
+                    // keep the lines for tests that read the log.
+                    std::thread::spawn(move || {
+                        for line in lines.map_while(Result::ok) {
+                            kept.lock().unwrap().push(line);
+                        }
+                    });
                     return base;
                 }
                 seen.push_str(&line);
@@ -479,7 +488,17 @@ impl Host {
         })
         .await
         .unwrap();
-        Host { child, base, dir }
+        Host {
+            child,
+            base,
+            dir,
+            log,
+        }
+    }
+
+    /// The lines the server has logged since it listened, so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// Waits until no plugin is still loading (`serve` answers while they compile),
