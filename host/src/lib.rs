@@ -36,6 +36,7 @@ pub mod scaffold;
 pub mod scrub;
 pub mod server;
 pub mod sync;
+pub mod thresholds;
 pub mod units;
 pub mod usage;
 

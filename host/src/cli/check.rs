@@ -18,7 +18,8 @@ use crate::config::grants::{Grants, HttpPolicy, Settings, SqlPolicy};
 use crate::diagnose::Diagnostics;
 use crate::escape::escape_controls;
 use crate::limits::Limits;
-use crate::runtime::{RunReport, Runtime};
+use crate::runtime::{Outcome, RunReport, Runtime};
+use crate::thresholds::{Threshold, perfdata};
 use crate::units;
 
 #[derive(Debug, Args)]
@@ -106,8 +107,13 @@ pub(super) struct CheckArgs {
     compile_timeout: Option<Duration>,
 
     /// Print the report as JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nagios")]
     json: bool,
+
+    /// Print one Nagios plugin line, `NAME STATE - message | perfdata`, with the grant
+    /// file's thresholds in the perfdata (the exit code is Nagios' either way).
+    #[arg(long)]
+    nagios: bool,
 
     /// Where compiled plugins are kept, so that checking an unchanged plugin again
     /// does not compile it again (default: serve's, `$XDG_CACHE_HOME/healthhost`).
@@ -150,9 +156,12 @@ pub(super) fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if let Some(fixtures) = fixtures {
         plugin = plugin.with_fixtures(fixtures);
     }
-    let report = tokio.block_on(runtime.run(&Arc::new(plugin)));
+    let mut report = tokio.block_on(runtime.run(&Arc::new(plugin)));
+    report.judge_thresholds(&setup.thresholds);
     let diagnostics = Diagnostics::of(&report, &setup.settings, &setup.grants.metrics);
-    if args.json {
+    if args.nagios {
+        outln!("{}", nagios(&report, &setup.thresholds))?;
+    } else if args.json {
         let mut json = serde_json::to_value(&report)?;
         json["diagnostics"] = serde_json::to_value(&diagnostics)?;
         outln!("{}", serde_json::to_string_pretty(&json)?)?;
@@ -186,6 +195,8 @@ struct CheckSetup {
     settings: Settings,
     datasources: Datasources,
     limits: Limits,
+    /// The grant file's `thresholds`.
+    thresholds: Vec<Threshold>,
 }
 
 fn check_setup(
@@ -210,9 +221,9 @@ fn check_setup(
         }
         None => None,
     };
-    let (mut grants, mut settings, limits) = match file {
-        Some(c) => (c.grants, c.settings, c.limits),
-        None => (Grants::default(), Settings::default(), Limits::default()),
+    let (mut grants, mut settings, limits, thresholds) = match file {
+        Some(c) => (c.grants, c.settings, c.limits, c.thresholds),
+        None => Default::default(),
     };
     let mut origins = grants.http.entries();
     origins.extend(args.allow_http.iter().cloned());
@@ -262,6 +273,7 @@ fn check_setup(
         settings,
         datasources,
         limits,
+        thresholds,
     })
 }
 
@@ -286,13 +298,47 @@ fn split_pair<'a>(flag: &str, pair: &'a str) -> anyhow::Result<(&'a str, &'a str
     }
 }
 
+/// The Nagios plugin line of `report`: `NAME STATE - message | perfdata`, the state
+/// OK, WARNING, CRITICAL or UNKNOWN as the exit code says, each sample with the ranges
+/// of `thresholds` that judge it.
+fn nagios(report: &RunReport, thresholds: &[Threshold]) -> String {
+    let state = match report.outcome {
+        Outcome::Pass => "OK",
+        Outcome::Warn => "WARNING",
+        Outcome::Fail => "CRITICAL",
+        Outcome::Error(_) => "UNKNOWN",
+    };
+    let mut line = format!("{} {state}", escape_controls(&report.check).to_uppercase());
+    let message = match (report.outcome, &report.message) {
+        (Outcome::Error(kind), Some(m)) => Some(format!("{}: {m}", kind.label())),
+        (Outcome::Error(kind), None) => Some(kind.label().to_owned()),
+        (_, message) => message.clone(),
+    };
+    if let Some(message) = message {
+        // `|` would start the perfdata.
+        line.push_str(&format!(
+            " - {}",
+            escape_controls(&message).replace('|', "/")
+        ));
+    }
+    let fields: Vec<String> = report
+        .samples
+        .iter()
+        .map(|s| perfdata(s, thresholds))
+        .collect();
+    if !fields.is_empty() {
+        line.push_str(&format!(" | {}", fields.join(" ")));
+    }
+    line
+}
+
 /// The report for people: verdict line, measurements, samples, dropped samples. The
 /// plugin's text has its control characters escaped, so it cannot forge lines or
 /// drive the terminal.
 fn human(report: &RunReport) -> String {
     let outcome = report.outcome.label().to_uppercase();
     let kind = match report.outcome {
-        crate::runtime::Outcome::Error(_) => "ERROR ",
+        Outcome::Error(_) => "ERROR ",
         _ => "",
     };
     let mut out = format!("{}: {kind}{outcome}", escape_controls(&report.check));

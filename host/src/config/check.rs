@@ -8,14 +8,16 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::grants::{Grants, HttpPolicy, Settings, SqlPolicy};
-use super::raw::RawCheck;
+use super::raw::{RawCheck, RawThresholds};
 use super::resolve::{duration, expand};
 use super::{
     CheckConfig, DEFAULT_INTERVAL, DEFAULT_SLO_WINDOW, MIN_INTERVAL, STALE_AFTER_INTERVALS, Slo,
     Source, WINDOW_EXPECTED, Window,
 };
 use crate::limits::{self, Limits};
+use crate::names::valid_metric_name;
 use crate::problems::{Problem, Problems, parse_toml};
+use crate::thresholds::{NagiosRange, Threshold};
 use crate::units;
 
 /// Resolves a grant file (the keys of a `[checks.NAME]` table without `plugin`) for
@@ -89,6 +91,7 @@ pub(super) fn resolve_check(
     let sql = sql_grant(&raw, context, problems);
     let metrics = metric_grants(&raw, context, problems);
     let slo = service_level(&raw, context, problems);
+    let thresholds = resolve_thresholds(&raw, context, problems);
     let settings = resolve_settings(name, raw.settings, context, problems);
     CheckConfig {
         name: name.to_owned(),
@@ -103,6 +106,7 @@ pub(super) fn resolve_check(
         sha256,
         source,
         slo,
+        thresholds,
     }
 }
 
@@ -141,6 +145,49 @@ fn service_level(raw: &RawCheck, context: &CheckContext, problems: &mut Problems
             None
         }
     }
+}
+
+/// `thresholds`: per valid sample name, one or more tables of `warn` and `crit` Nagios
+/// ranges (at least one of them) and the `labels` a judged sample carries.
+fn resolve_thresholds(
+    raw: &RawCheck,
+    context: &CheckContext,
+    problems: &mut Problems,
+) -> Vec<Threshold> {
+    let mut resolved = Vec::new();
+    for (sample, tables) in &raw.thresholds {
+        let key = context.key(&format!("thresholds.{sample}"));
+        let span = tables.span();
+        if !valid_metric_name(sample) {
+            let why = format!("'{sample}' is not a sample name (letters, digits and _)");
+            problems.add(span.clone(), key.clone(), why);
+        }
+        let tables = match tables.get_ref() {
+            RawThresholds::One(one) => std::slice::from_ref(one),
+            RawThresholds::Many(many) => many.as_slice(),
+        };
+        for table in tables {
+            let mut range = |text: &Option<String>, level: &str| {
+                let parsed = text.as_deref().map(NagiosRange::parse).transpose();
+                parsed.unwrap_or_else(|why| {
+                    problems.add(span.clone(), format!("{key}.{level}"), why);
+                    None
+                })
+            };
+            let (warn, crit) = (range(&table.warn, "warn"), range(&table.crit, "crit"));
+            if table.warn.is_none() && table.crit.is_none() {
+                let why = "needs `warn`, `crit` or both (Nagios ranges, like \"500\")";
+                problems.add(span.clone(), key.clone(), why);
+            }
+            resolved.push(Threshold {
+                sample: sample.clone(),
+                labels: table.labels.clone().into_iter().collect(),
+                warn,
+                crit,
+            });
+        }
+    }
+    resolved
 }
 
 /// `sha256`, the digest the plugin file must have, in lower case.

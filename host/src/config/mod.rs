@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::dburl::DatasourceSpec;
 use crate::limits::Limits;
 use crate::problems::{FileError, Problem, Problems, parse_toml};
+use crate::thresholds::Threshold;
 
 mod check;
 pub mod grants;
@@ -285,6 +286,8 @@ pub struct CheckConfig {
     pub source: Source,
     /// Its service level objective, if it has one.
     pub slo: Option<Slo>,
+    /// Ranges the host judges its samples by (`thresholds`).
+    pub thresholds: Vec<Threshold>,
 }
 
 /// A check's service level objective: the share of runs that must be up over a

@@ -135,6 +135,28 @@ pub(super) struct RawCheck {
     pub(super) slo: Option<Spanned<String>>,
     /// The window the SLO is measured over: 24h, 7d, 30d, 90d or 365d.
     pub(super) slo_window: Option<Spanned<String>>,
+    /// Host-evaluated thresholds, by sample name: one table, or several (one per label
+    /// set).
+    #[serde(default)]
+    pub(super) thresholds: BTreeMap<String, Spanned<RawThresholds>>,
+}
+
+/// The thresholds of one sample name: one table, or an array of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawThresholds {
+    One(RawThreshold),
+    Many(Vec<RawThreshold>),
+}
+
+/// `warn` and `crit` Nagios ranges, for the samples carrying `labels`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawThreshold {
+    pub(super) warn: Option<String>,
+    pub(super) crit: Option<String>,
+    #[serde(default)]
+    pub(super) labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -418,3 +418,50 @@ fn an_slo_is_a_percentage_over_an_uptime_window() {
     assert_eq!(problems[0].key, "checks.c.slo_window");
 }
 
+#[test]
+fn thresholds_are_nagios_ranges_per_sample_and_labels() {
+    let check = |extra: &str| format!("[checks.c]\nplugin = \"c.wasm\"\n{extra}\n");
+    let config = parse(&check(
+        "thresholds.db_latency_seconds = { warn = \"0.5\", crit = \"2\" }\n\
+         [[checks.c.thresholds.queue]]\nlabels = { queue = \"sms\" }\ncrit = \"@10:20\"\n\
+         [[checks.c.thresholds.queue]]\nwarn = \"~:5\"\n",
+    ))
+    .unwrap();
+    let t = &config.checks[0].thresholds;
+    assert_eq!(t.len(), 3);
+    assert_eq!(t[0].sample, "db_latency_seconds");
+    assert_eq!(t[0].warn.as_ref().unwrap().as_str(), "0.5");
+    assert_eq!(t[0].crit.as_ref().unwrap().as_str(), "2");
+    assert_eq!(t[1].labels, [("queue".to_owned(), "sms".to_owned())]);
+    assert!(t[1].crit.as_ref().unwrap().alerts(15.0));
+    assert!(t[1].warn.is_none() && t[2].crit.is_none());
+    assert!(parse(&check("")).unwrap().checks[0].thresholds.is_empty());
+    for (bad, key, says) in [
+        (
+            "thresholds.q = { warn = \"5:1\" }",
+            "checks.c.thresholds.q.warn",
+            "starts above",
+        ),
+        (
+            "thresholds.q = { crit = \"high\" }",
+            "checks.c.thresholds.q.crit",
+            "Nagios range",
+        ),
+        (
+            "thresholds.q = { labels = { a = \"b\" } }",
+            "checks.c.thresholds.q",
+            "needs `warn`",
+        ),
+        (
+            "thresholds.\"q-1\" = { warn = \"1\" }",
+            "checks.c.thresholds.q-1",
+            "sample name",
+        ),
+    ] {
+        let problems = parse(&check(bad)).err().unwrap();
+        assert_eq!(problems[0].key, key, "{bad}");
+        assert!(problems[0].to_string().contains(says), "{}", problems[0]);
+    }
+    // An unknown key is refused, not ignored.
+    assert!(parse(&check("thresholds.q = { warning = \"1\" }")).is_err());
+}

@@ -402,7 +402,7 @@ impl Health {
     /// critical or not) and records
     /// the result, unless the check was replaced or removed meanwhile.
     async fn run_once(&self, check: &Arc<Check>, run: impl Future<Output = RunReport>) {
-        let report = {
+        let mut report = {
             let slots = if check.config.critical {
                 &self.critical_runs
             } else {
@@ -414,6 +414,7 @@ impl Health {
                 .expect("the semaphore is never closed");
             run.await
         };
+        report.judge_thresholds(&check.config.thresholds);
         let name = &check.config.name;
         let set = self.set();
         let current = set.entries.get(name).and_then(|e| e.check.as_ref());

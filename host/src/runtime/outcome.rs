@@ -7,9 +7,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::capabilities::Refusal;
-use crate::limits::DIAGNOSTIC_MAX_TEXT_BYTES;
+use crate::limits::{DIAGNOSTIC_MAX_TEXT_BYTES, REPORT_MAX_MESSAGE_BYTES};
 use crate::samples::{Drops, Sample};
-use crate::scrub::Scrubber;
+use crate::scrub::{Scrubber, cut};
+use crate::thresholds::{Level, Threshold, crossings};
 
 /// The result of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -166,6 +167,31 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 100_000.0).round() / 100.0)
 }
 
+impl RunReport {
+    /// Judges the samples by `thresholds`: the outcome becomes the worse of the
+    /// plugin's verdict and theirs (a run that gave no verdict stays an error), and
+    /// each crossing is added to the message, within the message's cap.
+    pub fn judge_thresholds(&mut self, thresholds: &[Threshold]) {
+        if thresholds.is_empty() || matches!(self.outcome, Outcome::Error(_)) {
+            return;
+        }
+        let crossings = crossings(&self.samples, thresholds);
+        let Some(worst) = crossings.iter().map(|c| c.level).max() else {
+            return;
+        };
+        let said = crossings.iter().map(|c| c.describe());
+        let message: Vec<String> = self.message.take().into_iter().chain(said).collect();
+        self.message = Some(cut(&message.join("; "), REPORT_MAX_MESSAGE_BYTES).to_owned());
+        let verdict = match worst {
+            Level::Warn => Outcome::Warn,
+            Level::Crit => Outcome::Fail,
+        };
+        if verdict.exit_code() > self.outcome.exit_code() {
+            self.outcome = verdict;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +213,59 @@ mod tests {
         );
         let json = serde_json::to_value(Outcome::Pass).unwrap();
         assert_eq!(json, serde_json::json!({"outcome": "pass"}));
+    }
+
+    fn report(outcome: Outcome, message: Option<&str>, samples: Vec<Sample>) -> RunReport {
+        RunReport {
+            check: "db".to_owned(),
+            outcome,
+            message: message.map(str::to_owned),
+            samples,
+            samples_dropped: Default::default(),
+            latency: Duration::from_millis(5),
+            fuel_consumed: 1,
+            peak_memory_bytes: 1,
+            calls: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_worse_of_the_verdict_and_the_thresholds_wins_and_is_said() {
+        use crate::thresholds::tests::threshold;
+        let latency = |v| vec![Sample::of("db_latency_seconds", &[], v)];
+        let t = [threshold("db_latency_seconds", &[], "0.5", "2")];
+        let mut quiet = report(Outcome::Pass, Some("ok"), latency(0.2));
+        quiet.judge_thresholds(&t);
+        assert_eq!(
+            (quiet.outcome, quiet.message.as_deref()),
+            (Outcome::Pass, Some("ok"))
+        );
+        let mut slow = report(Outcome::Pass, Some("ok"), latency(0.7));
+        slow.judge_thresholds(&t);
+        assert_eq!(slow.outcome, Outcome::Warn);
+        assert_eq!(
+            slow.message.as_deref(),
+            Some("ok; warn threshold \"0.5\" crossed: db_latency_seconds = 0.7")
+        );
+        let mut down = report(Outcome::Warn, None, latency(2.5));
+        down.judge_thresholds(&t);
+        assert_eq!(down.outcome, Outcome::Fail);
+        assert_eq!(
+            down.message.as_deref(),
+            Some("crit threshold \"2\" crossed: db_latency_seconds = 2.5")
+        );
+        // The plugin's worse verdict stays; the crossing is still said.
+        let mut failed = report(Outcome::Fail, Some("refused"), latency(0.7));
+        failed.judge_thresholds(&t);
+        assert_eq!(failed.outcome, Outcome::Fail);
+        assert!(failed.message.unwrap().starts_with("refused; warn"));
+        // A run without a verdict is left alone.
+        let error = Outcome::Error(ErrorKind::Timeout);
+        let mut timed_out = report(error, Some("deadline"), latency(9.0));
+        timed_out.judge_thresholds(&t);
+        assert_eq!(
+            (timed_out.outcome, timed_out.message.as_deref()),
+            (error, Some("deadline"))
+        );
     }
 }

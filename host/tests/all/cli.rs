@@ -614,3 +614,91 @@ fn a_reader_that_goes_away_ends_no_command_with_a_panic() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
 }
+
+#[test]
+fn thresholds_judge_the_samples_and_nagios_gets_its_line() {
+    let dir = crate::common::TempDir::new();
+    let grants = dir.0.join("misbehave.toml");
+    std::fs::write(
+        &grants,
+        "[thresholds.misbehave_latency_seconds]\nwarn = \"0.5\"\ncrit = \"2\"\n\
+         [[thresholds.misbehave_queue]]\nlabels = { queue = \"sms\" }\ncrit = \"10\"\n",
+    )
+    .unwrap();
+    let grants = grants.display().to_string();
+    let run = |latency: &str, sms: &str| {
+        let samples = format!(
+            "samples=misbehave_latency_seconds={latency};misbehave_queue{{queue=sms}}={sms};\
+             misbehave_queue{{queue=mail}}=50"
+        );
+        let args = [
+            "--grants",
+            &grants,
+            "--set",
+            "mode=samples",
+            "--set",
+            &samples,
+        ];
+        check(&[&args[..], &["--set", "message=ok", "--nagios"]].concat())
+    };
+    let out = run("0.7", "3");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "MISBEHAVE WARNING - ok; warn threshold \"0.5\" crossed: misbehave_latency_seconds = 0.7 \
+         | 'misbehave_latency_seconds'=0.7s;0.5;2 'misbehave_queue{queue:sms}'=3;;10 \
+         'misbehave_queue{queue:mail}'=50\n"
+    );
+    let out = run("0.1", "11");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stdout(&out).starts_with(
+            "MISBEHAVE CRITICAL - ok; crit threshold \"10\" crossed: \
+             misbehave_queue{queue=\"sms\"} = 11 |"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    // The human report says the same.
+    let samples = "samples=misbehave_latency_seconds=3";
+    let out = check(&[
+        "--grants",
+        &grants,
+        "--set",
+        "mode=samples",
+        "--set",
+        samples,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stdout(&out).starts_with(
+            "misbehave: FAIL - crit threshold \"2\" crossed: misbehave_latency_seconds = 3\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
+
+    // A run without a verdict is UNKNOWN, with the reason.
+    let out = check(&["--set", "mode=spin", "--timeout", "200ms", "--nagios"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stdout(&out).starts_with("MISBEHAVE UNKNOWN - timeout: "),
+        "{}",
+        stdout(&out)
+    );
+
+    // A range that is none is refused, named by its key.
+    std::fs::write(
+        dir.0.join("bad.toml"),
+        "thresholds.x_seconds.warn = \"10:5\"\n",
+    )
+    .unwrap();
+    let bad = dir.0.join("bad.toml").display().to_string();
+    let out = check(&["--grants", &bad, "--set", "mode=pass"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(
+        err.contains("thresholds.x_seconds.warn") && err.contains("'10:5' starts above its end"),
+        "{err}"
+    );
+}

@@ -1052,3 +1052,23 @@ async fn serve_raises_its_open_files_limit_to_the_hard_limit() {
     let server = Host::start_from(&wrapper, dir, "").await;
     assert_eq!(open_files_limits(server.child.id()), (hard, hard));
 }
+
+#[tokio::test]
+async fn thresholds_fail_a_passing_check_and_say_why() {
+    let config = format!(
+        "[checks.queue]\nplugin = {:?}\ncritical = true\ninterval = \"1h\"\n\
+         settings = {{ mode = \"samples\", samples = \"queue_depth=120\", message = \"ok\" }}\n\
+         thresholds.queue_depth = {{ warn = \"50\", crit = \"100\" }}\n",
+        test_artifacts::MISBEHAVE
+    );
+    let host = Host::start(&config).await;
+    let (status, body) = host
+        .wait_for("/health", |_, b| b["checks"]["queue"]["outcome"] == "fail")
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["queue"]["status"], "fail");
+    assert_eq!(
+        body["checks"]["queue"]["message"],
+        "ok; crit threshold \"100\" crossed: queue_depth = 120"
+    );
+}
