@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use sqlx::{ColumnIndex, Database, Decode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
 
-use super::store::{GRAINS, LATENCY_BUCKETS_MS};
+use super::store::{BUCKET_COLUMNS, GRAINS, LATENCY_BUCKETS_MS};
 use super::unix_ms;
 use crate::config::{Slo, Window};
 use crate::dbpool::DbPool;
@@ -129,7 +129,6 @@ pub struct Latency {
 #[derive(Default)]
 struct Totals {
     first_bucket: Option<i64>,
-    runs: i64,
     outcomes: Outcomes,
     latency_count: i64,
     latency_sum: f64,
@@ -145,29 +144,65 @@ pub async fn uptime(
     window: Window,
     now: SystemTime,
 ) -> Result<UptimeDoc, sqlx::Error> {
-    let (from_ms, to_ms) = bounds(window, now);
+    let mut all = read_totals(pool, window, now, Some(check)).await?;
+    let totals = all.remove(check).unwrap_or_default();
+    Ok(UptimeDoc::of(check, window, now, totals))
+}
+
+/// The uptime of every check with rollups in `window` ending at `now`, by name (the
+/// status page: one query for all checks).
+pub async fn uptimes(
+    pool: &DbPool,
+    window: Window,
+    now: SystemTime,
+) -> Result<BTreeMap<String, UptimeDoc>, sqlx::Error> {
+    let all = read_totals(pool, window, now, None).await?;
+    let docs = all.into_iter().map(|(check, totals)| {
+        let doc = UptimeDoc::of(&check, window, now, totals);
+        (check, doc)
+    });
+    Ok(docs.collect())
+}
+
+impl UptimeDoc {
+    /// The document of `check`'s `totals` over `window` ending at `now`.
+    fn of(check: &str, window: Window, now: SystemTime, totals: Totals) -> UptimeDoc {
+        let (from_ms, to_ms) = bounds(window, now);
+        let span = (to_ms - from_ms) as f64;
+        let coverage = totals
+            .first_bucket
+            .map(|first| ((to_ms - first.max(from_ms)) as f64 / span).clamp(0.0, 1.0));
+        let runs = totals.outcomes.runs();
+        UptimeDoc {
+            check: check.to_owned(),
+            window: window.as_str(),
+            from: rfc3339(from_ms),
+            to: rfc3339(to_ms),
+            coverage: coverage.map(|c| (c * 1e6).round() / 1e6),
+            runs,
+            uptime_percent: uptime_percent(runs, &totals.outcomes),
+            latency_ms: latency(&totals),
+            outcomes: totals.outcomes,
+            slo: None,
+        }
+    }
+}
+
+/// The sums of the rollups over `window` ending at `now`, of `check` or of every check.
+async fn read_totals(
+    pool: &DbPool,
+    window: Window,
+    now: SystemTime,
+    check: Option<&str>,
+) -> Result<BTreeMap<String, Totals>, sqlx::Error> {
+    let (from_ms, _) = bounds(window, now);
     let (grain, since) = first_bucket(window, from_ms);
-    let totals = match pool {
-        DbPool::Sqlite(pool) => totals(pool, check, grain, since).await?,
-        DbPool::Postgres(pool) => totals(pool, check, grain, since).await?,
-        DbPool::MySql(pool) => totals(pool, check, grain, since).await?,
-    };
-    let span = (to_ms - from_ms) as f64;
-    let coverage = totals
-        .first_bucket
-        .map(|first| ((to_ms - first.max(from_ms)) as f64 / span).clamp(0.0, 1.0));
-    Ok(UptimeDoc {
-        check: check.to_owned(),
-        window: window.as_str(),
-        from: rfc3339(from_ms),
-        to: rfc3339(to_ms),
-        coverage: coverage.map(|c| (c * 1e6).round() / 1e6),
-        runs: totals.runs,
-        uptime_percent: uptime_percent(totals.runs, &totals.outcomes),
-        latency_ms: latency(&totals),
-        outcomes: totals.outcomes,
-        slo: None,
-    })
+    // SUM of a BIGINT is a NUMERIC (PostgreSQL) or DECIMAL (MySQL): cast it back.
+    match pool {
+        DbPool::Sqlite(pool) => totals(pool, "INTEGER", grain, since, check).await,
+        DbPool::Postgres(pool) => totals(pool, "BIGINT", grain, since, check).await,
+        DbPool::MySql(pool) => totals(pool, "SIGNED", grain, since, check).await,
+    }
 }
 
 /// The window's start and end (`now`), in Unix milliseconds.
@@ -184,113 +219,66 @@ fn first_bucket(window: Window, from_ms: i64) -> (&'static str, i64) {
     (grain, from_ms - from_ms.rem_euclid(length))
 }
 
-/// Runs by outcome of every check with rollups in `window` ending at `now`, by name
-/// (the status page's uptime column, one query for all checks).
-pub async fn outcomes_by_check(
-    pool: &DbPool,
-    window: Window,
-    now: SystemTime,
-) -> Result<BTreeMap<String, Outcomes>, sqlx::Error> {
-    let (from_ms, _) = bounds(window, now);
-    let (grain, since) = first_bucket(window, from_ms);
-    // SUM of a BIGINT is a NUMERIC (PostgreSQL) or DECIMAL (MySQL): cast it back.
-    match pool {
-        DbPool::Sqlite(pool) => by_check(pool, "INTEGER", grain, since).await,
-        DbPool::Postgres(pool) => by_check(pool, "BIGINT", grain, since).await,
-        DbPool::MySql(pool) => by_check(pool, "SIGNED", grain, since).await,
-    }
-}
-
-async fn by_check<DB>(
+/// The sums of the rollup rows at `grain` from bucket `since` on, per check (`check`
+/// only, when given), summed by the database; `integer` is the dialect's name for the
+/// integer type a sum is cast back to.
+async fn totals<DB>(
     pool: &Pool<DB>,
     integer: &str,
     grain: &str,
     since: i64,
-) -> Result<BTreeMap<String, Outcomes>, sqlx::Error>
+    check: Option<&str>,
+) -> Result<BTreeMap<String, Totals>, sqlx::Error>
 where
     DB: Database,
     DB::Arguments: Default + IntoArguments<DB>,
     for<'t> String: sqlx::Encode<'t, DB> + Decode<'t, DB> + Type<DB>,
-    for<'t> i64: sqlx::Encode<'t, DB> + Decode<'t, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-{
-    let sum = |column: &str| format!("CAST(SUM({column}) AS {integer})");
-    let mut query = QueryBuilder::<DB>::new(format!(
-        "SELECT check_name, {}, {}, {}, {} FROM hh_rollup WHERE grain = ",
-        sum("pass"),
-        sum("warn"),
-        sum("fail"),
-        sum("error")
-    ));
-    query
-        .push_bind(grain.to_owned())
-        .push(" AND bucket_ms >= ")
-        .push_bind(since)
-        .push(" GROUP BY check_name");
-    let mut by_check = BTreeMap::new();
-    for row in query.build().fetch_all(pool).await? {
-        let outcomes = Outcomes {
-            pass: row.try_get(1)?,
-            warn: row.try_get(2)?,
-            fail: row.try_get(3)?,
-            error: row.try_get(4)?,
-        };
-        by_check.insert(row.try_get(0)?, outcomes);
-    }
-    Ok(by_check)
-}
-
-/// Sums the rollup rows of `check` at `grain` from bucket `since` on.
-async fn totals<DB>(
-    pool: &Pool<DB>,
-    check: &str,
-    grain: &str,
-    since: i64,
-) -> Result<Totals, sqlx::Error>
-where
-    DB: Database,
-    DB::Arguments: Default + IntoArguments<DB>,
-    for<'t> String: sqlx::Encode<'t, DB> + Type<DB>,
     for<'t> i64: sqlx::Encode<'t, DB> + Decode<'t, DB> + Type<DB>,
     for<'t> f64: Decode<'t, DB> + Type<DB>,
     for<'t> Option<f64>: Decode<'t, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
 {
-    let mut query = QueryBuilder::<DB>::new(
-        "SELECT bucket_ms, runs, pass, warn, fail, error, latency_count, latency_sum, \
-         latency_min, latency_max, le_1, le_5, le_10, le_25, le_50, le_100, le_250, le_500, \
-         le_1000, le_2500, le_10000, le_inf FROM hh_rollup WHERE check_name = ",
-    );
+    let sums: Vec<String> = ["pass", "warn", "fail", "error", "latency_count"]
+        .iter()
+        .chain(&BUCKET_COLUMNS)
+        .map(|c| format!("CAST(SUM({c}) AS {integer})"))
+        .collect();
+    let mut query = QueryBuilder::<DB>::new(format!(
+        "SELECT check_name, MIN(bucket_ms), SUM(latency_sum), MIN(latency_min), \
+         MAX(latency_max), {} FROM hh_rollup WHERE grain = ",
+        sums.join(", ")
+    ));
     query
-        .push_bind(check.to_owned())
-        .push(" AND grain = ")
         .push_bind(grain.to_owned())
         .push(" AND bucket_ms >= ")
         .push_bind(since);
-    let mut t = Totals::default();
-    for row in query.build().fetch_all(pool).await? {
-        let bucket: i64 = row.try_get(0)?;
-        t.first_bucket = Some(t.first_bucket.map_or(bucket, |f| f.min(bucket)));
-        t.runs += row.try_get::<i64, _>(1)?;
-        t.outcomes.pass += row.try_get::<i64, _>(2)?;
-        t.outcomes.warn += row.try_get::<i64, _>(3)?;
-        t.outcomes.fail += row.try_get::<i64, _>(4)?;
-        t.outcomes.error += row.try_get::<i64, _>(5)?;
-        t.latency_count += row.try_get::<i64, _>(6)?;
-        t.latency_sum += row.try_get::<f64, _>(7)?;
-        if let Some(min) = row.try_get::<Option<f64>, _>(8)? {
-            t.latency_min = Some(t.latency_min.map_or(min, |m| m.min(min)));
-        }
-        if let Some(max) = row.try_get::<Option<f64>, _>(9)? {
-            t.latency_max = Some(t.latency_max.map_or(max, |m| m.max(max)));
-        }
-        for (i, count) in t.buckets.iter_mut().enumerate() {
-            *count += row.try_get::<i64, _>(10 + i)?;
-        }
+    if let Some(check) = check {
+        query.push(" AND check_name = ").push_bind(check.to_owned());
     }
-    Ok(t)
+    query.push(" GROUP BY check_name");
+    let mut all = BTreeMap::new();
+    for row in query.build().fetch_all(pool).await? {
+        let mut t = Totals {
+            first_bucket: Some(row.try_get(1)?),
+            latency_sum: row.try_get(2)?,
+            latency_min: row.try_get(3)?,
+            latency_max: row.try_get(4)?,
+            outcomes: Outcomes {
+                pass: row.try_get(5)?,
+                warn: row.try_get(6)?,
+                fail: row.try_get(7)?,
+                error: row.try_get(8)?,
+            },
+            latency_count: row.try_get(9)?,
+            buckets: [0; 12],
+        };
+        for (i, count) in t.buckets.iter_mut().enumerate() {
+            *count = row.try_get(10 + i)?;
+        }
+        all.insert(row.try_get(0)?, t);
+    }
+    Ok(all)
 }
 
 /// The latency summary of `t`, when it measured any.

@@ -20,7 +20,7 @@ pub const LATENCY_BUCKETS_MS: [f64; 11] = [
     1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0,
 ];
 /// The columns of those buckets, and the rest's.
-const BUCKET_COLUMNS: [&str; 12] = [
+pub const BUCKET_COLUMNS: [&str; 12] = [
     "le_1", "le_5", "le_10", "le_25", "le_50", "le_100", "le_250", "le_500", "le_1000", "le_2500",
     "le_10000", "le_inf",
 ];

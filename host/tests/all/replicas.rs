@@ -375,15 +375,17 @@ async fn the_page_shows_stored_uptime_over_its_window_the_slo_and_removed_checks
     assert!(page.contains("Uptime (7d)"), "{page}");
     assert!(page.contains("<strong aria-current=\"page\">7d</strong>"));
     assert!(page.contains("href=\"/?window=90d\""));
+    let kept = row(&page, "kept");
+    assert!(kept.contains("100.000 %"), "{kept}");
+    // The uptime answer's other numbers over the window: runs, errors, percentiles.
+    assert!(kept.contains(" runs (0 failed, 0 errors) · p50 "), "{kept}");
     assert!(
-        row(&page, "kept").contains("100.000 %"),
-        "{}",
-        row(&page, "kept")
+        kept.contains("% of the window"),
+        "the data began minutes ago: {kept}"
     );
     assert!(
-        row(&page, "kept").contains("SLO 99.5 % (7d): 100 % of the error budget left"),
-        "{}",
-        row(&page, "kept")
+        kept.contains("SLO 99.5 % (7d): 100 % of the error budget left"),
+        "{kept}"
     );
     let (status, _, bad) = host.get("/?window=365d").await;
     assert_eq!(status, 400, "{bad}");

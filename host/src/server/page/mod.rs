@@ -376,6 +376,7 @@ mod tests {
             age: "1 s ago".into(),
             uptime: "50.00 %".into(),
             slo: Some("SLO 99 % (30d): 100 % of the error budget left".into()),
+            window_runs: None,
             latency: "–".into(),
             spark: String::new(),
             strip: Default::default(),

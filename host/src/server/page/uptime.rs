@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::view::CheckRow;
 use crate::config::{Slo, Window};
 use crate::dbpool::DbPool;
-use crate::journal::read::{Outcomes, SloDoc, outcomes_by_check, uptime_percent};
+use crate::journal::read::{SloDoc, UptimeDoc, uptimes};
 use crate::journal::results::stored_checks;
 use crate::sync::lock;
 
@@ -23,8 +23,8 @@ pub const PAGE_WINDOWS: [Window; 4] = [Window::Day, Window::Week, Window::Month,
 /// little in 15 s, and the page refreshes every 10 s.
 pub const STORED_FOR: Duration = Duration::from_secs(15);
 
-/// Runs by outcome, by check name.
-type ByCheck = BTreeMap<String, Outcomes>;
+/// Each check's uptime answer over one window, by check name.
+type ByCheck = BTreeMap<String, UptimeDoc>;
 /// The stored checks with their newest day bucket.
 type StoredChecks = Vec<(String, i64)>;
 
@@ -57,9 +57,9 @@ pub struct StoredCache {
 }
 
 impl StoredCache {
-    /// Runs by outcome per check over `window` ending at `now`, read at most every
+    /// Each check's uptime over `window` ending at `now`, read at most every
     /// [`STORED_FOR`].
-    async fn outcomes(
+    async fn uptimes(
         &self,
         pool: &DbPool,
         window: Window,
@@ -68,7 +68,7 @@ impl StoredCache {
         if let Some(kept) = Kept::fresh(lock(&self.windows).get(&window)) {
             return Ok(kept);
         }
-        let read = Kept::new(outcomes_by_check(pool, window, now).await?);
+        let read = Kept::new(uptimes(pool, window, now).await?);
         let value = read.value.clone();
         lock(&self.windows).insert(window, read);
         Ok(value)
@@ -97,8 +97,9 @@ pub struct RemovedRow {
     pub uptime: String,
 }
 
-/// Sets each row's uptime to the store's over `window` and its SLO text (`slos`: each
-/// configured check's objective), and returns the stored checks that no row has.
+/// Sets each row's uptime, runs and latency to the store's over `window` (the numbers
+/// of `GET /v1/checks/{check}/uptime`) and its SLO text (`slos`: each configured
+/// check's objective), and returns the stored checks that no row has.
 pub async fn apply(
     cache: &StoredCache,
     pool: &DbPool,
@@ -107,13 +108,18 @@ pub async fn apply(
     slos: &BTreeMap<String, Slo>,
     now: SystemTime,
 ) -> Result<Vec<RemovedRow>, sqlx::Error> {
-    let over = cache.outcomes(pool, window, now).await?;
+    let over = cache.uptimes(pool, window, now).await?;
     for row in rows.iter_mut() {
-        row.uptime = percent(over.get(&row.name));
+        let doc = over.get(&row.name);
+        row.uptime = percent(doc);
+        row.window_runs = doc.map(runs_text);
         if let Some(slo) = slos.get(&row.name) {
-            let by_check = cache.outcomes(pool, slo.window, now).await?;
-            let outcomes = by_check.get(&row.name).cloned().unwrap_or_default();
-            row.slo = Some(slo_text(&SloDoc::of(slo, outcomes.runs(), &outcomes)));
+            let by_check = cache.uptimes(pool, slo.window, now).await?;
+            let (runs, outcomes) = by_check
+                .get(&row.name)
+                .map(|d| (d.runs, d.outcomes.clone()))
+                .unwrap_or_default();
+            row.slo = Some(slo_text(&SloDoc::of(slo, runs, &outcomes)));
         }
     }
     let removed = cache
@@ -131,10 +137,26 @@ pub async fn apply(
 }
 
 /// `99.312 %`, or `–` without runs.
-fn percent(outcomes: Option<&Outcomes>) -> String {
-    outcomes
-        .and_then(|o| uptime_percent(o.runs(), o))
+fn percent(doc: Option<&UptimeDoc>) -> String {
+    doc.and_then(|d| d.uptime_percent)
         .map_or_else(|| "–".to_owned(), |p| format!("{p:.3} %"))
+}
+
+/// `1440 runs (2 failed, 0 errors) · p50 2.1, p95 12.3, p99 40 ms · data for 62 % of
+/// the window` (the coverage only when the data starts within the window).
+fn runs_text(doc: &UptimeDoc) -> String {
+    let o = &doc.outcomes;
+    let mut text = format!("{} runs ({} failed, {} errors)", doc.runs, o.fail, o.error);
+    if let Some(l) = &doc.latency_ms {
+        text.push_str(&format!(
+            " · p50 {}, p95 {}, p99 {} ms",
+            l.p50, l.p95, l.p99
+        ));
+    }
+    if let Some(c) = doc.coverage.filter(|c| *c < 1.0) {
+        text.push_str(&format!(" · data for {:.0} % of the window", c * 100.0));
+    }
+    text
 }
 
 /// `SLO 99.9 % (30d): 62 % of the error budget left`, or `… overspent by 40 %`.
@@ -157,6 +179,7 @@ fn day(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::read::Outcomes;
 
     #[test]
     fn the_slo_says_what_is_left_or_overspent() {
@@ -179,7 +202,6 @@ mod tests {
             slo_text(&over),
             "SLO 99 % (30d): error budget overspent by 200 %"
         );
-        assert_eq!(percent(Some(&outcomes(1))), "99.000 %");
         assert_eq!(percent(None), "–");
         assert_eq!(day(86_400_000 + 5), "1970-01-02");
     }

@@ -46,6 +46,8 @@ pub struct CheckRow {
     pub uptime: String,
     /// Where the check's SLO stands, for a check with one and a history store.
     pub slo: Option<String>,
+    /// Runs, failures and latency percentiles over the page's window, from the store.
+    pub window_runs: Option<String>,
     /// The latest latency (`12.5 ms`), or `–`.
     pub latency: String,
     /// The sparkline's `points` (the largest latency of each slot), empty without any.
@@ -170,6 +172,7 @@ pub fn row(
             .map_or_else(|| "–".to_owned(), |s| ago(Duration::from_secs_f64(s))),
         uptime: uptime.map_or_else(|| "–".to_owned(), |u| format!("{u:.2} %")),
         slo: None,
+        window_runs: None,
         latency: view
             .latency_ms
             .map_or_else(|| "–".to_owned(), |ms| format!("{ms} ms")),
