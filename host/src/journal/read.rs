@@ -62,26 +62,19 @@ pub struct SloDoc {
 }
 
 impl SloDoc {
-    /// Where `slo` stands by `runs` with `outcomes`, over its window.
-    pub fn of(slo: &Slo, runs: i64, outcomes: &Outcomes) -> SloDoc {
+    /// Where `slo` stands by the runs of its window, `outcomes`.
+    pub fn of(slo: &Slo, outcomes: &Outcomes) -> SloDoc {
         let round = |x: f64| (x * 1e6).round() / 1e6;
+        let runs = outcomes.runs();
         let down = (runs > 0).then(|| (outcomes.fail + outcomes.error) as f64 / runs as f64);
         SloDoc {
             target_percent: round(slo.target * 100.0),
             window: slo.window.as_str(),
             error_budget_percent: round((1.0 - slo.target) * 100.0),
             budget_remaining: round(1.0 - down.unwrap_or(0.0) / (1.0 - slo.target)),
-            uptime_percent: uptime_percent(runs, outcomes),
+            uptime_percent: outcomes.uptime_percent(),
         }
     }
-}
-
-/// Percent of `runs` that passed or warned, to 0.001; `None` without runs.
-pub fn uptime_percent(runs: i64, outcomes: &Outcomes) -> Option<f64> {
-    (runs > 0).then(|| {
-        let up = (outcomes.pass + outcomes.warn) as f64;
-        (up * 100_000.0 / runs as f64).round() / 1000.0
-    })
 }
 
 /// Where `check`'s `slo` stands at `now`, from the store behind `pool`.
@@ -92,7 +85,7 @@ pub async fn slo(
     now: SystemTime,
 ) -> Result<SloDoc, sqlx::Error> {
     let over = uptime(pool, check, slo.window, now).await?;
-    Ok(SloDoc::of(slo, over.runs, &over.outcomes))
+    Ok(SloDoc::of(slo, &over.outcomes))
 }
 
 /// Runs by outcome; `error` counts timeouts, traps, out-of-fuel, memory and load errors.
@@ -108,6 +101,15 @@ impl Outcomes {
     /// All the runs these count.
     pub fn runs(&self) -> i64 {
         self.pass + self.warn + self.fail + self.error
+    }
+
+    /// Percent of the runs that passed or warned, to 0.001; `None` without runs.
+    pub fn uptime_percent(&self) -> Option<f64> {
+        let runs = self.runs();
+        (runs > 0).then(|| {
+            let up = (self.pass + self.warn) as f64;
+            (up * 100_000.0 / runs as f64).round() / 1000.0
+        })
     }
 }
 
@@ -180,7 +182,7 @@ impl UptimeDoc {
             to: rfc3339(to_ms),
             coverage: coverage.map(|c| (c * 1e6).round() / 1e6),
             runs,
-            uptime_percent: uptime_percent(runs, &totals.outcomes),
+            uptime_percent: totals.outcomes.uptime_percent(),
             latency_ms: latency(&totals),
             outcomes: totals.outcomes,
             slo: None,

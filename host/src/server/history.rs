@@ -164,7 +164,7 @@ pub(super) async fn check_uptime(
     let objective = entry.and_then(|e| e.check.as_ref().and_then(|c| c.config.slo));
     if let Some(objective) = objective {
         doc.slo = Some(if objective.window == window {
-            SloDoc::of(&objective, doc.runs, &doc.outcomes)
+            SloDoc::of(&objective, &doc.outcomes)
         } else {
             slo(store, &check, &objective, now)
                 .await

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::view::CheckRow;
 use crate::config::{Slo, Window};
 use crate::dbpool::DbPool;
-use crate::journal::read::{SloDoc, UptimeDoc, uptimes};
+use crate::journal::read::{Outcomes, SloDoc, UptimeDoc, uptimes};
 use crate::journal::results::stored_checks;
 use crate::sync::lock;
 
@@ -115,11 +115,9 @@ pub async fn apply(
         row.window_runs = doc.map(runs_text);
         if let Some(slo) = slos.get(&row.name) {
             let by_check = cache.uptimes(pool, slo.window, now).await?;
-            let (runs, outcomes) = by_check
-                .get(&row.name)
-                .map(|d| (d.runs, d.outcomes.clone()))
-                .unwrap_or_default();
-            row.slo = Some(slo_text(&SloDoc::of(slo, runs, &outcomes)));
+            let outcomes = by_check.get(&row.name).map(|d| &d.outcomes);
+            let doc = SloDoc::of(slo, outcomes.unwrap_or(&Outcomes::default()));
+            row.slo = Some(slo_text(&doc));
         }
     }
     let removed = cache
@@ -179,7 +177,6 @@ fn day(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::read::Outcomes;
 
     #[test]
     fn the_slo_says_what_is_left_or_overspent() {
@@ -192,12 +189,12 @@ mod tests {
             fail,
             ..Outcomes::default()
         };
-        let left = SloDoc::of(&slo, 100, &outcomes(0));
+        let left = SloDoc::of(&slo, &outcomes(0));
         assert_eq!(
             slo_text(&left),
             "SLO 99 % (30d): 100 % of the error budget left"
         );
-        let over = SloDoc::of(&slo, 100, &outcomes(3));
+        let over = SloDoc::of(&slo, &outcomes(3));
         assert_eq!(
             slo_text(&over),
             "SLO 99 % (30d): error budget overspent by 200 %"
