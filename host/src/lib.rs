@@ -8,9 +8,10 @@
 //! may reach), [`runtime`] (engine, loading, runs and outcomes), [`samples`],
 //! [`diagnose`] (what `check` explains), [`metrics`] and [`instrumentator`], [`health`]
 //! (scheduling, results, wire formats), `health::dropins` (the watched plugins folder),
-//! [`listing`], [`usage`] (the `ai_usage` table: migrations, store, ingest, report),
+//! [`listing`], [`alerts`] (episodes, the outbox and the channels), [`usage`] (the `ai_usage` table: migrations, store, ingest, report),
 //! [`server`] (the HTTP API), [`scaffold`] (`healthhost new`) and [`cli`].
 
+pub mod alerts;
 pub mod auth;
 pub mod cache;
 pub mod capabilities;

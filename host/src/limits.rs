@@ -179,8 +179,9 @@ pub const HISTORY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// fast, and the results stay queued).
 pub const HISTORY_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections to the history store: one for the writer (a task writing in order),
-/// one for pruning (which holds its election lock for a pass), one for reads.
-pub const HISTORY_POOL_SIZE: u32 = 3;
+/// one for pruning (which holds its election lock for a pass), one for reads, and two
+/// for alerting (its evaluator, and the channels' deliverers between them).
+pub const HISTORY_POOL_SIZE: u32 = 5;
 /// How long results are kept (`[history] raw_retention`): a week of single runs.
 pub const HISTORY_RAW_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 /// How long minute rollups are kept: two weeks, beyond the 7-day window.
@@ -196,6 +197,30 @@ pub const HISTORY_MIN_RETENTION: Duration = Duration::from_secs(3600);
 pub const HISTORY_PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Rows one pruning `DELETE` takes at most: a few milliseconds of a writer waiting.
 pub const HISTORY_PRUNE_BATCH: i64 = 1000;
+
+/// How often each channel's deliverer looks at the outbox besides being woken by this
+/// replica's transitions: another replica's notification waits at most this long, so
+/// one with `group_wait = "0s"` goes out within two seconds of its result.
+pub const ALERT_POLL_EVERY: Duration = Duration::from_secs(1);
+/// How often a replica reads the episodes the others recorded (and the queue gauges).
+pub const ALERT_SYNC_EVERY: Duration = Duration::from_secs(5);
+/// How long a channel's delivery lease lasts unrenewed: far longer than one attempt
+/// (renewed before each), so a live holder keeps it, and a dead one's channel moves
+/// to another replica within it.
+pub const ALERT_LEASE: Duration = Duration::from_secs(30);
+/// Notifications one message carries, at most: a page of text.
+pub const ALERT_BATCH_MAX: i64 = 50;
+/// Results waiting for alerting's evaluator, at most: it only counts, so it keeps up;
+/// beyond it results are dropped for alerting (counted), never for history.
+pub const ALERT_QUEUE: usize = 10_000;
+/// Transitions waiting for the store, at most, while it is down: one per rule and
+/// check at a time is what an outage can produce; beyond it the oldest are dropped.
+pub const ALERT_PENDING_MAX: usize = 10_000;
+/// The first retry's delay; each one after doubles it, up to [`ALERT_BACKOFF_MAX`],
+/// and jitter takes up to half of it away, so retries of many hosts spread out.
+pub const ALERT_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts: a channel back up is used within it.
+pub const ALERT_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// Longest report message kept; longer ones are cut at a character boundary (after
 /// secrets are removed, so a cut never leaves part of one).

@@ -27,7 +27,8 @@ use crate::runtime::RunReport;
 use crate::samples::{CHECK_LABEL, Dropped, Sample, admit};
 use crate::sync::{lock, read, write};
 use families::{
-    Builder, CheckMetrics, HTTP_DURATION_BUCKETS, HistoryMetrics, PlanMetrics, PluginMetrics,
+    AlertMetrics, Builder, CheckMetrics, HTTP_DURATION_BUCKETS, HistoryMetrics, PlanMetrics,
+    PluginMetrics,
 };
 
 /// How long gathered process metrics are reused. Reading `/proc` costs more than the
@@ -78,6 +79,8 @@ pub struct Metrics {
     pub plugins: PluginMetrics,
     /// The history store's writer.
     pub history: HistoryMetrics,
+    /// Alerting's evaluator and deliverers.
+    pub alerts: AlertMetrics,
 }
 
 /// The process collector behind a short cache (see [`PROCESS_METRICS_TTL`]).
@@ -152,6 +155,7 @@ impl Metrics {
         let checks = CheckMetrics::register(&mut b)?;
         let plugins = PluginMetrics::register(&mut b)?;
         let history = HistoryMetrics::register(&mut b)?;
+        let alerts = AlertMetrics::register(&mut b)?;
         let http = HttpMetrics::register(&b.registry)?;
         for (name, help) in SUMMARIES {
             b.families
@@ -176,6 +180,7 @@ impl Metrics {
             checks,
             plugins,
             history,
+            alerts,
         })
     }
 

@@ -39,7 +39,7 @@ pub const PLAN_METRICS: [&str; 12] = [
 
 /// The host's own metric names (besides the plan's), without the namespace. Plugin
 /// samples may not take these names, nor the plan's.
-pub const HOST_METRICS: [&str; 17] = [
+pub const HOST_METRICS: [&str; 23] = [
     "http_request_duration_seconds",
     "check_run_duration_seconds",
     "check_runs_total",
@@ -57,6 +57,12 @@ pub const HOST_METRICS: [&str; 17] = [
     "history_queued_results",
     "history_written_total",
     "history_dropped_total",
+    "alert_transitions_total",
+    "alert_deliveries_total",
+    "alert_delivery_duration_seconds",
+    "alert_queued_notifications",
+    "alert_episodes_open",
+    "alert_dropped_results_total",
 ];
 
 /// Suffixes that name a family's series: a counter's `_total` and `_created`, a

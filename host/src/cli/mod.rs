@@ -2,8 +2,8 @@
 //! commands `serve` (run every check in the background and serve the HTTP API),
 //! `validate` (check a config and its plugins), `list` (every check and its state),
 //! `migrate` (the host's tables), `usage` (the AI usage report), `check` (run one
-//! plugin once under production limits), `wit` (print the plugin contract) and `new`
-//! (write a plugin project).
+//! plugin once under production limits), `wit` (print the plugin contract), `alert`
+//! (test an alert channel) and `new` (write a plugin project).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -61,6 +61,9 @@ enum Command {
     Check(Box<CheckArgs>),
     /// Print the plugin contract (WIT) for generating bindings in any language.
     Wit,
+    /// Alerting's channels: `alert test CHANNEL` sends a test message and prints the
+    /// channel's answer.
+    Alert(alert::AlertArgs),
     /// Write a new plugin project: the check's source, its build script, a grant
     /// file, fixtures for pass, warn and fail, a test that runs them, and a README.
     New(NewArgs),
@@ -189,6 +192,7 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::cli::emit(&format!("{}\n", format_args!($($arg)*))) };
 }
 
+mod alert;
 mod check;
 mod serve;
 
@@ -235,6 +239,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Validate(args) => validate(args),
+        Command::Alert(args) => alert::alert(args),
         Command::List(args) => list(args),
         Command::Migrate(args) => migrate(args),
         Command::Usage(args) => usage_report(args),
@@ -428,6 +433,14 @@ fn validate(args: ConfigArgs) -> anyhow::Result<ExitCode> {
                 .map(|(file, why)| format!("{}: {why}", file.display())),
         )
         .collect();
+    let names: Vec<&str> = set.entries.keys().map(String::as_str).collect();
+    let (rule_errors, notes) = alert::rule_problems(&config, &names);
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    if !rule_errors.is_empty() {
+        bail!("{}", rule_errors.join("\n"));
+    }
     if !errors.is_empty() {
         bail!(
             "{} plugin(s) failed to load:\n  {}",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{ServeArgs, check_roles, initial_set, open_runtime};
+use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::dbpool::DbPool;
 use crate::health::dropins::{self, Folder, Loader, Scan};
@@ -142,8 +143,8 @@ struct HistoryWriter {
     /// The store's pool (the writer's, pruning's, and the readers') and the journal.
     store: HistoryStore,
     task: tokio::task::JoinHandle<()>,
-    /// Pruning and the SLO gauges' refresh, stopped with the writer.
-    others: [tokio::task::JoinHandle<()>; 2],
+    /// Pruning, the SLO gauges' refresh and alerting, stopped with the writer.
+    others: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Health for the config's checks, every result it records also queued for the
@@ -163,15 +164,32 @@ fn start_health(
     let Some((journal, pool)) = open_journal(config, node, metrics)? else {
         return Ok((Arc::new(health), None));
     };
-    let health = health.with_journal(journal.clone());
+    let mut health = health.with_journal(journal.clone());
     let task = tokio::spawn(journal.clone().run(pool.clone()));
-    let pruning = tokio::spawn(prune::run(pool.clone(), config.history.retention));
+    let mut others = vec![tokio::spawn(prune::run(
+        pool.clone(),
+        config.history.retention,
+    ))];
+    let alerts = Alerts::start(
+        Arc::new(config.alerts.clone()),
+        pool.clone(),
+        node.to_owned(),
+        metrics.clone(),
+    );
+    if let Some((alerts, tasks)) = alerts {
+        health = health.with_alerts(alerts);
+        others.extend(tasks);
+    }
     let health = Arc::new(health);
-    let slos = tokio::spawn(slo::watch(health.clone(), metrics.clone(), pool.clone()));
+    others.push(tokio::spawn(slo::watch(
+        health.clone(),
+        metrics.clone(),
+        pool.clone(),
+    )));
     let writer = HistoryWriter {
         store: HistoryStore { pool, journal },
         task,
-        others: [pruning, slos],
+        others,
     };
     Ok((health, Some(writer)))
 }

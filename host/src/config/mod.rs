@@ -18,6 +18,7 @@ use crate::limits::Limits;
 use crate::problems::{FileError, Problem, Problems, parse_toml};
 use crate::thresholds::Threshold;
 
+pub mod alerts;
 mod check;
 pub mod grants;
 mod raw;
@@ -137,6 +138,7 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     pub usage: UsageConfig,
     pub history: HistoryConfig,
+    pub alerts: alerts::AlertsConfig,
 }
 
 /// Where a check comes from.
@@ -356,6 +358,8 @@ impl Config {
         let usage = resolve_usage(raw.usage, env, &raw.datasources, problems);
         let history = resolve_history(raw.history, &raw.datasources, problems);
         let checks = resolve_checks(raw.checks, base, env, &datasource_names, problems);
+        let alerts =
+            alerts::resolve_alerts(raw.alerts, env, history.datasource.is_some(), problems);
         Config {
             listen,
             namespace,
@@ -375,6 +379,7 @@ impl Config {
             cache_dir,
             usage,
             history,
+            alerts,
         }
     }
 

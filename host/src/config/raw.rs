@@ -51,6 +51,63 @@ pub struct RawConfig {
     pub(super) usage: Option<Spanned<RawUsage>>,
     /// Where check results are kept beyond memory.
     pub(super) history: Option<Spanned<RawHistory>>,
+    /// Notifications: channels, and the rules that send to them.
+    pub(super) alerts: Option<Spanned<RawAlerts>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerts {
+    /// The status page's address, for links in messages.
+    pub(super) public_url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) channels: BTreeMap<String, Spanned<RawChannel>>,
+    #[serde(default)]
+    pub(super) rules: BTreeMap<String, Spanned<RawRule>>,
+}
+
+/// A channel as written: one flat table whose `type` says which keys apply.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChannel {
+    /// telegram | webhook | slack | pagerduty.
+    #[serde(rename = "type")]
+    pub(super) kind: Spanned<String>,
+    pub(super) api_url: Option<Spanned<String>>,
+    pub(super) token: Option<Spanned<String>>,
+    /// Telegram chat ids, as strings or integers.
+    pub(super) chat_ids: Option<Spanned<Vec<toml::Value>>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) secret: Option<Spanned<String>>,
+    pub(super) headers: Option<Spanned<BTreeMap<String, String>>>,
+    pub(super) routing_key: Option<Spanned<String>>,
+    /// One attempt's time limit, like "10s".
+    pub(super) timeout: Option<Spanned<String>>,
+    /// How long a message is retried before it counts as failed, like "24h".
+    pub(super) give_up_after: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    /// Check names or globs (`*`, `?`).
+    #[serde(default)]
+    pub(super) checks: Vec<Spanned<String>>,
+    /// Whether every critical check is included.
+    #[serde(default)]
+    pub(super) critical: bool,
+    pub(super) channels: Spanned<Vec<Spanned<String>>>,
+    /// Consecutive non-up results of one replica that open an episode.
+    pub(super) after: Option<Spanned<u32>>,
+    /// How long results must have been non-up before an episode opens, like "2m".
+    #[serde(rename = "for")]
+    pub(super) hold: Option<Spanned<String>>,
+    /// Consecutive up results that close it.
+    pub(super) recover_after: Option<Spanned<u32>>,
+    /// A reminder while an episode stays open, like "1h".
+    pub(super) repeat: Option<Spanned<String>>,
+    /// How long changes wait to go out together, like "10s".
+    pub(super) group_wait: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

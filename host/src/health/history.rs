@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Health;
+use crate::alerts::episodes::Observation;
 use crate::journal::Row;
 use crate::limits::{
     HISTORY_CACHE_ENTRIES, HISTORY_CACHE_MESSAGE_BYTES, HISTORY_MAX_AGE, HISTORY_MAX_ENTRIES,
@@ -269,10 +270,11 @@ impl History {
 /// Health's side of the histories: each result in, reads out.
 impl Health {
     /// Keeps a result of check `name` in its history in memory and, with a store,
-    /// queues it for the store.
+    /// queues it for the store and for alerting.
     pub(super) fn remember(
         &self,
         name: &str,
+        critical: bool,
         finished: SystemTime,
         report: &RunReport,
         latency: Option<f64>,
@@ -286,15 +288,20 @@ impl Health {
             .entry(name.to_owned())
             .or_insert_with(|| History::new(bounds))
             .push(finished, report.outcome, latency, report.message.as_deref());
+        let message = report.message.as_deref().map(Arc::from);
+        let check: Arc<str> = Arc::from(name);
+        if let Some(alerts) = &self.alerts {
+            alerts.observe(Observation {
+                check: check.clone(),
+                critical,
+                at_ms: crate::journal::unix_ms(finished),
+                up: report.outcome.is_healthy(),
+                outcome: report.outcome.label(),
+                message: message.clone(),
+            });
+        }
         if let Some(journal) = &self.journal {
-            let message = report.message.as_deref().map(Arc::from);
-            let row = Row::new(
-                Arc::from(name),
-                finished,
-                report.outcome.label(),
-                latency,
-                message,
-            );
+            let row = Row::new(check, finished, report.outcome.label(), latency, message);
             // What a fault test counts the store's rows against.
             tracing::debug!(check = %name, at_ms = row.at_ms, "result recorded");
             journal.push(row);

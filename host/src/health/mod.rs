@@ -30,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
+use crate::alerts::Alerts;
 use crate::config::{CheckConfig, Source};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
@@ -149,6 +150,8 @@ pub struct Health {
     startup_grace: Duration,
     /// Where each recorded result also goes, when history is kept in a store.
     journal: Option<Arc<Journal>>,
+    /// Alerting's evaluator, when rules are configured.
+    alerts: Option<Arc<Alerts>>,
 }
 
 /// Where a check stands, as health decides it. Responses put it into words at the
@@ -210,12 +213,19 @@ impl Health {
             started: Instant::now(),
             startup_grace,
             journal: None,
+            alerts: None,
         }
     }
 
     /// The same, with every recorded result also queued for the history store.
     pub fn with_journal(mut self, journal: Arc<Journal>) -> Health {
         self.journal = Some(journal);
+        self
+    }
+
+    /// The same, with every recorded result also evaluated by alerting's rules.
+    pub fn with_alerts(mut self, alerts: Arc<Alerts>) -> Health {
+        self.alerts = Some(alerts);
         self
     }
 
@@ -435,7 +445,7 @@ impl Health {
         // The page's sparkline needs a point for every run: the run's own duration
         // when the check measures no latency of its own.
         let latency = latency_ms(&report).or(Some(round2(report.latency.as_secs_f64() * 1000.0)));
-        self.remember(name, finished, &report, latency);
+        self.remember(name, check.config.critical, finished, &report, latency);
         let latest = Latest {
             report,
             finished,

@@ -97,7 +97,11 @@ pub async fn prune(
 fn deletes(retention: &Retention, now: SystemTime) -> Vec<(&'static str, String)> {
     let now_ms = super::unix_ms(now);
     let before = |kept: std::time::Duration| now_ms - kept.as_millis() as i64;
-    let mut deletes = vec![("hh_result", format!("at_ms < {}", before(retention.raw)))];
+    // Alerting's delivered and failed notifications go with the raw results.
+    let mut deletes = vec![
+        ("hh_result", format!("at_ms < {}", before(retention.raw))),
+        ("hh_outbox", format!("done_ms < {}", before(retention.raw))),
+    ];
     let kept = [retention.minute, retention.hour, retention.day];
     for ((grain, length), kept) in GRAINS.into_iter().zip(kept) {
         deletes.push((
@@ -197,15 +201,16 @@ mod tests {
         let ms = |d: u64| (d * 86_400_000) as i64;
         let deletes = deletes(&retention, now);
         assert_eq!(deletes[0], ("hh_result", format!("at_ms < {}", ms(999))));
+        assert_eq!(deletes[1], ("hh_outbox", format!("done_ms < {}", ms(999))));
         assert_eq!(
-            deletes[1],
+            deletes[2],
             (
                 "hh_rollup",
                 format!("grain = 'm' AND bucket_ms <= {}", ms(998) - 60_000)
             )
         );
         assert_eq!(
-            deletes[3],
+            deletes[4],
             (
                 "hh_rollup",
                 format!("grain = 'd' AND bucket_ms <= {}", ms(899))

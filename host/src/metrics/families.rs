@@ -79,6 +79,64 @@ impl HistoryMetrics {
     }
 }
 
+/// Alerting: transitions recorded, notifications delivered and waiting, episodes open.
+pub struct AlertMetrics {
+    /// Episode changes this replica recorded, by change (open, reminder, close).
+    pub transitions: IntCounterVec,
+    /// Delivery attempts by channel and result (sent, retried, failed).
+    pub deliveries: IntCounterVec,
+    pub delivery_duration: HistogramVec,
+    /// Notifications waiting, by channel (as of the last read of the store).
+    pub queued: IntGaugeVec,
+    pub episodes_open: IntGauge,
+    /// Results alerting never saw (its queue was full).
+    pub dropped: IntCounter,
+}
+
+/// Buckets for one delivery attempt: a chat API answers in tens of milliseconds to
+/// seconds; the channel's timeout (10 s by default) ends the rest.
+pub const DELIVERY_DURATION_BUCKETS: [f64; 7] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+impl AlertMetrics {
+    pub(super) fn register(b: &mut Builder) -> Result<AlertMetrics, MetricsError> {
+        let transitions = b.counter_vec(
+            "alert_transitions_total",
+            "Alert episode changes this replica recorded in the store",
+            &["change"],
+        )?;
+        let deliveries = b.counter_vec(
+            "alert_deliveries_total",
+            "Alert delivery attempts by channel and result (sent, retried, failed)",
+            &["channel", "result"],
+        )?;
+        let delivery_duration = b.histogram_vec(
+            "alert_delivery_duration_seconds",
+            "Duration of one alert delivery attempt",
+            &["channel"],
+            &DELIVERY_DURATION_BUCKETS,
+        )?;
+        let queued = b.gauge_vec(
+            "alert_queued_notifications",
+            "Alert notifications waiting for delivery, by channel",
+            &["channel"],
+        )?;
+        let help = "Alert episodes open (per rule and check)";
+        let name = b.name("alert_episodes_open");
+        let episodes_open = b.add(name.clone(), help, "gauge", IntGauge::new(&name, help)?)?;
+        let help = "Check results alerting did not evaluate (its queue was full)";
+        let name = b.name("alert_dropped_results_total");
+        let dropped = b.add(name.clone(), help, "counter", IntCounter::new(&name, help)?)?;
+        Ok(AlertMetrics {
+            transitions,
+            deliveries,
+            delivery_duration,
+            queued,
+            episodes_open,
+            dropped,
+        })
+    }
+}
+
 /// The host's metrics of plugin loads and compiles.
 pub struct PluginMetrics {
     pub loads: IntCounterVec,

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod alerts;
 mod authoring;
 mod browser;
 mod builtins;

@@ -437,6 +437,11 @@ impl Host {
         Host::spawn(dir, config, &[]).await
     }
 
+    /// Like [`Host::start_in`], with extra environment variables.
+    pub async fn start_in_with_env(dir: TempDir, config: &str, env: &[(&str, &str)]) -> Host {
+        Host::spawn(dir, config, env).await
+    }
+
     /// Like [`Host::start_in`], running the executable `bin` instead of [`BIN`].
     pub async fn start_from(bin: &Path, dir: TempDir, config: &str) -> Host {
         Host::spawn_bin(bin, dir, config, &[]).await

@@ -20,7 +20,8 @@
 //! - `log`: logs setting `count` (default 100000) 100-byte lines (log cap).
 //! - `secret`: puts setting `token` in its message and a warn log (scrubbing).
 //! - `http`: sends setting `method` (default GET) to setting `url`, optional
-//!   `timeout_ms` and `header` (`Name: value`); reports the outcome in the message.
+//!   `timeout_ms` and `header` (`Name: value`); reports the outcome in the message,
+//!   and fails when setting `expect_status` is set and the status differs.
 //! - `sql`: runs setting `statement` on setting `datasource` (default `main`)
 //!   with the comma-separated setting `params`; reports the outcome.
 //! - `config`: reports the value of the setting named by setting `key`.
@@ -244,9 +245,13 @@ fn http_request() -> Result<Report, String> {
         body: None,
         timeout_ms: optional_setting("timeout_ms")?,
     };
+    let expected: Option<u16> = optional_setting("expect_status")?;
     Ok(match http::send(&request) {
         Ok(response) => report(
-            Status::Pass,
+            match expected {
+                Some(status) if status != response.status => Status::Fail,
+                _ => Status::Pass,
+            },
             Some(format!(
                 "status:{} body:{}",
                 response.status,

@@ -1,0 +1,185 @@
+//! Alerting: every recorded result goes, through a bounded queue a run never waits
+//! on, to one evaluator task that keeps each rule and check's streak (`episodes`) and
+//! records the transitions it proposes in the history store (`store`: episode and
+//! outbox rows in one transaction, so replicas record each once). One deliverer task
+//! per channel (`deliver`) sends what the outbox holds (`channels`, `message`).
+//!
+//! What a crash can lose: transitions proposed but not yet recorded (the store was
+//! down, or the process died within the write): the next result proposes them again
+//! while the check stays as it was. Recorded notifications are never lost: they wait
+//! in the outbox until a replica delivers them or gives up.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::config::alerts::{AlertsConfig, ChannelKind};
+use crate::dbpool::DbPool;
+use crate::limits::{ALERT_PENDING_MAX, ALERT_QUEUE, ALERT_SYNC_EVERY, HISTORY_WRITE_TIMEOUT};
+use crate::metrics::Metrics;
+
+pub mod channels;
+mod deliver;
+pub mod episodes;
+pub mod message;
+pub mod store;
+
+use episodes::{Change, Observation, Streaks, Transition};
+
+/// What the evaluator and the deliverers share.
+pub struct Shared {
+    pub config: Arc<AlertsConfig>,
+    pub pool: DbPool,
+    /// This replica's name, as the history rows carry it.
+    pub node: String,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the deliverers when this replica recorded a notification.
+    wake: Notify,
+}
+
+/// The handle `health` feeds results into.
+pub struct Alerts {
+    results: mpsc::Sender<Observation>,
+    metrics: Arc<Metrics>,
+}
+
+impl Alerts {
+    /// Starts the evaluator and one deliverer per channel; the tasks run until
+    /// aborted. `None` when no rule is configured.
+    pub fn start(
+        config: Arc<AlertsConfig>,
+        pool: DbPool,
+        node: String,
+        metrics: Arc<Metrics>,
+    ) -> Option<(Arc<Alerts>, Vec<JoinHandle<()>>)> {
+        if config.rules.is_empty() {
+            return None;
+        }
+        let (results, rx) = mpsc::channel(ALERT_QUEUE);
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            pool,
+            node,
+            metrics: metrics.clone(),
+            wake: Notify::new(),
+        });
+        let mut tasks = vec![tokio::spawn(evaluate(shared.clone(), rx))];
+        for channel in &config.channels {
+            tasks.push(tokio::spawn(deliver::run(shared.clone(), channel.clone())));
+        }
+        Some((Arc::new(Alerts { results, metrics }), tasks))
+    }
+
+    /// Hands a recorded result to the evaluator; never waits. A full queue drops it
+    /// for alerting (counted).
+    pub fn observe(&self, result: Observation) {
+        if self.results.try_send(result).is_err() {
+            self.metrics.alerts.dropped.inc();
+        }
+    }
+}
+
+/// The evaluator: counts each result into the streaks, records what they propose, and
+/// every [`ALERT_SYNC_EVERY`] reads back what every replica recorded.
+async fn evaluate(shared: Arc<Shared>, mut results: mpsc::Receiver<Observation>) {
+    let mut streaks = Streaks::default();
+    let mut waiting: VecDeque<Transition> = VecDeque::new();
+    let mut failing = false;
+    let mut sync = tokio::time::interval(ALERT_SYNC_EVERY);
+    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            result = results.recv() => {
+                let Some(result) = result else { return };
+                waiting.extend(streaks.observe(&shared.config.rules, &result));
+                while waiting.len() > ALERT_PENDING_MAX {
+                    waiting.pop_front();
+                }
+            }
+            _ = sync.tick() => {
+                // A belief with transitions still unrecorded is newer than the store's.
+                if waiting.is_empty() {
+                    read_back(&shared, &mut streaks).await;
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            record_waiting(&shared, &mut waiting, &mut failing).await;
+        }
+    }
+}
+
+/// Records the waiting transitions in order; on a store failure the rest wait for the
+/// next result or sync (the failure logged once per outage).
+async fn record_waiting(shared: &Shared, waiting: &mut VecDeque<Transition>, failing: &mut bool) {
+    while let Some(t) = waiting.front() {
+        let rule = &shared.config.rules[t.rule];
+        let channels: Vec<&str> = rule
+            .channels
+            .iter()
+            .filter(|name| {
+                // A reminder is not a PagerDuty event: the incident is open already.
+                t.change != Change::Remind
+                    || !matches!(
+                        shared.config.channel(name).map(|c| &c.kind),
+                        Some(ChannelKind::PagerDuty { .. })
+                    )
+            })
+            .map(String::as_str)
+            .collect();
+        let due_ms = t.at_ms + rule.group_wait.as_millis() as i64;
+        let write = store::record(&shared.pool, &shared.node, rule, t, &channels, due_ms);
+        match tokio::time::timeout(HISTORY_WRITE_TIMEOUT, write).await {
+            Ok(Ok(recorded)) => {
+                if recorded {
+                    let change = t.change.as_str();
+                    shared
+                        .metrics
+                        .alerts
+                        .transitions
+                        .with_label_values(&[change])
+                        .inc();
+                    tracing::info!(rule = %rule.name, check = %t.check, "alert episode {change}");
+                    shared.wake.notify_waiters();
+                }
+                waiting.pop_front();
+                if *failing {
+                    *failing = false;
+                    tracing::info!("alert episodes recorded again");
+                }
+            }
+            Ok(Err(e)) if !*failing => {
+                *failing = true;
+                tracing::warn!("cannot record alert episodes ({e}); they wait in memory");
+                return;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Reads every replica's episodes into `streaks`, and the gauges.
+async fn read_back(shared: &Shared, streaks: &mut Streaks) {
+    let read = async {
+        let episodes = store::episodes(&shared.pool).await?;
+        let (queued, _) = store::channel_states(&shared.pool).await?;
+        Ok::<_, sqlx::Error>((episodes, queued))
+    };
+    let Ok(Ok((episodes, queued))) = tokio::time::timeout(HISTORY_WRITE_TIMEOUT, read).await else {
+        return;
+    };
+    streaks.sync(&shared.config.rules, &episodes);
+    let metrics = &shared.metrics.alerts;
+    metrics
+        .episodes_open
+        .set(episodes.iter().filter(|e| e.open).count() as i64);
+    for channel in &shared.config.channels {
+        let n = queued
+            .iter()
+            .find(|(c, _)| *c == channel.name)
+            .map_or(0, |(_, n)| *n);
+        metrics.queued.with_label_values(&[&channel.name]).set(n);
+    }
+}

@@ -1,0 +1,383 @@
+//! Alerting's rows in the history store: episodes (`hh_episode`), the outbox
+//! (`hh_outbox`) and the channel leases (`hh_lease`), in each dialect's words.
+//!
+//! A transition is recorded by a conditional update of its episode's one row, and its
+//! notifications are added to the outbox in the same transaction: a replica whose
+//! update changes no row (another replica recorded it first) adds nothing, and a crash
+//! after the commit leaves the notifications waiting for whichever replica delivers.
+
+use sqlx::AssertSqlSafe;
+
+use super::episodes::{Change, Recorded, Transition};
+use crate::config::alerts::Rule;
+use crate::dbpool::DbPool;
+use crate::dburl::Kind;
+
+/// Runs `$body` with `$p` bound to the concrete pool of each dialect, so one text of
+/// queries serves all three without a bound per column type.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            DbPool::Sqlite($p) => $body,
+            DbPool::Postgres($p) => $body,
+            DbPool::MySql($p) => $body,
+        }
+    };
+}
+
+/// `text` with its `?` placeholders as `kind` writes them (PostgreSQL: `$1`, `$2`, …).
+fn sql(kind: Kind, text: &str) -> AssertSqlSafe<String> {
+    if kind != Kind::Postgres {
+        return AssertSqlSafe(text.to_owned());
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut n = 0;
+    for c in text.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    AssertSqlSafe(out)
+}
+
+fn kind(pool: &DbPool) -> Kind {
+    match pool {
+        DbPool::Sqlite(_) => Kind::Sqlite,
+        DbPool::Postgres(_) => Kind::Postgres,
+        DbPool::MySql(_) => Kind::MySql,
+    }
+}
+
+/// The conditional update that records `change`, and its arguments after the rule and
+/// check: each only changes a row in the state the change starts from.
+fn update_for(change: Change) -> &'static str {
+    match change {
+        // Only when closed, and closed before this run of failures began.
+        Change::Open => {
+            "UPDATE hh_episode SET seq = seq + 1, is_open = 1, since_ms = ?, opened_ms = ?, \
+             reminded_ms = ?, outcome = ?, message = ?, node = ? \
+             WHERE rule_name = ? AND check_name = ? AND is_open = 0 AND closed_ms < ?"
+        }
+        // Only when open, and not reminded of since the rule's repeat.
+        Change::Remind => {
+            "UPDATE hh_episode SET reminded_ms = ?, outcome = ?, message = ? \
+             WHERE rule_name = ? AND check_name = ? AND is_open = 1 AND reminded_ms <= ?"
+        }
+        // Only when open, and opened before this run of up results began.
+        Change::Close => {
+            "UPDATE hh_episode SET is_open = 0, closed_ms = ? \
+             WHERE rule_name = ? AND check_name = ? AND is_open = 1 AND opened_ms < ?"
+        }
+    }
+}
+
+/// `INSERT INTO` `rest` that adds nothing where the row's key exists, in `kind`'s words.
+fn insert_if_missing(kind: Kind, rest: &str) -> String {
+    match kind {
+        Kind::MySql => format!("INSERT IGNORE INTO {rest}"),
+        Kind::Sqlite | Kind::Postgres => format!("INSERT INTO {rest} ON CONFLICT DO NOTHING"),
+    }
+}
+
+/// The number and start of a rule and check's episode.
+const EPISODE_NOW: &str =
+    "SELECT seq, since_ms FROM hh_episode WHERE rule_name = ? AND check_name = ?";
+
+/// One notification, waiting.
+const OUTBOX_INSERT: &str = "INSERT INTO hh_outbox (channel, rule_name, check_name, seq, kind, \
+    since_ms, at_ms, due_ms, outcome, message, node, attempts, next_ms, state) \
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 'pending')";
+
+/// Records `t` (of `rule`, seen by `node`) if no replica did, with a notification for
+/// each of `channels` due at `due_ms`; whether it was recorded here.
+pub async fn record(
+    pool: &DbPool,
+    node: &str,
+    rule: &Rule,
+    t: &Transition,
+    channels: &[&str],
+    due_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let kind = kind(pool);
+    let message = t.message.as_deref().map(str::to_owned);
+    let repeat_ms = rule.repeat.map_or(0, |r| r.as_millis() as i64);
+    let ensure = insert_if_missing(
+        kind,
+        "hh_episode (rule_name, check_name, seq, is_open, since_ms, opened_ms, closed_ms, \
+         reminded_ms) VALUES (?, ?, 0, 0, 0, 0, 0, 0)",
+    );
+    let update = sql(kind, update_for(t.change));
+    on_pool!(pool, p => {
+        let mut tx = p.begin().await?;
+        sqlx::query(sql(kind, &ensure))
+            .bind(&rule.name)
+            .bind(&*t.check)
+            .execute(&mut *tx)
+            .await?;
+        let query = sqlx::query(update);
+        let query = match t.change {
+            Change::Open => query
+                .bind(t.since_ms)
+                .bind(t.at_ms)
+                .bind(t.at_ms)
+                .bind(t.outcome)
+                .bind(message.clone())
+                .bind(node)
+                .bind(&rule.name)
+                .bind(&*t.check)
+                .bind(t.since_ms),
+            Change::Remind => query
+                .bind(t.at_ms)
+                .bind(t.outcome)
+                .bind(message.clone())
+                .bind(&rule.name)
+                .bind(&*t.check)
+                .bind(t.at_ms - repeat_ms),
+            Change::Close => query
+                .bind(t.at_ms)
+                .bind(&rule.name)
+                .bind(&*t.check)
+                .bind(t.since_ms),
+        };
+        if query.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let (seq, since_ms): (i64, i64) = sqlx::query_as(sql(kind, EPISODE_NOW))
+        .bind(&rule.name)
+        .bind(&*t.check)
+        .fetch_one(&mut *tx)
+        .await?;
+        for channel in channels {
+            sqlx::query(sql(kind, OUTBOX_INSERT))
+            .bind(*channel)
+            .bind(&rule.name)
+            .bind(&*t.check)
+            .bind(seq)
+            .bind(t.change.as_str())
+            .bind(since_ms)
+            .bind(t.at_ms)
+            .bind(due_ms)
+            .bind(t.outcome)
+            .bind(message.clone())
+            .bind(node)
+            .bind(due_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    })
+}
+
+/// Every episode the store holds.
+pub async fn episodes(pool: &DbPool) -> Result<Vec<Recorded>, sqlx::Error> {
+    let text = "SELECT rule_name, check_name, is_open, opened_ms, closed_ms, reminded_ms \
+                FROM hh_episode";
+    let rows: Vec<(String, String, i64, i64, i64, i64)> = on_pool!(pool, p => {
+        sqlx::query_as(sql(kind(pool), text)).fetch_all(p).await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(
+            |(rule, check, open, opened_ms, closed_ms, reminded_ms)| Recorded {
+                rule,
+                check,
+                open: open != 0,
+                opened_ms,
+                closed_ms,
+                reminded_ms,
+            },
+        )
+        .collect())
+}
+
+/// Takes or renews lease `name` for `node` until `until_ms` if it is free (expired at
+/// `now_ms`) or already `node`'s; whether `node` holds it.
+pub async fn lease(
+    pool: &DbPool,
+    name: &str,
+    node: &str,
+    now_ms: i64,
+    until_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let kind = kind(pool);
+    let ensure = insert_if_missing(kind, "hh_lease (name, holder, until_ms) VALUES (?, '', 0)");
+    let take = "UPDATE hh_lease SET holder = ?, until_ms = ? \
+                WHERE name = ? AND (holder = ? OR until_ms < ?)";
+    on_pool!(pool, p => {
+        sqlx::query(sql(kind, &ensure)).bind(name).execute(p).await?;
+        let taken = sqlx::query(sql(kind, take))
+            .bind(node)
+            .bind(until_ms)
+            .bind(name)
+            .bind(node)
+            .bind(now_ms)
+            .execute(p)
+            .await?;
+        Ok(taken.rows_affected() == 1)
+    })
+}
+
+/// One notification waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub id: i64,
+    pub rule: String,
+    pub check: String,
+    pub seq: i64,
+    pub change: Change,
+    pub since_ms: i64,
+    pub at_ms: i64,
+    pub due_ms: i64,
+    pub outcome: Option<String>,
+    pub message: Option<String>,
+    pub node: String,
+    pub batch: Option<i64>,
+    pub attempts: i64,
+    pub next_ms: i64,
+}
+
+type PendingRow = (
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<i64>,
+    i64,
+    i64,
+);
+
+/// The oldest `limit` notifications waiting for `channel`, in order.
+pub async fn pending(
+    pool: &DbPool,
+    channel: &str,
+    limit: i64,
+) -> Result<Vec<Pending>, sqlx::Error> {
+    let text = "SELECT id, rule_name, check_name, seq, kind, since_ms, at_ms, due_ms, outcome, \
+                message, node, batch, attempts, next_ms FROM hh_outbox \
+                WHERE channel = ? AND state = 'pending' ORDER BY id LIMIT ?";
+    let rows: Vec<PendingRow> = on_pool!(pool, p => {
+        sqlx::query_as(sql(kind(pool), text)).bind(channel).bind(limit).fetch_all(p).await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|r| Pending {
+            id: r.0,
+            rule: r.1,
+            check: r.2,
+            seq: r.3,
+            change: Change::parse(&r.4).unwrap_or(Change::Open),
+            since_ms: r.5,
+            at_ms: r.6,
+            due_ms: r.7,
+            outcome: r.8,
+            message: r.9,
+            node: r.10,
+            batch: r.11,
+            attempts: r.12,
+            next_ms: r.13,
+        })
+        .collect())
+}
+
+/// Marks the notifications `ids` as one batch, numbered `batch`, so every retry sends
+/// them together under the same delivery id.
+pub async fn seal(pool: &DbPool, batch: i64, ids: &[i64]) -> Result<(), sqlx::Error> {
+    let list = ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        "UPDATE hh_outbox SET batch = ? WHERE state = 'pending' AND batch IS NULL AND id IN ({list})"
+    );
+    on_pool!(pool, p => {
+        sqlx::query(sql(kind(pool), &text)).bind(batch).execute(p).await?;
+        Ok(())
+    })
+}
+
+/// How a delivery attempt of a batch ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    /// Delivered, or given up on (`failed`): done at `at_ms`.
+    Done { failed: bool, at_ms: i64 },
+    /// To be tried again at `next_ms`.
+    Retry { next_ms: i64 },
+}
+
+/// Records how batch `batch`'s attempt ended, with the channel's `answer`.
+pub async fn settle(
+    pool: &DbPool,
+    batch: i64,
+    settled: &Settled,
+    answer: &str,
+) -> Result<(), sqlx::Error> {
+    let kind = kind(pool);
+    on_pool!(pool, p => {
+        let query = match settled {
+            Settled::Done { failed, at_ms } => sqlx::query(sql(
+                kind,
+                "UPDATE hh_outbox SET state = ?, done_ms = ?, attempts = attempts + 1, \
+                 answer = ? WHERE batch = ? AND state = 'pending'",
+            ))
+            .bind(if *failed { "failed" } else { "sent" })
+            .bind(*at_ms),
+            Settled::Retry { next_ms } => sqlx::query(sql(
+                kind,
+                "UPDATE hh_outbox SET next_ms = ?, attempts = attempts + 1, answer = ? \
+                 WHERE batch = ? AND state = 'pending'",
+            ))
+            .bind(*next_ms),
+        };
+        query.bind(answer).bind(batch).execute(p).await?;
+        Ok(())
+    })
+}
+
+/// The last settled delivery of each channel: (channel, state, when, answer).
+pub type LastDelivery = (String, String, i64, Option<String>);
+
+/// Per channel: its pending notifications, and its last settled delivery.
+pub async fn channel_states(
+    pool: &DbPool,
+) -> Result<(Vec<(String, i64)>, Vec<LastDelivery>), sqlx::Error> {
+    let queued = "SELECT channel, COUNT(*) FROM hh_outbox WHERE state = 'pending' GROUP BY channel";
+    let last = "SELECT o.channel, o.state, o.done_ms, o.answer FROM hh_outbox o \
+                JOIN (SELECT channel, MAX(id) AS id FROM hh_outbox \
+                      WHERE state <> 'pending' GROUP BY channel) l ON o.id = l.id";
+    on_pool!(pool, p => {
+        let queued: Vec<(String, i64)> = sqlx::query_as(sql(kind(pool), queued)).fetch_all(p).await?;
+        let last: Vec<(String, String, Option<i64>, Option<String>)> =
+            sqlx::query_as(sql(kind(pool), last)).fetch_all(p).await?;
+        let last = last
+            .into_iter()
+            .map(|(c, s, at, a)| (c, s, at.unwrap_or(0), a))
+            .collect();
+        Ok((queued, last))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres_only() {
+        assert_eq!(
+            sql(Kind::Postgres, "a = ? AND b = ?").0,
+            "a = $1 AND b = $2"
+        );
+        assert_eq!(sql(Kind::MySql, "a = ?").0, "a = ?");
+    }
+}

@@ -1,0 +1,483 @@
+//! Alerting, for real: `serve` processes whose check fails and recovers against a
+//! target the test controls, and stand-in receivers speaking each channel's API
+//! (Telegram's Bot API, a webhook whose HMAC signature the receiver verifies, a Slack
+//! incoming webhook, PagerDuty's Events API v2). Counted at the receiver: one message
+//! per channel per episode and one per recovery, none for a flap, one per episode with
+//! two replicas on one PostgreSQL, delivery after a receiver outage and after a
+//! SIGKILL between the episode's record and its delivery.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::common::*;
+use crate::journal::terminate;
+
+/// The webhook's shared secret, given to the host through the environment.
+const SECRET: &str = "s3cret-for-hmac";
+/// The Telegram bot token the stand-in expects.
+const TOKEN: &str = "123456:ABC-test-token";
+
+/// What the stand-ins received and how they answer.
+#[derive(Default)]
+struct Receiver {
+    /// Bodies each channel took, in order, by channel ("telegram", "hook", "slack",
+    /// "pagerduty").
+    taken: Mutex<HashMap<&'static str, Vec<Value>>>,
+    /// Webhook requests whose signature did not verify.
+    bad_signatures: AtomicUsize,
+    /// Requests answered 503 while `down`.
+    turned_away: AtomicUsize,
+    down: AtomicBool,
+    /// What `GET /target` answers; `flap`: fail, fail, pass, repeated, by request.
+    target: AtomicU16,
+    flap: AtomicBool,
+    target_requests: AtomicUsize,
+}
+
+impl Receiver {
+    fn taken(&self, channel: &str) -> Vec<Value> {
+        self.taken
+            .lock()
+            .unwrap()
+            .get(channel)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn take(&self, channel: &'static str, body: Value) -> StatusCode {
+        if self.down.load(Ordering::SeqCst) {
+            self.turned_away.fetch_add(1, Ordering::SeqCst);
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
+        self.taken
+            .lock()
+            .unwrap()
+            .entry(channel)
+            .or_default()
+            .push(body);
+        StatusCode::OK
+    }
+
+    /// Waits until `channel` took `n` bodies (a minute at most).
+    async fn wait_for(&self, channel: &str, n: usize) -> Vec<Value> {
+        for _ in 0..1200 {
+            let taken = self.taken(channel);
+            if taken.len() >= n {
+                return taken;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{channel} took {:?}, not {n}", self.taken(channel));
+    }
+}
+
+async fn telegram(
+    State(r): State<Arc<Receiver>>,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> (StatusCode, String) {
+    if token != format!("bot{TOKEN}") {
+        let refused = json!({"ok": false, "error_code": 401, "description": "Unauthorized"});
+        return (StatusCode::UNAUTHORIZED, refused.to_string());
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let status = r.take("telegram", body.clone());
+    let answer = json!({"ok": true, "result": {"message_id": 1, "chat": {"id": body["chat_id"]}, "text": body["text"]}});
+    (status, answer.to_string())
+}
+
+async fn hook(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let signed = headers
+        .get("x-healthhost-signature")
+        .and_then(|v| v.to_str().ok());
+    if signed != Some(&format!("sha256={expected}")) {
+        r.bad_signatures.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::UNAUTHORIZED;
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        headers
+            .get("x-healthhost-delivery")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        body["delivery_id"]
+    );
+    assert_eq!(
+        headers.get("x-team").unwrap(),
+        "ops",
+        "the configured header"
+    );
+    r.take("hook", body)
+}
+
+async fn slack(State(r): State<Arc<Receiver>>, body: Bytes) -> (StatusCode, &'static str) {
+    (
+        r.take("slack", serde_json::from_slice(&body).unwrap()),
+        "ok",
+    )
+}
+
+async fn pagerduty(State(r): State<Arc<Receiver>>, body: Bytes) -> (StatusCode, String) {
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let key = body["dedup_key"].clone();
+    match r.take("pagerduty", body) {
+        StatusCode::OK => {
+            let answer =
+                json!({"status": "success", "message": "Event processed", "dedup_key": key});
+            (StatusCode::ACCEPTED, answer.to_string())
+        }
+        other => (other, String::new()),
+    }
+}
+
+async fn target(State(r): State<Arc<Receiver>>) -> StatusCode {
+    let n = r.target_requests.fetch_add(1, Ordering::SeqCst);
+    if r.flap.load(Ordering::SeqCst) {
+        return if n % 3 == 2 {
+            StatusCode::OK
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+    }
+    StatusCode::from_u16(r.target.load(Ordering::SeqCst)).unwrap()
+}
+
+/// The stand-ins on 127.0.0.1 (an ephemeral port), and their origin.
+async fn receivers() -> (Arc<Receiver>, String) {
+    let receiver = Arc::new(Receiver::default());
+    receiver.target.store(200, Ordering::SeqCst);
+    let app = axum::Router::new()
+        .route("/{token}/sendMessage", post(telegram))
+        .route("/hook", post(hook))
+        .route("/slack", post(slack))
+        .route("/v2/enqueue", post(pagerduty))
+        .route("/target", get(target))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (receiver, origin)
+}
+
+/// A host config: history in `database` (a URL, or the folder's SQLite), check `svc`
+/// probing the target every second, the channels in `channels`, and rule `all`.
+fn config(
+    origin: &str,
+    database: Option<&str>,
+    node: &str,
+    channels: &[&str],
+    rule: &str,
+) -> String {
+    let database = database.map_or("sqlite://history.db?mode=rwc".to_owned(), str::to_owned);
+    let mut text = format!(
+        "shutdown_delay = \"0s\"\n\
+         [datasources.main]\nurl = {database:?}\n\
+         [history]\nnode = \"{node}\"\n\
+         [checks.svc]\nplugin = {:?}\ninterval = \"1s\"\ngrants.http = [\"{origin}\"]\n\
+         settings = {{ mode = \"http\", url = \"{origin}/target\", expect_status = \"200\" }}\n\
+         [alerts]\npublic_url = \"https://status.example.com\"\n",
+        test_artifacts::MISBEHAVE
+    );
+    for channel in channels {
+        text.push_str(&match *channel {
+            "telegram" => format!(
+                "[alerts.channels.telegram]\ntype = \"telegram\"\napi_url = \"{origin}\"\n\
+                 token = \"${{TG_TOKEN}}\"\nchat_ids = [-1001234567890, \"@ops\"]\n"
+            ),
+            "hook" => format!(
+                "[alerts.channels.hook]\ntype = \"webhook\"\nurl = \"{origin}/hook\"\n\
+                 secret = \"${{HOOK_SECRET}}\"\nheaders = {{ X-Team = \"ops\" }}\n"
+            ),
+            "slack" => {
+                format!("[alerts.channels.slack]\ntype = \"slack\"\nurl = \"{origin}/slack\"\n")
+            }
+            _ => format!(
+                "[alerts.channels.pagerduty]\ntype = \"pagerduty\"\nurl = \"{origin}/v2/enqueue\"\n\
+                 routing_key = \"R0UT1NGKEY\"\n"
+            ),
+        });
+    }
+    let names: Vec<String> = channels.iter().map(|c| format!("{c:?}")).collect();
+    text.push_str(&format!(
+        "[alerts.rules.all]\nchecks = [\"svc\"]\nchannels = [{}]\n{rule}\n",
+        names.join(", ")
+    ));
+    text
+}
+
+const ENV: [(&str, &str); 2] = [("TG_TOKEN", TOKEN), ("HOOK_SECRET", SECRET)];
+
+/// The `event` of each change in the webhook bodies taken, in order.
+fn hook_events(taken: &[Value]) -> Vec<(String, String)> {
+    taken
+        .iter()
+        .flat_map(|b| b["events"].as_array().unwrap().clone())
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["episode"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn three_failures_alert_every_channel_once_and_the_recovery_once_more() {
+    let (receiver, origin) = receivers().await;
+    let channels = ["telegram", "hook", "slack", "pagerduty"];
+    let rule = "after = 3\nrecover_after = 1\ngroup_wait = \"0s\"";
+    let host = Host::start_with_env(&config(&origin, None, "solo", &channels, rule), &ENV).await;
+    // Up first: nothing to say.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.taken("hook").len(), 0);
+
+    receiver.target.store(500, Ordering::SeqCst);
+    // Two chats: each message twice at Telegram.
+    let opened = receiver.wait_for("telegram", 2).await;
+    // Still failing for a while: no second message anywhere.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(receiver.taken("telegram").len(), 2);
+    assert_eq!(opened[0]["chat_id"], "-1001234567890");
+    assert_eq!(opened[1]["chat_id"], "@ops");
+    assert_eq!(opened[0]["parse_mode"], "HTML");
+    let text = opened[0]["text"].as_str().unwrap();
+    assert!(text.contains("<b>svc</b> is down since"), "{text}");
+    assert!(text.contains("fail: status:500"), "{text}");
+    assert!(text.contains("seen by solo"), "{text}");
+    assert!(text.contains("https://status.example.com"), "{text}");
+    let hooks = receiver.wait_for("hook", 1).await;
+    assert_eq!(
+        hook_events(&hooks),
+        [("open".into(), "healthhost/all/svc/1".into())]
+    );
+    assert_eq!(hooks[0]["events"][0]["outcome"], "fail");
+    assert_eq!(receiver.wait_for("slack", 1).await.len(), 1);
+    let paged = receiver.wait_for("pagerduty", 1).await;
+    assert_eq!(paged[0]["event_action"], "trigger");
+    assert_eq!(paged[0]["dedup_key"], "healthhost/all/svc/1");
+    assert_eq!(paged[0]["routing_key"], "R0UT1NGKEY");
+
+    receiver.target.store(200, Ordering::SeqCst);
+    let recovered = receiver.wait_for("telegram", 4).await;
+    let text = recovered[2]["text"].as_str().unwrap();
+    assert!(
+        text.contains("<b>svc</b> recovered at") && text.contains(" after "),
+        "{text}"
+    );
+    let hooks = receiver.wait_for("hook", 2).await;
+    assert_eq!(
+        hook_events(&hooks)[1],
+        ("close".into(), "healthhost/all/svc/1".into())
+    );
+    assert!(hooks[1]["events"][0]["duration_seconds"].as_f64().unwrap() >= 2.0);
+    assert_ne!(hooks[0]["delivery_id"], hooks[1]["delivery_id"]);
+    assert_eq!(receiver.wait_for("slack", 2).await.len(), 2);
+    let paged = receiver.wait_for("pagerduty", 2).await;
+    assert_eq!(paged[1]["event_action"], "resolve");
+    assert_eq!(paged[1]["dedup_key"], paged[0]["dedup_key"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (channel, n) in [("telegram", 4), ("hook", 2), ("slack", 2), ("pagerduty", 2)] {
+        assert_eq!(receiver.taken(channel).len(), n, "{channel}");
+    }
+    assert_eq!(receiver.bad_signatures.load(Ordering::SeqCst), 0);
+    // The secrets never reach the log.
+    let log = host.log_lines().join("\n");
+    assert!(
+        log.contains("alert episode open") && log.contains("alert episode close"),
+        "{log}"
+    );
+    assert!(!log.contains(TOKEN) && !log.contains(SECRET), "{log}");
+    let (_, _, metrics) = host.get("/metrics").await;
+    let series = parse_exposition(&metrics).unwrap();
+    let sent = series_value(
+        &series,
+        "adtrobot_alert_deliveries_total",
+        &[("channel", "hook"), ("result", "sent")],
+    );
+    assert_eq!(sent, Some(2.0));
+    terminate(host).await;
+}
+
+#[tokio::test]
+async fn a_flapping_check_within_after_sends_nothing() {
+    let (receiver, origin) = receivers().await;
+    receiver.flap.store(true, Ordering::SeqCst);
+    let rule = "after = 3\ngroup_wait = \"0s\"";
+    let host = Host::start_with_env(&config(&origin, None, "solo", &["hook"], rule), &ENV).await;
+    // Fail, fail, pass, over and over: never three in a row.
+    while receiver.target_requests.load(Ordering::SeqCst) < 12 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.taken("hook"), Vec::<Value>::new());
+    terminate(host).await;
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_postgres_send_one_message_per_episode() {
+    let server = Server::Postgres(postgres().await);
+    let (name, url) = server.fresh_database().await;
+    let (receiver, origin) = receivers().await;
+    let rule = "after = 2\nrecover_after = 2\ngroup_wait = \"0s\"";
+    let (config_a, config_b) = (
+        config(&origin, Some(&url), "replica-a", &["hook"], rule),
+        config(&origin, Some(&url), "replica-b", &["hook"], rule),
+    );
+    let (a, b) = tokio::join!(
+        Host::start_with_env(&config_a, &ENV),
+        Host::start_with_env(&config_b, &ENV),
+    );
+    const EPISODES: usize = 3;
+    for episode in 1..=EPISODES {
+        receiver.target.store(500, Ordering::SeqCst);
+        receiver.wait_for("hook", 2 * episode - 1).await;
+        // Both replicas keep failing: neither opens another.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        receiver.target.store(200, Ordering::SeqCst);
+        receiver.wait_for("hook", 2 * episode).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let events = hook_events(&receiver.taken("hook"));
+    let expected: Vec<(String, String)> = (1..=EPISODES)
+        .flat_map(|n| {
+            let key = format!("healthhost/all/svc/{n}");
+            [("open".to_owned(), key.clone()), ("close".to_owned(), key)]
+        })
+        .collect();
+    assert_eq!(events, expected);
+    tokio::join!(terminate(a), terminate(b));
+    server.exec(format!("DROP DATABASE {name}")).await;
+}
+
+#[tokio::test]
+async fn a_receiver_down_for_30_seconds_gets_each_notification_once_in_order() {
+    let (receiver, origin) = receivers().await;
+    receiver.down.store(true, Ordering::SeqCst);
+    let rule = "after = 2\ngroup_wait = \"0s\"";
+    let host = Host::start_with_env(&config(&origin, None, "solo", &["hook"], rule), &ENV).await;
+    receiver.target.store(500, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    receiver.target.store(200, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(receiver.turned_away.load(Ordering::SeqCst) >= 2);
+    assert_eq!(receiver.taken("hook").len(), 0);
+    receiver.down.store(false, Ordering::SeqCst);
+    let taken = receiver.wait_for("hook", 2).await;
+    let events = hook_events(&taken);
+    let key = "healthhost/all/svc/1".to_owned();
+    assert_eq!(
+        events,
+        [("open".into(), key.clone()), ("close".into(), key)]
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.taken("hook").len(), 2);
+    terminate(host).await;
+}
+
+#[tokio::test]
+async fn a_host_killed_before_delivery_delivers_after_restart() {
+    let (receiver, origin) = receivers().await;
+    receiver.down.store(true, Ordering::SeqCst);
+    let rule = "after = 2\ngroup_wait = \"0s\"";
+    let text = config(&origin, None, "solo", &["hook"], rule);
+    let mut host = Host::start_with_env(&text, &ENV).await;
+    receiver.target.store(500, Ordering::SeqCst);
+    // Recorded (the episode and its notification are in the store), not delivered.
+    while !host
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("alert episode open"))
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    host.signal("KILL");
+    let dir = tokio::task::spawn_blocking(move || {
+        host.child.wait().unwrap();
+        host.stop()
+    })
+    .await
+    .unwrap();
+    assert_eq!(receiver.taken("hook").len(), 0);
+    receiver.down.store(false, Ordering::SeqCst);
+    // The check still fails after the restart: the episode is open already, so the
+    // restarted host opens none; it delivers the one that waited.
+    let host = Host::start_in_with_env(dir, &text, &ENV).await;
+    let taken = receiver.wait_for("hook", 1).await;
+    assert_eq!(
+        hook_events(&taken),
+        [("open".into(), "healthhost/all/svc/1".into())]
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(receiver.taken("hook").len(), 1);
+    terminate(host).await;
+}
+
+#[tokio::test]
+async fn alert_test_prints_the_channels_answer() {
+    let (receiver, origin) = receivers().await;
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(
+        &path,
+        config(&origin, None, "solo", &["telegram", "hook"], ""),
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    // Run beside the stand-ins, which answer on this test's runtime.
+    let run = |channel: &str, token: &str| {
+        tokio::process::Command::new(BIN)
+            .args(["alert", "test", channel, "--config", path])
+            .env("TG_TOKEN", token)
+            .env("HOOK_SECRET", SECRET)
+            .output()
+    };
+    let out = run("hook", TOKEN).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("hook (webhook): sent\nHTTP 200"),
+        "{}",
+        stdout(&out)
+    );
+    let hooks = receiver.taken("hook");
+    assert_eq!(hooks[0]["test"], true);
+    // A wrong token: Telegram's refusal, printed, scrubbed of the token.
+    let out = run("telegram", "999:wrong").await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let printed = stdout(&out);
+    assert!(
+        printed.starts_with("telegram (telegram): refused\nHTTP 401"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("Unauthorized") && !printed.contains("999:wrong"),
+        "{printed}"
+    );
+    let out = run("nope", TOKEN).await.unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains(
+            "no channel named 'nope' under [alerts.channels] (there are: hook, telegram)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
