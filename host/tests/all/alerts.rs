@@ -3,8 +3,8 @@
 //! (Telegram's Bot API, a webhook whose HMAC signature the receiver verifies, a Slack
 //! incoming webhook, PagerDuty's Events API v2). Counted at the receiver: one message
 //! per channel per episode and one per recovery, none for a flap, one per episode with
-//! two replicas on one PostgreSQL, delivery after a receiver outage and after a
-//! SIGKILL between the episode's record and its delivery.
+//! two replicas on one PostgreSQL, an episode on MariaDB, delivery after a receiver
+//! outage and after a SIGKILL between the episode's record and its delivery.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
@@ -365,6 +365,27 @@ async fn two_replicas_on_one_postgres_send_one_message_per_episode() {
         .collect();
     assert_eq!(events, expected);
     tokio::join!(terminate(a), terminate(b));
+    server.exec(format!("DROP DATABASE {name}")).await;
+}
+
+#[tokio::test]
+async fn an_episode_on_mariadb_is_recorded_and_delivered_once() {
+    let server = Server::MariaDb(mariadb().await);
+    let (name, url) = server.fresh_database().await;
+    let (receiver, origin) = receivers().await;
+    let rule = "after = 2\ngroup_wait = \"0s\"";
+    let host =
+        Host::start_with_env(&config(&origin, Some(&url), "solo", &["hook"], rule), &ENV).await;
+    receiver.target.store(500, Ordering::SeqCst);
+    receiver.wait_for("hook", 1).await;
+    receiver.target.store(200, Ordering::SeqCst);
+    let taken = receiver.wait_for("hook", 2).await;
+    let key = "healthhost/all/svc/1".to_owned();
+    assert_eq!(
+        hook_events(&taken),
+        [("open".into(), key.clone()), ("close".into(), key)]
+    );
+    terminate(host).await;
     server.exec(format!("DROP DATABASE {name}")).await;
 }
 

@@ -35,7 +35,8 @@ async fn migrates_once(url: &str) {
     assert_eq!(
         first.trim(),
         "applied 20261128000000 create ai usage\napplied 20261129000000 add ai usage status\n\
-         applied 20261207000000 create hh result\napplied 20261207000001 create hh rollup"
+         applied 20261207000000 create hh result\napplied 20261207000001 create hh rollup\n\
+         applied 20261208000000 create hh alert"
     );
     let second = migrate(url).await;
     assert_eq!(
@@ -85,6 +86,11 @@ async fn sqlite_from_empty_and_again() {
         [
             "_healthhost_history_migrations",
             "_sqlx_migrations",
+            "hh_episode",
+            "hh_lease",
+            "hh_outbox",
+            "hh_outbox_done",
+            "hh_outbox_queue",
             "hh_result",
             "hh_result_at",
             "hh_result_check_at",
