@@ -465,3 +465,97 @@ fn thresholds_are_nagios_ranges_per_sample_and_labels() {
     // An unknown key is refused, not ignored.
     assert!(parse(&check("thresholds.q = { warning = \"1\" }")).is_err());
 }
+
+const ALERTS: &str = r#"
+[datasources.main]
+url = "sqlite:data/app.db"
+[alerts]
+public_url = "https://status.example.com/"
+[alerts.channels.ops]
+type = "telegram"
+token = "${TOKEN}"
+chat_ids = [-1001234567890, "@ops"]
+[alerts.channels.hook]
+type = "webhook"
+url = "https://example.com/hook"
+secret = "${TOKEN}"
+[alerts.rules.all]
+checks = ["db-*"]
+channels = ["ops", "hook"]
+"#;
+
+#[test]
+fn alerts_resolve_with_their_secrets_and_defaults() {
+    let alerts = parse(ALERTS).unwrap().alerts;
+    assert_eq!(
+        alerts.public_url.as_deref(),
+        Some("https://status.example.com")
+    );
+    let ops = alerts.channel("ops").unwrap();
+    assert_eq!(
+        ops.kind,
+        alerts::ChannelKind::Telegram {
+            api_url: alerts::TELEGRAM_API_URL.to_owned(),
+            token: "s3cret".to_owned(),
+            chat_ids: vec!["-1001234567890".to_owned(), "@ops".to_owned()],
+        }
+    );
+    assert_eq!(ops.secrets(), ["s3cret"]);
+    assert_eq!(ops.timeout, alerts::DEFAULT_CHANNEL_TIMEOUT);
+    let rule = &alerts.rules[0];
+    assert_eq!((rule.after, rule.recover_after), (alerts::DEFAULT_AFTER, 1));
+    assert_eq!(rule.group_wait, alerts::DEFAULT_GROUP_WAIT);
+    assert!(rule.covers("db-main", false) && !rule.covers("api", true));
+}
+
+#[test]
+fn alert_problems_name_the_key_and_never_the_secret() {
+    let source = ALERTS.replace("${TOKEN}\"\nchat_ids", "${NOPE}\"\nchat_ids")
+        + "[alerts.channels.slack]\ntype = \"slack\"\nurl = \"https://hooks.example\"\nsecret = \"x\"\n\
+           [alerts.channels.sms]\ntype = \"sms\"\n\
+           [alerts.rules.bad]\nchannels = [\"pager\"]\nafter = 0\n";
+    let problems = parse(&source).unwrap_err();
+    let keys: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.message.as_str()))
+        .collect();
+    let expected = [
+        (
+            "alerts.channels.ops.token",
+            "the variable NOPE is unset or empty",
+        ),
+        (
+            "alerts.channels.slack.secret",
+            "a slack channel has no 'secret' (it takes url)",
+        ),
+        (
+            "alerts.channels.sms.type",
+            "'sms' is not a channel type: use telegram, webhook, slack or pagerduty",
+        ),
+        (
+            "alerts.rules.bad.checks",
+            "a rule needs checks (names or globs like \"db-*\") or critical = true",
+        ),
+        (
+            "alerts.rules.bad.channels",
+            "no channel named 'pager' under [alerts.channels]",
+        ),
+        ("alerts.rules.bad.after", "must be at least 1"),
+    ];
+    for e in expected {
+        assert!(keys.contains(&e), "{e:?} not in {keys:?}");
+    }
+    assert_eq!(keys.len(), expected.len(), "{keys:?}");
+}
+
+#[test]
+fn alert_rules_need_the_history_store() {
+    let source = ALERTS.replace("[datasources.main]\nurl = \"sqlite:data/app.db\"\n", "");
+    let problems = parse(&source).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "alerts");
+    assert!(
+        problems[0].message.contains("history store"),
+        "{problems:?}"
+    );
+}

@@ -62,15 +62,18 @@ pub struct HistoryMetrics {
 
 impl HistoryMetrics {
     pub(super) fn register(b: &mut Builder) -> Result<HistoryMetrics, MetricsError> {
-        let help = "Check results waiting to be written to the history store";
-        let name = b.name("history_queued_results");
-        let queued = b.add(name.clone(), help, "gauge", IntGauge::new(&name, help)?)?;
-        let help = "Check results written to the history store";
-        let name = b.name("history_written_total");
-        let written = b.add(name.clone(), help, "counter", IntCounter::new(&name, help)?)?;
-        let help = "Check results the history store never got (queue full, or refused)";
-        let name = b.name("history_dropped_total");
-        let dropped = b.add(name.clone(), help, "counter", IntCounter::new(&name, help)?)?;
+        let queued = b.gauge(
+            "history_queued_results",
+            "Check results waiting to be written to the history store",
+        )?;
+        let written = b.counter(
+            "history_written_total",
+            "Check results written to the history store",
+        )?;
+        let dropped = b.counter(
+            "history_dropped_total",
+            "Check results the history store never got (queue full, or refused)",
+        )?;
         Ok(HistoryMetrics {
             queued,
             written,
@@ -120,12 +123,14 @@ impl AlertMetrics {
             "Alert notifications waiting for delivery, by channel",
             &["channel"],
         )?;
-        let help = "Alert episodes open (per rule and check)";
-        let name = b.name("alert_episodes_open");
-        let episodes_open = b.add(name.clone(), help, "gauge", IntGauge::new(&name, help)?)?;
-        let help = "Check results alerting did not evaluate (its queue was full)";
-        let name = b.name("alert_dropped_results_total");
-        let dropped = b.add(name.clone(), help, "counter", IntCounter::new(&name, help)?)?;
+        let episodes_open = b.gauge(
+            "alert_episodes_open",
+            "Alert episodes open (per rule and check)",
+        )?;
+        let dropped = b.counter(
+            "alert_dropped_results_total",
+            "Check results alerting did not evaluate (its queue was full)",
+        )?;
         Ok(AlertMetrics {
             transitions,
             deliveries,
@@ -169,6 +174,18 @@ impl Builder {
         self.registry.register(Box::new(c.clone()))?;
         self.families.push((name, help.to_owned(), kind));
         Ok(c)
+    }
+
+    pub(super) fn counter(&mut self, name: &str, help: &str) -> Result<IntCounter, MetricsError> {
+        let name = self.name(name);
+        let c = IntCounter::new(&name, help)?;
+        self.add(name, help, "counter", c)
+    }
+
+    pub(super) fn gauge(&mut self, name: &str, help: &str) -> Result<IntGauge, MetricsError> {
+        let name = self.name(name);
+        let g = IntGauge::new(&name, help)?;
+        self.add(name, help, "gauge", g)
     }
 
     pub(super) fn counter_vec(
@@ -257,10 +274,10 @@ impl PlanMetrics {
         for period in ACTIVE_USER_PERIODS {
             active_users.with_label_values(&[period]).set(0);
         }
-        let help = "Total subscription conversions";
-        let name = b.name("subscription_conversions_total");
-        let subscription_conversions =
-            b.add(name.clone(), help, "counter", IntCounter::new(&name, help)?)?;
+        let subscription_conversions = b.counter(
+            "subscription_conversions_total",
+            "Total subscription conversions",
+        )?;
         let help = "Total revenue in rubles";
         let name = b.name("revenue_rubles_total");
         let revenue_total = b.add(name.clone(), help, "counter", Counter::new(&name, help)?)?;
@@ -367,9 +384,10 @@ impl PluginMetrics {
             "1 while the newest file of a check failed to load (an older version may still run)",
             &["check"],
         )?;
-        let help = "Plugins being compiled or waiting to be (start-up, and changed drop-ins)";
-        let name = b.name("plugin_loads_pending");
-        let loads_pending = b.add(name.clone(), help, "gauge", IntGauge::new(&name, help)?)?;
+        let loads_pending = b.gauge(
+            "plugin_loads_pending",
+            "Plugins being compiled or waiting to be (start-up, and changed drop-ins)",
+        )?;
         let compile_cache = b.counter_vec(
             "plugin_compile_cache_total",
             "Compile cache lookups by result (hit, miss, corrupt)",
