@@ -74,9 +74,13 @@ pub struct Recorded {
     pub rule: String,
     pub check: String,
     pub open: bool,
+    /// The episode's first non-up result.
+    pub since_ms: i64,
     pub opened_ms: i64,
     pub closed_ms: i64,
     pub reminded_ms: i64,
+    /// The replica that opened it.
+    pub node: Option<String>,
 }
 
 /// One rule and check, as this replica sees it.
@@ -314,6 +318,8 @@ mod tests {
                 rule: "all".into(),
                 check: "db".into(),
                 open: false,
+                since_ms: 0,
+                node: None,
                 opened_ms: 500,
                 closed_ms: 1500,
                 reminded_ms: 500,
@@ -338,6 +344,8 @@ mod tests {
             rule: "all".into(),
             check: "db".into(),
             open: true,
+            since_ms: 0,
+            node: None,
             opened_ms: 1500,
             closed_ms: 0,
             reminded_ms: 1500,

@@ -174,23 +174,24 @@ pub async fn record(
 
 /// Every episode the store holds.
 pub async fn episodes(pool: &DbPool) -> Result<Vec<Recorded>, sqlx::Error> {
-    let text = "SELECT rule_name, check_name, is_open, opened_ms, closed_ms, reminded_ms \
-                FROM hh_episode";
-    let rows: Vec<(String, String, i64, i64, i64, i64)> = on_pool!(pool, p => {
+    let text = "SELECT rule_name, check_name, is_open, since_ms, opened_ms, closed_ms, \
+                reminded_ms, node FROM hh_episode";
+    type EpisodeRow = (String, String, i64, i64, i64, i64, i64, Option<String>);
+    let rows: Vec<EpisodeRow> = on_pool!(pool, p => {
         sqlx::query_as(sql(kind(pool), text)).fetch_all(p).await?
     });
     Ok(rows
         .into_iter()
-        .map(
-            |(rule, check, open, opened_ms, closed_ms, reminded_ms)| Recorded {
-                rule,
-                check,
-                open: open != 0,
-                opened_ms,
-                closed_ms,
-                reminded_ms,
-            },
-        )
+        .map(|r| Recorded {
+            rule: r.0,
+            check: r.1,
+            open: r.2 != 0,
+            since_ms: r.3,
+            opened_ms: r.4,
+            closed_ms: r.5,
+            reminded_ms: r.6,
+            node: r.7,
+        })
         .collect())
 }
 

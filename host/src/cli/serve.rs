@@ -12,6 +12,7 @@ use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::dbpool::DbPool;
 use crate::health::dropins::{self, Folder, Loader, Scan};
+use crate::health::load::Load;
 use crate::health::{Health, slo};
 use crate::journal::{Journal, prune};
 use crate::limits::HISTORY_STOP_FLUSH;
@@ -47,21 +48,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let node = node_name(&config, port);
         let (health, history) = start_health(&config, &runtime, &metrics, &node)?;
         let config = Arc::new(config);
-        // Every check is listed as loading at once; they compile after the listener
-        // is up, so probes get answers from the first moment.
-        let mut folder = Folder::new(config.clone());
-        let first = Scan {
-            retry_failed: true,
-            settle: dropins::SETTLE_TIME,
-        };
-        let loads = health
-            .edit(|_| Some(initial_set(&config, &mut folder, first)))
-            .unwrap_or_default();
-        let loader = Loader::new(
-            runtime.clone(),
-            Some(metrics.clone()),
-            config.compile_concurrency,
-        );
+        let (folder, loads, loader) = first_loads(&config, &health, &runtime, &metrics);
         let state = Arc::new(server::AppState {
             health: health.clone(),
             metrics,
@@ -72,6 +59,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             bodies: server::HealthBodies::default(),
             history_store: history.as_ref().map(|h| h.store.clone()),
             node,
+            alert_channels: alert_channels(&config),
             page_cache: Default::default(),
         });
         let checks = health.set().entries.len();
@@ -103,6 +91,31 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tokio.shutdown_timeout(STOP_GRACE);
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every check listed as loading at once (they compile after the listener is up, so
+/// probes get answers from the first moment): the plugins folder, the loads, and the
+/// loader that compiles them.
+fn first_loads(
+    config: &Arc<Config>,
+    health: &Arc<Health>,
+    runtime: &Arc<Runtime>,
+    metrics: &Arc<Metrics>,
+) -> (Folder, Vec<Load>, Arc<Loader>) {
+    let mut folder = Folder::new(config.clone());
+    let first = Scan {
+        retry_failed: true,
+        settle: dropins::SETTLE_TIME,
+    };
+    let loads = health
+        .edit(|_| Some(initial_set(config, &mut folder, first)))
+        .unwrap_or_default();
+    let loader = Loader::new(
+        runtime.clone(),
+        Some(metrics.clone()),
+        config.compile_concurrency,
+    );
+    (folder, loads, loader)
 }
 
 /// The listener on `listen`, and the port it got.
@@ -192,6 +205,20 @@ fn start_health(
         others,
     };
     Ok((health, Some(writer)))
+}
+
+/// The channels the page shows deliveries of: every configured one, when a rule can
+/// send to them.
+fn alert_channels(config: &Config) -> Vec<String> {
+    if config.alerts.rules.is_empty() || config.history_datasource().is_none() {
+        return Vec::new();
+    }
+    config
+        .alerts
+        .channels
+        .iter()
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 /// This host's name in the check history: `[history] node`, or this machine's name

@@ -77,6 +77,9 @@ pub struct AppState {
     pub history_store: Option<HistoryStore>,
     /// This host's name in the check history (`[history] node`).
     pub node: String,
+    /// The alert channels' names, when alert rules are configured (the page shows
+    /// their deliveries and the open episodes); empty otherwise.
+    pub alert_channels: Vec<String>,
     /// The status page's reads of the history store, kept briefly.
     pub page_cache: page::uptime::StoredCache,
 }

@@ -28,6 +28,7 @@ use crate::config::Window;
 use crate::dbpool::DbPool;
 use crate::usage::summary::Range;
 
+pub mod alerts;
 pub mod switch;
 pub mod uptime;
 pub mod view;
@@ -74,6 +75,9 @@ pub struct StatusPage {
     pub removed: Vec<RemovedRow>,
     /// A history store is configured but could not be read: uptimes are memory's.
     pub history_unavailable: bool,
+    /// Open episodes and the channels' deliveries, when alert rules are configured
+    /// and the store answered.
+    pub alerts: Option<alerts::AlertsView>,
     width: usize,
     height: usize,
     days_height: usize,
@@ -98,6 +102,7 @@ impl StatusPage {
             window: Window::Day.as_str(),
             removed: Vec::new(),
             history_unavailable: false,
+            alerts: None,
             width: CHART_WIDTH,
             height: CHART_HEIGHT,
             days_height: DAYS_HEIGHT,
@@ -212,7 +217,17 @@ async fn page(state: &AppState, bearer: &Bearer, shown: Shown) -> Response {
     if let Some(store) = &state.history_store {
         page.windows = window_links(shown.range, shown.window);
         match store.reachable() {
-            Some(pool) => stored_uptimes(state, pool, shown.window, &mut page, now).await,
+            Some(pool) => {
+                stored_uptimes(state, pool, shown.window, &mut page, now).await;
+                if !state.alert_channels.is_empty() {
+                    page.alerts = alerts::read(pool, &state.alert_channels, now)
+                        .await
+                        .inspect_err(
+                            |e| tracing::warn!(error = %e, "status page: alerts unreadable"),
+                        )
+                        .ok();
+                }
+            }
             None => page.history_unavailable = true,
         }
     }
