@@ -9,7 +9,7 @@
 //! [`diagnose`] (what `check` explains), [`metrics`] and [`instrumentator`], [`health`]
 //! (scheduling, results, wire formats), `health::dropins` (the watched plugins folder),
 //! [`listing`], [`alerts`] (episodes, the outbox and the channels), [`usage`] (the `ai_usage` table: migrations, store, ingest, report),
-//! [`server`] (the HTTP API), [`scaffold`] (`healthhost new`) and [`cli`].
+//! [`server`] (the HTTP API), [`promrules`] (`healthhost rules`), [`scaffold`] (`healthhost new`) and [`cli`].
 
 pub mod alerts;
 pub mod auth;
@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod names;
 pub mod problems;
+pub mod promrules;
 pub mod runtime;
 pub mod samples;
 pub mod scaffold;

@@ -3,7 +3,7 @@
 //! `validate` (check a config and its plugins), `list` (every check and its state),
 //! `migrate` (the host's tables), `usage` (the AI usage report), `check` (run one
 //! plugin once under production limits), `wit` (print the plugin contract), `alert`
-//! (test an alert channel) and `new` (write a plugin project).
+//! (test an alert channel), `rules` (Prometheus alerting rules) and `new` (write a plugin project).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -61,6 +61,9 @@ enum Command {
     Check(Box<CheckArgs>),
     /// Print the plugin contract (WIT) for generating bindings in any language.
     Wit,
+    /// Print Prometheus alerting rules for the config's checks (down, stale, errors,
+    /// SLO burn rate) and the host's own failures, to load beside the host's /metrics.
+    Rules(ConfigArgs),
     /// Alerting's channels: `alert test CHANNEL` sends a test message and prints the
     /// channel's answer.
     Alert(alert::AlertArgs),
@@ -240,6 +243,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(args),
         Command::Validate(args) => validate(args),
         Command::Alert(args) => alert::alert(args),
+        Command::Rules(args) => {
+            let config = Config::load(&args.config)?;
+            let name = args
+                .config
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            out!("{}", crate::promrules::rules(&config, &name))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List(args) => list(args),
         Command::Migrate(args) => migrate(args),
         Command::Usage(args) => usage_report(args),

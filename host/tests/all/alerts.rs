@@ -276,6 +276,30 @@ async fn three_failures_alert_every_channel_once_and_the_recovery_once_more() {
     assert_eq!(paged[0]["dedup_key"], "healthhost/all/svc/1");
     assert_eq!(paged[0]["routing_key"], "R0UT1NGKEY");
 
+    // The status page lists the open episode and each channel's last delivery (once
+    // the host has recorded the answers the receivers gave).
+    let sent = |page: &str| {
+        channels.iter().all(|c| {
+            page.contains(&format!(
+                r#"data-channel="{c}"><th scope="row">{c}</th><td>0</td><td>sent "#
+            ))
+        })
+    };
+    let mut page = String::new();
+    for _ in 0..100 {
+        page = host.get("/").await.2;
+        if sent(&page) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sent(&page), "{page}");
+    let row = r#"<tr class="episode" data-check="svc"><th scope="row">svc</th><td>all</td>"#;
+    assert!(
+        page.contains(row) && page.contains("<td>solo</td>"),
+        "{page}"
+    );
+
     receiver.target.store(200, Ordering::SeqCst);
     let recovered = receiver.wait_for("telegram", 4).await;
     let text = recovered[2]["text"].as_str().unwrap();
@@ -299,6 +323,11 @@ async fn three_failures_alert_every_channel_once_and_the_recovery_once_more() {
         assert_eq!(receiver.taken(channel).len(), n, "{channel}");
     }
     assert_eq!(receiver.bad_signatures.load(Ordering::SeqCst), 0);
+    let (_, _, page) = host.get("/").await;
+    assert!(
+        page.contains(r#"<p id="no-episodes">No open episodes.</p>"#),
+        "{page}"
+    );
     // The secrets never reach the log.
     let log = host.log_lines().join("\n");
     assert!(
@@ -501,4 +530,32 @@ async fn alert_test_prints_the_channels_answer() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn rules_prints_prometheus_rules_for_the_configs_checks() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    std::fs::write(
+        &path,
+        config("http://127.0.0.1:9", None, "solo", &["hook"], ""),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["rules", "--config"])
+        .arg(&path)
+        .env("HOOK_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rules = stdout(&out);
+    assert!(
+        rules.starts_with("# Prometheus alerting rules for the checks of config.toml"),
+        "{rules}"
+    );
+    let down = "      - alert: HealthhostCheckDown\n        \
+                expr: \"adtrobot_health_check_status{check=\\\"svc\\\"} == 0\"\n        for: 3s\n";
+    assert!(rules.contains(down), "{rules}");
+    // No SLO, no burn-rate rule.
+    assert!(!rules.contains("HealthhostErrorBudgetBurn"), "{rules}");
 }

@@ -848,3 +848,66 @@ async fn the_configmaps_config_answers_the_probes_and_stops_within_the_grace_per
         .exec(format!("DROP DATABASE {database} WITH (FORCE)"))
         .await;
 }
+
+/// The Prometheus rules `healthhost rules` writes for the ConfigMap's config.
+const RULES: &str = "deploy/prometheus/healthhost-rules.yml";
+/// Their unit tests, in `promtool test rules` format.
+const RULE_TESTS: &str = "deploy/prometheus/healthhost-rules.test.yml";
+/// An Alertmanager configuration with a Telegram receiver.
+const ALERTMANAGER: &str = "deploy/prometheus/alertmanager.example.yml";
+
+#[test]
+fn the_prometheus_rules_are_those_of_the_configmaps_checks() {
+    let (config, _) = load_config(manifests().config_text());
+    let wanted = healthhost::promrules::rules(&config, "config.toml");
+    assert!(
+        read(RULES) == wanted,
+        "{RULES} differs from `healthhost rules --config config.toml` on the ConfigMap's \
+         config; regenerate it:\n{wanted}"
+    );
+}
+
+/// Runs one of Debian's Prometheus tools in `deploy/prometheus/`; a missing tool fails
+/// the test with how to install it (`scripts/test` does, as root).
+fn prometheus_tool(tool: &str, args: &[&str]) -> std::process::Output {
+    let path = Path::new("/usr/bin").join(tool);
+    assert!(
+        path.exists(),
+        "{tool} is missing: `apt-get install prometheus prometheus-alertmanager` \
+         (Debian's packages; scripts/test installs them when run as root)"
+    );
+    let out = std::process::Command::new(path)
+        .args(args)
+        .current_dir(root().join("deploy/prometheus"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{tool} {args:?}:\n{text}");
+    out
+}
+
+#[test]
+fn promtool_checks_the_rules_and_passes_their_unit_tests() {
+    let name = |p: &'static str| p.rsplit('/').next().unwrap();
+    let checked = prometheus_tool("promtool", &["check", "rules", name(RULES)]);
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(said.contains("SUCCESS"), "{said}");
+    let tested = prometheus_tool("promtool", &["test", "rules", name(RULE_TESTS)]);
+    let said = String::from_utf8_lossy(&tested.stdout);
+    assert!(said.contains("SUCCESS"), "{said}");
+}
+
+#[test]
+fn amtool_accepts_the_alertmanager_example() {
+    let name = ALERTMANAGER.rsplit('/').next().unwrap();
+    let checked = prometheus_tool("amtool", &["check-config", name]);
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        said.contains("SUCCESS") && said.contains("1 receivers"),
+        "{said}"
+    );
+}
