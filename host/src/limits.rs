@@ -222,6 +222,18 @@ pub const ALERT_BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts: a channel back up is used within it.
 pub const ALERT_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
+/// The largest `POST /v1/maintenance` body: a window is a few names and a reason.
+pub const MAINTENANCE_BODY_LIMIT: usize = 16 * 1024;
+/// Check names or globs one maintenance window lists, at most.
+pub const MAINTENANCE_MAX_CHECKS: usize = 100;
+/// How long an ended API maintenance window is still read back: `GET
+/// /v1/maintenance` lists it and a check's history marks it for that long (a week, as
+/// the raw results are kept).
+pub const MAINTENANCE_LISTED_FOR: Duration = Duration::from_secs(7 * 86_400);
+/// The longest maintenance window the API takes: a month. A longer silence is a
+/// config change (remove the rule), not maintenance.
+pub const MAINTENANCE_MAX_LENGTH: Duration = Duration::from_secs(31 * 86_400);
+
 /// Longest report message kept; longer ones are cut at a character boundary (after
 /// secrets are removed, so a cut never leaves part of one).
 pub const REPORT_MAX_MESSAGE_BYTES: usize = 1024;

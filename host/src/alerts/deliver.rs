@@ -62,8 +62,10 @@ async fn deliver_due(
     channel: &Channel,
 ) -> Result<(), sqlx::Error> {
     loop {
-        let pending = store::pending(&shared.pool, &channel.name, ALERT_BATCH_MAX).await?;
+        let mut pending = store::pending(&shared.pool, &channel.name, ALERT_BATCH_MAX).await?;
         let now = unix_ms(SystemTime::now());
+        // What a maintenance window covers waits for its end, unless already tried.
+        pending.retain(|p| p.batch.is_some() || shared.windows.silence(&p.check, now).is_none());
         let Some(batch) = next_batch(&pending, now) else {
             return Ok(());
         };

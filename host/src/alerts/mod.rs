@@ -17,16 +17,21 @@ use tokio::task::JoinHandle;
 
 use crate::config::alerts::{AlertsConfig, ChannelKind};
 use crate::dbpool::DbPool;
-use crate::limits::{ALERT_PENDING_MAX, ALERT_QUEUE, ALERT_SYNC_EVERY, HISTORY_WRITE_TIMEOUT};
+use crate::limits::{
+    ALERT_PENDING_MAX, ALERT_QUEUE, ALERT_SYNC_EVERY, HISTORY_WRITE_TIMEOUT, MAINTENANCE_LISTED_FOR,
+};
 use crate::metrics::Metrics;
 
 pub mod channels;
 mod deliver;
 pub mod episodes;
+pub mod maintenance;
 pub mod message;
 pub mod store;
 
 use episodes::{Change, Observation, Streaks, Transition};
+use maintenance::Windows;
+use store::StoredWindow;
 
 /// What the evaluator and the deliverers share.
 pub struct Shared {
@@ -35,14 +40,16 @@ pub struct Shared {
     /// This replica's name, as the history rows carry it.
     pub node: String,
     pub metrics: Arc<Metrics>,
+    /// The maintenance windows, the config's and the API's.
+    pub windows: Windows,
     /// Wakes the deliverers when this replica recorded a notification.
     wake: Notify,
 }
 
-/// The handle `health` feeds results into.
+/// The handle `health` feeds results into, and the maintenance API works through.
 pub struct Alerts {
     results: mpsc::Sender<Observation>,
-    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
 }
 
 impl Alerts {
@@ -62,22 +69,67 @@ impl Alerts {
             config: config.clone(),
             pool,
             node,
-            metrics: metrics.clone(),
+            metrics,
+            windows: Windows::new(config.maintenance.clone()),
             wake: Notify::new(),
         });
         let mut tasks = vec![tokio::spawn(evaluate(shared.clone(), rx))];
         for channel in &config.channels {
             tasks.push(tokio::spawn(deliver::run(shared.clone(), channel.clone())));
         }
-        Some((Arc::new(Alerts { results, metrics }), tasks))
+        Some((Arc::new(Alerts { results, shared }), tasks))
     }
 
     /// Hands a recorded result to the evaluator; never waits. A full queue drops it
     /// for alerting (counted).
     pub fn observe(&self, result: Observation) {
         if self.results.try_send(result).is_err() {
-            self.metrics.alerts.dropped.inc();
+            self.shared.metrics.alerts.dropped.inc();
         }
+    }
+
+    pub fn config(&self) -> &AlertsConfig {
+        &self.shared.config
+    }
+
+    pub fn windows(&self) -> &Windows {
+        &self.shared.windows
+    }
+
+    /// Adds a maintenance window to the store, and reads them back.
+    pub async fn add_window(
+        &self,
+        checks: &[String],
+        start_ms: i64,
+        end_ms: i64,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<StoredWindow, sqlx::Error> {
+        let pool = &self.shared.pool;
+        let id = store::add_window(pool, checks, start_ms, end_ms, reason, now_ms).await?;
+        self.reload_windows(now_ms).await?;
+        Ok(StoredWindow {
+            id,
+            checks: checks.to_vec(),
+            start_ms,
+            end_ms,
+            reason: reason.map(str::to_owned),
+        })
+    }
+
+    /// Ends maintenance window `id` now; whether there is one.
+    pub async fn end_window(&self, id: i64, now_ms: i64) -> Result<bool, sqlx::Error> {
+        let found = store::end_window(&self.shared.pool, id, now_ms).await?;
+        self.reload_windows(now_ms).await?;
+        // Notifications it held may go now.
+        self.shared.wake.notify_waiters();
+        Ok(found)
+    }
+
+    async fn reload_windows(&self, now_ms: i64) -> Result<(), sqlx::Error> {
+        let stored = store::windows(&self.shared.pool, listed_since(now_ms)).await?;
+        self.shared.windows.set_stored(stored);
+        Ok(())
     }
 }
 
@@ -130,7 +182,22 @@ async fn record_waiting(shared: &Shared, waiting: &mut VecDeque<Transition>, fai
             .map(String::as_str)
             .collect();
         let due_ms = t.at_ms + rule.group_wait.as_millis() as i64;
-        let write = store::record(&shared.pool, &shared.node, rule, t, &channels, due_ms);
+        let silenced = shared.windows.silence(&t.check, t.at_ms).is_some();
+        // A reminder in maintenance is recorded, and told to nobody.
+        let channels = if silenced && t.change == Change::Remind {
+            Vec::new()
+        } else {
+            channels
+        };
+        let write = store::record(
+            &shared.pool,
+            &shared.node,
+            rule,
+            t,
+            &channels,
+            due_ms,
+            silenced,
+        );
         match tokio::time::timeout(HISTORY_WRITE_TIMEOUT, write).await {
             Ok(Ok(recorded)) => {
                 if recorded {
@@ -160,16 +227,27 @@ async fn record_waiting(shared: &Shared, waiting: &mut VecDeque<Transition>, fai
     }
 }
 
+/// The API windows read back at `now_ms`: those that ended within
+/// [`MAINTENANCE_LISTED_FOR`].
+fn listed_since(now_ms: i64) -> i64 {
+    now_ms - MAINTENANCE_LISTED_FOR.as_millis() as i64
+}
+
 /// Reads every replica's episodes into `streaks`, and the gauges.
 async fn read_back(shared: &Shared, streaks: &mut Streaks) {
+    let now_ms = crate::journal::unix_ms(std::time::SystemTime::now());
     let read = async {
         let episodes = store::episodes(&shared.pool).await?;
         let (queued, _) = store::channel_states(&shared.pool).await?;
-        Ok::<_, sqlx::Error>((episodes, queued))
+        let windows = store::windows(&shared.pool, listed_since(now_ms)).await?;
+        Ok::<_, sqlx::Error>((episodes, queued, windows))
     };
-    let Ok(Ok((episodes, queued))) = tokio::time::timeout(HISTORY_WRITE_TIMEOUT, read).await else {
+    let Ok(Ok((episodes, queued, windows))) =
+        tokio::time::timeout(HISTORY_WRITE_TIMEOUT, read).await
+    else {
         return;
     };
+    shared.windows.set_stored(windows);
     streaks.sync(&shared.config.rules, &episodes);
     let metrics = &shared.metrics.alerts;
     metrics

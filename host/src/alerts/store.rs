@@ -74,6 +74,42 @@ fn update_for(change: Change) -> &'static str {
     }
 }
 
+/// Binds `$t`'s values in the order [`update_for`]'s statement for its change takes
+/// them (a macro, as each dialect's query is its own type).
+macro_rules! bind_update {
+    ($query:expr, $t:expr, $rule:expr, $node:expr, $message:expr, $repeat_ms:expr) => {
+        match $t.change {
+            Change::Open => $query
+                .bind($t.since_ms)
+                .bind($t.at_ms)
+                .bind($t.at_ms)
+                .bind($t.outcome)
+                .bind($message.clone())
+                .bind($node)
+                .bind(&$rule.name)
+                .bind(&*$t.check)
+                .bind($t.since_ms),
+            Change::Remind => $query
+                .bind($t.at_ms)
+                .bind($t.outcome)
+                .bind($message.clone())
+                .bind(&$rule.name)
+                .bind(&*$t.check)
+                .bind($t.at_ms - $repeat_ms),
+            Change::Close => $query
+                .bind($t.at_ms)
+                .bind(&$rule.name)
+                .bind(&*$t.check)
+                .bind($t.since_ms),
+        }
+    };
+}
+
+/// Drops the open notifications of an episode that have not been tried yet (held by a
+/// maintenance window): it closes before anyone was told, so nobody is.
+const CANCEL_OPEN: &str = "DELETE FROM hh_outbox WHERE rule_name = ? AND check_name = ? \
+    AND seq = ? AND kind = 'open' AND state = 'pending' AND batch IS NULL";
+
 /// `INSERT INTO` `rest` that adds nothing where the row's key exists, in `kind`'s words.
 fn insert_if_missing(kind: Kind, rest: &str) -> String {
     match kind {
@@ -92,7 +128,9 @@ const OUTBOX_INSERT: &str = "INSERT INTO hh_outbox (channel, rule_name, check_na
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 'pending')";
 
 /// Records `t` (of `rule`, seen by `node`) if no replica did, with a notification for
-/// each of `channels` due at `due_ms`; whether it was recorded here.
+/// each of `channels` due at `due_ms`; whether it was recorded here. A close while
+/// `silenced` (in maintenance) whose open was never tried cancels that open and tells
+/// nobody.
 pub async fn record(
     pool: &DbPool,
     node: &str,
@@ -100,6 +138,7 @@ pub async fn record(
     t: &Transition,
     channels: &[&str],
     due_ms: i64,
+    silenced: bool,
 ) -> Result<bool, sqlx::Error> {
     let kind = kind(pool);
     let message = t.message.as_deref().map(str::to_owned);
@@ -117,31 +156,7 @@ pub async fn record(
             .bind(&*t.check)
             .execute(&mut *tx)
             .await?;
-        let query = sqlx::query(update);
-        let query = match t.change {
-            Change::Open => query
-                .bind(t.since_ms)
-                .bind(t.at_ms)
-                .bind(t.at_ms)
-                .bind(t.outcome)
-                .bind(message.clone())
-                .bind(node)
-                .bind(&rule.name)
-                .bind(&*t.check)
-                .bind(t.since_ms),
-            Change::Remind => query
-                .bind(t.at_ms)
-                .bind(t.outcome)
-                .bind(message.clone())
-                .bind(&rule.name)
-                .bind(&*t.check)
-                .bind(t.at_ms - repeat_ms),
-            Change::Close => query
-                .bind(t.at_ms)
-                .bind(&rule.name)
-                .bind(&*t.check)
-                .bind(t.since_ms),
-        };
+        let query = bind_update!(sqlx::query(update), t, rule, node, message, repeat_ms);
         if query.execute(&mut *tx).await?.rows_affected() == 0 {
             return Ok(false);
         }
@@ -150,7 +165,14 @@ pub async fn record(
         .bind(&*t.check)
         .fetch_one(&mut *tx)
         .await?;
-        for channel in channels {
+        let cancelled = if silenced && t.change == Change::Close {
+            let query = sqlx::query(sql(kind, CANCEL_OPEN));
+            let query = query.bind(&rule.name).bind(&*t.check).bind(seq);
+            query.execute(&mut *tx).await?.rows_affected()
+        } else {
+            0
+        };
+        for channel in channels.iter().filter(|_| cancelled == 0) {
             sqlx::query(sql(kind, OUTBOX_INSERT))
             .bind(*channel)
             .bind(&rule.name)
@@ -366,6 +388,92 @@ pub async fn channel_states(
             .map(|(c, s, at, a)| (c, s, at.unwrap_or(0), a))
             .collect();
         Ok((queued, last))
+    })
+}
+
+/// A maintenance window made through the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWindow {
+    pub id: i64,
+    /// Check names or globs.
+    pub checks: Vec<String>,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub reason: Option<String>,
+}
+
+/// Adds a window; its id.
+pub async fn add_window(
+    pool: &DbPool,
+    checks: &[String],
+    start_ms: i64,
+    end_ms: i64,
+    reason: Option<&str>,
+    now_ms: i64,
+) -> Result<i64, sqlx::Error> {
+    let checks = serde_json::to_string(checks).expect("names serialize");
+    let text = "INSERT INTO hh_maintenance (checks, start_ms, end_ms, reason, created_ms) \
+                VALUES (?, ?, ?, ?, ?)";
+    // Each dialect says the new id its own way.
+    macro_rules! insert {
+        ($kind:expr, $text:expr) => {
+            sqlx::query(sql($kind, $text))
+                .bind(checks.clone())
+                .bind(start_ms)
+                .bind(end_ms)
+                .bind(reason.map(str::to_owned))
+                .bind(now_ms)
+        };
+    }
+    Ok(match pool {
+        DbPool::Sqlite(p) => insert!(Kind::Sqlite, text)
+            .execute(p)
+            .await?
+            .last_insert_rowid(),
+        DbPool::MySql(p) => insert!(Kind::MySql, text)
+            .execute(p)
+            .await?
+            .last_insert_id() as i64,
+        DbPool::Postgres(p) => {
+            let returning = format!("{text} RETURNING id");
+            let row: sqlx::postgres::PgRow =
+                insert!(Kind::Postgres, &returning).fetch_one(p).await?;
+            sqlx::Row::try_get(&row, 0)?
+        }
+    })
+}
+
+/// The windows that end after `since_ms`, by start.
+pub async fn windows(pool: &DbPool, since_ms: i64) -> Result<Vec<StoredWindow>, sqlx::Error> {
+    let text = "SELECT id, checks, start_ms, end_ms, reason FROM hh_maintenance \
+                WHERE end_ms > ? ORDER BY start_ms, id";
+    let rows: Vec<(i64, String, i64, i64, Option<String>)> = on_pool!(pool, p => {
+        sqlx::query_as(sql(kind(pool), text)).bind(since_ms).fetch_all(p).await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(id, checks, start_ms, end_ms, reason)| StoredWindow {
+            id,
+            checks: serde_json::from_str(&checks).unwrap_or_default(),
+            start_ms,
+            end_ms,
+            reason,
+        })
+        .collect())
+}
+
+/// Ends window `id` at `now_ms` (if it ends later); whether there is such a window.
+pub async fn end_window(pool: &DbPool, id: i64, now_ms: i64) -> Result<bool, sqlx::Error> {
+    let kind = kind(pool);
+    let exists = "SELECT COUNT(*) FROM hh_maintenance WHERE id = ?";
+    let end = "UPDATE hh_maintenance SET end_ms = ? WHERE id = ? AND end_ms > ?";
+    on_pool!(pool, p => {
+        let n: i64 = sqlx::query_scalar(sql(kind, exists)).bind(id).fetch_one(p).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        sqlx::query(sql(kind, end)).bind(now_ms).bind(id).bind(now_ms).execute(p).await?;
+        Ok(true)
     })
 }
 

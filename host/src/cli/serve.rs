@@ -59,7 +59,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             bodies: server::HealthBodies::default(),
             history_store: history.as_ref().map(|h| h.store.clone()),
             node,
-            alert_channels: alert_channels(&config),
+            alerts: history.as_ref().and_then(|h| h.alerts.clone()),
             page_cache: Default::default(),
         });
         let checks = health.set().entries.len();
@@ -158,6 +158,8 @@ struct HistoryWriter {
     task: tokio::task::JoinHandle<()>,
     /// Pruning, the SLO gauges' refresh and alerting, stopped with the writer.
     others: Vec<tokio::task::JoinHandle<()>>,
+    /// Alerting, when rules are configured.
+    alerts: Option<Arc<Alerts>>,
 }
 
 /// Health for the config's checks, every result it records also queued for the
@@ -189,10 +191,14 @@ fn start_health(
         node.to_owned(),
         metrics.clone(),
     );
-    if let Some((alerts, tasks)) = alerts {
-        health = health.with_alerts(alerts);
-        others.extend(tasks);
-    }
+    let alerts = match alerts {
+        Some((alerts, tasks)) => {
+            health = health.with_alerts(alerts.clone());
+            others.extend(tasks);
+            Some(alerts)
+        }
+        None => None,
+    };
     let health = Arc::new(health);
     others.push(tokio::spawn(slo::watch(
         health.clone(),
@@ -203,22 +209,9 @@ fn start_health(
         store: HistoryStore { pool, journal },
         task,
         others,
+        alerts,
     };
     Ok((health, Some(writer)))
-}
-
-/// The channels the page shows deliveries of: every configured one, when a rule can
-/// send to them.
-fn alert_channels(config: &Config) -> Vec<String> {
-    if config.alerts.rules.is_empty() || config.history_datasource().is_none() {
-        return Vec::new();
-    }
-    config
-        .alerts
-        .channels
-        .iter()
-        .map(|c| c.name.clone())
-        .collect()
 }
 
 /// This host's name in the check history: `[history] node`, or this machine's name

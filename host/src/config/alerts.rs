@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::maintenance::{Maintenance, resolve_maintenance};
 use super::raw::{RawAlerts, RawChannel, RawRule};
 use super::resolve::{duration, env_reference, expand};
 use crate::problems::Problems;
@@ -34,6 +35,10 @@ pub struct AlertsConfig {
     pub public_url: Option<String>,
     pub channels: Vec<Channel>,
     pub rules: Vec<Rule>,
+    /// The bearer token of `/v1/maintenance`; `None` turns it off.
+    pub admin_token: Option<String>,
+    /// The windows the config defines.
+    pub maintenance: Vec<Maintenance>,
 }
 
 impl AlertsConfig {
@@ -185,10 +190,17 @@ pub(super) fn resolve_alerts(
              datasource (or a datasource named 'main')",
         );
     }
+    let admin_token = raw
+        .admin_token
+        .as_ref()
+        .and_then(|t| expand(t.get_ref(), env).0)
+        .filter(|t| !t.is_empty());
     AlertsConfig {
         public_url,
         channels,
         rules,
+        admin_token,
+        maintenance: resolve_maintenance(&raw.maintenance, problems),
     }
 }
 

@@ -21,6 +21,7 @@ use crate::thresholds::Threshold;
 pub mod alerts;
 mod check;
 pub mod grants;
+pub mod maintenance;
 mod raw;
 mod resolve;
 

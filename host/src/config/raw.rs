@@ -60,10 +60,31 @@ pub struct RawConfig {
 pub(super) struct RawAlerts {
     /// The status page's address, for links in messages.
     pub(super) public_url: Option<Spanned<String>>,
+    /// Bearer token of `/v1/maintenance`; usually "${HEALTHHOST_ADMIN_TOKEN}".
+    pub(super) admin_token: Option<Spanned<String>>,
+    /// Maintenance windows: one-off or weekly.
+    #[serde(default)]
+    pub(super) maintenance: Vec<Spanned<RawMaintenance>>,
     #[serde(default)]
     pub(super) channels: BTreeMap<String, Spanned<RawChannel>>,
     #[serde(default)]
     pub(super) rules: BTreeMap<String, Spanned<RawRule>>,
+}
+
+/// A maintenance window as written: `start` and `end`, or `weekly` and `time_zone`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMaintenance {
+    /// Check names or globs; every check when left out.
+    pub(super) checks: Option<Vec<String>>,
+    /// RFC 3339 instants, like "2026-12-10T02:00:00Z".
+    pub(super) start: Option<Spanned<String>>,
+    pub(super) end: Option<Spanned<String>>,
+    /// A day and times, like "Sun 02:00-04:00".
+    pub(super) weekly: Option<Spanned<String>>,
+    /// The IANA zone of `weekly`, like "Europe/Moscow"; UTC when left out.
+    pub(super) time_zone: Option<Spanned<String>>,
+    pub(super) reason: Option<String>,
 }
 
 /// A channel as written: one flat table whose `type` says which keys apply.

@@ -559,3 +559,42 @@ fn alert_rules_need_the_history_store() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn maintenance_windows_resolve_and_their_problems_are_located() {
+    let windows = "[[alerts.maintenance]]\nchecks = [\"db-*\"]\nstart = \"2026-12-10T02:00:00Z\"\n\
+                   end = \"2026-12-10T04:00:00Z\"\nreason = \"upgrade\"\n\
+                   [[alerts.maintenance]]\nweekly = \"Sun 02:00-04:00\"\ntime_zone = \"Europe/Moscow\"\n";
+    let config = parse(&format!("{ALERTS}{windows}")).unwrap();
+    let m = &config.alerts.maintenance;
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[1].checks, ["*"], "every check when left out");
+    assert!(m[0].covers("db-main") && !m[0].covers("api"));
+    let bad = "[[alerts.maintenance]]\nstart = \"2026-12-10T02:00:00Z\"\nend = \"2026-12-10T01:00:00Z\"\n\
+               [[alerts.maintenance]]\nweekly = \"Sun 2-4\"\n\
+               [[alerts.maintenance]]\nweekly = \"Sun 02:00-04:00\"\ntime_zone = \"Mars/Olympus\"\n\
+               [[alerts.maintenance]]\nstart = \"2026-12-10T02:00:00Z\"\n";
+    let problems = parse(&format!("{ALERTS}{bad}")).unwrap_err();
+    let found: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("alerts.maintenance[0].end", "must be after start"),
+            (
+                "alerts.maintenance[1].weekly",
+                "'Sun 2-4' is not a weekly window like \"Sun 02:00-04:00\""
+            ),
+            (
+                "alerts.maintenance[2].time_zone",
+                "'Mars/Olympus' is not a time zone like \"Europe/Moscow\""
+            ),
+            (
+                "alerts.maintenance[3].weekly",
+                "a window has start and end, or weekly (with an optional time_zone)"
+            ),
+        ]
+    );
+}

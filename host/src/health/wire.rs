@@ -215,6 +215,19 @@ pub struct HistoryDoc {
     /// Percent of the last day's runs that passed or warned, to 0.01; null without
     /// results.
     pub uptime_24h: Option<f64>,
+    /// The maintenance windows that covered the check since `since` (left out when
+    /// none did): its alerts were silent then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<MaintenanceDoc>,
+}
+
+/// A maintenance window in a check's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceDoc {
+    /// RFC 3339.
+    pub start: String,
+    pub end: String,
+    pub reason: Option<String>,
 }
 
 /// One result of a check's history.

@@ -14,10 +14,11 @@ use axum::response::Response;
 
 use super::probes::{details, query_param};
 use super::{ApiError, AppState, bytes_response};
+use crate::alerts::maintenance::rfc3339;
 use crate::auth::Bearer;
 use crate::config::{WINDOW_EXPECTED, Window};
 use crate::dbpool::DbPool;
-use crate::health::wire::{HistoryDoc, ResultDoc};
+use crate::health::wire::{HistoryDoc, MaintenanceDoc, ResultDoc};
 use crate::journal::read::{SloDoc, slo, uptime};
 use crate::journal::results::{Listing, listing};
 use crate::journal::unix_ms;
@@ -84,6 +85,18 @@ pub(super) async fn check_history(
         }
         (None, None) => return Err(ApiError::NoSuchCheck(check)),
     };
+    let maintenance = state.alerts.as_ref().map_or_else(Vec::new, |alerts| {
+        let windows = alerts.windows();
+        windows
+            .overlapping(&check, unix_ms(since), unix_ms(now))
+            .into_iter()
+            .map(|(start, end, reason)| MaintenanceDoc {
+                start: rfc3339(start),
+                end: rfc3339(end),
+                reason,
+            })
+            .collect()
+    });
     let doc = HistoryDoc {
         check,
         results,
@@ -91,6 +104,7 @@ pub(super) async fn check_history(
         source,
         truncated,
         uptime_24h,
+        maintenance,
     };
     let body = serde_json::to_vec(&doc).expect("the wire types serialize");
     Ok(bytes_response(

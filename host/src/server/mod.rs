@@ -23,9 +23,10 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 
+use crate::alerts::Alerts;
 use crate::config::ShowDetails;
 use crate::dbpool::DbPool;
 use crate::health::{self, Health};
@@ -41,6 +42,8 @@ pub const HEALTH_JSON: &str = "application/health+json";
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Where AI usage rows are recorded.
 pub const AI_USAGE_PATH: &str = "/v1/ai-usage";
+/// Where maintenance windows are listed and added.
+pub const MAINTENANCE_PATH: &str = "/v1/maintenance";
 /// Where the AI usage summary is read.
 pub const USAGE_SUMMARY_PATH: &str = "/v1/usage/summary";
 /// `Retry-After` (seconds) when the usage database is unavailable: long enough for a
@@ -49,6 +52,7 @@ pub const RETRY_AFTER_SECONDS: u32 = 5;
 
 mod error;
 mod history;
+mod maintenance;
 pub mod page;
 mod probes;
 mod usage;
@@ -77,9 +81,9 @@ pub struct AppState {
     pub history_store: Option<HistoryStore>,
     /// This host's name in the check history (`[history] node`).
     pub node: String,
-    /// The alert channels' names, when alert rules are configured (the page shows
-    /// their deliveries and the open episodes); empty otherwise.
-    pub alert_channels: Vec<String>,
+    /// Alerting, when rules are configured: the page shows its open episodes and
+    /// deliveries, and `/v1/maintenance` works through it.
+    pub alerts: Option<Arc<Alerts>>,
     /// The status page's reads of the history store, kept briefly.
     pub page_cache: page::uptime::StoredCache,
 }
@@ -127,6 +131,18 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     if state.usage_reader.is_some() {
         router = router.route(USAGE_SUMMARY_PATH, get(usage_summary));
+    }
+    if state
+        .alerts
+        .as_ref()
+        .is_some_and(|a| a.config().admin_token.is_some())
+    {
+        router = router
+            .route(
+                MAINTENANCE_PATH,
+                get(maintenance::list_windows).post(maintenance::add_window),
+            )
+            .route("/v1/maintenance/{id}", delete(maintenance::end_window));
     }
     router
         .route_layer(middleware::from_fn_with_state(state.clone(), instrument))

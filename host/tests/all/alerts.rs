@@ -559,3 +559,140 @@ fn rules_prints_prometheus_rules_for_the_configs_checks() {
     // No SLO, no burn-rate rule.
     assert!(!rules.contains("HealthhostErrorBudgetBurn"), "{rules}");
 }
+
+/// The admin token of `/v1/maintenance` in the maintenance tests.
+const ADMIN: &str = "adm1n-token";
+
+/// A host whose rule `all` (after 2, at once) sends to `hook`, with the maintenance API
+/// and a weekly window of the config's own for another check.
+async fn maintained_host(origin: &str) -> Host {
+    let text = config(
+        origin,
+        None,
+        "solo",
+        &["hook"],
+        "after = 2\ngroup_wait = \"0s\"",
+    )
+    .replace(
+        "https://status.example.com\"\n",
+        "https://status.example.com\"\nadmin_token = \"${ADMIN}\"\n\
+             [[alerts.maintenance]]\nchecks = [\"other\"]\nweekly = \"Sun 02:00-04:00\"\n\
+             time_zone = \"Europe/Moscow\"\nreason = \"backups\"\n",
+    );
+    let env = [
+        ("TG_TOKEN", TOKEN),
+        ("HOOK_SECRET", SECRET),
+        ("ADMIN", ADMIN),
+    ];
+    Host::start_with_env(&text, &env).await
+}
+
+/// Waits until `host` logged a line containing `text`.
+async fn logged(host: &Host, text: &str) {
+    for _ in 0..600 {
+        if host.log_lines().iter().any(|l| l.contains(text)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never logged {text:?}:\n{}", host.log_lines().join("\n"));
+}
+
+#[tokio::test]
+async fn maintenance_silences_then_reports_an_episode_still_open_at_its_end() {
+    let (receiver, origin) = receivers().await;
+    let host = maintained_host(&origin).await;
+    let window = r#"{"checks": ["svc"], "duration": "8s", "reason": "db upgrade"}"#;
+    let (status, _, body) = host.post("/v1/maintenance", None, window).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _, body) = host
+        .post("/v1/maintenance", Some(ADMIN), r#"{"checks": ["svc"]}"#)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("give end (RFC 3339) or duration"), "{body}");
+    let (status, _, body) = host.post("/v1/maintenance", Some(ADMIN), window).await;
+    assert_eq!(status, 201, "{body}");
+    let added: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (added["source"].as_str(), added["active"].as_bool()),
+        (Some("api"), Some(true))
+    );
+
+    receiver.target.store(500, Ordering::SeqCst);
+    logged(&host, "alert episode open").await;
+    // In the window: recorded, shown, and told to nobody.
+    let (_, _, page) = host.get("/").await;
+    assert!(
+        page.contains("🛠 maintenance until") && page.contains("(db upgrade)"),
+        "{page}"
+    );
+    assert_eq!(receiver.taken("hook").len(), 0);
+    // Still failing when the window ends: told then, once.
+    let taken = receiver.wait_for("hook", 1).await;
+    assert_eq!(
+        hook_events(&taken),
+        [("open".into(), "healthhost/all/svc/1".into())]
+    );
+    let bearer = format!("Bearer {ADMIN}");
+    let (status, _, body) = host
+        .get_with("/v1/maintenance", &[("authorization", &bearer)])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let windows = listed["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 2, "{listed}");
+    assert_eq!(windows[0]["source"], "config");
+    assert_eq!(windows[0]["weekly"], "Sun 02:00-04:00");
+    assert_eq!(windows[0]["time_zone"], "Europe/Moscow");
+    // The check's history marks the window.
+    let (_, history) = host.json("/v1/checks/svc/history?since=1h").await;
+    assert_eq!(
+        history["maintenance"][0]["reason"], "db upgrade",
+        "{history}"
+    );
+    receiver.target.store(200, Ordering::SeqCst);
+    receiver.wait_for("hook", 2).await;
+    terminate(host).await;
+}
+
+#[tokio::test]
+async fn an_episode_inside_a_maintenance_window_tells_nobody() {
+    let (receiver, origin) = receivers().await;
+    let host = maintained_host(&origin).await;
+    let window = r#"{"checks": ["s*"], "duration": "1m"}"#;
+    let (status, _, body) = host.post("/v1/maintenance", Some(ADMIN), window).await;
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    receiver.target.store(500, Ordering::SeqCst);
+    logged(&host, "alert episode open").await;
+    receiver.target.store(200, Ordering::SeqCst);
+    logged(&host, "alert episode close").await;
+    // Ending the window now lets held notifications go: there are none.
+    let delete = |path: String| {
+        reqwest::Client::new()
+            .delete(format!("{}{path}", host.base))
+            .bearer_auth(ADMIN)
+            .send()
+    };
+    assert_eq!(
+        delete(format!("/v1/maintenance/{id}"))
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        delete("/v1/maintenance/999999".into())
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(receiver.taken("hook"), Vec::<Value>::new());
+    let (_, _, page) = host.get("/").await;
+    assert!(!page.contains("🛠 maintenance"), "the window ended: {page}");
+    terminate(host).await;
+}

@@ -36,7 +36,7 @@ async fn migrates_once(url: &str) {
         first.trim(),
         "applied 20261128000000 create ai usage\napplied 20261129000000 add ai usage status\n\
          applied 20261207000000 create hh result\napplied 20261207000001 create hh rollup\n\
-         applied 20261208000000 create hh alert"
+         applied 20261208000000 create hh alert\napplied 20261208000001 create hh maintenance"
     );
     let second = migrate(url).await;
     assert_eq!(
@@ -88,6 +88,8 @@ async fn sqlite_from_empty_and_again() {
             "_sqlx_migrations",
             "hh_episode",
             "hh_lease",
+            "hh_maintenance",
+            "hh_maintenance_end",
             "hh_outbox",
             "hh_outbox_done",
             "hh_outbox_queue",

@@ -23,9 +23,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::probes::{details, query_param};
 use super::{ApiError, AppState};
+use crate::alerts::Alerts;
 use crate::auth::Bearer;
 use crate::config::Window;
 use crate::dbpool::DbPool;
+use crate::escape::escape_controls;
 use crate::usage::summary::Range;
 
 pub mod alerts;
@@ -219,8 +221,15 @@ async fn page(state: &AppState, bearer: &Bearer, shown: Shown) -> Response {
         match store.reachable() {
             Some(pool) => {
                 stored_uptimes(state, pool, shown.window, &mut page, now).await;
-                if !state.alert_channels.is_empty() {
-                    page.alerts = alerts::read(pool, &state.alert_channels, now)
+                if let Some(configured) = &state.alerts {
+                    mark_maintenance(configured, &mut page.checks, now);
+                    let channels: Vec<String> = configured
+                        .config()
+                        .channels
+                        .iter()
+                        .map(|c| c.name.clone())
+                        .collect();
+                    page.alerts = alerts::read(pool, &channels, now)
                         .await
                         .inspect_err(
                             |e| tracing::warn!(error = %e, "status page: alerts unreadable"),
@@ -246,6 +255,20 @@ async fn page(state: &AppState, bearer: &Bearer, shown: Shown) -> Response {
         }
     }
     html_response(StatusCode::OK, page.html())
+}
+
+/// Each row's maintenance window, while one silences its alerts.
+fn mark_maintenance(alerts: &Alerts, rows: &mut [CheckRow], now: SystemTime) {
+    let now_ms = crate::journal::unix_ms(now);
+    for row in rows {
+        row.maintenance = alerts.windows().silence(&row.name, now_ms).map(|s| {
+            let until = crate::alerts::maintenance::rfc3339(s.until_ms);
+            match s.reason {
+                Some(reason) => format!("until {until} ({})", escape_controls(&reason)),
+                None => format!("until {until}"),
+            }
+        });
+    }
 }
 
 /// The page's uptimes, SLOs and removed checks from the history store over `window`;
@@ -392,6 +415,7 @@ mod tests {
             uptime: "50.00 %".into(),
             slo: Some("SLO 99 % (30d): 100 % of the error budget left".into()),
             window_runs: None,
+            maintenance: Some("until 2026-12-07T04:00:00Z (<b>upgrade</b>)".into()),
             latency: "–".into(),
             spark: String::new(),
             strip: Default::default(),
@@ -409,6 +433,10 @@ mod tests {
         );
         assert!(!html.contains("<script>"), "only the external script tag");
         assert!(html.contains("✗</span> <span class=\"word\">failing</span>"));
+        assert!(
+            !html.contains("<b>upgrade"),
+            "a maintenance reason is escaped: {html}"
+        );
         assert!(
             !html.contains("id=\"usage\""),
             "no usage section without a reader"

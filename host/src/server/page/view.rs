@@ -58,6 +58,9 @@ pub struct CheckRow {
     /// How many results the strip and sparkline cover.
     pub runs: usize,
     pub last_failure: Option<Failure>,
+    /// `until 2026-12-07T04:00:00Z (database upgrade)` while a maintenance window
+    /// silences its alerts.
+    pub maintenance: Option<String>,
 }
 
 /// The outcome strip's bars as three path `d` strings.
@@ -180,6 +183,7 @@ pub fn row(
         strip,
         runs,
         last_failure,
+        maintenance: None,
     }
 }
 
