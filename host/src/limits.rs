@@ -204,6 +204,10 @@ pub const HISTORY_PRUNE_BATCH: i64 = 1000;
 pub const ALERT_POLL_EVERY: Duration = Duration::from_secs(1);
 /// How often a replica reads the episodes the others recorded (and the queue gauges).
 pub const ALERT_SYNC_EVERY: Duration = Duration::from_secs(5);
+/// How often `slo_burn` rules read the burn rates from the rollups: the shortest short
+/// window is five minutes, so a burn is seen within a twentieth of it, for a few
+/// grouped reads.
+pub const ALERT_BURN_EVERY: Duration = Duration::from_secs(15);
 /// How long a channel's delivery lease lasts unrenewed: far longer than one attempt
 /// (renewed before each), so a live holder keeps it, and a dead one's channel moves
 /// to another replica within it.

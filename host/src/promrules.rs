@@ -10,26 +10,12 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::config::alerts::DEFAULT_AFTER;
-use crate::config::{CheckConfig, Config};
+use crate::config::{BurnPair, CheckConfig, Config};
 
 /// The path of `POST /v1/ai-usage` in the request metrics' `handler` label.
 const AI_USAGE_HANDLER: &str = "/v1/ai-usage";
 /// Outcomes that mean the check could not judge (Nagios UNKNOWN).
 const ERROR_OUTCOMES: &str = "timeout|out-of-fuel|memory|trap|load";
-/// The SRE workbook's burn-rate alerts, as the share of the error budget spent within
-/// the long window, the long and short windows, and the severity: 2 % in an hour and
-/// 5 % in six hours page, 10 % in three days makes a ticket. With a 30-day SLO these
-/// are its burn rates 14.4, 6 and 1.
-const BURN_ALERTS: [(f64, Duration, Duration, &str); 3] = [
-    (0.02, hours(1), minutes(5), "critical"),
-    (0.05, hours(6), minutes(30), "critical"),
-    (0.10, hours(72), hours(6), "warning"),
-];
-
-const fn hours(n: u64) -> Duration {
-    Duration::from_secs(n * 3600)
-}
-
 const fn minutes(n: u64) -> Duration {
     Duration::from_secs(n * 60)
 }
@@ -158,30 +144,28 @@ fn burn_rates(ns: &str, check: &CheckConfig) -> Vec<Rule> {
     };
     let window = slo.window.duration();
     let budget = 1.0 - slo.target;
-    BURN_ALERTS
-        .iter()
-        .filter(|(_, long, _, _)| *long < window)
-        .map(|(share, long, short, severity)| {
-            let rate = share * window.as_secs_f64() / long.as_secs_f64();
+    BurnPair::fitting(window)
+        .map(|pair| {
+            let rate = pair.rate(window);
             let threshold = format!("{:.6}", rate * budget);
             let threshold = threshold.trim_end_matches('0').trim_end_matches('.');
             Rule {
                 alert: "HealthhostErrorBudgetBurn",
                 expr: format!(
                     "{} > {threshold} and {} > {threshold}",
-                    error_ratio(ns, &check.name, *long),
-                    error_ratio(ns, &check.name, *short)
+                    error_ratio(ns, &check.name, pair.long),
+                    error_ratio(ns, &check.name, pair.short)
                 ),
                 hold: None,
-                severity,
+                severity: pair.severity,
                 check: Some(check.name.clone()),
-                window: Some(prom_duration(*long)),
+                window: Some(prom_duration(pair.long)),
                 summary: format!(
                     "Check {} is spending its error budget {rate:.1}x as fast as its SLO \
                      allows ({:.0}% of it within {})",
                     check.name,
-                    share * 100.0,
-                    prom_duration(*long)
+                    pair.share * 100.0,
+                    prom_duration(pair.long)
                 ),
             }
         })
@@ -247,7 +231,7 @@ mod tests {
     fn durations_are_written_in_their_largest_whole_unit() {
         assert_eq!(prom_duration(Duration::from_secs(45)), "45s");
         assert_eq!(prom_duration(minutes(5)), "5m");
-        assert_eq!(prom_duration(hours(6)), "6h");
-        assert_eq!(prom_duration(hours(72)), "3d");
+        assert_eq!(prom_duration(Duration::from_secs(6 * 3600)), "6h");
+        assert_eq!(prom_duration(Duration::from_secs(72 * 3600)), "3d");
     }
 }

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use sha2::Sha256;
 
+use super::burn::BURN_OUTCOME;
 use super::episodes::Change;
 use super::message::{Markup, Notice, TELEGRAM_TEXT_MAX, episode_key, text, webhook_body};
 use crate::config::alerts::{Channel, ChannelKind};
@@ -260,13 +261,15 @@ async fn pagerduty(
             Change::Close => "resolve",
             Change::Remind => continue,
         };
-        let summary = format!(
-            "{} is down: {}",
-            item.check,
-            item.message
-                .as_deref()
-                .unwrap_or(item.outcome.as_deref().unwrap_or("fail"))
-        );
+        let what = item
+            .message
+            .as_deref()
+            .unwrap_or(item.outcome.as_deref().unwrap_or("fail"));
+        let summary = if item.outcome.as_deref() == Some(BURN_OUTCOME) {
+            format!("{} is {what}", item.check)
+        } else {
+            format!("{} is down: {what}", item.check)
+        };
         let key = episode_key(item);
         events.push(pagerduty_event(
             routing_key,

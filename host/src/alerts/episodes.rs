@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::config::Slo;
 use crate::config::alerts::Rule;
 
 /// One recorded result, as alerting needs it.
@@ -26,6 +27,8 @@ pub struct Observation {
     pub up: bool,
     pub outcome: &'static str,
     pub message: Option<Arc<str>>,
+    /// Its service level objective, for `slo_burn` rules.
+    pub slo: Option<Slo>,
 }
 
 /// What a transition does to an episode.
@@ -66,6 +69,8 @@ pub struct Transition {
     pub at_ms: i64,
     pub outcome: &'static str,
     pub message: Option<Arc<str>>,
+    /// Whether it is an SLO burn episode's (recorded under the rule's burn name).
+    pub burn: bool,
 }
 
 /// The store's view of one rule and check's episode, as [`Streaks::sync`] reads it.
@@ -108,7 +113,7 @@ impl Streaks {
     pub fn observe(&mut self, rules: &[Rule], result: &Observation) -> Vec<Transition> {
         let mut out = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
-            if !rule.covers(&result.check, result.critical) {
+            if rule.slo_burn || !rule.covers(&result.check, result.critical) {
                 continue;
             }
             let streak = self
@@ -128,6 +133,7 @@ impl Streaks {
                 at_ms: result.at_ms,
                 outcome: result.outcome,
                 message: result.message.clone(),
+                burn: false,
             }));
         }
         out
@@ -223,6 +229,7 @@ mod tests {
             recover_after,
             repeat: None,
             group_wait: Duration::ZERO,
+            slo_burn: false,
         }
     }
 
@@ -234,6 +241,7 @@ mod tests {
             up,
             outcome: if up { "pass" } else { "fail" },
             message: None,
+            slo: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::burn::BURN_OUTCOME;
 use super::episodes::Change;
 use super::store::Pending;
 use crate::escape::escape_controls;
@@ -100,6 +101,9 @@ fn headline(notice: &Notice) -> String {
 /// One change, as a paragraph.
 fn item_text(item: &Pending, markup: Markup) -> String {
     let check = bold(&escape(&item.check, markup), markup);
+    if item.outcome.as_deref() == Some(BURN_OUTCOME) {
+        return burn_text(item, &check, markup);
+    }
     let mut text = match item.change {
         Change::Open => format!("🔴 {check} is down since {}", time(item.since_ms)),
         Change::Remind => format!(
@@ -121,6 +125,26 @@ fn item_text(item: &Pending, markup: Markup) -> String {
     }
     text.push_str(&format!("\nseen by {}", escape(&item.node, markup)));
     text
+}
+
+/// A burn episode's change: what it burns, or how long it burned.
+fn burn_text(item: &Pending, check: &str, markup: Markup) -> String {
+    let text = match item.change {
+        Change::Close => format!(
+            "✅ {check} is back within its error budget, after {}",
+            span(item.since_ms, item.at_ms)
+        ),
+        _ => format!(
+            "🔥 {check} is {}",
+            escape(
+                item.message
+                    .as_deref()
+                    .unwrap_or("burning its error budget"),
+                markup
+            )
+        ),
+    };
+    format!("{text}\nseen by {}", escape(&item.node, markup))
 }
 
 /// The whole text in `markup`: headline, each change (at most [`LISTED_MAX`]), the

@@ -18,10 +18,12 @@ use tokio::task::JoinHandle;
 use crate::config::alerts::{AlertsConfig, ChannelKind};
 use crate::dbpool::DbPool;
 use crate::limits::{
-    ALERT_PENDING_MAX, ALERT_QUEUE, ALERT_SYNC_EVERY, HISTORY_WRITE_TIMEOUT, MAINTENANCE_LISTED_FOR,
+    ALERT_BURN_EVERY, ALERT_PENDING_MAX, ALERT_QUEUE, ALERT_SYNC_EVERY, HISTORY_WRITE_TIMEOUT,
+    MAINTENANCE_LISTED_FOR,
 };
 use crate::metrics::Metrics;
 
+pub mod burn;
 pub mod channels;
 mod deliver;
 pub mod episodes;
@@ -29,6 +31,7 @@ pub mod maintenance;
 pub mod message;
 pub mod store;
 
+use burn::Burns;
 use episodes::{Change, Observation, Streaks, Transition};
 use maintenance::Windows;
 use store::StoredWindow;
@@ -136,26 +139,37 @@ impl Alerts {
 /// The evaluator: counts each result into the streaks, records what they propose, and
 /// every [`ALERT_SYNC_EVERY`] reads back what every replica recorded.
 async fn evaluate(shared: Arc<Shared>, mut results: mpsc::Receiver<Observation>) {
-    let mut streaks = Streaks::default();
+    let (mut streaks, mut burns) = (Streaks::default(), Burns::default());
     let mut waiting: VecDeque<Transition> = VecDeque::new();
     let mut failing = false;
     let mut sync = tokio::time::interval(ALERT_SYNC_EVERY);
     sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut burn = tokio::time::interval(ALERT_BURN_EVERY);
+    burn.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let burn_rules = shared.config.rules.iter().any(|r| r.slo_burn);
     loop {
         tokio::select! {
             result = results.recv() => {
                 let Some(result) = result else { return };
+                burns.note(&result);
                 waiting.extend(streaks.observe(&shared.config.rules, &result));
-                while waiting.len() > ALERT_PENDING_MAX {
-                    waiting.pop_front();
-                }
             }
             _ = sync.tick() => {
                 // A belief with transitions still unrecorded is newer than the store's.
                 if waiting.is_empty() {
-                    read_back(&shared, &mut streaks).await;
+                    read_back(&shared, &mut streaks, &mut burns).await;
                 }
             }
+            _ = burn.tick(), if burn_rules => {
+                let now_ms = crate::journal::unix_ms(std::time::SystemTime::now());
+                match burns.evaluate(&shared, now_ms).await {
+                    Ok(changes) => waiting.extend(changes),
+                    Err(e) => tracing::debug!("cannot read the burn rates: {e}"),
+                }
+            }
+        }
+        while waiting.len() > ALERT_PENDING_MAX {
+            waiting.pop_front();
         }
         if !waiting.is_empty() {
             record_waiting(&shared, &mut waiting, &mut failing).await;
@@ -189,15 +203,19 @@ async fn record_waiting(shared: &Shared, waiting: &mut VecDeque<Transition>, fai
         } else {
             channels
         };
-        let write = store::record(
-            &shared.pool,
-            &shared.node,
-            rule,
-            t,
-            &channels,
+        let name = if t.burn {
+            burn::rule_name(rule)
+        } else {
+            rule.name.clone()
+        };
+        let how = store::Recording {
+            rule: &name,
+            repeat_ms: rule.repeat.map_or(0, |r| r.as_millis() as i64),
+            channels: &channels,
             due_ms,
             silenced,
-        );
+        };
+        let write = store::record(&shared.pool, &shared.node, t, &how);
         match tokio::time::timeout(HISTORY_WRITE_TIMEOUT, write).await {
             Ok(Ok(recorded)) => {
                 if recorded {
@@ -234,7 +252,7 @@ fn listed_since(now_ms: i64) -> i64 {
 }
 
 /// Reads every replica's episodes into `streaks`, and the gauges.
-async fn read_back(shared: &Shared, streaks: &mut Streaks) {
+async fn read_back(shared: &Shared, streaks: &mut Streaks, burns: &mut Burns) {
     let now_ms = crate::journal::unix_ms(std::time::SystemTime::now());
     let read = async {
         let episodes = store::episodes(&shared.pool).await?;
@@ -249,6 +267,7 @@ async fn read_back(shared: &Shared, streaks: &mut Streaks) {
     };
     shared.windows.set_stored(windows);
     streaks.sync(&shared.config.rules, &episodes);
+    burns.sync(&shared.config.rules, &episodes);
     let metrics = &shared.metrics.alerts;
     metrics
         .episodes_open

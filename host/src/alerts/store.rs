@@ -9,7 +9,6 @@
 use sqlx::AssertSqlSafe;
 
 use super::episodes::{Change, Recorded, Transition};
-use crate::config::alerts::Rule;
 use crate::dbpool::DbPool;
 use crate::dburl::Kind;
 
@@ -86,19 +85,19 @@ macro_rules! bind_update {
                 .bind($t.outcome)
                 .bind($message.clone())
                 .bind($node)
-                .bind(&$rule.name)
+                .bind($rule)
                 .bind(&*$t.check)
                 .bind($t.since_ms),
             Change::Remind => $query
                 .bind($t.at_ms)
                 .bind($t.outcome)
                 .bind($message.clone())
-                .bind(&$rule.name)
+                .bind($rule)
                 .bind(&*$t.check)
                 .bind($t.at_ms - $repeat_ms),
             Change::Close => $query
                 .bind($t.at_ms)
-                .bind(&$rule.name)
+                .bind($rule)
                 .bind(&*$t.check)
                 .bind($t.since_ms),
         }
@@ -127,22 +126,31 @@ const OUTBOX_INSERT: &str = "INSERT INTO hh_outbox (channel, rule_name, check_na
     since_ms, at_ms, due_ms, outcome, message, node, attempts, next_ms, state) \
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 'pending')";
 
-/// Records `t` (of `rule`, seen by `node`) if no replica did, with a notification for
-/// each of `channels` due at `due_ms`; whether it was recorded here. A close while
-/// `silenced` (in maintenance) whose open was never tried cancels that open and tells
-/// nobody.
+/// Where and how a transition is recorded.
+pub struct Recording<'a> {
+    /// The episode's rule name: the rule's, or its burn name.
+    pub rule: &'a str,
+    /// The rule's `repeat`, in ms (0: none).
+    pub repeat_ms: i64,
+    /// The channels told, and when they are due.
+    pub channels: &'a [&'a str],
+    pub due_ms: i64,
+    /// Whether a maintenance window covers the check.
+    pub silenced: bool,
+}
+
+/// Records `t` (seen by `node`) if no replica did, with a notification for each of the
+/// channels; whether it was recorded here. A close while silenced (in maintenance)
+/// whose open was never tried cancels that open and tells nobody.
 pub async fn record(
     pool: &DbPool,
     node: &str,
-    rule: &Rule,
     t: &Transition,
-    channels: &[&str],
-    due_ms: i64,
-    silenced: bool,
+    how: &Recording<'_>,
 ) -> Result<bool, sqlx::Error> {
     let kind = kind(pool);
     let message = t.message.as_deref().map(str::to_owned);
-    let repeat_ms = rule.repeat.map_or(0, |r| r.as_millis() as i64);
+    let (rule, repeat_ms) = (how.rule, how.repeat_ms);
     let ensure = insert_if_missing(
         kind,
         "hh_episode (rule_name, check_name, seq, is_open, since_ms, opened_ms, closed_ms, \
@@ -152,7 +160,7 @@ pub async fn record(
     on_pool!(pool, p => {
         let mut tx = p.begin().await?;
         sqlx::query(sql(kind, &ensure))
-            .bind(&rule.name)
+            .bind(rule)
             .bind(&*t.check)
             .execute(&mut *tx)
             .await?;
@@ -161,31 +169,31 @@ pub async fn record(
             return Ok(false);
         }
         let (seq, since_ms): (i64, i64) = sqlx::query_as(sql(kind, EPISODE_NOW))
-        .bind(&rule.name)
+        .bind(rule)
         .bind(&*t.check)
         .fetch_one(&mut *tx)
         .await?;
-        let cancelled = if silenced && t.change == Change::Close {
+        let cancelled = if how.silenced && t.change == Change::Close {
             let query = sqlx::query(sql(kind, CANCEL_OPEN));
-            let query = query.bind(&rule.name).bind(&*t.check).bind(seq);
+            let query = query.bind(rule).bind(&*t.check).bind(seq);
             query.execute(&mut *tx).await?.rows_affected()
         } else {
             0
         };
-        for channel in channels.iter().filter(|_| cancelled == 0) {
+        for channel in how.channels.iter().filter(|_| cancelled == 0) {
             sqlx::query(sql(kind, OUTBOX_INSERT))
             .bind(*channel)
-            .bind(&rule.name)
+            .bind(rule)
             .bind(&*t.check)
             .bind(seq)
             .bind(t.change.as_str())
             .bind(since_ms)
             .bind(t.at_ms)
-            .bind(due_ms)
+            .bind(how.due_ms)
             .bind(t.outcome)
             .bind(message.clone())
             .bind(node)
-            .bind(due_ms)
+            .bind(how.due_ms)
             .execute(&mut *tx)
             .await?;
         }
@@ -388,6 +396,29 @@ pub async fn channel_states(
             .map(|(c, s, at, a)| (c, s, at.unwrap_or(0), a))
             .collect();
         Ok((queued, last))
+    })
+}
+
+/// Per check: its runs and its non-up runs (fail and errors) in the rollups at `grain`
+/// from bucket `since_ms` on, every replica's.
+pub async fn error_counts(
+    pool: &DbPool,
+    grain: &str,
+    since_ms: i64,
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    let kind = kind(pool);
+    // SUM of a BIGINT is a NUMERIC (PostgreSQL) or DECIMAL (MySQL): cast it back.
+    let integer = match kind {
+        Kind::Sqlite => "INTEGER",
+        Kind::Postgres => "BIGINT",
+        Kind::MySql => "SIGNED",
+    };
+    let text = format!(
+        "SELECT check_name, CAST(SUM(runs) AS {integer}), CAST(SUM(fail + error) AS {integer}) \
+         FROM hh_rollup WHERE grain = ? AND bucket_ms >= ? GROUP BY check_name"
+    );
+    on_pool!(pool, p => {
+        sqlx::query_as(sql(kind, &text)).bind(grain).bind(since_ms).fetch_all(p).await
     })
 }
 

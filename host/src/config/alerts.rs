@@ -123,6 +123,9 @@ pub struct Rule {
     pub recover_after: u32,
     pub repeat: Option<Duration>,
     pub group_wait: Duration,
+    /// Whether it alerts on the covered checks' SLO error-budget burn (by
+    /// [`super::BURN_PAIRS`]) instead of on runs of failures.
+    pub slo_burn: bool,
 }
 
 impl Rule {
@@ -461,6 +464,7 @@ fn resolve_rule(
             );
         }
     }
+    refuse_counting(r, &at, problems);
     let hold = duration(&r.hold, at("for"), Duration::ZERO, problems);
     let default_after = if r.hold.is_some() { 1 } else { DEFAULT_AFTER };
     let after = at_least_one(&r.after, &at("after"), default_after, problems);
@@ -496,6 +500,28 @@ fn resolve_rule(
             DEFAULT_GROUP_WAIT,
             problems,
         ),
+        slo_burn: r.slo_burn,
+    }
+}
+
+/// An `slo_burn` rule takes none of the keys that count runs.
+fn refuse_counting(r: &RawRule, at: &dyn Fn(&str) -> String, problems: &mut Problems) {
+    if !r.slo_burn {
+        return;
+    }
+    let counting = [
+        ("after", r.after.as_ref().map(Spanned::span)),
+        ("for", r.hold.as_ref().map(Spanned::span)),
+        ("recover_after", r.recover_after.as_ref().map(Spanned::span)),
+    ];
+    for (key, span) in counting {
+        if let Some(span) = span {
+            problems.add(
+                span,
+                at(key),
+                "an slo_burn rule alerts on the burn rate, not on runs",
+            );
+        }
     }
 }
 

@@ -302,6 +302,55 @@ pub struct Slo {
     pub window: Window,
 }
 
+/// One multi-window burn-rate alert of the SRE workbook.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BurnPair {
+    /// The share of the error budget spent within `long` that fires it.
+    pub share: f64,
+    pub long: Duration,
+    /// The short window, which must burn as fast, so that a burn that stopped clears.
+    pub short: Duration,
+    /// `critical` (page) or `warning` (ticket).
+    pub severity: &'static str,
+}
+
+/// The burn-rate pairs, as the share of the error budget spent within the long window:
+/// 2 % in an hour and 5 % in six hours page, 10 % in three days makes a ticket. With a
+/// 30-day SLO these are the workbook's burn rates 14.4, 6 and 1. `slo_burn` rules and
+/// `healthhost rules` both use them.
+pub const BURN_PAIRS: [BurnPair; 3] = [
+    BurnPair {
+        share: 0.02,
+        long: Duration::from_secs(3600),
+        short: Duration::from_secs(300),
+        severity: "critical",
+    },
+    BurnPair {
+        share: 0.05,
+        long: Duration::from_secs(6 * 3600),
+        short: Duration::from_secs(1800),
+        severity: "critical",
+    },
+    BurnPair {
+        share: 0.10,
+        long: Duration::from_secs(72 * 3600),
+        short: Duration::from_secs(6 * 3600),
+        severity: "warning",
+    },
+];
+
+impl BurnPair {
+    /// The pairs that fit in an SLO `window` (a long window must be shorter).
+    pub fn fitting(window: Duration) -> impl Iterator<Item = &'static BurnPair> {
+        BURN_PAIRS.iter().filter(move |p| p.long < window)
+    }
+
+    /// The burn rate that fires it for an SLO over `window`.
+    pub fn rate(&self, window: Duration) -> f64 {
+        self.share * window.as_secs_f64() / self.long.as_secs_f64()
+    }
+}
+
 /// The window of an SLO when `slo_window` says nothing: a month, as SLOs usually are.
 pub const DEFAULT_SLO_WINDOW: Window = Window::Month;
 
@@ -403,5 +452,7 @@ impl Config {
     }
 }
 
+#[cfg(test)]
+mod alert_tests;
 #[cfg(test)]
 mod tests;

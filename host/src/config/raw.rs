@@ -129,6 +129,9 @@ pub(super) struct RawRule {
     pub(super) repeat: Option<Spanned<String>>,
     /// How long changes wait to go out together, like "10s".
     pub(super) group_wait: Option<Spanned<String>>,
+    /// Alert on the checks' SLO error-budget burn instead of on runs of failures.
+    #[serde(default)]
+    pub(super) slo_burn: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

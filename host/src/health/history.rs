@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Health;
 use crate::alerts::episodes::Observation;
+use crate::config::CheckConfig;
 use crate::journal::Row;
 use crate::limits::{
     HISTORY_CACHE_ENTRIES, HISTORY_CACHE_MESSAGE_BYTES, HISTORY_MAX_AGE, HISTORY_MAX_ENTRIES,
@@ -273,12 +274,12 @@ impl Health {
     /// queues it for the store and for alerting.
     pub(super) fn remember(
         &self,
-        name: &str,
-        critical: bool,
+        check: &CheckConfig,
         finished: SystemTime,
         report: &RunReport,
         latency: Option<f64>,
     ) {
+        let name = check.name.as_str();
         // With a store, memory is its cache: the page's last runs and what waits.
         let bounds = match self.journal {
             Some(_) => Bounds::CACHE,
@@ -289,11 +290,12 @@ impl Health {
             .or_insert_with(|| History::new(bounds))
             .push(finished, report.outcome, latency, report.message.as_deref());
         let message = report.message.as_deref().map(Arc::from);
-        let check: Arc<str> = Arc::from(name);
+        let shared_name: Arc<str> = Arc::from(name);
         if let Some(alerts) = &self.alerts {
             alerts.observe(Observation {
-                check: check.clone(),
-                critical,
+                check: shared_name.clone(),
+                critical: check.critical,
+                slo: check.slo,
                 at_ms: crate::journal::unix_ms(finished),
                 up: report.outcome.is_healthy(),
                 outcome: report.outcome.label(),
@@ -301,7 +303,13 @@ impl Health {
             });
         }
         if let Some(journal) = &self.journal {
-            let row = Row::new(check, finished, report.outcome.label(), latency, message);
+            let row = Row::new(
+                shared_name,
+                finished,
+                report.outcome.label(),
+                latency,
+                message,
+            );
             // What a fault test counts the store's rows against.
             tracing::debug!(check = %name, at_ms = row.at_ms, "result recorded");
             journal.push(row);

@@ -445,7 +445,7 @@ impl Health {
         // The page's sparkline needs a point for every run: the run's own duration
         // when the check measures no latency of its own.
         let latency = latency_ms(&report).or(Some(round2(report.latency.as_secs_f64() * 1000.0)));
-        self.remember(name, check.config.critical, finished, &report, latency);
+        self.remember(&check.config, finished, &report, latency);
         let latest = Latest {
             report,
             finished,

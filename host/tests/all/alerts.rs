@@ -696,3 +696,44 @@ async fn an_episode_inside_a_maintenance_window_tells_nobody() {
     assert!(!page.contains("🛠 maintenance"), "the window ended: {page}");
     terminate(host).await;
 }
+
+#[tokio::test]
+async fn an_slo_burn_rule_alerts_once_when_the_error_budget_burns_too_fast() {
+    let (receiver, origin) = receivers().await;
+    // svc fails every run: a 99 % daily SLO's budget burns a hundred times too fast.
+    receiver.target.store(500, Ordering::SeqCst);
+    let text = config(&origin, None, "solo", &["hook"], "group_wait = \"0s\"")
+        .replace(
+            "[alerts.rules.all]",
+            "[alerts.rules.budget]\nslo_burn = true",
+        )
+        .replace(
+            "grants.http",
+            "slo = \"99%\"\nslo_window = \"24h\"\ngrants.http",
+        );
+    let host = Host::start_with_env(&text, &ENV).await;
+    let taken = receiver.wait_for("hook", 1).await;
+    let event = &taken[0]["events"][0];
+    assert_eq!(event["event"], "open");
+    assert_eq!(event["episode"], "healthhost/budget/burn/svc/1");
+    assert_eq!(event["outcome"], "slo-burn");
+    let message = event["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "spending its error budget 100.0x as fast as its SLO (99 % over 24h) allows, \
+         over the last 1h (alerting above 0.5x"
+        ),
+        "{message}"
+    );
+    assert!(
+        taken[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("🔥 svc is spending"),
+        "{taken:?}"
+    );
+    // Still burning: no second message, and no episode of runs (the rule counts none).
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(receiver.taken("hook").len(), 1);
+    terminate(host).await;
+}
