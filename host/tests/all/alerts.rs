@@ -737,3 +737,86 @@ async fn an_slo_burn_rule_alerts_once_when_the_error_budget_burns_too_fast() {
     assert_eq!(receiver.taken("hook").len(), 1);
     terminate(host).await;
 }
+
+#[tokio::test]
+async fn changes_within_group_wait_go_out_as_one_message_and_reminders_repeat() {
+    let (receiver, origin) = receivers().await;
+    // Two checks on one target fail together: one message lists both.
+    let text = config(
+        &origin,
+        None,
+        "solo",
+        &["hook"],
+        "after = 2\ngroup_wait = \"3s\"\nrepeat = \"6s\"",
+    )
+    .replace("checks = [\"svc\"]", "checks = [\"svc*\"]");
+    let second = text
+        .split("[alerts]")
+        .next()
+        .unwrap()
+        .split("[checks.svc]")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let text = text.replacen("[alerts]", &format!("[checks.svc2]{second}[alerts]"), 1);
+    let host = Host::start_with_env(&text, &ENV).await;
+    host.wait_loaded().await;
+    receiver.target.store(500, Ordering::SeqCst);
+    let taken = receiver.wait_for("hook", 1).await;
+    let mut checks: Vec<&str> = taken[0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["check"].as_str().unwrap())
+        .collect();
+    checks.sort();
+    assert_eq!(checks, ["svc", "svc2"], "{taken:?}");
+    assert!(
+        taken[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("healthhost [all]: 2 down")
+    );
+    // Still failing: reminders, each episode's own, every 6 s (grouped as well).
+    let taken = receiver.wait_for("hook", 2).await;
+    let reminded: Vec<&str> = taken[1]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        !reminded.is_empty() && reminded.iter().all(|e| *e == "reminder"),
+        "{taken:?}"
+    );
+    terminate(host).await;
+}
+
+#[test]
+fn validate_names_a_rule_check_that_matches_no_check() {
+    let dir = TempDir::new();
+    let path = dir.0.join("config.toml");
+    let text = config("http://127.0.0.1:9", None, "solo", &["hook"], "").replace(
+        "checks = [\"svc\"]",
+        "checks = [\"svc\", \"nope\", \"api-*\"]",
+    );
+    std::fs::write(&path, format!("cache_dir = \"cache\"\n{text}")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .env("HOOK_SECRET", SECRET)
+        .env("HEALTHHOST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("note: alerts.rules.all.checks: 'api-*' matches no check"),
+        "{err}"
+    );
+    assert!(
+        err.contains("alerts.rules.all.checks: 'nope' matches no check"),
+        "{err}"
+    );
+    assert!(!err.contains("'svc' matches"), "{err}");
+}
