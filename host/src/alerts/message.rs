@@ -51,8 +51,16 @@ pub fn episode_key(item: &Pending) -> String {
 }
 
 fn time(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
+    humantime::format_rfc3339_seconds(instant(ms)).to_string()
+}
+
+/// For machines: to the millisecond.
+fn time_ms(ms: i64) -> String {
+    humantime::format_rfc3339_millis(instant(ms)).to_string()
+}
+
+fn instant(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
 /// `to - from` in whole seconds, as "2m 10s".
@@ -189,9 +197,9 @@ pub struct WebhookEvent<'a> {
     pub check: &'a str,
     /// Stable for every event of one episode.
     pub episode: String,
-    /// The episode's first failure (open, reminder) or the recovery's first up result.
+    /// The episode's first failure (open, reminder), RFC 3339 with milliseconds.
     pub since: String,
-    /// The result that decided the change.
+    /// When the result that decided the change ended.
     pub at: String,
     pub outcome: Option<&'a str>,
     pub message: Option<&'a str>,
@@ -217,8 +225,8 @@ pub fn webhook_body(notice: &Notice, now: SystemTime) -> WebhookBody<'_> {
                 event: i.change.as_str(),
                 check: &i.check,
                 episode: episode_key(i),
-                since: time(i.since_ms),
-                at: time(i.at_ms),
+                since: time_ms(i.since_ms),
+                at: time_ms(i.at_ms),
                 outcome: i.outcome.as_deref(),
                 message: i.message.as_deref(),
                 node: &i.node,
