@@ -93,6 +93,15 @@ pub enum DbPool {
 }
 
 impl DbPool {
+    /// The dialect it speaks.
+    pub fn kind(&self) -> Kind {
+        match self {
+            DbPool::Sqlite(_) => Kind::Sqlite,
+            DbPool::Postgres(_) => Kind::Postgres,
+            DbPool::MySql(_) => Kind::MySql,
+        }
+    }
+
     /// A pool of at most `size` connections made with `options`, none kept idle, that
     /// connects on first use (so a database that is down does not stop the host) and
     /// waits at most `acquire` for a connection (sqlx's default without one).

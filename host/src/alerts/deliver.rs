@@ -25,22 +25,13 @@ use crate::limits::{
 /// Delivers `channel`'s notifications until the task is dropped.
 pub async fn run(shared: Arc<Shared>, channel: Channel) {
     let client = channels::client();
-    let lease = format!("channel:{}", channel.name);
     let mut failing = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep(ALERT_POLL_EVERY) => {}
             () = shared.wake.notified() => {}
         }
-        let now = unix_ms(SystemTime::now());
-        let until = now + ALERT_LEASE.as_millis() as i64;
-        let step = async {
-            if !store::lease(&shared.pool, &lease, &shared.node, now, until).await? {
-                return Ok(());
-            }
-            deliver_due(&shared, &client, &channel).await
-        };
-        match step.await {
+        match deliver_due(&shared, &client, &channel).await {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!(channel = %channel.name, "alert outbox reachable again");
@@ -55,7 +46,9 @@ pub async fn run(shared: Arc<Shared>, channel: Channel) {
     }
 }
 
-/// Sends every batch that is due, in order; stops at the first that must wait.
+/// Sends every batch that is due, in order, while this replica holds the channel's
+/// lease (taken or renewed before each batch, so an idle channel costs one read);
+/// stops at the first batch that must wait.
 async fn deliver_due(
     shared: &Shared,
     client: &reqwest::Client,
@@ -69,15 +62,15 @@ async fn deliver_due(
         let Some(batch) = next_batch(&pending, now) else {
             return Ok(());
         };
-        if batch.seal {
-            let ids: Vec<i64> = batch.items.iter().map(|i| i.id).collect();
-            store::seal(&shared.pool, batch.id, &ids).await?;
-        }
-        // Renewed before each attempt, which is far shorter than the lease.
+        // Only the holder seals and sends; each attempt is far shorter than the lease.
         let until = now + ALERT_LEASE.as_millis() as i64;
         let lease = format!("channel:{}", channel.name);
         if !store::lease(&shared.pool, &lease, &shared.node, now, until).await? {
             return Ok(());
+        }
+        if batch.seal {
+            let ids: Vec<i64> = batch.items.iter().map(|i| i.id).collect();
+            store::seal(&shared.pool, batch.id, &ids).await?;
         }
         let settled = attempt(shared, client, channel, &batch).await;
         store::settle(&shared.pool, batch.id, &settled.0, &settled.1).await?;

@@ -54,8 +54,7 @@ pub struct WindowDoc {
 
 /// Unix milliseconds as RFC 3339.
 pub fn rfc3339(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
+    humantime::format_rfc3339_seconds(crate::journal::from_unix_ms(ms)).to_string()
 }
 
 impl Windows {

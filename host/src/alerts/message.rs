@@ -3,7 +3,7 @@
 //! webhook's JSON body. Plugin text is escaped for each: control characters always,
 //! and `&`, `<`, `>` where the channel reads markup.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -11,6 +11,7 @@ use super::burn::BURN_OUTCOME;
 use super::episodes::Change;
 use super::store::Pending;
 use crate::escape::escape_controls;
+use crate::journal::from_unix_ms;
 
 /// Telegram's cap on one message's text, in characters.
 pub const TELEGRAM_TEXT_MAX: usize = 4096;
@@ -51,16 +52,12 @@ pub fn episode_key(item: &Pending) -> String {
 }
 
 fn time(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(instant(ms)).to_string()
+    humantime::format_rfc3339_seconds(from_unix_ms(ms)).to_string()
 }
 
 /// For machines: to the millisecond.
 fn time_ms(ms: i64) -> String {
-    humantime::format_rfc3339_millis(instant(ms)).to_string()
-}
-
-fn instant(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+    humantime::format_rfc3339_millis(from_unix_ms(ms)).to_string()
 }
 
 /// `to - from` in whole seconds, as "2m 10s".
@@ -239,6 +236,8 @@ pub fn webhook_body(notice: &Notice, now: SystemTime) -> WebhookBody<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     fn item(change: Change, message: &str) -> Pending {

@@ -42,14 +42,6 @@ fn sql(kind: Kind, text: &str) -> AssertSqlSafe<String> {
     AssertSqlSafe(out)
 }
 
-fn kind(pool: &DbPool) -> Kind {
-    match pool {
-        DbPool::Sqlite(_) => Kind::Sqlite,
-        DbPool::Postgres(_) => Kind::Postgres,
-        DbPool::MySql(_) => Kind::MySql,
-    }
-}
-
 /// The conditional update that records `change`, and its arguments after the rule and
 /// check: each only changes a row in the state the change starts from.
 fn update_for(change: Change) -> &'static str {
@@ -148,7 +140,7 @@ pub async fn record(
     t: &Transition,
     how: &Recording<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let kind = kind(pool);
+    let kind = pool.kind();
     let message = t.message.as_deref().map(str::to_owned);
     let (rule, repeat_ms) = (how.rule, how.repeat_ms);
     let ensure = insert_if_missing(
@@ -208,7 +200,7 @@ pub async fn episodes(pool: &DbPool) -> Result<Vec<Recorded>, sqlx::Error> {
                 reminded_ms, node FROM hh_episode";
     type EpisodeRow = (String, String, i64, i64, i64, i64, i64, Option<String>);
     let rows: Vec<EpisodeRow> = on_pool!(pool, p => {
-        sqlx::query_as(sql(kind(pool), text)).fetch_all(p).await?
+        sqlx::query_as(sql(pool.kind(), text)).fetch_all(p).await?
     });
     Ok(rows
         .into_iter()
@@ -226,7 +218,8 @@ pub async fn episodes(pool: &DbPool) -> Result<Vec<Recorded>, sqlx::Error> {
 }
 
 /// Takes or renews lease `name` for `node` until `until_ms` if it is free (expired at
-/// `now_ms`) or already `node`'s; whether `node` holds it.
+/// `now_ms`) or already `node`'s; whether `node` holds it. The lease's row is made the
+/// first time only, so a renewal is one statement.
 pub async fn lease(
     pool: &DbPool,
     name: &str,
@@ -234,21 +227,29 @@ pub async fn lease(
     now_ms: i64,
     until_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    let kind = kind(pool);
+    let kind = pool.kind();
     let ensure = insert_if_missing(kind, "hh_lease (name, holder, until_ms) VALUES (?, '', 0)");
     let take = "UPDATE hh_lease SET holder = ?, until_ms = ? \
                 WHERE name = ? AND (holder = ? OR until_ms < ?)";
     on_pool!(pool, p => {
-        sqlx::query(sql(kind, &ensure)).bind(name).execute(p).await?;
-        let taken = sqlx::query(sql(kind, take))
-            .bind(node)
-            .bind(until_ms)
-            .bind(name)
-            .bind(node)
-            .bind(now_ms)
-            .execute(p)
-            .await?;
-        Ok(taken.rows_affected() == 1)
+        for first in [true, false] {
+            let taken = sqlx::query(sql(kind, take))
+                .bind(node)
+                .bind(until_ms)
+                .bind(name)
+                .bind(node)
+                .bind(now_ms)
+                .execute(p)
+                .await?;
+            if taken.rows_affected() == 1 {
+                return Ok(true);
+            }
+            if first && sqlx::query(sql(kind, &ensure)).bind(name).execute(p).await?.rows_affected() == 0 {
+                // The row was there: another node holds the lease.
+                return Ok(false);
+            }
+        }
+        Ok(false)
     })
 }
 
@@ -298,7 +299,7 @@ pub async fn pending(
                 message, node, batch, attempts, next_ms FROM hh_outbox \
                 WHERE channel = ? AND state = 'pending' ORDER BY id LIMIT ?";
     let rows: Vec<PendingRow> = on_pool!(pool, p => {
-        sqlx::query_as(sql(kind(pool), text)).bind(channel).bind(limit).fetch_all(p).await?
+        sqlx::query_as(sql(pool.kind(), text)).bind(channel).bind(limit).fetch_all(p).await?
     });
     Ok(rows
         .into_iter()
@@ -333,7 +334,7 @@ pub async fn seal(pool: &DbPool, batch: i64, ids: &[i64]) -> Result<(), sqlx::Er
         "UPDATE hh_outbox SET batch = ? WHERE state = 'pending' AND batch IS NULL AND id IN ({list})"
     );
     on_pool!(pool, p => {
-        sqlx::query(sql(kind(pool), &text)).bind(batch).execute(p).await?;
+        sqlx::query(sql(pool.kind(), &text)).bind(batch).execute(p).await?;
         Ok(())
     })
 }
@@ -354,7 +355,7 @@ pub async fn settle(
     settled: &Settled,
     answer: &str,
 ) -> Result<(), sqlx::Error> {
-    let kind = kind(pool);
+    let kind = pool.kind();
     on_pool!(pool, p => {
         let query = match settled {
             Settled::Done { failed, at_ms } => sqlx::query(sql(
@@ -388,9 +389,9 @@ pub async fn channel_states(
                 JOIN (SELECT channel, MAX(id) AS id FROM hh_outbox \
                       WHERE state <> 'pending' GROUP BY channel) l ON o.id = l.id";
     on_pool!(pool, p => {
-        let queued: Vec<(String, i64)> = sqlx::query_as(sql(kind(pool), queued)).fetch_all(p).await?;
+        let queued: Vec<(String, i64)> = sqlx::query_as(sql(pool.kind(), queued)).fetch_all(p).await?;
         let last: Vec<(String, String, Option<i64>, Option<String>)> =
-            sqlx::query_as(sql(kind(pool), last)).fetch_all(p).await?;
+            sqlx::query_as(sql(pool.kind(), last)).fetch_all(p).await?;
         let last = last
             .into_iter()
             .map(|(c, s, at, a)| (c, s, at.unwrap_or(0), a))
@@ -406,7 +407,7 @@ pub async fn error_counts(
     grain: &str,
     since_ms: i64,
 ) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-    let kind = kind(pool);
+    let kind = pool.kind();
     // SUM of a BIGINT is a NUMERIC (PostgreSQL) or DECIMAL (MySQL): cast it back.
     let integer = match kind {
         Kind::Sqlite => "INTEGER",
@@ -479,7 +480,7 @@ pub async fn windows(pool: &DbPool, since_ms: i64) -> Result<Vec<StoredWindow>, 
     let text = "SELECT id, checks, start_ms, end_ms, reason FROM hh_maintenance \
                 WHERE end_ms > ? ORDER BY start_ms, id";
     let rows: Vec<(i64, String, i64, i64, Option<String>)> = on_pool!(pool, p => {
-        sqlx::query_as(sql(kind(pool), text)).bind(since_ms).fetch_all(p).await?
+        sqlx::query_as(sql(pool.kind(), text)).bind(since_ms).fetch_all(p).await?
     });
     Ok(rows
         .into_iter()
@@ -495,7 +496,7 @@ pub async fn windows(pool: &DbPool, since_ms: i64) -> Result<Vec<StoredWindow>, 
 
 /// Ends window `id` at `now_ms` (if it ends later); whether there is such a window.
 pub async fn end_window(pool: &DbPool, id: i64, now_ms: i64) -> Result<bool, sqlx::Error> {
-    let kind = kind(pool);
+    let kind = pool.kind();
     let exists = "SELECT COUNT(*) FROM hh_maintenance WHERE id = ?";
     let end = "UPDATE hh_maintenance SET end_ms = ? WHERE id = ? AND end_ms > ?";
     on_pool!(pool, p => {

@@ -75,6 +75,12 @@ impl Row {
     }
 }
 
+/// The time `ms` Unix milliseconds name (the epoch for one before it): [`unix_ms`]'s
+/// inverse.
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
 /// `at` in Unix milliseconds (0 before the epoch).
 pub fn unix_ms(at: SystemTime) -> i64 {
     at.duration_since(UNIX_EPOCH)

@@ -5,7 +5,7 @@
 //! covers.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::Serialize;
 use sqlx::{ColumnIndex, Database, Decode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
@@ -322,8 +322,7 @@ fn quantile(buckets: &[i64; 12], q: f64, min: f64, max: f64) -> f64 {
 }
 
 fn rfc3339(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(at).to_string()
+    humantime::format_rfc3339_millis(super::from_unix_ms(ms)).to_string()
 }
 
 #[cfg(test)]

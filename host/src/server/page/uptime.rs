@@ -8,11 +8,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::view::CheckRow;
 use crate::config::{Slo, Window};
 use crate::dbpool::DbPool;
+use crate::journal::from_unix_ms;
 use crate::journal::read::{Outcomes, SloDoc, UptimeDoc, uptimes};
 use crate::journal::results::stored_checks;
 use crate::sync::lock;
@@ -170,8 +171,7 @@ fn slo_text(doc: &SloDoc) -> String {
 
 /// The UTC date of a Unix millisecond.
 fn day(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(at).to_string()[..10].to_owned()
+    humantime::format_rfc3339_seconds(from_unix_ms(ms)).to_string()[..10].to_owned()
 }
 
 #[cfg(test)]
