@@ -45,6 +45,7 @@ fn checks(now: SystemTime) -> Vec<(CheckView, History)> {
                 finished: Some(now),
                 load_error: None,
                 pending: false,
+                digest: None,
             };
             (view, history)
         })

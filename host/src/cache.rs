@@ -188,7 +188,7 @@ pub fn component(engine: &Engine, artifact: &[u8]) -> Result<Component, Artifact
 )]
 pub struct ArtifactError(String);
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

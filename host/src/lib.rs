@@ -30,6 +30,7 @@ pub mod listing;
 pub mod metrics;
 pub mod migrate;
 pub mod names;
+pub mod oci;
 pub mod problems;
 pub mod promrules;
 pub mod runtime;

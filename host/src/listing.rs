@@ -252,6 +252,7 @@ mod tests {
             message: None,
             outcome: outcome.map(str::to_owned),
             status: "pass".to_owned(),
+            digest: None,
         };
         let cases = [
             (doc(Some("pass"), Some(2.5)), "pass (2.5s ago)"),

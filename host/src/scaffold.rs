@@ -158,6 +158,10 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// The README section every template ends its deployment with: publishing to a
+/// registry, signed (`{{publish}}` in a template).
+const PUBLISH: &str = include_str!("../templates/common/publish.md");
+
 /// Writes the project for check `name` in `lang` into the new folder `dir`, and
 /// returns the files written, relative to it.
 pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<String>, ScaffoldError> {
@@ -169,7 +173,8 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<String>, Scaffol
     }
     let snake = name.replace('-', "_");
     let fill = |text: &str| {
-        text.replace("{{name_snake}}", &snake)
+        text.replace("{{publish}}", PUBLISH)
+            .replace("{{name_snake}}", &snake)
             .replace("{{name}}", name)
     };
     let staging = staging_dir(dir);
@@ -262,6 +267,11 @@ mod tests {
                 let text = std::fs::read_to_string(dir.join(&file)).unwrap();
                 assert!(!text.contains("{{"), "{lang:?} {file} keeps a placeholder");
             }
+            let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+            assert!(
+                readme.contains("healthhost push my-check.wasm oci://"),
+                "{lang:?}"
+            );
             let again = create("my-check", lang, &dir).unwrap_err();
             assert!(matches!(again, ScaffoldError::Exists(_)), "{again}");
             std::fs::remove_dir_all(&dir).unwrap();

@@ -67,6 +67,23 @@ enum Command {
     /// Alerting's channels: `alert test CHANNEL` sends a test message and prints the
     /// channel's answer.
     Alert(alert::AlertArgs),
+    /// Upload a component to a registry as a Wasm OCI artifact; prints its digest.
+    Push(oci::PushArgs),
+    /// Write a cosign key pair: PREFIX.key (sealed with $COSIGN_PASSWORD) and
+    /// PREFIX.pub.
+    Keygen(oci::KeygenArgs),
+    /// Sign a plugin in a registry with a cosign key (a tag is resolved once; its
+    /// digest is signed).
+    Sign(oci::SignArgs),
+    /// Pull and verify a plugin as `serve` would (digest, signature, component);
+    /// exit status 1 when it is refused.
+    Verify(oci::ReferenceArgs),
+    /// Resolve each OCI tag of the config's checks and pin its digest in
+    /// healthhost.lock beside the config.
+    Lock(ConfigArgs),
+    /// Write every OCI plugin of the config, with its signatures, into an OCI image
+    /// layout folder, for hosts without the registry (`--registry-mirror`).
+    Mirror(oci::MirrorArgs),
     /// Write a new plugin project: the check's source, its build script, a grant
     /// file, fixtures for pass, warn and fail, a test that runs them, and a README.
     New(NewArgs),
@@ -168,6 +185,16 @@ struct ServeArgs {
     /// Listen on this address instead of the config's `listen`, e.g. 0.0.0.0:8080.
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
+
+    /// Resolve OCI tags missing from healthhost.lock now and add them to it, instead
+    /// of refusing to start.
+    #[arg(long)]
+    update_lock: bool,
+
+    /// Load OCI plugins from this folder (written by `healthhost mirror`) before
+    /// asking their registries; replaces the config's `registry_mirror`.
+    #[arg(long, value_name = "PATH")]
+    registry_mirror: Option<PathBuf>,
 }
 
 /// Writes `text` to stdout. A reader that went away (`healthhost list | head`) is
@@ -197,6 +224,7 @@ macro_rules! outln {
 
 mod alert;
 mod check;
+mod oci;
 mod serve;
 
 use check::CheckArgs;
@@ -261,6 +289,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out!("{}", crate::WIT)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Push(args) => oci::push(args),
+        Command::Keygen(args) => oci::keygen(args),
+        Command::Sign(args) => oci::sign(args),
+        Command::Verify(args) => oci::verify(args),
+        Command::Lock(args) => oci::lock(args),
+        Command::Mirror(args) => oci::mirror(args),
         Command::New(args) => new_project(args),
         Command::CompilePlugin(args) => {
             Ok(crate::runtime::child_main(args.compiler, args.memory_limit))
@@ -348,7 +382,8 @@ fn isolate_sql(datasources: &mut Datasources) {
 }
 
 /// Every check of the config file and of its plugins folder, each as far as it loads.
-async fn everything(config: Config) -> anyhow::Result<(Arc<Config>, CheckSet)> {
+async fn everything(mut config: Config, path: &Path) -> anyhow::Result<(Arc<Config>, CheckSet)> {
+    let store = oci::prepare(&mut config, path, false, None).await?;
     let config = Arc::new(config);
     let runtime = Arc::new(open_runtime(&config, None)?);
     let mut folder = Folder::new(config.clone());
@@ -357,7 +392,7 @@ async fn everything(config: Config) -> anyhow::Result<(Arc<Config>, CheckSet)> {
         settle: Duration::ZERO,
     };
     let (mut set, loads) = initial_set(&config, &mut folder, scan);
-    let loader = Loader::new(runtime, None, config.compile_concurrency);
+    let loader = Loader::new(runtime, store, None, config.compile_concurrency);
     for (name, entry) in loader.load_all(loads).await {
         set.entries.insert(name, entry);
     }
@@ -431,7 +466,7 @@ fn validate(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let tokio = current_thread()?;
     tokio.block_on(check_roles(&config))?;
-    let (config, set) = tokio.block_on(everything(config))?;
+    let (config, set) = tokio.block_on(everything(config, &args.config))?;
     let errors: Vec<String> = set
         .entries
         .values()
@@ -477,7 +512,7 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         None => listing::local_url(config.listen),
     };
     let tokio = current_thread()?;
-    let (_, set) = tokio.block_on(everything(config))?;
+    let (_, set) = tokio.block_on(everything(config, &args.config.config))?;
     let host = tokio.block_on(listing::running_host(&host));
     let rows = listing::rows(&set, host.as_ref());
     if args.json {

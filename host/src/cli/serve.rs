@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{ServeArgs, check_roles, initial_set, open_runtime};
+use super::{ServeArgs, check_roles, initial_set, oci, open_runtime};
 use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::dbpool::DbPool;
@@ -26,7 +26,7 @@ use crate::usage::ingest::Ingest;
 use crate::usage::summary::Reader;
 
 pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config.config)?;
+    let mut config = Config::load(&args.config.config)?;
     let listen = args.listen.unwrap_or(config.listen);
     raise_open_files_limit();
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -34,6 +34,8 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let served = tokio.block_on(async {
         check_roles(&config).await?;
+        let mirror = args.registry_mirror.as_deref();
+        let oci = oci::prepare(&mut config, &args.config.config, args.update_lock, mirror).await?;
         if !args.no_migrate {
             migrate_own_tables(&config).await;
         }
@@ -48,7 +50,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let node = node_name(&config, port);
         let (health, history) = start_health(&config, &runtime, &metrics, &node)?;
         let config = Arc::new(config);
-        let (folder, loads, loader) = first_loads(&config, &health, &runtime, &metrics);
+        let (folder, loads, loader) = first_loads(&config, &health, &runtime, oci, &metrics);
         let state = Arc::new(server::AppState {
             health: health.clone(),
             metrics,
@@ -100,6 +102,7 @@ fn first_loads(
     config: &Arc<Config>,
     health: &Arc<Health>,
     runtime: &Arc<Runtime>,
+    oci: Option<Arc<crate::oci::Oci>>,
     metrics: &Arc<Metrics>,
 ) -> (Folder, Vec<Load>, Arc<Loader>) {
     let mut folder = Folder::new(config.clone());
@@ -112,6 +115,7 @@ fn first_loads(
         .unwrap_or_default();
     let loader = Loader::new(
         runtime.clone(),
+        oci,
         Some(metrics.clone()),
         config.compile_concurrency,
     );

@@ -309,7 +309,7 @@ fn present_keys(c: &RawChannel) -> Vec<(&'static str, std::ops::Range<usize>)> {
 
 /// A value that may be `${VAR}`; an unset variable is a problem (a channel without its
 /// credentials cannot send), as is a missing required key.
-fn secret_value(
+pub(super) fn secret_value(
     field: &Option<Spanned<String>>,
     key: &str,
     required: Option<std::ops::Range<usize>>,

@@ -104,6 +104,7 @@ pub(super) fn resolve_check(
         grants: Grants { http, sql, metrics },
         settings,
         sha256,
+        oci: None,
         source,
         slo,
         thresholds,

@@ -22,6 +22,7 @@ pub mod alerts;
 mod check;
 pub mod grants;
 pub mod maintenance;
+mod oci;
 mod raw;
 mod resolve;
 
@@ -140,6 +141,8 @@ pub struct Config {
     pub usage: UsageConfig,
     pub history: HistoryConfig,
     pub alerts: alerts::AlertsConfig,
+    /// Registries, trust and the mirror, for plugins by OCI reference.
+    pub oci: crate::oci::settings::OciConfig,
 }
 
 /// Where a check comes from.
@@ -286,6 +289,9 @@ pub struct CheckConfig {
     pub settings: Settings,
     /// The SHA-256 (lower-case hex) the plugin file must have.
     pub sha256: Option<String>,
+    /// The OCI reference the plugin comes from (`plugin = "oci://…"`); `plugin` is
+    /// then the verified file in the cache, once fetched.
+    pub oci: Option<crate::oci::Reference>,
     pub source: Source,
     /// Its service level objective, if it has one.
     pub slo: Option<Slo>,
@@ -410,6 +416,14 @@ impl Config {
         let checks = resolve_checks(raw.checks, base, env, &datasource_names, problems);
         let alerts =
             alerts::resolve_alerts(raw.alerts, env, history.datasource.is_some(), problems);
+        let oci = oci::resolve_oci(
+            raw.registries,
+            raw.trust,
+            raw.registry_mirror.as_deref(),
+            base,
+            env,
+            problems,
+        );
         Config {
             listen,
             namespace,
@@ -430,6 +444,7 @@ impl Config {
             usage,
             history,
             alerts,
+            oci,
         }
     }
 

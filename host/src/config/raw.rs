@@ -53,6 +53,37 @@ pub struct RawConfig {
     pub(super) history: Option<Spanned<RawHistory>>,
     /// Notifications: channels, and the rules that send to them.
     pub(super) alerts: Option<Spanned<RawAlerts>>,
+    /// How to reach OCI registries, by host[:port].
+    #[serde(default)]
+    pub(super) registries: BTreeMap<String, Spanned<RawRegistry>>,
+    /// Who vouches for OCI plugins, by registry or repository prefix.
+    #[serde(default)]
+    pub(super) trust: BTreeMap<String, Spanned<RawTrust>>,
+    /// An OCI image layout folder (`healthhost mirror`) plugins are loaded from first.
+    pub(super) registry_mirror: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegistry {
+    /// Plain HTTP instead of HTTPS.
+    #[serde(default)]
+    pub(super) insecure: bool,
+    pub(super) username: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    /// One operation's deadline, like "5m".
+    pub(super) timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrust {
+    /// Cosign public keys (PEM files), relative to the config's folder.
+    #[serde(default)]
+    pub(super) keys: Vec<PathBuf>,
+    /// Load unsigned plugins under this prefix.
+    #[serde(default)]
+    pub(super) unsafe_allow_unsigned: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,7 +220,7 @@ pub(super) struct RawDatasource {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCheck {
     /// Path of the .wasm component (in config.toml; a grant file has none).
-    pub(super) plugin: Option<Spanned<PathBuf>>,
+    pub(super) plugin: Option<Spanned<String>>,
     /// Hex SHA-256 the plugin file must have.
     pub(super) sha256: Option<Spanned<String>>,
     /// Whether a failure makes /health answer 503.

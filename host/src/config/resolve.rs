@@ -171,7 +171,15 @@ pub(super) fn resolve_checks(
                 "a check name uses letters, digits, '-' and '_'",
             );
         }
+        let mut oci = None;
         let plugin = match check.plugin.take() {
+            Some(text) if text.get_ref().starts_with(crate::oci::reference::SCHEME) => {
+                match crate::oci::Reference::parse(text.get_ref()) {
+                    Ok(reference) => oci = Some(reference),
+                    Err(why) => problems.add(text.span(), format!("{key}.plugin"), why),
+                }
+                PathBuf::new()
+            }
             Some(path) => base.join(path.get_ref()),
             None => {
                 problems.add(
@@ -187,14 +195,9 @@ pub(super) fn resolve_checks(
             env,
             datasources: Some(datasources),
         };
-        checks.push(resolve_check(
-            &name,
-            check,
-            plugin,
-            Source::Config,
-            &context,
-            problems,
-        ));
+        let mut resolved = resolve_check(&name, check, plugin, Source::Config, &context, problems);
+        resolved.oci = oci;
+        checks.push(resolved);
     }
     checks
 }

@@ -465,3 +465,61 @@ fn thresholds_are_nagios_ranges_per_sample_and_labels() {
     // An unknown key is refused, not ignored.
     assert!(parse(&check("thresholds.q = { warning = \"1\" }")).is_err());
 }
+
+#[test]
+fn oci_plugins_registries_and_trust_resolve_and_every_mistake_is_named() {
+    let config = parse(
+        r#"
+registry_mirror = "mirror"
+[registries."reg.example:5000"]
+username = "ci"
+password = "${TOKEN}"
+timeout = "30s"
+[trust."reg.example:5000/checks"]
+keys = ["keys/team.pub"]
+[checks.t]
+plugin = "oci://reg.example:5000/checks/t:1"
+"#,
+    )
+    .unwrap();
+    let reference = config.checks[0].oci.as_ref().unwrap();
+    assert_eq!(
+        (reference.repository.as_str(), reference.tag.as_deref()),
+        ("checks/t", Some("1"))
+    );
+    let settings = config.oci.settings("reg.example:5000");
+    assert_eq!(settings.password.as_deref(), Some("s3cret"));
+    assert_eq!(settings.timeout, Duration::from_secs(30));
+    assert!(!settings.insecure);
+    assert_eq!(
+        config.oci.trust[0].keys,
+        [PathBuf::from("/etc/hh/keys/team.pub")]
+    );
+    assert_eq!(config.oci.mirror, Some(PathBuf::from("/etc/hh/mirror")));
+
+    let problems = parse(
+        r#"
+[registries."https://reg.example"]
+password = "${NOPE}"
+[trust."reg.example"]
+[checks.t]
+plugin = "oci://reg.example/Checks:1"
+"#,
+    )
+    .unwrap_err();
+    let text: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {}", p.key, p.message))
+        .collect();
+    for expected in [
+        "registries.\"https://reg.example\": a registry is written host or host:port",
+        "registries.\"https://reg.example\".password: the variable NOPE is unset or empty",
+        "trust.\"reg.example\": names no keys",
+        "checks.t.plugin: 'Checks' is not a repository name",
+    ] {
+        assert!(
+            text.iter().any(|t| t.starts_with(expected)),
+            "{expected}: {text:#?}"
+        );
+    }
+}

@@ -78,6 +78,8 @@ pub fn configured(config: &Config) -> (CheckSet, Vec<Load>) {
 /// their progress.
 pub struct Loader {
     runtime: Arc<Runtime>,
+    /// The store plugins by OCI reference are fetched and verified from.
+    oci: Option<Arc<crate::oci::Oci>>,
     metrics: Option<Arc<Metrics>>,
     /// Compile slots.
     permits: Arc<Semaphore>,
@@ -97,12 +99,14 @@ struct Progress {
 impl Loader {
     pub fn new(
         runtime: Arc<Runtime>,
+        oci: Option<Arc<crate::oci::Oci>>,
         metrics: Option<Arc<Metrics>>,
         concurrency: usize,
     ) -> Arc<Loader> {
         let concurrency = concurrency.max(1);
         Arc::new(Loader {
             runtime,
+            oci,
             metrics,
             permits: Arc::new(Semaphore::new(concurrency)),
             in_hand: Arc::new(Semaphore::new(concurrency * (1 + READ_AHEAD))),
@@ -179,13 +183,24 @@ impl Loader {
 
     /// Reads one plugin once few enough are in hand, then compiles it when a slot is
     /// free, while `wanted`: its name, load id and new entry.
-    async fn load(self: Arc<Self>, load: Load, wanted: Wanted) -> (String, u64, Entry) {
+    async fn load(self: Arc<Self>, mut load: Load, wanted: Wanted) -> (String, u64, Entry) {
+        // A pull waits on the network, not on a slot: other loads go on meanwhile.
+        let fetched = match load.oci() {
+            Some(reference) => Some(self.fetch(&load.name, reference).await),
+            None => None,
+        };
         let in_hand = self.in_hand.clone().acquire_owned().await;
-        let (load, read) = blocking(move || {
-            let read = load.read();
-            (load, read)
-        })
-        .await;
+        let (load, read) = match fetched {
+            Some(Err(e)) => (load, Err(e)),
+            fetched => {
+                load.fetched = fetched.and_then(Result::ok);
+                blocking(move || {
+                    let read = load.read();
+                    (load, read)
+                })
+                .await
+            }
+        };
         let result = match read {
             Ok((check, wasm)) => {
                 let permit = self.permits.clone().acquire_owned().await;
@@ -229,6 +244,30 @@ impl Loader {
         p.done += 1;
         self.set_pending(p.total - p.done);
         (load.name, load.id, entry)
+    }
+
+    /// The verified component of the plugin at `reference`.
+    async fn fetch(
+        &self,
+        name: &str,
+        reference: &crate::oci::Reference,
+    ) -> Result<crate::oci::Fetched, Arc<LoadError>> {
+        let error = |reason: String| {
+            Arc::new(LoadError::Oci {
+                check: name.to_owned(),
+                reason,
+            })
+        };
+        let oci = self
+            .oci
+            .as_ref()
+            .ok_or_else(|| error("plugins by OCI reference need the OCI store".to_owned()))?;
+        let fetched = oci
+            .fetch(reference)
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        tracing::info!(check = %name, digest = %fetched.digest, signed_by = ?fetched.signed_by, "verified plugin {reference}");
+        Ok(fetched)
     }
 
     /// The entry of a check whose new file did not load: its previous version, if any,

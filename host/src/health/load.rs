@@ -22,6 +22,8 @@ pub struct Load {
     /// The entry before this load: what keeps running if it fails.
     pub(super) previous: Option<Entry>,
     pub(super) id: u64,
+    /// The verified component of a plugin by OCI reference, once fetched.
+    pub(super) fetched: Option<crate::oci::Fetched>,
 }
 
 pub(super) enum What {
@@ -39,6 +41,7 @@ impl Load {
             critical,
             previous,
             id: NEXT_LOAD.fetch_add(1, Ordering::Relaxed),
+            fetched: None,
         }
     }
 
@@ -64,6 +67,14 @@ impl Load {
         }
     }
 
+    /// The OCI reference of a config check's plugin, if it has one.
+    pub(super) fn oci(&self) -> Option<&crate::oci::Reference> {
+        match &self.what {
+            What::Config(c) => c.oci.as_ref(),
+            What::Folder(..) => None,
+        }
+    }
+
     /// Reads the plugin (blocking I/O, no compile permit: a file that is slow to read
     /// holds up no other): the check and its component.
     pub(super) fn read(&self) -> Result<(CheckConfig, Vec<u8>), Arc<LoadError>> {
@@ -71,16 +82,27 @@ impl Load {
             What::Config(check) | What::Folder(_, Ok(check)) => (**check).clone(),
             What::Folder(_, Err(e)) => return Err(e.clone()),
         };
-        let wasm =
-            read_plugin(&self.name, &check.plugin, check.sha256.as_deref()).map_err(Arc::new)?;
+        // A plugin by OCI reference is read from the cache, checked against the
+        // digest its verified manifest names (or the config's own pin).
+        let (path, pin) = match &self.fetched {
+            Some(f) => (&f.path, check.sha256.as_deref().or(Some(&f.sha256))),
+            None => (&check.plugin, check.sha256.as_deref()),
+        };
+        let wasm = read_plugin(&self.name, path, pin).map_err(Arc::new)?;
         Ok((check, wasm))
     }
 
     /// The plugin file's size, to compile small plugins first: a folder's file was
-    /// measured when it was scanned, a config's is looked up.
+    /// measured when it was scanned, a config's is looked up (an OCI plugin's once
+    /// fetched; 0 before).
     pub(super) fn size(&self) -> u64 {
         match &self.what {
-            What::Config(c) => std::fs::metadata(&c.plugin).map_or(0, |m| m.len()),
+            What::Config(c) => self
+                .fetched
+                .as_ref()
+                .map_or(&c.plugin, |f| &f.path)
+                .metadata()
+                .map_or(0, |m| m.len()),
             What::Folder(f, _) => f.print.0.len,
         }
     }

@@ -185,6 +185,8 @@ pub struct CheckView {
     pub load_error: Option<Arc<LoadError>>,
     /// Still loading within the start-up grace: not counted as failing.
     pub pending: bool,
+    /// The manifest digest of the running plugin, when it came by OCI reference.
+    pub digest: Option<String>,
 }
 
 impl Health {
@@ -509,6 +511,10 @@ fn view(name: &str, entry: &Entry, latest: Option<&Latest>, grace: bool) -> Chec
         finished: None,
         load_error: entry.load_error.clone(),
         pending: false,
+        digest: entry
+            .check
+            .as_ref()
+            .and_then(|c| c.config.oci.as_ref()?.digest.clone()),
     };
     let Some(config) = entry.check.as_ref().map(|c| &c.config) else {
         if entry.loading.is_some() {

@@ -87,6 +87,9 @@ pub struct CheckDoc {
     pub outcome: Option<String>,
     /// `pass`, `warn` or `fail`.
     pub status: String,
+    /// The manifest digest of a plugin by OCI reference (with details only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 impl HealthDoc {
@@ -123,6 +126,7 @@ impl CheckDoc {
             message: message(v).filter(|_| details),
             outcome: v.state.outcome().map(str::to_owned),
             status: v.state.status().to_owned(),
+            digest: v.digest.clone().filter(|_| details),
         }
     }
 }

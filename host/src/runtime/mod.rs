@@ -83,6 +83,9 @@ pub enum LoadError {
         check: String,
         source: limits::LimitError,
     },
+    /// A plugin by OCI reference could not be pulled or verified.
+    #[error("check '{check}': {reason}")]
+    Oci { check: String, reason: String },
     /// A dropped-in check's grant file could not be read.
     #[error("cannot read {path}: {error}")]
     GrantRead { path: String, error: std::io::Error },

@@ -17,6 +17,7 @@ mod history;
 mod isolation;
 mod journal;
 mod migrate;
+mod oci;
 mod page;
 mod replicas;
 mod runtime;

@@ -368,6 +368,7 @@ mod tests {
             finished: Some(SystemTime::UNIX_EPOCH),
             load_error: None,
             pending: false,
+            digest: None,
         }
     }
 

@@ -101,6 +101,16 @@ pub struct StandIn {
 impl StandIn {
     /// Serves `routes` (path → reply); unknown paths get 404. Runs until the test ends.
     pub async fn start(routes: HashMap<String, Reply>) -> StandIn {
+        StandIn::serve(routes, false).await
+    }
+
+    /// Like [`StandIn::start`], but a request without an `Authorization` header gets
+    /// 401 with a Basic challenge, as a registry with passwords answers.
+    pub async fn start_basic(routes: HashMap<String, Reply>) -> StandIn {
+        StandIn::serve(routes, true).await
+    }
+
+    async fn serve(routes: HashMap<String, Reply>, basic: bool) -> StandIn {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -124,11 +134,17 @@ impl StandIn {
                     }
                     let head = String::from_utf8_lossy(&head).into_owned();
                     let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let anonymous = !head.to_ascii_lowercase().contains("\nauthorization:");
                     seen.lock().unwrap().push(head);
-                    let reply = routes
-                        .get(&path)
-                        .cloned()
-                        .unwrap_or(Reply::status(404, "{}"));
+                    let reply = if basic && anonymous {
+                        let challenge = ("www-authenticate", "Basic realm=\"test\"".to_owned());
+                        Reply::Respond(401, vec![challenge], b"{}".to_vec())
+                    } else {
+                        routes
+                            .get(&path)
+                            .cloned()
+                            .unwrap_or(Reply::status(404, "{}"))
+                    };
                     match reply {
                         Reply::Hang => {
                             tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -1,0 +1,539 @@
+//! Plugins by OCI reference (`plugin = "oci://REGISTRY/REPOSITORY:TAG"`): the store
+//! that turns a pinned reference into a verified component file. A reference is
+//! pinned to a manifest digest (its own, or the lock file's for its tag); that digest's
+//! manifest, its cosign signatures and its one Wasm layer come from the cache, the
+//! mirror folder, or the registry (retried with backoff), in that order, each checked
+//! against its digest, and the signatures against the `[trust]` policy before the
+//! layer is handed on to compile. Everything fetched is kept in the cache, an OCI
+//! image layout, so a restart without the registry verifies and loads from it.
+//! `push`, `sign` and `mirror` are the authors' and air-gapped operators' side.
+
+pub mod artifact;
+pub mod client;
+pub mod cosign;
+pub mod layout;
+pub mod lock;
+pub mod reference;
+pub mod settings;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use p256::ecdsa::{SigningKey, VerifyingKey};
+
+use artifact::{MAX_PLUGIN_BYTES, MAX_SMALL_BLOB_BYTES, Manifest};
+use client::{Client, ClientError, MAX_MANIFEST_BYTES};
+use layout::{Descriptor, Layout, Read};
+pub use reference::Reference;
+use settings::{OciConfig, TrustConfig};
+
+/// Attempts of one registry request that fails for a reason that may pass (the
+/// network, a timeout, a 5xx), and the first pause between them (doubled each time).
+const PULL_ATTEMPTS: u32 = 3;
+const PULL_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Why an OCI plugin cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error(transparent)]
+    Registry(#[from] ClientError),
+    #[error(
+        "{reference}: no [trust] entry covers this repository, so it is refused as unsigned; \
+         add [trust.\"{prefix}\"] with keys = [\"PUBLIC_KEY.pub\"] (or unsafe_allow_unsigned = true)"
+    )]
+    Untrusted { reference: String, prefix: String },
+    #[error(
+        "{reference}: the tag is not in {lock}; run `healthhost lock` (or serve with --update-lock)"
+    )]
+    Unlocked { reference: String, lock: String },
+    #[error("{reference}: the registry has no such manifest")]
+    NotFound { reference: String },
+    #[error("{reference}: not a Wasm component artifact: {why}")]
+    NotWasm { reference: String, why: String },
+    #[error(
+        "{reference}: unsigned: no signature ({tag}) in the registry, the mirror or the cache; sign it with `healthhost sign`"
+    )]
+    Unsigned { reference: String, tag: String },
+    #[error(
+        "{reference}: no signature verifies with the trusted keys of [trust.\"{prefix}\"]: {reasons}"
+    )]
+    Signature {
+        reference: String,
+        prefix: String,
+        reasons: String,
+    },
+    #[error("{path}: {error}")]
+    Store { path: String, error: std::io::Error },
+    #[error("{path}: {error}")]
+    Key {
+        path: String,
+        error: cosign::KeyError,
+    },
+}
+
+/// A verified plugin, ready to read and compile.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The component file (in the cache).
+    pub path: PathBuf,
+    /// The component's SHA-256, lower-case hex, which reading it checks again.
+    pub sha256: String,
+    /// The manifest digest that was verified.
+    pub digest: String,
+    /// The public key that verified its signature; `None` when its trust entry
+    /// allows unsigned plugins.
+    pub signed_by: Option<PathBuf>,
+}
+
+/// A trust entry with its keys read.
+struct Trust {
+    config: TrustConfig,
+    keys: Vec<(PathBuf, VerifyingKey)>,
+}
+
+/// The store of OCI plugins: the config's registries and trust policy, the cache, and
+/// the mirror folder if any.
+pub struct Oci {
+    config: OciConfig,
+    trust: Vec<Trust>,
+    cache: Layout,
+    mirror: Option<Layout>,
+    clients: Mutex<BTreeMap<String, Arc<Client>>>,
+}
+
+impl Oci {
+    /// Opens the store with the cache at `cache_dir` (created if needed), reading
+    /// every trusted key; an error names the file that cannot be used.
+    pub fn open(config: &OciConfig, cache_dir: &Path) -> Result<Oci, OciError> {
+        let store = |path: &Path| {
+            let path = path.display().to_string();
+            move |error| OciError::Store { path, error }
+        };
+        let cache = Layout::create(cache_dir).map_err(store(cache_dir))?;
+        let mirror = match &config.mirror {
+            Some(dir) => Some(Layout::existing(dir).map_err(store(dir))?),
+            None => None,
+        };
+        let mut trust = Vec::new();
+        for entry in &config.trust {
+            let mut keys = Vec::new();
+            for path in &entry.keys {
+                let text = std::fs::read_to_string(path).map_err(store(path))?;
+                let key = cosign::open_public(&text).map_err(|error| OciError::Key {
+                    path: path.display().to_string(),
+                    error,
+                })?;
+                keys.push((path.clone(), key));
+            }
+            trust.push(Trust {
+                config: entry.clone(),
+                keys,
+            });
+        }
+        Ok(Oci {
+            config: config.clone(),
+            trust,
+            cache,
+            mirror,
+            clients: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn client(&self, registry: &str) -> Arc<Client> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(registry.to_owned())
+            .or_insert_with(|| Arc::new(Client::new(registry, self.config.settings(registry))))
+            .clone()
+    }
+
+    /// The trust entry with the longest prefix covering `reference`.
+    fn trust(&self, reference: &Reference) -> Result<&Trust, OciError> {
+        let path = reference.repository_path();
+        self.trust
+            .iter()
+            .filter(|t| {
+                let prefix = t.config.prefix.trim_end_matches('/');
+                path == prefix || path.starts_with(&format!("{prefix}/"))
+            })
+            .max_by_key(|t| t.config.prefix.len())
+            .ok_or_else(|| OciError::Untrusted {
+                reference: reference.to_string(),
+                prefix: path,
+            })
+    }
+
+    /// Runs `request` against the registry, again after a pause while it fails for a
+    /// reason that may pass.
+    async fn remote<T, F: Future<Output = Result<T, ClientError>>>(
+        &self,
+        request: impl Fn() -> F,
+    ) -> Result<T, ClientError> {
+        let mut pause = PULL_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match request().await {
+                Err(e) if e.transient() && attempt < PULL_ATTEMPTS => {
+                    tracing::warn!(error = %e, "registry request failed; trying again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn stored<T>(&self, result: std::io::Result<T>) -> Result<T, OciError> {
+        result.map_err(|error| OciError::Store {
+            path: self.cache.root().display().to_string(),
+            error,
+        })
+    }
+
+    /// The blob `digest` from the cache or the mirror, if either has it intact.
+    fn local(&self, digest: &str, max: u64) -> Result<Option<Vec<u8>>, OciError> {
+        if let Read::Found(bytes) = self.stored(self.cache.read(digest, max))? {
+            return Ok(Some(bytes));
+        }
+        if let Some(mirror) = &self.mirror
+            && let Read::Found(bytes) = self.stored(mirror.read(digest, max))?
+        {
+            self.stored(self.cache.write(digest, &bytes))?;
+            return Ok(Some(bytes));
+        }
+        Ok(None)
+    }
+
+    /// The blob `digest` of `reference`'s repository: local, else pulled and cached.
+    async fn blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        max: u64,
+    ) -> Result<Vec<u8>, OciError> {
+        if let Some(bytes) = self.local(digest, max)? {
+            return Ok(bytes);
+        }
+        let client = self.client(&reference.registry);
+        let bytes = self
+            .remote(|| client.blob(&reference.repository, digest, max))
+            .await?;
+        self.stored(self.cache.write(digest, &bytes))?;
+        Ok(bytes)
+    }
+
+    /// The manifest `digest` of `reference`'s repository: local, else pulled and cached.
+    async fn manifest(&self, reference: &Reference, digest: &str) -> Result<Vec<u8>, OciError> {
+        if let Some(bytes) = self.local(digest, MAX_MANIFEST_BYTES)? {
+            return Ok(bytes);
+        }
+        let client = self.client(&reference.registry);
+        let manifest = self
+            .remote(|| client.manifest(&reference.repository, digest))
+            .await?
+            .ok_or_else(|| OciError::NotFound {
+                reference: reference.to_string(),
+            })?;
+        self.stored(self.cache.write(digest, &manifest.bytes))?;
+        Ok(manifest.bytes)
+    }
+
+    /// The digest `reference`'s tag points at in the registry now (a digest reference
+    /// is its own), after checking it is a Wasm component artifact.
+    pub async fn resolve(&self, reference: &Reference) -> Result<String, OciError> {
+        if let Some(digest) = &reference.digest {
+            return Ok(digest.clone());
+        }
+        let client = self.client(&reference.registry);
+        let manifest = self
+            .remote(|| client.manifest(&reference.repository, reference.target()))
+            .await?
+            .ok_or_else(|| OciError::NotFound {
+                reference: reference.to_string(),
+            })?;
+        self.wasm_layer(reference, &manifest.bytes)?;
+        self.stored(self.cache.write(&manifest.digest, &manifest.bytes))?;
+        Ok(manifest.digest)
+    }
+
+    fn wasm_layer(&self, reference: &Reference, manifest: &[u8]) -> Result<Manifest, OciError> {
+        let not_wasm = |why: String| OciError::NotWasm {
+            reference: reference.to_string(),
+            why,
+        };
+        let manifest = Manifest::parse(manifest).map_err(not_wasm)?;
+        manifest.wasm_layer().map_err(|e| not_wasm(e.to_owned()))?;
+        Ok(manifest)
+    }
+
+    /// Fetches and verifies the pinned `reference` (its digest set): its manifest, its
+    /// signatures as its trust entry requires, and its component, all into the cache.
+    pub async fn fetch(&self, reference: &Reference) -> Result<Fetched, OciError> {
+        let digest = reference.digest.clone().unwrap_or_default();
+        let trust = self.trust(reference)?;
+        let bytes = self.manifest(reference, &digest).await?;
+        let manifest = self.wasm_layer(reference, &bytes)?;
+        let signed_by = if trust.config.allow_unsigned {
+            None
+        } else {
+            Some(self.verify(reference, &digest, trust).await?)
+        };
+        self.blob(reference, &manifest.config.digest, MAX_SMALL_BLOB_BYTES)
+            .await?;
+        let layer = &manifest.layers[0];
+        self.blob(reference, &layer.digest, MAX_PLUGIN_BYTES)
+            .await?;
+        let name = format!("{}@{digest}", reference.repository_path());
+        self.stored(self.cache.tag(&name, manifest_descriptor(&digest, &bytes)))?;
+        Ok(Fetched {
+            path: self.cache.blob_path(&layer.digest),
+            sha256: layer.digest.trim_start_matches("sha256:").to_owned(),
+            digest,
+            signed_by,
+        })
+    }
+
+    /// The trusted key that signed `digest`: the signatures at its `.sig` tag in the
+    /// cache, the mirror, then the registry, the first set that verifies kept in the
+    /// cache.
+    async fn verify(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        trust: &Trust,
+    ) -> Result<PathBuf, OciError> {
+        let tag = artifact::signature_tag(digest);
+        let name = format!("{}:{tag}", reference.repository_path());
+        let keys: Vec<VerifyingKey> = trust.keys.iter().map(|(_, k)| *k).collect();
+        let mut reasons = Vec::new();
+        let layouts = std::iter::once(&self.cache).chain(self.mirror.as_ref());
+        for layout in layouts {
+            let Some(found) = self.stored(layout.lookup(&name))? else {
+                continue;
+            };
+            let Read::Found(bytes) = self.stored(layout.read(&found.digest, MAX_MANIFEST_BYTES))?
+            else {
+                continue;
+            };
+            let payloads = local_payloads(layout, &bytes);
+            match check(&bytes, &payloads, digest, &keys) {
+                Ok(i) => {
+                    self.keep_signatures(&name, &bytes, &payloads)?;
+                    return Ok(trust.keys[i].0.clone());
+                }
+                Err(why) => reasons.extend(why),
+            }
+        }
+        let client = self.client(&reference.registry);
+        let remote = self
+            .remote(|| client.manifest(&reference.repository, &tag))
+            .await;
+        let manifest = match remote {
+            Ok(Some(manifest)) => manifest,
+            Ok(None) if reasons.is_empty() => {
+                return Err(OciError::Unsigned {
+                    reference: reference.to_string(),
+                    tag,
+                });
+            }
+            Ok(None) => return Err(self.unverified(reference, trust, reasons)),
+            Err(e) if reasons.is_empty() => return Err(e.into()),
+            Err(e) => {
+                reasons.push(e.to_string());
+                return Err(self.unverified(reference, trust, reasons));
+            }
+        };
+        let mut payloads = BTreeMap::new();
+        if let Ok(parsed) = Manifest::parse(&manifest.bytes) {
+            for (layer, _) in artifact::signatures(&parsed) {
+                let payload = self
+                    .remote(|| {
+                        client.blob(&reference.repository, &layer.digest, MAX_SMALL_BLOB_BYTES)
+                    })
+                    .await?;
+                payloads.insert(layer.digest.clone(), payload);
+            }
+        }
+        match check(&manifest.bytes, &payloads, digest, &keys) {
+            Ok(i) => {
+                self.keep_signatures(&name, &manifest.bytes, &payloads)?;
+                Ok(trust.keys[i].0.clone())
+            }
+            Err(why) => {
+                reasons.extend(why);
+                Err(self.unverified(reference, trust, reasons))
+            }
+        }
+    }
+
+    fn unverified(
+        &self,
+        reference: &Reference,
+        trust: &Trust,
+        mut reasons: Vec<String>,
+    ) -> OciError {
+        reasons.dedup();
+        OciError::Signature {
+            reference: reference.to_string(),
+            prefix: trust.config.prefix.clone(),
+            reasons: reasons.join("; "),
+        }
+    }
+
+    /// Keeps a signature manifest that verified, and its payloads, in the cache.
+    fn keep_signatures(
+        &self,
+        name: &str,
+        manifest: &[u8],
+        payloads: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), OciError> {
+        let digest = layout::sha256(manifest);
+        self.stored(self.cache.write(&digest, manifest))?;
+        for (digest, payload) in payloads {
+            self.stored(self.cache.write(digest, payload))?;
+        }
+        self.stored(self.cache.tag(name, manifest_descriptor(&digest, manifest)))
+    }
+
+    /// Uploads `component` as `reference` in the Wasm OCI artifact format; returns
+    /// the manifest digest.
+    pub async fn push(&self, reference: &Reference, component: &[u8]) -> Result<String, OciError> {
+        let created = jiff::Timestamp::now().to_string();
+        let (config, manifest) =
+            artifact::wasm(component, &created).map_err(|why| OciError::NotWasm {
+                reference: reference.to_string(),
+                why,
+            })?;
+        let client = self.client(&reference.registry);
+        let repository = &reference.repository;
+        self.remote(|| client.put_blob(repository, &config)).await?;
+        self.remote(|| client.put_blob(repository, component))
+            .await?;
+        let bytes = manifest.to_bytes();
+        let digest = layout::sha256(&bytes);
+        let target = reference.tag.clone().unwrap_or_else(|| digest.clone());
+        self.remote(|| {
+            client.put_manifest(repository, &target, artifact::MANIFEST_MEDIA_TYPE, &bytes)
+        })
+        .await?;
+        Ok(digest)
+    }
+
+    /// Signs the digest `reference` resolves to with `key` (cosign's format, added to
+    /// the signatures already at its `.sig` tag); returns the signed digest.
+    pub async fn sign(&self, reference: &Reference, key: &SigningKey) -> Result<String, OciError> {
+        let digest = self.resolve(reference).await?;
+        let client = self.client(&reference.registry);
+        let repository = &reference.repository;
+        let tag = artifact::signature_tag(&digest);
+        let existing = self.remote(|| client.manifest(repository, &tag)).await?;
+        let existing = existing.and_then(|m| Manifest::parse(&m.bytes).ok());
+        let payload = cosign::payload(&reference.repository_path(), &digest);
+        let signature = cosign::sign(key, &payload);
+        let (config, manifest) = artifact::add_signature(existing, &payload, &signature);
+        self.remote(|| client.put_blob(repository, &payload))
+            .await?;
+        self.remote(|| client.put_blob(repository, &config)).await?;
+        let bytes = manifest.to_bytes();
+        self.remote(|| {
+            client.put_manifest(repository, &tag, artifact::MANIFEST_MEDIA_TYPE, &bytes)
+        })
+        .await?;
+        Ok(digest)
+    }
+
+    /// Copies the verified, pinned `reference` (fetched first) with its signatures
+    /// from the cache into the layout `mirror`.
+    pub async fn mirror(
+        &self,
+        reference: &Reference,
+        mirror: &Layout,
+    ) -> Result<Fetched, OciError> {
+        let fetched = self.fetch(reference).await?;
+        let path = reference.repository_path();
+        let copy = |digest: &str, max: u64| -> Result<Vec<u8>, OciError> {
+            let bytes = self.local(digest, max)?.unwrap_or_default();
+            self.stored(mirror.write(digest, &bytes))?;
+            Ok(bytes)
+        };
+        let bytes = copy(&fetched.digest, MAX_MANIFEST_BYTES)?;
+        let manifest = self.wasm_layer(reference, &bytes)?;
+        copy(&manifest.config.digest, MAX_SMALL_BLOB_BYTES)?;
+        copy(&manifest.layers[0].digest, MAX_PLUGIN_BYTES)?;
+        let descriptor = manifest_descriptor(&fetched.digest, &bytes);
+        self.stored(mirror.tag(&format!("{path}@{}", fetched.digest), descriptor.clone()))?;
+        if let Some(tag) = &reference.tag {
+            self.stored(mirror.tag(&format!("{path}:{tag}"), descriptor))?;
+        }
+        let name = format!("{path}:{}", artifact::signature_tag(&fetched.digest));
+        if let Some(found) = self.stored(self.cache.lookup(&name))? {
+            let signatures = copy(&found.digest, MAX_MANIFEST_BYTES)?;
+            for (layer, _) in Manifest::parse(&signatures)
+                .iter()
+                .flat_map(artifact::signatures)
+            {
+                copy(&layer.digest, MAX_SMALL_BLOB_BYTES)?;
+            }
+            self.stored(mirror.tag(&name, found))?;
+        }
+        Ok(fetched)
+    }
+}
+
+fn manifest_descriptor(digest: &str, bytes: &[u8]) -> Descriptor {
+    Descriptor {
+        media_type: artifact::MANIFEST_MEDIA_TYPE.to_owned(),
+        digest: digest.to_owned(),
+        size: bytes.len() as u64,
+        annotations: BTreeMap::new(),
+    }
+}
+
+/// The payloads of a signature manifest that `layout` holds intact.
+fn local_payloads(layout: &Layout, manifest: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut payloads = BTreeMap::new();
+    if let Ok(parsed) = Manifest::parse(manifest) {
+        for (layer, _) in artifact::signatures(&parsed) {
+            if let Ok(Read::Found(bytes)) = layout.read(&layer.digest, MAX_SMALL_BLOB_BYTES) {
+                payloads.insert(layer.digest.clone(), bytes);
+            }
+        }
+    }
+    payloads
+}
+
+/// The index of the key that made one of the signatures in the signature manifest
+/// `bytes` over `digest`, or why none did.
+fn check(
+    bytes: &[u8],
+    payloads: &BTreeMap<String, Vec<u8>>,
+    digest: &str,
+    keys: &[VerifyingKey],
+) -> Result<usize, Vec<String>> {
+    let manifest = Manifest::parse(bytes).map_err(|e| vec![format!("signature manifest: {e}")])?;
+    let signatures = artifact::signatures(&manifest);
+    if signatures.is_empty() {
+        return Err(vec![
+            "the signature manifest holds no cosign signature".to_owned(),
+        ]);
+    }
+    let mut reasons = Vec::new();
+    for (layer, signature) in signatures {
+        let Some(payload) = payloads.get(&layer.digest) else {
+            reasons.push(format!("payload {} is missing", layer.digest));
+            continue;
+        };
+        for (i, key) in keys.iter().enumerate() {
+            match cosign::verify(std::slice::from_ref(key), payload, signature, digest) {
+                Ok(()) => return Ok(i),
+                Err(e) => reasons.push(e.to_string()),
+            }
+        }
+    }
+    reasons.sort();
+    reasons.dedup();
+    Err(reasons)
+}

@@ -1,0 +1,630 @@
+//! Plugins by OCI reference, end to end through the command line and `serve`: a real
+//! CNCF Distribution server (Debian's `docker-registry`) on 127.0.0.1, with and
+//! without passwords; skopeo as the other OCI tool; and stand-in registries for what a
+//! hostile one does.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use healthhost::oci::artifact;
+
+use crate::common::{BIN, Host, Reply, StandIn, TempDir, routes, stderr, stdout};
+
+/// The registry server's command (Debian's package `docker-registry`).
+const REGISTRY: &str = "docker-registry";
+/// The bcrypt (cost 4: fast) of [`REGISTRY_PASSWORD`] for user `hh`, in the registry's
+/// htpasswd file.
+const REGISTRY_PASSWORD_HASH: &str = "$2b$04$p8fRuMwyw0rEVwoZFsI/RekyaFSlqRHtLYlvcmt6xQfXnYlvzCwoa";
+const REGISTRY_PASSWORD: &str = "registry-pw";
+/// The private keys' password in these tests.
+const KEY_PASSWORD: &str = "key-pw";
+
+/// A CNCF Distribution server on 127.0.0.1, stopped when dropped.
+struct Registry {
+    child: Option<Child>,
+    addr: String,
+    dir: TempDir,
+}
+
+impl Registry {
+    fn start(with_password: bool) -> Registry {
+        let dir = TempDir::new();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.0.join("data").display()
+        );
+        if with_password {
+            let htpasswd = dir.0.join("htpasswd");
+            std::fs::write(&htpasswd, format!("hh:{REGISTRY_PASSWORD_HASH}\n")).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(dir.0.join("config.yml"), config).unwrap();
+        let child = Command::new(REGISTRY)
+            .arg("serve")
+            .arg(dir.0.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {REGISTRY} ({e}): install it with `apt-get install docker-registry` (scripts/test does)")
+            });
+        let registry = Registry {
+            child: Some(child),
+            addr,
+            dir,
+        };
+        // An ordering wait: the server answers once it listens.
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(&registry.addr).is_ok() {
+                return registry;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{REGISTRY} did not listen on {}", registry.addr);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The file the registry keeps the blob `digest` in.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .0
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `healthhost ARGS` in `dir` with the keys' password and `env`.
+fn hh(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("HEALTHHOST_LOG", "off")
+        .env("COSIGN_PASSWORD", KEY_PASSWORD)
+        .env("DOCKER_CONFIG", dir.join("no-docker-config"))
+        .envs(env.iter().copied())
+        .output()
+        .expect("the healthhost binary runs")
+}
+
+/// `hh`, which must succeed; its standard output.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = hh(dir, args, &[]);
+    assert!(
+        out.status.success(),
+        "healthhost {args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// `hh`, which must fail; its standard error.
+fn refused(dir: &Path, args: &[&str]) -> String {
+    let out = hh(dir, args, &[]);
+    assert!(
+        !out.status.success(),
+        "healthhost {args:?} succeeded: {}",
+        stdout(&out)
+    );
+    stderr(&out)
+}
+
+/// The config `serve` gets from [`Host`] (which adds `listen` and `cache_dir`).
+fn body(addr: &str, trust: &str, plugin: &str) -> String {
+    format!(
+        "[registries.\"{addr}\"]\ninsecure = true\ntimeout = \"20s\"\n{trust}\n[checks.t]\nplugin = \"{plugin}\"\n"
+    )
+}
+
+/// Writes `config.toml` in `dir` as [`Host`] would.
+fn write_config(dir: &Path, body: &str) {
+    let text = format!("listen = \"127.0.0.1:0\"\ncache_dir = \"cache\"\n{body}");
+    std::fs::write(dir.join("config.toml"), text).unwrap();
+}
+
+fn trust_keys(addr: &str, keys: &str) -> String {
+    format!("[trust.\"{addr}/checks\"]\nkeys = [\"{keys}\"]\n")
+}
+
+/// The first line of `text`, trimmed (a digest printed by `push`).
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().trim().to_owned()
+}
+
+fn push(dir: &Path, wasm: &str, reference: &str) -> String {
+    let digest = first_line(&ok(dir, &["push", wasm, reference]));
+    assert!(
+        healthhost::oci::reference::valid_digest(&digest),
+        "{digest}"
+    );
+    digest
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_plugin_goes_from_push_to_a_running_check_pinned_by_digest() {
+    let registry = Registry::start(false);
+    let dir = TempDir::new();
+    let (addr, d) = (registry.addr.as_str(), dir.0.as_path());
+    let reference = format!("oci://{addr}/checks/trivial:1");
+    let config = body(addr, &trust_keys(addr, "team.pub"), &reference);
+    write_config(d, &config);
+
+    assert!(ok(d, &["keygen", "team"]).contains("wrote team.key"));
+    let key = std::fs::read_to_string(d.join("team.key")).unwrap();
+    assert!(
+        key.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----"),
+        "{key}"
+    );
+    assert!(refused(d, &["keygen", "team"]).contains("team.key exists"));
+    let digest = push(d, test_artifacts::TRIVIAL, &reference);
+
+    let error = refused(d, &["validate"]);
+    assert!(
+        error.contains("the tag is not in") && error.contains("healthhost lock"),
+        "{error}"
+    );
+    assert!(ok(d, &["lock"]).contains(&digest));
+    let lock = std::fs::read_to_string(d.join("healthhost.lock")).unwrap();
+    assert!(lock.contains(&format!("digest = \"{digest}\"")), "{lock}");
+
+    let error = refused(d, &["validate"]);
+    assert!(error.contains("unsigned: no signature"), "{error}");
+    let signed = ok(d, &["sign", &reference, "--key", "team.key"]);
+    assert!(signed.contains(&format!("@{digest}")), "{signed}");
+    let verified = ok(d, &["verify", &reference]);
+    assert!(verified.contains("signed by team.pub"), "{verified}");
+    ok(d, &["validate"]);
+
+    let list = ok(d, &["list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(rows[0]["file"], format!("{reference}@{digest}"), "{list}");
+
+    let host = Host::start_in(dir, &config).await;
+    let (_, health) = host
+        .wait_for("/health", |_, b| b["checks"]["t"]["outcome"] == "pass")
+        .await;
+    assert_eq!(health["checks"]["t"]["digest"], digest.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_oci_tools_read_what_the_host_pushes_and_the_other_way_round() {
+    let registry = Registry::start(false);
+    let dir = TempDir::new();
+    let (addr, d) = (registry.addr.as_str(), dir.0.as_path());
+    let trust = format!("[trust.\"{addr}/other\"]\nunsafe_allow_unsigned = true\n");
+    write_config(
+        d,
+        &body(addr, &trust, &format!("oci://{addr}/other/trivial:2")),
+    );
+    let digest = push(
+        d,
+        test_artifacts::TRIVIAL,
+        &format!("oci://{addr}/checks/trivial:1"),
+    );
+
+    let skopeo = |args: &[&str]| {
+        let out = Command::new("skopeo").args(args).current_dir(d).output().unwrap_or_else(|e| {
+            panic!("cannot run skopeo ({e}): install it with `apt-get install skopeo` (scripts/test does)")
+        });
+        assert!(out.status.success(), "skopeo {args:?}: {}", stderr(&out));
+    };
+    let source = format!("docker://{addr}/checks/trivial:1");
+    skopeo(&["copy", "--src-tls-verify=false", &source, "oci:layout:one"]);
+    let index = std::fs::read_to_string(d.join("layout/index.json")).unwrap();
+    assert!(
+        index.contains(&digest),
+        "skopeo's copy has another manifest: {index}"
+    );
+
+    let target = format!("docker://{addr}/other/trivial:2");
+    skopeo(&["copy", "--dest-tls-verify=false", "oci:layout:one", &target]);
+    let verified = ok(d, &["verify", &format!("oci://{addr}/other/trivial:2")]);
+    assert!(
+        verified.contains(&digest) && verified.contains("unsigned, allowed"),
+        "{verified}"
+    );
+}
+
+#[test]
+fn a_tag_moved_after_locking_changes_nothing_until_locked_again() {
+    let registry = Registry::start(false);
+    let dir = TempDir::new();
+    let (addr, d) = (registry.addr.as_str(), dir.0.as_path());
+    let reference = format!("oci://{addr}/checks/x:1");
+    write_config(d, &body(addr, &trust_keys(addr, "team.pub"), &reference));
+    ok(d, &["keygen", "team"]);
+    let first = push(d, test_artifacts::TRIVIAL, &reference);
+    ok(d, &["sign", &reference, "--key", "team.key"]);
+    ok(d, &["lock"]);
+    let second = push(d, test_artifacts::MISBEHAVE, &reference);
+    ok(d, &["sign", &reference, "--key", "team.key"]);
+    assert_ne!(first, second);
+
+    let rows: serde_json::Value = serde_json::from_str(&ok(d, &["list", "--json"])).unwrap();
+    assert_eq!(rows[0]["file"], format!("{reference}@{first}"));
+    assert!(ok(d, &["verify", &reference]).contains(&first));
+    assert!(ok(d, &["lock"]).contains(&format!("{reference} -> {second}")));
+    let rows: serde_json::Value = serde_json::from_str(&ok(d, &["list", "--json"])).unwrap();
+    assert_eq!(rows[0]["file"], format!("{reference}@{second}"));
+}
+
+#[test]
+fn unsigned_wrongly_signed_and_tampered_plugins_never_load() {
+    let registry = Registry::start(false);
+    let dir = TempDir::new();
+    let (addr, d) = (registry.addr.as_str(), dir.0.as_path());
+    ok(d, &["keygen", "team"]);
+    ok(d, &["keygen", "stranger"]);
+    let reference = format!("oci://{addr}/checks/x:1");
+    write_config(d, &body(addr, "", &reference));
+    let error = refused(
+        d,
+        &[
+            "push",
+            test_artifacts::TRIVIAL,
+            &reference.replace(addr, "127.0.0.1:1"),
+        ],
+    );
+    assert!(error.contains("127.0.0.1:1"), "{error}");
+    let https = format!("[registries.\"{addr}\"]\n");
+    std::fs::write(d.join("config.toml"), https).unwrap();
+    let error = refused(d, &["push", test_artifacts::TRIVIAL, &reference]);
+    assert!(
+        error.contains("set insecure = true under [registries"),
+        "{error}"
+    );
+    write_config(d, &body(addr, "", &reference));
+    let digest = push(d, test_artifacts::TRIVIAL, &reference);
+    let pinned = format!("oci://{addr}/checks/x@{digest}");
+    let validate = |trust: &str| {
+        let _ = std::fs::remove_dir_all(d.join("cache"));
+        write_config(d, &body(addr, trust, &pinned));
+        refused(d, &["validate"])
+    };
+
+    let error = validate("");
+    assert!(
+        error.contains("no [trust] entry covers this repository"),
+        "{error}"
+    );
+    let error = validate(&trust_keys(addr, "team.pub"));
+    assert!(error.contains("unsigned: no signature"), "{error}");
+
+    ok(d, &["sign", &reference, "--key", "stranger.key"]);
+    let error = validate(&trust_keys(addr, "team.pub"));
+    assert!(
+        error.contains("no trusted key made this signature"),
+        "{error}"
+    );
+
+    // team's signature of another plugin, copied to this digest's signature tag.
+    let other = push(
+        d,
+        test_artifacts::MISBEHAVE,
+        &format!("oci://{addr}/checks/x:2"),
+    );
+    ok(
+        d,
+        &[
+            "sign",
+            &format!("oci://{addr}/checks/x:2"),
+            "--key",
+            "team.key",
+        ],
+    );
+    copy_manifest(
+        addr,
+        "checks/x",
+        &artifact::signature_tag(&other),
+        &artifact::signature_tag(&digest),
+    );
+    let error = validate(&trust_keys(addr, "team.pub"));
+    assert!(
+        error.contains(&format!("it signs {other}, another digest")),
+        "{error}"
+    );
+
+    ok(d, &["sign", &reference, "--key", "team.key"]);
+    write_config(d, &body(addr, &trust_keys(addr, "team.pub"), &pinned));
+    let _ = std::fs::remove_dir_all(d.join("cache"));
+    ok(d, &["validate"]);
+    let layer = layer_digest(d, &digest);
+    let file = registry.blob_file(&layer);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let error = validate(&trust_keys(addr, "team.pub"));
+    assert!(
+        error.contains(&format!("blob {layer} has digest")),
+        "{error}"
+    );
+}
+
+/// Copies the manifest at tag `from` of `repository` to tag `to`, over the
+/// distribution API.
+fn copy_manifest(addr: &str, repository: &str, from: &str, to: &str) {
+    let client = reqwest::Client::new();
+    let url = |tag: &str| format!("http://{addr}/v2/{repository}/manifests/{tag}");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let bytes = client
+            .get(url(from))
+            .header("accept", artifact::MANIFEST_MEDIA_TYPE)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let put = client
+            .put(url(to))
+            .header("content-type", artifact::MANIFEST_MEDIA_TYPE)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success(), "{}", put.status());
+    });
+}
+
+/// The layer digest of the cached manifest `digest`.
+fn layer_digest(dir: &Path, digest: &str) -> String {
+    let hex = digest.trim_start_matches("sha256:");
+    let bytes = std::fs::read(dir.join("cache/oci/blobs/sha256").join(hex)).unwrap();
+    artifact::Manifest::parse(&bytes)
+        .unwrap()
+        .wasm_layer()
+        .unwrap()
+        .digest
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_and_then_the_mirror_serve_while_the_registry_is_down() {
+    let mut registry = Registry::start(false);
+    let dir = TempDir::new();
+    let addr = registry.addr.clone();
+    let d = dir.0.as_path();
+    let reference = format!("oci://{addr}/checks/x:1");
+    let config = body(&addr, &trust_keys(&addr, "team.pub"), &reference);
+    write_config(d, &config);
+    ok(d, &["keygen", "team"]);
+    push(d, test_artifacts::TRIVIAL, &reference);
+    ok(d, &["sign", &reference, "--key", "team.key"]);
+    ok(d, &["lock"]);
+    ok(d, &["validate"]);
+    assert!(ok(d, &["mirror", "mirror"]).contains(&format!("mirrored {reference}@")));
+    registry.stop();
+
+    // The cache verifies and loads without the registry.
+    ok(d, &["validate"]);
+    std::fs::remove_dir_all(d.join("cache")).unwrap();
+    let error = refused(d, &["validate"]);
+    assert!(error.contains(&addr), "{error}");
+
+    // The mirror folder, an OCI image layout, stands in for it.
+    let mirrored = format!("registry_mirror = \"mirror\"\n{config}");
+    write_config(d, &mirrored);
+    ok(d, &["validate"]);
+    std::fs::remove_dir_all(d.join("cache")).unwrap();
+    let host = Host::start_in(dir, &mirrored).await;
+    host.wait_for("/health", |_, b| b["checks"]["t"]["outcome"] == "pass")
+        .await;
+}
+
+#[test]
+fn a_registry_with_passwords_takes_them_from_the_config_or_the_docker_config() {
+    let registry = Registry::start(true);
+    let dir = TempDir::new();
+    let (addr, d) = (registry.addr.as_str(), dir.0.as_path());
+    let reference = format!("oci://{addr}/checks/x:1");
+    let plain = body(addr, &trust_keys(addr, "team.pub"), &reference);
+    write_config(d, &plain);
+    ok(d, &["keygen", "team"]);
+    let error = refused(d, &["push", test_artifacts::TRIVIAL, &reference]);
+    assert!(error.contains("wants a user name and password"), "{error}");
+
+    let docker = d.join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = base64_encode(&format!("hh:{REGISTRY_PASSWORD}"));
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths":{{"{addr}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    let docker_env = [("DOCKER_CONFIG", docker.to_str().unwrap())];
+    let out = hh(
+        d,
+        &["push", test_artifacts::TRIVIAL, &reference],
+        &docker_env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let with_password = plain.replace(
+        "insecure = true",
+        "insecure = true\nusername = \"hh\"\npassword = \"${REGISTRY_PW}\"",
+    );
+    write_config(d, &with_password);
+    let error = refused(d, &["lock"]);
+    assert!(
+        error.contains("the variable REGISTRY_PW is unset"),
+        "{error}"
+    );
+    let env = [("REGISTRY_PW", REGISTRY_PASSWORD)];
+    for args in [
+        &["sign", &reference, "--key", "team.key"][..],
+        &["lock"],
+        &["validate"],
+    ] {
+        let out = hh(d, args, &env);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A Wasm artifact for the stand-ins: its manifest and digest, its layer's digest,
+/// and its config blob's route and reply.
+fn artifact_of(wasm: &[u8]) -> (Vec<u8>, String, String, (String, Reply)) {
+    let (config, manifest) = artifact::wasm(wasm, "2026-12-07T00:00:00Z").unwrap();
+    let bytes = manifest.to_bytes();
+    let digest = healthhost::oci::layout::sha256(&bytes);
+    let config_route = format!("/v2/x/y/blobs/{}", manifest.config.digest);
+    (
+        bytes,
+        digest,
+        manifest.layers[0].digest.clone(),
+        (config_route, Reply::ok(config)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_registries_get_a_clear_error_and_nothing_else() {
+    let wasm = std::fs::read(test_artifacts::TRIVIAL).unwrap();
+    let (manifest, digest, layer, config_blob) = artifact_of(&wasm);
+    let m = |tag: &str| format!("/v2/x/y/manifests/{tag}");
+    let blob = format!("/v2/x/y/blobs/{layer}");
+    let oci_manifest = || {
+        Reply::Respond(
+            200,
+            vec![("content-type", artifact::MANIFEST_MEDIA_TYPE.into())],
+            manifest.clone(),
+        )
+    };
+    let image = String::from_utf8(manifest.clone()).unwrap().replace(
+        artifact::WASM_CONFIG_MEDIA_TYPE,
+        "application/vnd.oci.image.config.v1+json",
+    );
+    let mut redirects: Vec<(String, Reply)> = (0..6)
+        .map(|i| {
+            (
+                format!("/hop{i}"),
+                Reply::redirect(format!("/hop{}", i + 1)),
+            )
+        })
+        .collect();
+    redirects.push((m("loop"), Reply::redirect("/hop0")));
+    let mut all = routes([
+        (&m("huge"), Reply::ok(vec![b' '; 5 << 20])),
+        (&m("image"), Reply::ok(image.into_bytes())),
+        (&m(&digest), Reply::ok(b"{\"schemaVersion\":2}".to_vec())),
+        (&m("slow"), Reply::Slow(10_000, "{}")),
+        (&m("ok"), oci_manifest()),
+        (&blob, Reply::ok(b"not the component".to_vec())),
+    ]);
+    all.extend(redirects);
+    all.insert(config_blob.0.clone(), config_blob.1.clone());
+    let hostile = StandIn::start(all).await;
+    let addr = hostile.origin.trim_start_matches("http://").to_owned();
+
+    let dir = TempDir::new();
+    let d = dir.0.clone();
+    let trust = format!("[trust.\"{addr}\"]\nunsafe_allow_unsigned = true\n");
+    let config = body(&addr, &trust, &format!("oci://{addr}/x/y:ok")).replace("\"20s\"", "\"2s\"");
+    write_config(&d, &config);
+    let verify = |target: String| {
+        let d = d.clone();
+        async move {
+            tokio::task::spawn_blocking(move || refused(&d, &["verify", &target]))
+                .await
+                .unwrap()
+        }
+    };
+    let cases = [
+        (
+            ":huge",
+            "is larger than the limit of 4194304 bytes".to_owned(),
+        ),
+        (
+            ":image",
+            "not a Wasm component artifact: its config is application/vnd.oci.image.config.v1+json"
+                .to_owned(),
+        ),
+        (&format!("@{digest}")[..], "has digest sha256:".to_owned()),
+        (":loop", "more than 5 redirects".to_owned()),
+        (":slow", "no answer within 2s".to_owned()),
+        (":ok", format!("blob {layer} has digest")),
+    ];
+    for (target, expected) in cases {
+        let error = verify(format!("oci://{addr}/x/y{target}")).await;
+        assert!(error.contains(&expected), "{target}: {error}");
+    }
+
+    // A registry that wants a password and sends blobs to another host: the
+    // password never goes there.
+    let storage = StandIn::start(routes([(
+        &format!("/store/{layer}"),
+        Reply::ok(wasm.clone()),
+    )]))
+    .await;
+    let guarded = StandIn::start_basic(routes([
+        (&m("ok"), oci_manifest()),
+        (
+            &blob,
+            Reply::redirect(storage.url(&format!("/store/{layer}"))),
+        ),
+        (&config_blob.0, config_blob.1),
+    ]))
+    .await;
+    let guarded_addr = guarded.origin.trim_start_matches("http://").to_owned();
+    let trust = format!("[trust.\"{guarded_addr}\"]\nunsafe_allow_unsigned = true\n");
+    let config = body(
+        &guarded_addr,
+        &trust,
+        &format!("oci://{guarded_addr}/x/y:ok"),
+    )
+    .replace(
+        "insecure = true",
+        "insecure = true\nusername = \"hh\"\npassword = \"pw\"",
+    );
+    write_config(&d, &config);
+    let target = format!("oci://{guarded_addr}/x/y:ok");
+    let d2 = d.clone();
+    let verified = tokio::task::spawn_blocking(move || ok(&d2, &["verify", &target]))
+        .await
+        .unwrap();
+    assert!(verified.contains(&digest), "{verified}");
+    let sent_to_registry = guarded.requests.lock().unwrap().clone();
+    assert!(
+        sent_to_registry
+            .iter()
+            .any(|h| h.to_ascii_lowercase().contains("authorization: basic"))
+    );
+    let sent_to_storage = storage.requests.lock().unwrap().clone();
+    assert_eq!(sent_to_storage.len(), 1, "{sent_to_storage:?}");
+    assert!(
+        !sent_to_storage[0]
+            .to_ascii_lowercase()
+            .contains("authorization"),
+        "{sent_to_storage:?}"
+    );
+}
