@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::reference::valid_digest;
 use crate::cache::hex;
 
 /// The annotation naming an entry of `index.json`.
@@ -52,6 +53,9 @@ pub struct Layout {
     root: PathBuf,
     /// Serializes this process's updates of `index.json`.
     index: Mutex<()>,
+    /// Whether a blob that fails its digest is deleted (the cache's are; a mirror
+    /// folder, the operator's, is only read).
+    owned: bool,
 }
 
 /// The outcome of reading a blob.
@@ -74,6 +78,7 @@ impl Layout {
         Ok(Layout {
             root: root.to_owned(),
             index: Mutex::new(()),
+            owned: true,
         })
     }
 
@@ -92,6 +97,7 @@ impl Layout {
         Ok(Layout {
             root: root.to_owned(),
             index: Mutex::new(()),
+            owned: false,
         })
     }
 
@@ -99,15 +105,20 @@ impl Layout {
         &self.root
     }
 
-    /// Where the blob `digest` (`sha256:HEX`, already validated) lives.
-    pub fn blob_path(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        self.root.join("blobs").join("sha256").join(hex)
+    /// Where the blob `digest` lives. Only a well-formed `sha256:HEX` names a file:
+    /// a digest from a hostile `index.json` or manifest cannot reach outside `blobs/`.
+    pub fn blob_path(&self, digest: &str) -> std::io::Result<PathBuf> {
+        if !valid_digest(digest) {
+            let why = format!("'{digest}' is not a sha256 digest");
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+        }
+        let hex = digest.trim_start_matches("sha256:");
+        Ok(self.root.join("blobs").join("sha256").join(hex))
     }
 
     /// The blob `digest`, if present, intact and at most `max` bytes.
     pub fn read(&self, digest: &str, max: u64) -> std::io::Result<Read> {
-        let path = self.blob_path(digest);
+        let path = self.blob_path(digest)?;
         let file = match std::fs::File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Missing),
@@ -116,8 +127,10 @@ impl Layout {
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut std::io::Read::take(file, max + 1), &mut bytes)?;
         if bytes.len() as u64 > max || sha256(&bytes) != digest {
-            // A partial or altered file: gone, so the next fetch replaces it.
-            let _ = std::fs::remove_file(&path);
+            // A partial or altered file of the cache: gone, so a fetch replaces it.
+            if self.owned {
+                let _ = std::fs::remove_file(&path);
+            }
             return Ok(Read::Corrupt);
         }
         Ok(Read::Found(bytes))
@@ -131,7 +144,7 @@ impl Layout {
                 sha256(bytes)
             )));
         }
-        let path = self.blob_path(digest);
+        let path = self.blob_path(digest)?;
         if path.is_file() {
             return Ok(());
         }
@@ -210,11 +223,12 @@ mod tests {
         let layout = Layout::create(&dir).unwrap();
         let digest = sha256(b"hello");
         assert!(layout.write(&sha256(b"other"), b"hello").is_err());
+        assert!(layout.read("sha256:../../oci-layout", 5).is_err());
         layout.write(&digest, b"hello").unwrap();
         assert!(matches!(layout.read(&digest, 5).unwrap(), Read::Found(b) if b == b"hello"));
         assert!(matches!(layout.read(&digest, 4).unwrap(), Read::Corrupt));
         layout.write(&digest, b"hello").unwrap();
-        std::fs::write(layout.blob_path(&digest), b"hellO").unwrap();
+        std::fs::write(layout.blob_path(&digest).unwrap(), b"hellO").unwrap();
         assert!(matches!(layout.read(&digest, 5).unwrap(), Read::Corrupt));
         assert!(matches!(layout.read(&digest, 5).unwrap(), Read::Missing));
 
@@ -230,7 +244,11 @@ mod tests {
         assert_eq!(layout.lookup("r/x:1").unwrap().unwrap().digest, "sha256:c");
         assert_eq!(layout.lookup("r/x:2").unwrap().unwrap().digest, "sha256:b");
         assert!(layout.lookup("r/x:3").unwrap().is_none());
-        assert!(Layout::existing(&dir).is_ok());
+        // A mirror folder is only read: an altered blob is refused, not deleted.
+        let mirror = Layout::existing(&dir).unwrap();
+        std::fs::write(mirror.blob_path(&digest).unwrap(), b"hellO").unwrap();
+        assert!(matches!(mirror.read(&digest, 5).unwrap(), Read::Corrupt));
+        assert!(mirror.blob_path(&digest).unwrap().is_file());
         assert!(Layout::existing(&dir.join("blobs")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

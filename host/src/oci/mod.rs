@@ -289,7 +289,7 @@ impl Oci {
         let name = format!("{}@{digest}", reference.repository_path());
         self.stored(self.cache.tag(&name, manifest_descriptor(&digest, &bytes)))?;
         Ok(Fetched {
-            path: self.cache.blob_path(&layer.digest),
+            path: self.stored(self.cache.blob_path(&layer.digest))?,
             sha256: layer.digest.trim_start_matches("sha256:").to_owned(),
             digest,
             signed_by,
