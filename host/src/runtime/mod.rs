@@ -10,6 +10,7 @@
 //! whose [`Outcome`] is decided by matching on what happened.
 
 mod compile;
+mod distinct;
 mod engine;
 mod guest_error;
 mod judge;
@@ -38,6 +39,7 @@ use crate::limits::{self, Deadline, Limits, STDIO_CAPTURE_BYTES};
 use crate::samples::Drops;
 use crate::scrub::Scrubber;
 pub use compile::{CHILD_COMMAND, Compilation, CompileError, child_main};
+use distinct::{Distinct, SharedPre};
 use engine::{EpochTicker, Executor, engine_config};
 use judge::{DeadlineExceeded, Stage, judge};
 pub use outcome::{Calls, ErrorKind, Outcome, RunReport};
@@ -110,7 +112,7 @@ fn missing_hint(error: &std::io::Error, path: &str) -> &'static str {
 pub struct Plugin {
     name: Arc<str>,
     sha256: String,
-    pre: CheckPre<RunState>,
+    pre: SharedPre,
     limits: Limits,
     http: Arc<HttpPolicy>,
     sql: Arc<SqlPolicy>,
@@ -123,6 +125,11 @@ impl Plugin {
     /// Hex SHA-256 of the component's bytes.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// Whether `other` runs the very same compiled code (its bytes are the same).
+    pub fn shares_code_with(&self, other: &Plugin) -> bool {
+        Arc::ptr_eq(&self.pre, &other.pre)
     }
 
     /// The same plugin answered by `fixtures` instead of the network and the databases
@@ -149,6 +156,8 @@ pub struct Runtime {
     compiler: Compiler,
     compilation: Compilation,
     cache: Option<CompileCache>,
+    /// The compiled components in use, one per distinct plugin.
+    distinct: Distinct,
     /// Set when the host stops: compiles in progress are killed, none starts.
     stopping: AtomicBool,
 }
@@ -183,6 +192,7 @@ impl Runtime {
             compiler,
             compilation: Compilation::InProcess,
             cache: None,
+            distinct: Distinct::default(),
             stopping: AtomicBool::new(false),
         })
     }
@@ -243,11 +253,37 @@ impl Runtime {
             reason: e.to_string(),
         })?;
         let sha256 = hex(&Sha256::digest(wasm));
+        let pre = self
+            .distinct
+            .get_or_load(&sha256, || self.compile(name, &sha256, wasm, wanted))?;
+        let scrubber = Scrubber::new(capabilities::secrets(&settings, &self.shared.datasources));
+        Ok(Plugin {
+            name: name.into(),
+            sha256,
+            pre,
+            limits,
+            http: Arc::new(grants.http),
+            sql: Arc::new(grants.sql),
+            settings: Arc::new(settings),
+            scrubber: Arc::new(scrubber),
+            fixtures: None,
+        })
+    }
+
+    /// Compiles `wasm` (or takes it from the cache) and pre-instantiates it against
+    /// the linker, while `wanted`.
+    fn compile(
+        &self,
+        name: &str,
+        sha256: &str,
+        wasm: &[u8],
+        wanted: &dyn Fn() -> bool,
+    ) -> Result<CheckPre<RunState>, LoadError> {
         let engine = &self.shared.engine;
         let wanted = || wanted() && !self.stopping.load(Ordering::Relaxed);
         let compile = || compile::artifact(engine, self.compiler, &self.compilation, wasm, &wanted);
         let compiled = match &self.cache {
-            Some(cache) => cache.get_or_compile(engine, &sha256, compile),
+            Some(cache) => cache.get_or_compile(engine, sha256, compile),
             None => compile().and_then(|artifact| Ok(crate::cache::component(engine, &artifact)?)),
         };
         let check = name.to_owned();
@@ -264,19 +300,12 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(world)?;
-        let pre = CheckPre::new(instance_pre).map_err(world)?;
-        let scrubber = Scrubber::new(capabilities::secrets(&settings, &self.shared.datasources));
-        Ok(Plugin {
-            name: name.into(),
-            sha256,
-            pre,
-            limits,
-            http: Arc::new(grants.http),
-            sql: Arc::new(grants.sql),
-            settings: Arc::new(settings),
-            scrubber: Arc::new(scrubber),
-            fixtures: None,
-        })
+        CheckPre::new(instance_pre).map_err(world)
+    }
+
+    /// How many distinct compiled components the loaded plugins hold.
+    pub fn distinct_components(&self) -> usize {
+        self.distinct.count()
     }
 
     /// Reads and loads a plugin file, which must have the SHA-256 `pin` when given.

@@ -423,3 +423,41 @@ async fn every_compiler_enforces_fuel_the_deadline_and_memory() {
         }
     }
 }
+
+#[tokio::test]
+async fn checks_of_the_same_bytes_share_one_compiled_copy_and_keep_their_own_settings() {
+    let runtime = runtime();
+    let with_mode = |mode: &str| {
+        let settings = settings([("mode", mode)]);
+        let wasm = test_artifacts::MISBEHAVE;
+        load_with(
+            &runtime,
+            mode,
+            wasm,
+            Grants::default(),
+            settings,
+            Limits::default(),
+        )
+    };
+    let (pass, fail) = (with_mode("pass"), with_mode("fail"));
+    assert!(pass.shares_code_with(&fail));
+    assert_eq!(runtime.distinct_components(), 1);
+    assert_eq!(runtime.run(&pass).await.outcome, Outcome::Pass);
+    assert_eq!(runtime.run(&fail).await.outcome, Outcome::Fail);
+
+    let trivial = load(
+        &runtime,
+        "t",
+        test_artifacts::TRIVIAL,
+        Grants::default(),
+        Limits::default(),
+    );
+    assert!(!trivial.shares_code_with(&pass));
+    assert_eq!(runtime.distinct_components(), 2);
+    // A copy lives while a check uses it: dropping one user keeps it for the other.
+    drop(pass);
+    assert_eq!(runtime.distinct_components(), 2);
+    assert_eq!(runtime.run(&fail).await.outcome, Outcome::Fail);
+    drop((fail, trivial));
+    assert_eq!(runtime.distinct_components(), 0);
+}
