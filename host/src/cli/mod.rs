@@ -383,7 +383,9 @@ fn isolate_sql(datasources: &mut Datasources) {
 
 /// Every check of the config file and of its plugins folder, each as far as it loads.
 async fn everything(mut config: Config, path: &Path) -> anyhow::Result<(Arc<Config>, CheckSet)> {
-    let store = oci::prepare(&mut config, path, false, None).await?;
+    let store = oci::prepare(&mut config, path, false, None)
+        .await?
+        .map(Arc::new);
     let config = Arc::new(config);
     let runtime = Arc::new(open_runtime(&config, None)?);
     let mut folder = Folder::new(config.clone());

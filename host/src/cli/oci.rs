@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -269,7 +268,7 @@ pub(super) async fn prepare(
     config_path: &Path,
     update: bool,
     mirror: Option<&Path>,
-) -> anyhow::Result<Option<Arc<Oci>>> {
+) -> anyhow::Result<Option<Oci>> {
     if let Some(mirror) = mirror {
         config.oci.mirror = Some(mirror.to_owned());
     }
@@ -312,5 +311,5 @@ pub(super) async fn prepare(
         lock.write(&path)?;
         tracing::info!("added the new tags' digests to {}", path.display());
     }
-    Ok(Some(Arc::new(oci)))
+    Ok(Some(oci))
 }

@@ -35,7 +35,9 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let served = tokio.block_on(async {
         check_roles(&config).await?;
         let mirror = args.registry_mirror.as_deref();
-        let oci = oci::prepare(&mut config, &args.config.config, args.update_lock, mirror).await?;
+        let oci = oci::prepare(&mut config, &args.config.config, args.update_lock, mirror)
+            .await?
+            .map(|store| Arc::new(store.waiting()));
         if !args.no_migrate {
             migrate_own_tables(&config).await;
         }

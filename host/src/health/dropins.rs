@@ -186,7 +186,7 @@ impl Loader {
     async fn load(self: Arc<Self>, mut load: Load, wanted: Wanted) -> (String, u64, Entry) {
         // A pull waits on the network, not on a slot: other loads go on meanwhile.
         let fetched = match load.oci() {
-            Some(reference) => Some(self.fetch(&load.name, reference).await),
+            Some(reference) => Some(self.fetch(&load.name, reference, &wanted).await),
             None => None,
         };
         let in_hand = self.in_hand.clone().acquire_owned().await;
@@ -246,11 +246,13 @@ impl Loader {
         (load.name, load.id, entry)
     }
 
-    /// The verified component of the plugin at `reference`.
+    /// The verified component of the plugin at `reference`; `serve`'s store waits out
+    /// a registry it cannot reach while the load is `wanted`.
     async fn fetch(
         &self,
         name: &str,
         reference: &crate::oci::Reference,
+        wanted: &Wanted,
     ) -> Result<crate::oci::Fetched, Arc<LoadError>> {
         let error = |reason: String| {
             Arc::new(LoadError::Oci {
@@ -263,7 +265,7 @@ impl Loader {
             .as_ref()
             .ok_or_else(|| error("plugins by OCI reference need the OCI store".to_owned()))?;
         let fetched = oci
-            .fetch(reference)
+            .fetch_waiting(reference, wanted)
             .await
             .map_err(|e| error(e.to_string()))?;
         tracing::info!(check = %name, digest = %fetched.digest, signed_by = ?fetched.signed_by, "verified plugin {reference}");

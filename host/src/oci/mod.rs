@@ -33,6 +33,12 @@ use settings::{OciConfig, TrustConfig};
 /// network, a timeout, a 5xx), and the first pause between them (doubled each time).
 const PULL_ATTEMPTS: u32 = 3;
 const PULL_BACKOFF: Duration = Duration::from_secs(1);
+/// While `serve` waits for a registry it cannot reach (and a plugin the cache and the
+/// mirror lack), the pause between rounds of pulls: from 5 s, doubling, at most 5
+/// minutes, so a registry's outage at start-up costs the check its load only until
+/// the registry is back, and a host never hammers it.
+const WAIT_FIRST: Duration = Duration::from_secs(5);
+const WAIT_MAX: Duration = Duration::from_secs(300);
 
 /// Why an OCI plugin cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +79,13 @@ pub enum OciError {
     },
 }
 
+impl OciError {
+    /// Whether it may pass: the registry could not be reached or failed for now.
+    pub fn transient(&self) -> bool {
+        matches!(self, OciError::Registry(e) if e.transient())
+    }
+}
+
 /// A verified plugin, ready to read and compile.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -101,6 +114,9 @@ pub struct Oci {
     cache: Layout,
     mirror: Option<Layout>,
     clients: Mutex<BTreeMap<String, Arc<Client>>>,
+    /// Whether [`Oci::fetch_waiting`] waits out an unreachable registry (`serve`) or
+    /// fails at once (`validate`, `list`).
+    wait: bool,
 }
 
 impl Oci {
@@ -138,7 +154,33 @@ impl Oci {
             cache,
             mirror,
             clients: Mutex::new(BTreeMap::new()),
+            wait: false,
         })
+    }
+
+    /// The store, waiting out unreachable registries in [`Oci::fetch_waiting`].
+    pub fn waiting(self) -> Oci {
+        Oci { wait: true, ..self }
+    }
+
+    /// [`Oci::fetch`], tried again after a pause while the registry cannot be reached,
+    /// the store waits (see [`Oci::waiting`]) and `wanted` says so.
+    pub async fn fetch_waiting(
+        &self,
+        reference: &Reference,
+        wanted: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<Fetched, OciError> {
+        let mut pause = WAIT_FIRST;
+        loop {
+            match self.fetch(reference).await {
+                Err(e) if self.wait && e.transient() && wanted() => {
+                    tracing::warn!("{e}; trying {reference} again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(WAIT_MAX);
+                }
+                other => return other,
+            }
+        }
     }
 
     fn client(&self, registry: &str) -> Arc<Client> {

@@ -49,28 +49,35 @@ impl Registry {
             ));
         }
         std::fs::write(dir.0.join("config.yml"), config).unwrap();
+        let mut registry = Registry {
+            child: None,
+            addr,
+            dir,
+        };
+        registry.resume();
+        registry
+    }
+
+    /// Starts the server (again, on its port and storage) and waits until it listens.
+    fn resume(&mut self) {
         let child = Command::new(REGISTRY)
             .arg("serve")
-            .arg(dir.0.join("config.yml"))
+            .arg(self.dir.0.join("config.yml"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start {REGISTRY} ({e}): install it with `apt-get install docker-registry` (scripts/test does)")
             });
-        let registry = Registry {
-            child: Some(child),
-            addr,
-            dir,
-        };
+        self.child = Some(child);
         // An ordering wait: the server answers once it listens.
         for _ in 0..200 {
-            if std::net::TcpStream::connect(&registry.addr).is_ok() {
-                return registry;
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("{REGISTRY} did not listen on {}", registry.addr);
+        panic!("{REGISTRY} did not listen on {}", self.addr);
     }
 
     fn stop(&mut self) {
@@ -434,6 +441,42 @@ async fn the_cache_and_then_the_mirror_serve_while_the_registry_is_down() {
     ok(d, &["validate"]);
     std::fs::remove_dir_all(d.join("cache")).unwrap();
     let host = Host::start_in(dir, &mirrored).await;
+    host.wait_for("/health", |_, b| b["checks"]["t"]["outcome"] == "pass")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_started_while_the_registry_is_down_loads_the_plugin_once_it_is_back() {
+    let mut registry = Registry::start(false);
+    let dir = TempDir::new();
+    let addr = registry.addr.clone();
+    let d = dir.0.as_path();
+    let reference = format!("oci://{addr}/checks/x:1");
+    let config = body(&addr, &trust_keys(&addr, "team.pub"), &reference);
+    write_config(d, &config);
+    ok(d, &["keygen", "team"]);
+    push(d, test_artifacts::TRIVIAL, &reference);
+    ok(d, &["sign", &reference, "--key", "team.key"]);
+    ok(d, &["lock"]);
+    registry.stop();
+
+    // Neither the cache nor a mirror has the signature: the check waits, loading,
+    // and the host answers meanwhile.
+    let host = Host::start_in(dir, &config).await;
+    let (status, _, _) = host.get("/livez").await;
+    assert_eq!(status, 200);
+    let (_, health) = host.json("/health").await;
+    assert_eq!(health["checks"]["t"]["outcome"], "loading", "{health}");
+    // Back only once a whole round of pulls has failed and the host waits for the next.
+    let waiting = |lines: Vec<String>| lines.iter().any(|l| l.contains("trying oci://"));
+    for _ in 0..1200 {
+        if waiting(host.log_lines()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(waiting(host.log_lines()), "{:?}", host.log_lines());
+    registry.resume();
     host.wait_for("/health", |_, b| b["checks"]["t"]["outcome"] == "pass")
         .await;
 }
