@@ -13,10 +13,13 @@ use crate::capabilities::bindings::CheckPre;
 /// A component's compiled, pre-instantiated code, shared by every check running it.
 pub type SharedPre = Arc<CheckPre<RunState>>;
 
-/// The copies in use, by SHA-256; each slot is locked while its bytes load.
+/// Where one component's copy is, locked while its bytes load.
+type Slot = Arc<Mutex<Weak<CheckPre<RunState>>>>;
+
+/// The copies in use, by SHA-256.
 #[derive(Default)]
 pub(super) struct Distinct {
-    slots: Mutex<HashMap<String, Arc<Mutex<Weak<CheckPre<RunState>>>>>>,
+    slots: Mutex<HashMap<String, Slot>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
