@@ -412,19 +412,27 @@ fn layer_digest(dir: &Path, digest: &str) -> String {
         .clone()
 }
 
+/// `trivial` pushed to the registry at `addr` as `checks/x:1`, signed by a new key
+/// `team` and locked, with the config that trusts that key written in `dir`: the
+/// reference and the config.
+fn published(dir: &Path, addr: &str) -> (String, String) {
+    let reference = format!("oci://{addr}/checks/x:1");
+    let config = body(addr, &trust_keys(addr, "team.pub"), &reference);
+    write_config(dir, &config);
+    ok(dir, &["keygen", "team"]);
+    push(dir, test_artifacts::TRIVIAL, &reference);
+    ok(dir, &["sign", &reference, "--key", "team.key"]);
+    ok(dir, &["lock"]);
+    (reference, config)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cache_and_then_the_mirror_serve_while_the_registry_is_down() {
     let mut registry = Registry::start(false);
     let dir = TempDir::new();
     let addr = registry.addr.clone();
     let d = dir.0.as_path();
-    let reference = format!("oci://{addr}/checks/x:1");
-    let config = body(&addr, &trust_keys(&addr, "team.pub"), &reference);
-    write_config(d, &config);
-    ok(d, &["keygen", "team"]);
-    push(d, test_artifacts::TRIVIAL, &reference);
-    ok(d, &["sign", &reference, "--key", "team.key"]);
-    ok(d, &["lock"]);
+    let (reference, config) = published(d, &addr);
     ok(d, &["validate"]);
     assert!(ok(d, &["mirror", "mirror"]).contains(&format!("mirrored {reference}@")));
     registry.stop();
@@ -451,13 +459,7 @@ async fn a_host_started_while_the_registry_is_down_loads_the_plugin_once_it_is_b
     let dir = TempDir::new();
     let addr = registry.addr.clone();
     let d = dir.0.as_path();
-    let reference = format!("oci://{addr}/checks/x:1");
-    let config = body(&addr, &trust_keys(&addr, "team.pub"), &reference);
-    write_config(d, &config);
-    ok(d, &["keygen", "team"]);
-    push(d, test_artifacts::TRIVIAL, &reference);
-    ok(d, &["sign", &reference, "--key", "team.key"]);
-    ok(d, &["lock"]);
+    let (_, config) = published(d, &addr);
     registry.stop();
 
     // Neither the cache nor a mirror has the signature: the check waits, loading,
