@@ -69,10 +69,6 @@ impl ClientError {
             _ => false,
         }
     }
-
-    pub fn not_found(&self) -> bool {
-        matches!(self, ClientError::Status { status, .. } if *status == StatusCode::NOT_FOUND)
-    }
 }
 
 /// How to reach one registry.
@@ -95,10 +91,9 @@ pub struct Client {
     authorization: tokio::sync::Mutex<Option<HeaderValue>>,
 }
 
-/// A manifest as read: its bytes, media type and (recomputed) digest.
+/// A manifest as read: its bytes and (recomputed) digest.
 pub struct Manifest {
     pub bytes: Vec<u8>,
-    pub media_type: String,
     pub digest: String,
 }
 
@@ -158,22 +153,12 @@ impl Client {
                 return Ok(None);
             }
             let response = self.ok(response, &what).await?;
-            let media_type = response
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
             let bytes = self.body(response, &what, MAX_MANIFEST_BYTES).await?;
             let digest = sha256(&bytes);
             if target.starts_with("sha256:") && digest != target {
                 return Err(self.mismatch(&what, target, &digest));
             }
-            Ok(Some(Manifest {
-                bytes,
-                media_type,
-                digest,
-            }))
+            Ok(Some(Manifest { bytes, digest }))
         })
         .await
     }

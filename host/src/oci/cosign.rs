@@ -197,10 +197,10 @@ pub enum Mismatch {
     Digest(String),
 }
 
-/// Whether `signature` (the annotation value) over `payload` is by one of `keys` and
-/// names `digest`.
+/// Whether `signature` (the annotation value) over `payload` is by `key` and names
+/// `digest`.
 pub fn verify(
-    keys: &[VerifyingKey],
+    key: &VerifyingKey,
     payload: &[u8],
     signature: &str,
     digest: &str,
@@ -209,7 +209,7 @@ pub fn verify(
         .decode(signature.trim())
         .map_err(|_| Mismatch::Encoding)?;
     let signature = DerSignature::try_from(der.as_slice()).map_err(|_| Mismatch::Encoding)?;
-    if !keys.iter().any(|k| k.verify(payload, &signature).is_ok()) {
+    if key.verify(payload, &signature).is_err() {
         return Err(Mismatch::Key);
     }
     #[derive(Deserialize)]
@@ -256,29 +256,26 @@ mod tests {
         let public = open_public(&public).unwrap();
         let payload = payload("r:5000/checks/x", D);
         let signature = sign(&key, &payload);
-        assert_eq!(verify(&[public], &payload, &signature, D), Ok(()));
+        assert_eq!(verify(&public, &payload, &signature, D), Ok(()));
 
         let other_digest = D.replace("0123", "4567");
         assert_eq!(
-            verify(&[public], &payload, &signature, &other_digest),
+            verify(&public, &payload, &signature, &other_digest),
             Err(Mismatch::Digest(D.to_owned()))
         );
         let (_, stranger) = generate("");
         let stranger = open_public(&stranger).unwrap();
         assert_eq!(
-            verify(&[stranger], &payload, &signature, D),
+            verify(&stranger, &payload, &signature, D),
             Err(Mismatch::Key)
         );
         let mut tampered = payload.clone();
         tampered[5] ^= 1;
         assert_eq!(
-            verify(&[public], &tampered, &signature, D),
+            verify(&public, &tampered, &signature, D),
             Err(Mismatch::Key)
         );
-        assert_eq!(
-            verify(&[public], &payload, "!!", D),
-            Err(Mismatch::Encoding)
-        );
+        assert_eq!(verify(&public, &payload, "!!", D), Err(Mismatch::Encoding));
     }
 
     #[test]

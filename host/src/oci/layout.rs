@@ -118,16 +118,39 @@ impl Layout {
 
     /// The blob `digest`, if present, intact and at most `max` bytes.
     pub fn read(&self, digest: &str, max: u64) -> std::io::Result<Read> {
+        self.scan(digest, max, true)
+    }
+
+    /// Whether the blob `digest` is present, intact and at most `max` bytes, read
+    /// through its hash without holding it in memory.
+    pub fn intact(&self, digest: &str, max: u64) -> std::io::Result<bool> {
+        Ok(matches!(self.scan(digest, max, false)?, Read::Found(_)))
+    }
+
+    /// Reads the blob `digest` through SHA-256, keeping its bytes when `keep` (else
+    /// `Found` holds none). A blob of the cache that fails is removed, so a fetch
+    /// replaces it.
+    fn scan(&self, digest: &str, max: u64, keep: bool) -> std::io::Result<Read> {
         let path = self.blob_path(digest)?;
-        let file = match std::fs::File::open(&path) {
+        let mut file = match std::fs::File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Missing),
             Err(e) => return Err(e),
         };
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(file, max + 1), &mut bytes)?;
-        if bytes.len() as u64 > max || sha256(&bytes) != digest {
-            // A partial or altered file of the cache: gone, so a fetch replaces it.
+        let (mut hasher, mut bytes, mut len) = (Sha256::new(), Vec::new(), 0u64);
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut chunk)?;
+            if n == 0 || len > max {
+                break;
+            }
+            len += n as u64;
+            hasher.update(&chunk[..n]);
+            if keep {
+                bytes.extend_from_slice(&chunk[..n]);
+            }
+        }
+        if len > max || format!("sha256:{}", hex(&hasher.finalize())) != digest {
             if self.owned {
                 let _ = std::fs::remove_file(&path);
             }
@@ -138,10 +161,10 @@ impl Layout {
 
     /// Stores `bytes` as the blob `digest`, which must be their digest.
     pub fn write(&self, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
-        if sha256(bytes) != digest {
+        let actual = sha256(bytes);
+        if actual != digest {
             return Err(std::io::Error::other(format!(
-                "refusing to store bytes as {digest}: their digest is {}",
-                sha256(bytes)
+                "refusing to store bytes as {digest}: their digest is {actual}"
             )));
         }
         let path = self.blob_path(digest)?;
@@ -164,12 +187,16 @@ impl Layout {
     pub fn tag(&self, name: &str, mut descriptor: Descriptor) -> std::io::Result<()> {
         let _guard = self.index.lock().unwrap_or_else(|e| e.into_inner());
         let mut index = self.read_index()?;
-        index
-            .manifests
-            .retain(|d| d.annotations.get(REF_NAME).is_none_or(|n| n != name));
         descriptor
             .annotations
             .insert(REF_NAME.to_owned(), name.to_owned());
+        if index.manifests.contains(&descriptor) {
+            // Named so already: every start tags what it verifies, and writes nothing.
+            return Ok(());
+        }
+        index
+            .manifests
+            .retain(|d| d.annotations.get(REF_NAME).is_none_or(|n| n != name));
         index.manifests.push(descriptor);
         index.schema_version = 2;
         index.media_type = Some(INDEX_MEDIA_TYPE.to_owned());

@@ -6,13 +6,15 @@
 //! against its digest, and the signatures against the `[trust]` policy before the
 //! layer is handed on to compile. Everything fetched is kept in the cache, an OCI
 //! image layout, so a restart without the registry verifies and loads from it.
-//! `push`, `sign` and `mirror` are the authors' and air-gapped operators' side.
+//! `push` and `sign` (in `publish`) are the authors' side, `mirror` the air-gapped
+//! operators'.
 
 pub mod artifact;
 pub mod client;
 pub mod cosign;
 pub mod layout;
 pub mod lock;
+mod publish;
 pub mod reference;
 pub mod settings;
 
@@ -21,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use p256::ecdsa::{SigningKey, VerifyingKey};
+use p256::ecdsa::VerifyingKey;
 
 use artifact::{MAX_PLUGIN_BYTES, MAX_SMALL_BLOB_BYTES, Manifest};
 use client::{Client, ClientError, MAX_MANIFEST_BYTES};
@@ -111,7 +113,8 @@ struct Trust {
 pub struct Oci {
     config: OciConfig,
     trust: Vec<Trust>,
-    cache: Layout,
+    /// Shared with the blocking threads that check large blobs.
+    cache: Arc<Layout>,
     mirror: Option<Layout>,
     clients: Mutex<BTreeMap<String, Arc<Client>>>,
     /// Whether [`Oci::fetch_waiting`] waits out an unreachable registry (`serve`) or
@@ -151,7 +154,7 @@ impl Oci {
         Ok(Oci {
             config: config.clone(),
             trust,
-            cache,
+            cache: Arc::new(cache),
             mirror,
             clients: Mutex::new(BTreeMap::new()),
             wait: false,
@@ -228,22 +231,15 @@ impl Oci {
         }
     }
 
-    fn stored<T>(&self, result: std::io::Result<T>) -> Result<T, OciError> {
-        result.map_err(|error| OciError::Store {
-            path: self.cache.root().display().to_string(),
-            error,
-        })
-    }
-
     /// The blob `digest` from the cache or the mirror, if either has it intact.
     fn local(&self, digest: &str, max: u64) -> Result<Option<Vec<u8>>, OciError> {
-        if let Read::Found(bytes) = self.stored(self.cache.read(digest, max))? {
+        if let Read::Found(bytes) = stored(&self.cache, self.cache.read(digest, max))? {
             return Ok(Some(bytes));
         }
         if let Some(mirror) = &self.mirror
-            && let Read::Found(bytes) = self.stored(mirror.read(digest, max))?
+            && let Read::Found(bytes) = stored(mirror, mirror.read(digest, max))?
         {
-            self.stored(self.cache.write(digest, &bytes))?;
+            stored(&self.cache, self.cache.write(digest, &bytes))?;
             return Ok(Some(bytes));
         }
         Ok(None)
@@ -263,7 +259,7 @@ impl Oci {
         let bytes = self
             .remote(|| client.blob(&reference.repository, digest, max))
             .await?;
-        self.stored(self.cache.write(digest, &bytes))?;
+        stored(&self.cache, self.cache.write(digest, &bytes))?;
         Ok(bytes)
     }
 
@@ -272,15 +268,28 @@ impl Oci {
         if let Some(bytes) = self.local(digest, MAX_MANIFEST_BYTES)? {
             return Ok(bytes);
         }
+        Ok(self.pull_manifest(reference, digest).await?.bytes)
+    }
+
+    /// The manifest `target` (a tag or a digest) of `reference`'s repository, pulled
+    /// from the registry and kept in the cache.
+    async fn pull_manifest(
+        &self,
+        reference: &Reference,
+        target: &str,
+    ) -> Result<client::Manifest, OciError> {
         let client = self.client(&reference.registry);
         let manifest = self
-            .remote(|| client.manifest(&reference.repository, digest))
+            .remote(|| client.manifest(&reference.repository, target))
             .await?
             .ok_or_else(|| OciError::NotFound {
                 reference: reference.to_string(),
             })?;
-        self.stored(self.cache.write(digest, &manifest.bytes))?;
-        Ok(manifest.bytes)
+        stored(
+            &self.cache,
+            self.cache.write(&manifest.digest, &manifest.bytes),
+        )?;
+        Ok(manifest)
     }
 
     /// The digest `reference`'s tag points at in the registry now (a digest reference
@@ -289,15 +298,8 @@ impl Oci {
         if let Some(digest) = &reference.digest {
             return Ok(digest.clone());
         }
-        let client = self.client(&reference.registry);
-        let manifest = self
-            .remote(|| client.manifest(&reference.repository, reference.target()))
-            .await?
-            .ok_or_else(|| OciError::NotFound {
-                reference: reference.to_string(),
-            })?;
+        let manifest = self.pull_manifest(reference, reference.target()).await?;
         self.wasm_layer(reference, &manifest.bytes)?;
-        self.stored(self.cache.write(&manifest.digest, &manifest.bytes))?;
         Ok(manifest.digest)
     }
 
@@ -326,12 +328,25 @@ impl Oci {
         self.blob(reference, &manifest.config.digest, MAX_SMALL_BLOB_BYTES)
             .await?;
         let layer = &manifest.layers[0];
-        self.blob(reference, &layer.digest, MAX_PLUGIN_BYTES)
-            .await?;
+        // A cached component is checked without holding it, on a blocking thread (it
+        // may be large, and loads run beside the HTTP server); one that fails, or is
+        // missing, comes from the mirror or the registry.
+        let (cache, digest_of_layer) = (self.cache.clone(), layer.digest.clone());
+        let intact =
+            tokio::task::spawn_blocking(move || cache.intact(&digest_of_layer, MAX_PLUGIN_BYTES))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        if !stored(&self.cache, intact)? {
+            self.blob(reference, &layer.digest, MAX_PLUGIN_BYTES)
+                .await?;
+        }
         let name = format!("{}@{digest}", reference.repository_path());
-        self.stored(self.cache.tag(&name, manifest_descriptor(&digest, &bytes)))?;
+        stored(
+            &self.cache,
+            self.cache.tag(&name, manifest_descriptor(&digest, &bytes)),
+        )?;
         Ok(Fetched {
-            path: self.stored(self.cache.blob_path(&layer.digest))?,
+            path: stored(&self.cache, self.cache.blob_path(&layer.digest))?,
             sha256: layer.digest.trim_start_matches("sha256:").to_owned(),
             digest,
             signed_by,
@@ -351,12 +366,13 @@ impl Oci {
         let name = format!("{}:{tag}", reference.repository_path());
         let keys: Vec<VerifyingKey> = trust.keys.iter().map(|(_, k)| *k).collect();
         let mut reasons = Vec::new();
-        let layouts = std::iter::once(&self.cache).chain(self.mirror.as_ref());
+        let layouts = std::iter::once(&*self.cache).chain(self.mirror.as_ref());
         for layout in layouts {
-            let Some(found) = self.stored(layout.lookup(&name))? else {
+            let Some(found) = stored(layout, layout.lookup(&name))? else {
                 continue;
             };
-            let Read::Found(bytes) = self.stored(layout.read(&found.digest, MAX_MANIFEST_BYTES))?
+            let Read::Found(bytes) =
+                stored(layout, layout.read(&found.digest, MAX_MANIFEST_BYTES))?
             else {
                 continue;
             };
@@ -433,58 +449,14 @@ impl Oci {
         payloads: &BTreeMap<String, Vec<u8>>,
     ) -> Result<(), OciError> {
         let digest = layout::sha256(manifest);
-        self.stored(self.cache.write(&digest, manifest))?;
+        stored(&self.cache, self.cache.write(&digest, manifest))?;
         for (digest, payload) in payloads {
-            self.stored(self.cache.write(digest, payload))?;
+            stored(&self.cache, self.cache.write(digest, payload))?;
         }
-        self.stored(self.cache.tag(name, manifest_descriptor(&digest, manifest)))
-    }
-
-    /// Uploads `component` as `reference` in the Wasm OCI artifact format; returns
-    /// the manifest digest.
-    pub async fn push(&self, reference: &Reference, component: &[u8]) -> Result<String, OciError> {
-        let created = jiff::Timestamp::now().to_string();
-        let (config, manifest) =
-            artifact::wasm(component, &created).map_err(|why| OciError::NotWasm {
-                reference: reference.to_string(),
-                why,
-            })?;
-        let client = self.client(&reference.registry);
-        let repository = &reference.repository;
-        self.remote(|| client.put_blob(repository, &config)).await?;
-        self.remote(|| client.put_blob(repository, component))
-            .await?;
-        let bytes = manifest.to_bytes();
-        let digest = layout::sha256(&bytes);
-        let target = reference.tag.clone().unwrap_or_else(|| digest.clone());
-        self.remote(|| {
-            client.put_manifest(repository, &target, artifact::MANIFEST_MEDIA_TYPE, &bytes)
-        })
-        .await?;
-        Ok(digest)
-    }
-
-    /// Signs the digest `reference` resolves to with `key` (cosign's format, added to
-    /// the signatures already at its `.sig` tag); returns the signed digest.
-    pub async fn sign(&self, reference: &Reference, key: &SigningKey) -> Result<String, OciError> {
-        let digest = self.resolve(reference).await?;
-        let client = self.client(&reference.registry);
-        let repository = &reference.repository;
-        let tag = artifact::signature_tag(&digest);
-        let existing = self.remote(|| client.manifest(repository, &tag)).await?;
-        let existing = existing.and_then(|m| Manifest::parse(&m.bytes).ok());
-        let payload = cosign::payload(&reference.repository_path(), &digest);
-        let signature = cosign::sign(key, &payload);
-        let (config, manifest) = artifact::add_signature(existing, &payload, &signature);
-        self.remote(|| client.put_blob(repository, &payload))
-            .await?;
-        self.remote(|| client.put_blob(repository, &config)).await?;
-        let bytes = manifest.to_bytes();
-        self.remote(|| {
-            client.put_manifest(repository, &tag, artifact::MANIFEST_MEDIA_TYPE, &bytes)
-        })
-        .await?;
-        Ok(digest)
+        stored(
+            &self.cache,
+            self.cache.tag(name, manifest_descriptor(&digest, manifest)),
+        )
     }
 
     /// Copies the verified, pinned `reference` (fetched first) with its signatures
@@ -498,7 +470,7 @@ impl Oci {
         let path = reference.repository_path();
         let copy = |digest: &str, max: u64| -> Result<Vec<u8>, OciError> {
             let bytes = self.local(digest, max)?.unwrap_or_default();
-            self.stored(mirror.write(digest, &bytes))?;
+            stored(mirror, mirror.write(digest, &bytes))?;
             Ok(bytes)
         };
         let bytes = copy(&fetched.digest, MAX_MANIFEST_BYTES)?;
@@ -506,12 +478,15 @@ impl Oci {
         copy(&manifest.config.digest, MAX_SMALL_BLOB_BYTES)?;
         copy(&manifest.layers[0].digest, MAX_PLUGIN_BYTES)?;
         let descriptor = manifest_descriptor(&fetched.digest, &bytes);
-        self.stored(mirror.tag(&format!("{path}@{}", fetched.digest), descriptor.clone()))?;
+        stored(
+            mirror,
+            mirror.tag(&format!("{path}@{}", fetched.digest), descriptor.clone()),
+        )?;
         if let Some(tag) = &reference.tag {
-            self.stored(mirror.tag(&format!("{path}:{tag}"), descriptor))?;
+            stored(mirror, mirror.tag(&format!("{path}:{tag}"), descriptor))?;
         }
         let name = format!("{path}:{}", artifact::signature_tag(&fetched.digest));
-        if let Some(found) = self.stored(self.cache.lookup(&name))? {
+        if let Some(found) = stored(&self.cache, self.cache.lookup(&name))? {
             let signatures = copy(&found.digest, MAX_MANIFEST_BYTES)?;
             for (layer, _) in Manifest::parse(&signatures)
                 .iter()
@@ -519,10 +494,18 @@ impl Oci {
             {
                 copy(&layer.digest, MAX_SMALL_BLOB_BYTES)?;
             }
-            self.stored(mirror.tag(&name, found))?;
+            stored(mirror, mirror.tag(&name, found))?;
         }
         Ok(fetched)
     }
+}
+
+/// `result` of an operation on `layout`, its error naming the layout's folder.
+fn stored<T>(layout: &Layout, result: std::io::Result<T>) -> Result<T, OciError> {
+    result.map_err(|error| OciError::Store {
+        path: layout.root().display().to_string(),
+        error,
+    })
 }
 
 fn manifest_descriptor(digest: &str, bytes: &[u8]) -> Descriptor {
@@ -569,7 +552,7 @@ fn check(
             continue;
         };
         for (i, key) in keys.iter().enumerate() {
-            match cosign::verify(std::slice::from_ref(key), payload, signature, digest) {
+            match cosign::verify(key, payload, signature, digest) {
                 Ok(()) => return Ok(i),
                 Err(e) => reasons.push(e.to_string()),
             }
