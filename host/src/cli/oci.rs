@@ -185,8 +185,8 @@ pub(super) fn verify(args: ReferenceArgs) -> anyhow::Result<ExitCode> {
         Ok(f) => {
             let by = f
                 .signed_by
-                .map_or("unsigned, allowed by its [trust] entry".to_owned(), |k| {
-                    format!("signed by {}", k.display())
+                .map_or("unsigned, allowed by its [trust] entry".to_owned(), |s| {
+                    format!("signed by {s}")
                 });
             outln!(
                 "verified {} ({by}); component sha256:{}",

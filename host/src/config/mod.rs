@@ -417,9 +417,12 @@ impl Config {
         let alerts =
             alerts::resolve_alerts(raw.alerts, env, history.datasource.is_some(), problems);
         let oci = oci::resolve_oci(
-            raw.registries,
-            raw.trust,
-            raw.registry_mirror.as_deref(),
+            oci::RawOci {
+                registries: raw.registries,
+                trust: raw.trust,
+                mirror: raw.registry_mirror,
+                sigstore: raw.sigstore,
+            },
             base,
             env,
             problems,

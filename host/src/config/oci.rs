@@ -1,40 +1,63 @@
-//! `[registries."HOST"]`, `[trust."PREFIX"]` and `registry_mirror`, resolved into the
-//! OCI store's settings (`oci::settings`): each registry's scheme, `${VAR}`
-//! credentials and deadline, and each trust prefix's public keys.
+//! `[registries."HOST"]`, `[trust."PREFIX"]`, `[sigstore]` and `registry_mirror`,
+//! resolved into the OCI store's settings (`oci::settings`): each registry's scheme,
+//! `${VAR}` credentials and deadline, each trust prefix's public keys and keyless
+//! identities, and the keyless trust root.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
 use super::alerts::secret_value;
-use super::raw::{RawRegistry, RawTrust};
+use super::raw::{RawRegistry, RawSigstore, RawTrust};
 use super::resolve::duration;
+use crate::oci::keyless::Identity;
 use crate::oci::settings::{DEFAULT_REGISTRY_TIMEOUT, OciConfig, RegistryConfig, TrustConfig};
 use crate::problems::Problems;
 
+/// The config's OCI sections, as read.
+pub(super) struct RawOci {
+    pub(super) registries: BTreeMap<String, Spanned<RawRegistry>>,
+    pub(super) trust: BTreeMap<String, Spanned<RawTrust>>,
+    pub(super) mirror: Option<PathBuf>,
+    pub(super) sigstore: Option<Spanned<RawSigstore>>,
+}
+
 /// Resolves the OCI sections; key paths are relative to `base`.
 pub(super) fn resolve_oci(
-    registries: BTreeMap<String, Spanned<RawRegistry>>,
-    trust: BTreeMap<String, Spanned<RawTrust>>,
-    mirror: Option<&Path>,
+    raw: RawOci,
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> OciConfig {
+    let keyless_wanted = raw.trust.values().any(|t| !t.get_ref().keyless.is_empty());
+    let (sigstore_span, sigstore) = match raw.sigstore {
+        Some(s) => (s.span(), s.into_inner()),
+        None => (0..0, RawSigstore::default()),
+    };
+    if keyless_wanted && (sigstore.fulcio_roots.is_empty() || sigstore.rekor_keys.is_empty()) {
+        let why = "keyless trust needs its root: fulcio_roots = [\"fulcio.pem\"] and \
+                   rekor_keys = [\"rekor.pub\"] (Sigstore's public-good ones, or your own)";
+        problems.add(sigstore_span, "sigstore", why);
+    }
+    let paths = |list: Vec<PathBuf>| list.iter().map(|p| base.join(p)).collect();
     OciConfig {
-        registries: registries
+        registries: raw
+            .registries
             .into_iter()
             .map(|(host, raw)| {
                 let registry = resolve_registry(&host, raw, env, problems);
                 (host, registry)
             })
             .collect(),
-        trust: trust
+        trust: raw
+            .trust
             .into_iter()
             .map(|(prefix, raw)| resolve_trust(prefix, raw, base, problems))
             .collect(),
-        mirror: mirror.map(|m| base.join(m)),
+        mirror: raw.mirror.map(|m| base.join(m)),
+        fulcio_roots: paths(sigstore.fulcio_roots),
+        rekor_keys: paths(sigstore.rekor_keys),
     }
 }
 
@@ -94,14 +117,30 @@ fn resolve_trust(
             "a trust prefix is a registry, or a registry and repository prefix, without oci://";
         problems.add(span.clone(), key.clone(), why);
     }
-    if raw.keys.is_empty() && !raw.unsafe_allow_unsigned {
-        let why =
-            "names no keys: add keys = [\"PUBLIC_KEY.pub\"] (or unsafe_allow_unsigned = true)";
-        problems.add(span, key, why);
+    if raw.keys.is_empty() && raw.keyless.is_empty() && !raw.unsafe_allow_unsigned {
+        let why = "names no keys: add keys = [\"PUBLIC_KEY.pub\"], keyless = [{ identity = \
+                   \"…\", issuer = \"…\" }] (or unsafe_allow_unsigned = true)";
+        problems.add(span.clone(), key.clone(), why);
+    }
+    if raw
+        .keyless
+        .iter()
+        .any(|i| i.identity.is_empty() || i.issuer.is_empty())
+    {
+        let why = "a keyless entry names both an identity and an issuer";
+        problems.add(span, format!("{key}.keyless"), why);
     }
     TrustConfig {
         prefix,
         keys: raw.keys.iter().map(|k| base.join(k)).collect(),
+        keyless: raw
+            .keyless
+            .into_iter()
+            .map(|i| Identity {
+                identity: i.identity,
+                issuer: i.issuer,
+            })
+            .collect(),
         allow_unsigned: raw.unsafe_allow_unsigned,
     }
 }

@@ -61,6 +61,8 @@ pub struct RawConfig {
     pub(super) trust: BTreeMap<String, Spanned<RawTrust>>,
     /// An OCI image layout folder (`healthhost mirror`) plugins are loaded from first.
     pub(super) registry_mirror: Option<PathBuf>,
+    /// The trust root of keyless signatures.
+    pub(super) sigstore: Option<Spanned<RawSigstore>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +86,29 @@ pub(super) struct RawTrust {
     /// Load unsigned plugins under this prefix.
     #[serde(default)]
     pub(super) unsafe_allow_unsigned: bool,
+    /// Certificate identities whose keyless signatures are trusted.
+    #[serde(default)]
+    pub(super) keyless: Vec<RawIdentity>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentity {
+    /// The certificate's subject: an e-mail or a URI.
+    pub(super) identity: String,
+    /// The OIDC issuer that vouched for it.
+    pub(super) issuer: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSigstore {
+    /// Fulcio's root certificates (PEM files), relative to the config's folder.
+    #[serde(default)]
+    pub(super) fulcio_roots: Vec<PathBuf>,
+    /// Rekor's public keys (PEM files), relative to the config's folder.
+    #[serde(default)]
+    pub(super) rekor_keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

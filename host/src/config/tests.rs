@@ -477,6 +477,10 @@ password = "${TOKEN}"
 timeout = "30s"
 [trust."reg.example:5000/checks"]
 keys = ["keys/team.pub"]
+keyless = [{ identity = "ci@example.com", issuer = "https://issuer.example" }]
+[sigstore]
+fulcio_roots = ["sigstore/fulcio.pem"]
+rekor_keys = ["sigstore/rekor.pub"]
 [checks.t]
 plugin = "oci://reg.example:5000/checks/t:1"
 "#,
@@ -496,12 +500,19 @@ plugin = "oci://reg.example:5000/checks/t:1"
         [PathBuf::from("/etc/hh/keys/team.pub")]
     );
     assert_eq!(config.oci.mirror, Some(PathBuf::from("/etc/hh/mirror")));
+    assert_eq!(config.oci.trust[0].keyless[0].identity, "ci@example.com");
+    assert_eq!(
+        config.oci.rekor_keys,
+        [PathBuf::from("/etc/hh/sigstore/rekor.pub")]
+    );
 
     let problems = parse(
         r#"
 [registries."https://reg.example"]
 password = "${NOPE}"
 [trust."reg.example"]
+[trust."reg.example/ci"]
+keyless = [{ identity = "ci@example.com", issuer = "" }]
 [checks.t]
 plugin = "oci://reg.example/Checks:1"
 "#,
@@ -515,6 +526,8 @@ plugin = "oci://reg.example/Checks:1"
         "registries.\"https://reg.example\": a registry is written host or host:port",
         "registries.\"https://reg.example\".password: the variable NOPE is unset or empty",
         "trust.\"reg.example\": names no keys",
+        "trust.\"reg.example/ci\".keyless: a keyless entry names both an identity and an issuer",
+        "sigstore: keyless trust needs its root: fulcio_roots",
         "checks.t.plugin: 'Checks' is not a repository name",
     ] {
         assert!(

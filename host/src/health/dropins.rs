@@ -268,7 +268,7 @@ impl Loader {
             .fetch_waiting(reference, wanted)
             .await
             .map_err(|e| error(e.to_string()))?;
-        tracing::info!(check = %name, digest = %fetched.digest, signed_by = ?fetched.signed_by, "verified plugin {reference}");
+        tracing::info!(check = %name, digest = %fetched.digest, signed_by = %fetched.signed_by.as_ref().map_or("nobody (unsigned allowed)".to_owned(), ToString::to_string), "verified plugin {reference}");
         Ok(fetched)
     }
 

@@ -162,14 +162,16 @@ fn component_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
 }
 
 /// `existing` (the signature manifest already at the digest's `.sig` tag, if any)
-/// with one more signature, as cosign appends them: the config blob and manifest to
-/// upload, and the payload. The same signature twice is one layer.
+/// with one more signature (and its other `annotations`), as cosign appends them: the
+/// config blob and manifest to upload. The same signature twice is one layer.
 pub fn add_signature(
     existing: Option<Manifest>,
     payload: &[u8],
     signature: &str,
+    annotations: BTreeMap<String, String>,
 ) -> (Vec<u8>, Manifest) {
     let mut layer = descriptor(cosign::LAYER_MEDIA_TYPE, payload);
+    layer.annotations = annotations;
     layer.annotations.insert(
         cosign::SIGNATURE_ANNOTATION.to_owned(),
         signature.to_owned(),

@@ -212,6 +212,11 @@ pub fn verify(
     if key.verify(payload, &signature).is_err() {
         return Err(Mismatch::Key);
     }
+    signs(payload, digest)
+}
+
+/// Whether `payload` is cosign's simple signing JSON naming `digest`.
+pub fn signs(payload: &[u8], digest: &str) -> Result<(), Mismatch> {
     #[derive(Deserialize)]
     struct Payload {
         critical: Critical,

@@ -12,11 +12,13 @@
 pub mod artifact;
 pub mod client;
 pub mod cosign;
+pub mod keyless;
 pub mod layout;
 pub mod lock;
 mod publish;
 pub mod reference;
 pub mod settings;
+mod signatures;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,9 +29,11 @@ use p256::ecdsa::VerifyingKey;
 
 use artifact::{MAX_PLUGIN_BYTES, MAX_SMALL_BLOB_BYTES, Manifest};
 use client::{Client, ClientError, MAX_MANIFEST_BYTES};
+use keyless::Sigstore;
 use layout::{Descriptor, Layout, Read};
 pub use reference::Reference;
 use settings::{OciConfig, TrustConfig};
+pub use signatures::Signer;
 
 /// Attempts of one registry request that fails for a reason that may pass (the
 /// network, a timeout, a 5xx), and the first pause between them (doubled each time).
@@ -65,7 +69,7 @@ pub enum OciError {
     )]
     Unsigned { reference: String, tag: String },
     #[error(
-        "{reference}: no signature verifies with the trusted keys of [trust.\"{prefix}\"]: {reasons}"
+        "{reference}: no signature verifies with the keys or identities of [trust.\"{prefix}\"]: {reasons}"
     )]
     Signature {
         reference: String,
@@ -78,6 +82,11 @@ pub enum OciError {
     Key {
         path: String,
         error: cosign::KeyError,
+    },
+    #[error("{path}: {error}")]
+    Root {
+        path: String,
+        error: keyless::RootError,
     },
 }
 
@@ -97,9 +106,8 @@ pub struct Fetched {
     pub sha256: String,
     /// The manifest digest that was verified.
     pub digest: String,
-    /// The public key that verified its signature; `None` when its trust entry
-    /// allows unsigned plugins.
-    pub signed_by: Option<PathBuf>,
+    /// Who signed it; `None` when its trust entry allows unsigned plugins.
+    pub signed_by: Option<Signer>,
 }
 
 /// A trust entry with its keys read.
@@ -113,6 +121,8 @@ struct Trust {
 pub struct Oci {
     config: OciConfig,
     trust: Vec<Trust>,
+    /// The trust root of keyless signatures.
+    sigstore: Sigstore,
     /// Shared with the blocking threads that check large blobs.
     cache: Arc<Layout>,
     mirror: Option<Layout>,
@@ -135,6 +145,19 @@ impl Oci {
             Some(dir) => Some(Layout::existing(dir).map_err(store(dir))?),
             None => None,
         };
+        let mut sigstore = Sigstore::default();
+        let root = |path: &PathBuf| {
+            let path = path.display().to_string();
+            move |error| OciError::Root { path, error }
+        };
+        for path in &config.fulcio_roots {
+            let text = std::fs::read_to_string(path).map_err(store(path))?;
+            sigstore.add_roots(&text).map_err(root(path))?;
+        }
+        for path in &config.rekor_keys {
+            let text = std::fs::read_to_string(path).map_err(store(path))?;
+            sigstore.add_log(&text).map_err(root(path))?;
+        }
         let mut trust = Vec::new();
         for entry in &config.trust {
             let mut keys = Vec::new();
@@ -154,6 +177,7 @@ impl Oci {
         Ok(Oci {
             config: config.clone(),
             trust,
+            sigstore,
             cache: Arc::new(cache),
             mirror,
             clients: Mutex::new(BTreeMap::new()),
@@ -353,112 +377,6 @@ impl Oci {
         })
     }
 
-    /// The trusted key that signed `digest`: the signatures at its `.sig` tag in the
-    /// cache, the mirror, then the registry, the first set that verifies kept in the
-    /// cache.
-    async fn verify(
-        &self,
-        reference: &Reference,
-        digest: &str,
-        trust: &Trust,
-    ) -> Result<PathBuf, OciError> {
-        let tag = artifact::signature_tag(digest);
-        let name = format!("{}:{tag}", reference.repository_path());
-        let keys: Vec<VerifyingKey> = trust.keys.iter().map(|(_, k)| *k).collect();
-        let mut reasons = Vec::new();
-        let layouts = std::iter::once(&*self.cache).chain(self.mirror.as_ref());
-        for layout in layouts {
-            let Some(found) = stored(layout, layout.lookup(&name))? else {
-                continue;
-            };
-            let Read::Found(bytes) =
-                stored(layout, layout.read(&found.digest, MAX_MANIFEST_BYTES))?
-            else {
-                continue;
-            };
-            let payloads = local_payloads(layout, &bytes);
-            match check(&bytes, &payloads, digest, &keys) {
-                Ok(i) => {
-                    self.keep_signatures(&name, &bytes, &payloads)?;
-                    return Ok(trust.keys[i].0.clone());
-                }
-                Err(why) => reasons.extend(why),
-            }
-        }
-        let client = self.client(&reference.registry);
-        let remote = self
-            .remote(|| client.manifest(&reference.repository, &tag))
-            .await;
-        let manifest = match remote {
-            Ok(Some(manifest)) => manifest,
-            Ok(None) if reasons.is_empty() => {
-                return Err(OciError::Unsigned {
-                    reference: reference.to_string(),
-                    tag,
-                });
-            }
-            Ok(None) => return Err(self.unverified(reference, trust, reasons)),
-            Err(e) if reasons.is_empty() => return Err(e.into()),
-            Err(e) => {
-                reasons.push(e.to_string());
-                return Err(self.unverified(reference, trust, reasons));
-            }
-        };
-        let mut payloads = BTreeMap::new();
-        if let Ok(parsed) = Manifest::parse(&manifest.bytes) {
-            for (layer, _) in artifact::signatures(&parsed) {
-                let payload = self
-                    .remote(|| {
-                        client.blob(&reference.repository, &layer.digest, MAX_SMALL_BLOB_BYTES)
-                    })
-                    .await?;
-                payloads.insert(layer.digest.clone(), payload);
-            }
-        }
-        match check(&manifest.bytes, &payloads, digest, &keys) {
-            Ok(i) => {
-                self.keep_signatures(&name, &manifest.bytes, &payloads)?;
-                Ok(trust.keys[i].0.clone())
-            }
-            Err(why) => {
-                reasons.extend(why);
-                Err(self.unverified(reference, trust, reasons))
-            }
-        }
-    }
-
-    fn unverified(
-        &self,
-        reference: &Reference,
-        trust: &Trust,
-        mut reasons: Vec<String>,
-    ) -> OciError {
-        reasons.dedup();
-        OciError::Signature {
-            reference: reference.to_string(),
-            prefix: trust.config.prefix.clone(),
-            reasons: reasons.join("; "),
-        }
-    }
-
-    /// Keeps a signature manifest that verified, and its payloads, in the cache.
-    fn keep_signatures(
-        &self,
-        name: &str,
-        manifest: &[u8],
-        payloads: &BTreeMap<String, Vec<u8>>,
-    ) -> Result<(), OciError> {
-        let digest = layout::sha256(manifest);
-        stored(&self.cache, self.cache.write(&digest, manifest))?;
-        for (digest, payload) in payloads {
-            stored(&self.cache, self.cache.write(digest, payload))?;
-        }
-        stored(
-            &self.cache,
-            self.cache.tag(name, manifest_descriptor(&digest, manifest)),
-        )
-    }
-
     /// Copies the verified, pinned `reference` (fetched first) with its signatures
     /// from the cache into the layout `mirror`.
     pub async fn mirror(
@@ -515,50 +433,4 @@ fn manifest_descriptor(digest: &str, bytes: &[u8]) -> Descriptor {
         size: bytes.len() as u64,
         annotations: BTreeMap::new(),
     }
-}
-
-/// The payloads of a signature manifest that `layout` holds intact.
-fn local_payloads(layout: &Layout, manifest: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let mut payloads = BTreeMap::new();
-    if let Ok(parsed) = Manifest::parse(manifest) {
-        for (layer, _) in artifact::signatures(&parsed) {
-            if let Ok(Read::Found(bytes)) = layout.read(&layer.digest, MAX_SMALL_BLOB_BYTES) {
-                payloads.insert(layer.digest.clone(), bytes);
-            }
-        }
-    }
-    payloads
-}
-
-/// The index of the key that made one of the signatures in the signature manifest
-/// `bytes` over `digest`, or why none did.
-fn check(
-    bytes: &[u8],
-    payloads: &BTreeMap<String, Vec<u8>>,
-    digest: &str,
-    keys: &[VerifyingKey],
-) -> Result<usize, Vec<String>> {
-    let manifest = Manifest::parse(bytes).map_err(|e| vec![format!("signature manifest: {e}")])?;
-    let signatures = artifact::signatures(&manifest);
-    if signatures.is_empty() {
-        return Err(vec![
-            "the signature manifest holds no cosign signature".to_owned(),
-        ]);
-    }
-    let mut reasons = Vec::new();
-    for (layer, signature) in signatures {
-        let Some(payload) = payloads.get(&layer.digest) else {
-            reasons.push(format!("payload {} is missing", layer.digest));
-            continue;
-        };
-        for (i, key) in keys.iter().enumerate() {
-            match cosign::verify(key, payload, signature, digest) {
-                Ok(()) => return Ok(i),
-                Err(e) => reasons.push(e.to_string()),
-            }
-        }
-    }
-    reasons.sort();
-    reasons.dedup();
-    Err(reasons)
 }

@@ -1,6 +1,8 @@
 //! The authors' side of OCI plugins: `push` (a component, in the Wasm OCI artifact
 //! format) and `sign` (cosign's format, added to the signatures already at the
-//! digest's `.sig` tag).
+//! digest's `.sig` tag, where `attach` adds a signature made elsewhere).
+
+use std::collections::BTreeMap;
 
 use p256::ecdsa::SigningKey;
 
@@ -50,16 +52,32 @@ impl Oci {
     /// the signatures already at its `.sig` tag); returns the signed digest.
     pub async fn sign(&self, reference: &Reference, key: &SigningKey) -> Result<String, OciError> {
         let digest = self.resolve(reference).await?;
-        let client = self.client(&reference.registry);
-        let repository = &reference.repository;
-        let tag = artifact::signature_tag(&digest);
-        let existing = self.remote(|| client.manifest(repository, &tag)).await?;
-        let existing = existing.and_then(|m| Manifest::parse(&m.bytes).ok());
         let payload = cosign::payload(&reference.repository_path(), &digest);
         let signature = cosign::sign(key, &payload);
-        let (config, manifest) = artifact::add_signature(existing, &payload, &signature);
-        self.upload(reference, &[&payload, &config], &tag, &manifest)
+        self.attach(reference, &digest, &payload, &signature, BTreeMap::new())
             .await?;
         Ok(digest)
+    }
+
+    /// Adds a signature of `digest` (its payload, its signature, and annotations such
+    /// as a keyless signature's certificate and Rekor bundle) to those at its `.sig`
+    /// tag in `reference`'s repository, as `cosign attach signature` does.
+    pub async fn attach(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        payload: &[u8],
+        signature: &str,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<(), OciError> {
+        let client = self.client(&reference.registry);
+        let tag = artifact::signature_tag(digest);
+        let existing = self
+            .remote(|| client.manifest(&reference.repository, &tag))
+            .await?;
+        let existing = existing.and_then(|m| Manifest::parse(&m.bytes).ok());
+        let (config, manifest) = artifact::add_signature(existing, payload, signature, annotations);
+        self.upload(reference, &[payload, &config], &tag, &manifest)
+            .await
     }
 }

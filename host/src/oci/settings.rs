@@ -1,12 +1,14 @@
 //! How to reach OCI registries and whom to trust for which repositories, as the
 //! config says (`config::oci` resolves the sections into these): plain HTTP only when
-//! said, credentials from the config or the Docker config file.
+//! said, credentials from the config or the Docker config file, keys and keyless
+//! identities per prefix, and the keyless trust root.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::client::Settings;
+use super::keyless::Identity;
 
 /// One registry operation's deadline when `timeout` says nothing: enough for a large
 /// Python plugin over a slow link, and a registry that trickles still ends.
@@ -20,6 +22,10 @@ pub struct OciConfig {
     pub trust: Vec<TrustConfig>,
     /// The mirror folder (an OCI image layout) plugins are loaded from first.
     pub mirror: Option<PathBuf>,
+    /// Keyless signatures' trust root: Fulcio's root certificates (PEM files) and
+    /// Rekor's public keys (PEM files).
+    pub fulcio_roots: Vec<PathBuf>,
+    pub rekor_keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -36,6 +42,8 @@ pub struct TrustConfig {
     pub prefix: String,
     /// Cosign public keys (PEM files).
     pub keys: Vec<PathBuf>,
+    /// The certificate identities whose keyless signatures are trusted.
+    pub keyless: Vec<Identity>,
     /// Plugins under the prefix load without a signature.
     pub allow_unsigned: bool,
 }

@@ -16,6 +16,7 @@ mod dropins;
 mod history;
 mod isolation;
 mod journal;
+mod keyless;
 mod migrate;
 mod oci;
 mod page;

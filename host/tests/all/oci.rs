@@ -21,14 +21,14 @@ const REGISTRY_PASSWORD: &str = "registry-pw";
 const KEY_PASSWORD: &str = "key-pw";
 
 /// A CNCF Distribution server on 127.0.0.1, stopped when dropped.
-struct Registry {
+pub(crate) struct Registry {
     child: Option<Child>,
-    addr: String,
+    pub(crate) addr: String,
     dir: TempDir,
 }
 
 impl Registry {
-    fn start(with_password: bool) -> Registry {
+    pub(crate) fn start(with_password: bool) -> Registry {
         let dir = TempDir::new();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -119,7 +119,7 @@ fn hh(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// `hh`, which must succeed; its standard output.
-fn ok(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn ok(dir: &Path, args: &[&str]) -> String {
     let out = hh(dir, args, &[]);
     assert!(
         out.status.success(),
@@ -131,7 +131,7 @@ fn ok(dir: &Path, args: &[&str]) -> String {
 }
 
 /// `hh`, which must fail; its standard error.
-fn refused(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn refused(dir: &Path, args: &[&str]) -> String {
     let out = hh(dir, args, &[]);
     assert!(
         !out.status.success(),
@@ -142,14 +142,14 @@ fn refused(dir: &Path, args: &[&str]) -> String {
 }
 
 /// The config `serve` gets from [`Host`] (which adds `listen` and `cache_dir`).
-fn body(addr: &str, trust: &str, plugin: &str) -> String {
+pub(crate) fn body(addr: &str, trust: &str, plugin: &str) -> String {
     format!(
         "[registries.\"{addr}\"]\ninsecure = true\ntimeout = \"20s\"\n{trust}\n[checks.t]\nplugin = \"{plugin}\"\n"
     )
 }
 
 /// Writes `config.toml` in `dir` as [`Host`] would.
-fn write_config(dir: &Path, body: &str) {
+pub(crate) fn write_config(dir: &Path, body: &str) {
     let text = format!("listen = \"127.0.0.1:0\"\ncache_dir = \"cache\"\n{body}");
     std::fs::write(dir.join("config.toml"), text).unwrap();
 }
@@ -163,7 +163,7 @@ fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().trim().to_owned()
 }
 
-fn push(dir: &Path, wasm: &str, reference: &str) -> String {
+pub(crate) fn push(dir: &Path, wasm: &str, reference: &str) -> String {
     let digest = first_line(&ok(dir, &["push", wasm, reference]));
     assert!(
         healthhost::oci::reference::valid_digest(&digest),

@@ -1,0 +1,205 @@
+//! Verifying an OCI plugin's signatures before it is compiled: the signature
+//! manifest at the digest's `.sig` tag (from the cache, the mirror or the registry),
+//! each of its cosign signatures tried against the trust entry covering the
+//! reference (its keys, and its keyless identities through `keyless`), and the set
+//! that verified kept in the cache so the next start verifies offline.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::artifact::{self, MAX_SMALL_BLOB_BYTES, Manifest};
+use super::client::MAX_MANIFEST_BYTES;
+use super::keyless::{self, Identity};
+use super::layout::{self, Layout, Read};
+use super::{Oci, OciError, Reference, Trust, cosign, manifest_descriptor, stored};
+
+/// Who vouches for a verified plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signer {
+    /// A trusted public key (its file).
+    Key(PathBuf),
+    /// A keyless signature's certificate identity.
+    Identity(Identity),
+}
+
+impl std::fmt::Display for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Signer::Key(path) => write!(f, "{}", path.display()),
+            Signer::Identity(identity) => identity.fmt(f),
+        }
+    }
+}
+
+impl Oci {
+    /// Who signed `digest`, as `trust` requires: the signatures at its `.sig` tag in
+    /// the cache, the mirror, then the registry, the first set that verifies kept in
+    /// the cache.
+    pub(super) async fn verify(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        trust: &Trust,
+    ) -> Result<Signer, OciError> {
+        let tag = artifact::signature_tag(digest);
+        let name = format!("{}:{tag}", reference.repository_path());
+        let mut reasons = Vec::new();
+        let layouts = std::iter::once(&*self.cache).chain(self.mirror.as_ref());
+        for layout in layouts {
+            let Some(found) = stored(layout, layout.lookup(&name))? else {
+                continue;
+            };
+            let Read::Found(bytes) =
+                stored(layout, layout.read(&found.digest, MAX_MANIFEST_BYTES))?
+            else {
+                continue;
+            };
+            let payloads = local_payloads(layout, &bytes);
+            match self.check(&bytes, &payloads, digest, trust) {
+                Ok(signer) => {
+                    self.keep_signatures(&name, &bytes, &payloads)?;
+                    return Ok(signer);
+                }
+                Err(why) => reasons.extend(why),
+            }
+        }
+        let client = self.client(&reference.registry);
+        let remote = self
+            .remote(|| client.manifest(&reference.repository, &tag))
+            .await;
+        let manifest = match remote {
+            Ok(Some(manifest)) => manifest,
+            Ok(None) if reasons.is_empty() => {
+                return Err(OciError::Unsigned {
+                    reference: reference.to_string(),
+                    tag,
+                });
+            }
+            Ok(None) => return Err(self.unverified(reference, trust, reasons)),
+            Err(e) if reasons.is_empty() => return Err(e.into()),
+            Err(e) => {
+                reasons.push(e.to_string());
+                return Err(self.unverified(reference, trust, reasons));
+            }
+        };
+        let mut payloads = BTreeMap::new();
+        if let Ok(parsed) = Manifest::parse(&manifest.bytes) {
+            for (layer, _) in artifact::signatures(&parsed) {
+                let payload = self
+                    .remote(|| {
+                        client.blob(&reference.repository, &layer.digest, MAX_SMALL_BLOB_BYTES)
+                    })
+                    .await?;
+                payloads.insert(layer.digest.clone(), payload);
+            }
+        }
+        match self.check(&manifest.bytes, &payloads, digest, trust) {
+            Ok(signer) => {
+                self.keep_signatures(&name, &manifest.bytes, &payloads)?;
+                Ok(signer)
+            }
+            Err(why) => {
+                reasons.extend(why);
+                Err(self.unverified(reference, trust, reasons))
+            }
+        }
+    }
+
+    fn unverified(
+        &self,
+        reference: &Reference,
+        trust: &Trust,
+        mut reasons: Vec<String>,
+    ) -> OciError {
+        reasons.dedup();
+        OciError::Signature {
+            reference: reference.to_string(),
+            prefix: trust.config.prefix.clone(),
+            reasons: reasons.join("; "),
+        }
+    }
+
+    /// Keeps a signature manifest that verified, and its payloads, in the cache.
+    fn keep_signatures(
+        &self,
+        name: &str,
+        manifest: &[u8],
+        payloads: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), OciError> {
+        let digest = layout::sha256(manifest);
+        stored(&self.cache, self.cache.write(&digest, manifest))?;
+        for (digest, payload) in payloads {
+            stored(&self.cache, self.cache.write(digest, payload))?;
+        }
+        stored(
+            &self.cache,
+            self.cache.tag(name, manifest_descriptor(&digest, manifest)),
+        )
+    }
+
+    /// Who made one of the signatures in the signature manifest `bytes` over `digest`
+    /// that `trust` accepts (a keyless signature by an identity it names, or one by
+    /// its keys), or why none did.
+    fn check(
+        &self,
+        bytes: &[u8],
+        payloads: &BTreeMap<String, Vec<u8>>,
+        digest: &str,
+        trust: &Trust,
+    ) -> Result<Signer, Vec<String>> {
+        let manifest =
+            Manifest::parse(bytes).map_err(|e| vec![format!("signature manifest: {e}")])?;
+        let signatures = artifact::signatures(&manifest);
+        if signatures.is_empty() {
+            return Err(vec![
+                "the signature manifest holds no cosign signature".to_owned(),
+            ]);
+        }
+        let mut reasons = Vec::new();
+        for (layer, signature) in signatures {
+            let Some(payload) = payloads.get(&layer.digest) else {
+                reasons.push(format!("payload {} is missing", layer.digest));
+                continue;
+            };
+            if !trust.config.keyless.is_empty() {
+                let identities = &trust.config.keyless;
+                match keyless::verify(
+                    &self.sigstore,
+                    identities,
+                    payload,
+                    signature,
+                    &layer.annotations,
+                )
+                .and_then(|identity| {
+                    cosign::signs(payload, digest).map_err(|e| e.to_string())?;
+                    Ok(identity)
+                }) {
+                    Ok(identity) => return Ok(Signer::Identity(identity)),
+                    Err(e) => reasons.push(e),
+                }
+            }
+            for (path, key) in &trust.keys {
+                match cosign::verify(key, payload, signature, digest) {
+                    Ok(()) => return Ok(Signer::Key(path.clone())),
+                    Err(e) => reasons.push(e.to_string()),
+                }
+            }
+        }
+        reasons.sort();
+        reasons.dedup();
+        Err(reasons)
+    }
+}
+
+/// The payloads of a signature manifest that `layout` holds intact.
+fn local_payloads(layout: &Layout, manifest: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut payloads = BTreeMap::new();
+    if let Ok(parsed) = Manifest::parse(manifest) {
+        for (layer, _) in artifact::signatures(&parsed) {
+            if let Ok(Read::Found(bytes)) = layout.read(&layer.digest, MAX_SMALL_BLOB_BYTES) {
+                payloads.insert(layer.digest.clone(), bytes);
+            }
+        }
+    }
+    payloads
+}
