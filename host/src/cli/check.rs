@@ -210,7 +210,7 @@ fn check_setup(
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read grant file {}", path.display()))?;
             let check =
-                crate::config::grant_file(name, args.plugin.clone(), Some(&text), &env, None)
+                crate::config::grant_file(name, Some(args.plugin.clone()), Some(&text), &env, None)
                     .map_err(|problems| {
                         anyhow::anyhow!(crate::problems::render(
                             &path.display().to_string(),

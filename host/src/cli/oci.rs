@@ -202,13 +202,14 @@ pub(super) fn verify(args: ReferenceArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Every OCI reference of the config's checks.
-fn references(config: &Config) -> Vec<&Reference> {
-    config
-        .checks
-        .iter()
-        .filter_map(|c| c.oci.as_ref())
-        .collect()
+/// Every OCI reference of the config's checks, then of the plugins folder's grant
+/// files.
+fn references(config: &Config) -> Vec<Reference> {
+    let configured = config.checks.iter().filter_map(|c| c.oci.clone());
+    let dropped_in = crate::health::folder::references(config)
+        .into_iter()
+        .map(|(_, r)| r);
+    configured.chain(dropped_in).collect()
 }
 
 pub(super) fn lock(args: ConfigArgs) -> anyhow::Result<ExitCode> {
@@ -217,6 +218,8 @@ pub(super) fn lock(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let path = lock::path_for(&args.config);
     let mut lock = Lock::read(&path)?;
     let references = references(&config);
+    // A reference written with its digest is pinned already and needs no entry.
+    let references: Vec<&Reference> = references.iter().filter(|r| r.digest.is_none()).collect();
     current_thread()?.block_on(async {
         for reference in &references {
             let digest = oci.resolve(reference).await?;
@@ -241,10 +244,11 @@ pub(super) fn mirror(args: MirrorArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot create {}", args.path.display()))?;
     let mut failed = 0;
     for reference in references(&config) {
-        let oci = oci
-            .as_ref()
-            .expect("a config with OCI checks opens the store");
-        match tokio.block_on(oci.mirror(reference, &mirror)) {
+        let Some(oci) = &oci else {
+            bail!("{reference}: no [trust] entry of the config covers it");
+        };
+        let mirrored = tokio.block_on(async { oci.mirror(&oci.pin(&reference)?, &mirror).await });
+        match mirrored {
             Ok(_) => outln!("mirrored {reference}")?,
             Err(e) => {
                 eprintln!("cannot mirror: {e}");
@@ -272,11 +276,13 @@ pub(super) async fn prepare(
     if let Some(mirror) = mirror {
         config.oci.mirror = Some(mirror.to_owned());
     }
-    if references(config).is_empty() {
+    // The store opens when a check names an OCI plugin, or when a [trust] entry lets
+    // the plugins folder name one.
+    if config.checks.iter().all(|c| c.oci.is_none()) && config.oci.trust.is_empty() {
         return Ok(None);
     }
-    let oci = open(config)?;
     let path = lock::path_for(config_path);
+    let oci = open(config)?.with_lock(path.clone());
     let mut lock = Lock::read(&path)?;
     let (mut unlocked, mut added) = (Vec::new(), false);
     for check in &mut config.checks {

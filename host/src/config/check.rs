@@ -20,17 +20,19 @@ use crate::problems::{Problem, Problems, parse_toml};
 use crate::thresholds::{NagiosRange, Threshold};
 use crate::units;
 
-/// Resolves a grant file (the keys of a `[checks.NAME]` table without `plugin`) for
-/// check `name`; `grants.sql` names are checked against `datasources` when given.
+/// Resolves a grant file (the keys of a `[checks.NAME]` table) for check `name`:
+/// `plugin` is the .wasm beside it, or `None` when there is none and the file names an
+/// OCI reference in its own `plugin` key; `grants.sql` names are checked against
+/// `datasources` when given.
 pub fn grant_file(
     name: &str,
-    plugin: PathBuf,
+    plugin: Option<PathBuf>,
     source: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
     datasources: Option<&BTreeSet<String>>,
 ) -> Result<CheckConfig, Vec<Problem>> {
     let text = source.unwrap_or_default();
-    let raw: RawCheck = parse_toml(text)?;
+    let mut raw: RawCheck = parse_toml(text)?;
     let mut problems = Problems {
         source: text,
         list: Vec::new(),
@@ -42,20 +44,49 @@ pub fn grant_file(
             format!("'{name}' is not a check name: use letters, digits, '-' and '_'"),
         );
     }
-    if let Some(p) = &raw.plugin {
-        problems.add(
-            p.span(),
-            "plugin",
-            "a grant file's plugin is the .wasm file beside it; remove this key",
-        );
-    }
+    let (plugin, oci) = match (plugin, raw.plugin.take()) {
+        (Some(wasm), None) => (wasm, None),
+        (Some(wasm), Some(p)) => {
+            let why = "the .wasm beside this file is its plugin; remove this key or the .wasm";
+            problems.add(p.span(), "plugin", why);
+            (wasm, None)
+        }
+        (None, Some(p)) if p.get_ref().starts_with(crate::oci::reference::SCHEME) => {
+            let oci = reference(&p, "plugin", &mut problems);
+            (PathBuf::from(p.into_inner()), oci)
+        }
+        (None, Some(p)) => {
+            let why =
+                "a grant file names only an oci:// reference; a file plugin is the .wasm beside it";
+            problems.add(p.span(), "plugin", why);
+            (PathBuf::new(), None)
+        }
+        (None, None) => {
+            let why = "no .wasm beside this file and no plugin = \"oci://…\"";
+            problems.add(0..0, "plugin", why);
+            (PathBuf::new(), None)
+        }
+    };
     let context = CheckContext {
         key_prefix: String::new(),
         env,
         datasources,
     };
-    let check = resolve_check(name, raw, plugin, Source::Folder, &context, &mut problems);
+    let mut check = resolve_check(name, raw, plugin, Source::Folder, &context, &mut problems);
+    check.oci = oci;
     problems.finish().map(|()| check)
+}
+
+/// The OCI reference `plugin` names (`oci://…`), or a problem at `key` naming the bad
+/// part.
+pub(super) fn reference(
+    plugin: &Spanned<String>,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<crate::oci::Reference> {
+    crate::oci::Reference::parse(plugin.get_ref())
+        .map_err(|why| problems.add(plugin.span(), key, why))
+        .ok()
 }
 
 /// What resolving a check needs besides the check itself.

@@ -452,12 +452,13 @@ impl Config {
     }
 
     /// Resolves the grant file of the dropped-in check `name` (`source`, the text of
-    /// `NAME.toml`, or `None` when there is none) for the plugin at `plugin`; its
-    /// `grants.sql` may name this config's datasources.
+    /// `NAME.toml`, or `None` when there is none) for the plugin at `plugin` (`None`:
+    /// no .wasm, the file names an OCI reference); its `grants.sql` may name this
+    /// config's datasources.
     pub fn drop_in(
         &self,
         name: &str,
-        plugin: PathBuf,
+        plugin: Option<PathBuf>,
         source: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<CheckConfig, Vec<Problem>> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::check::{CheckContext, resolve_check};
+use super::check::{CheckContext, reference, resolve_check};
 use super::raw::{RawCheck, RawConfig, RawDatasource, RawHistory, RawUsage};
 use super::{
     CheckConfig, DATABASE_URL_ENV, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_NAMESPACE,
@@ -174,10 +174,7 @@ pub(super) fn resolve_checks(
         let mut oci = None;
         let plugin = match check.plugin.take() {
             Some(text) if text.get_ref().starts_with(crate::oci::reference::SCHEME) => {
-                match crate::oci::Reference::parse(text.get_ref()) {
-                    Ok(reference) => oci = Some(reference),
-                    Err(why) => problems.add(text.span(), format!("{key}.plugin"), why),
-                }
+                oci = reference(&text, &format!("{key}.plugin"), problems);
                 PathBuf::new()
             }
             Some(path) => base.join(path.get_ref()),

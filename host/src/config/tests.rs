@@ -189,7 +189,7 @@ fn a_grant_file_is_a_check_table_without_plugin() {
     let short_pin = config
         .drop_in(
             "redis",
-            wasm.clone(),
+            Some(wasm.clone()),
             Some("critical = true\ngrants.sql = [\"main\"]\nsha256 = \"AB\"\n"),
             |_| None,
         )
@@ -201,7 +201,7 @@ fn a_grant_file_is_a_check_table_without_plugin() {
     let problems = config
         .drop_in(
             "redis",
-            wasm.clone(),
+            Some(wasm.clone()),
             Some("plugin = \"x.wasm\"\ngrants.sql = [\"other\"]\n"),
             |_| None,
         )
@@ -211,7 +211,7 @@ fn a_grant_file_is_a_check_table_without_plugin() {
     assert_eq!(got, [(1, "plugin"), (2, "grants.sql")]);
 
     let none = config
-        .drop_in("redis", wasm.clone(), None, |_| None)
+        .drop_in("redis", Some(wasm.clone()), None, |_| None)
         .unwrap();
     assert_eq!(none.source, Source::Folder);
     assert!(!none.critical);

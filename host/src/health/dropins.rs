@@ -6,24 +6,19 @@
 //! each enters the running set as soon as it is ready, so a slow plugin never holds
 //! back the others, and `serve` answers while they compile.
 //!
-//! Every `NAME.wasm` in the folder is a check named `NAME`; `NAME.toml` beside it holds
-//! its grants, settings, limits, interval, critical flag and optional `sha256` pin, in
-//! the schema of a `[checks.NAME]` table. A file is loaded once it has not changed for
-//! [`SETTLE_TIME`] (so a file being copied in is not loaded half-written; dropping it in
-//! by renaming a finished file is instant), and again whenever its size or
-//! modification time, or its grant file's, changes. A file that fails to load (invalid
-//! wasm, another world, a bad grant file, a hash that does not match its pin) leaves
-//! the previous version of that check running and is reported; a file that is gone
-//! takes its check with it. The next set is computed aside and swapped in whole.
+//! What the folder holds, and when a file is loaded again, is `folder`'s. A file that
+//! fails to load (invalid wasm, another world, a bad grant file, a hash that does not
+//! match its pin, a plugin by OCI reference that fails verification) leaves the
+//! previous version of that check running and is reported; a file that is gone takes
+//! its check with it. The next set is computed aside and swapped in whole.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::config::{CheckConfig, Config, Source};
+use crate::config::Config;
+use crate::health::folder::{Folder, Scan};
 use crate::health::load::{Load, What};
 use crate::health::{Check, CheckSet, Entry, Health};
 use crate::metrics::Metrics;
@@ -260,12 +255,14 @@ impl Loader {
                 reason,
             })
         };
-        let oci = self
-            .oci
-            .as_ref()
-            .ok_or_else(|| error("plugins by OCI reference need the OCI store".to_owned()))?;
+        let oci = self.oci.as_ref().ok_or_else(|| {
+            error(format!(
+                "{reference}: no [trust] entry of the config covers it; add one and restart"
+            ))
+        })?;
+        let pinned = oci.pin(reference).map_err(|e| error(e.to_string()))?;
         let fetched = oci
-            .fetch_waiting(reference, wanted)
+            .fetch_waiting(&pinned, wanted)
             .await
             .map_err(|e| error(e.to_string()))?;
         tracing::info!(check = %name, digest = %fetched.digest, signed_by = %fetched.signed_by.as_ref().map_or("nobody (unsigned allowed)".to_owned(), ToString::to_string), "verified plugin {reference}");
@@ -322,191 +319,6 @@ impl Loader {
             );
         }
     }
-}
-
-/// Size and modification time: what tells a changed file from the same one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Fingerprint {
-    pub(super) len: u64,
-    modified: SystemTime,
-}
-
-impl Fingerprint {
-    fn of(path: &Path) -> Option<Fingerprint> {
-        let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
-        Some(Fingerprint {
-            len: meta.len(),
-            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        })
-    }
-
-    fn settled(&self, settle: Duration) -> bool {
-        self.modified.elapsed().is_ok_and(|age| age >= settle)
-    }
-}
-
-/// One dropped-in check as found on disk.
-#[derive(Debug, Clone)]
-pub(super) struct Found {
-    pub(super) wasm: PathBuf,
-    pub(super) grants: PathBuf,
-    /// The plugin file's and the grant file's fingerprints.
-    pub(super) print: (Fingerprint, Option<Fingerprint>),
-}
-
-/// The `*.wasm` files of `dir` by stem; a folder that does not exist holds none.
-fn scan_folder(dir: &Path) -> std::io::Result<BTreeMap<String, Found>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(e),
-    };
-    let mut found = BTreeMap::new();
-    for entry in entries {
-        let path = entry?.path();
-        if path.extension().is_none_or(|e| e != "wasm") {
-            continue;
-        }
-        let (Some(stem), Some(print)) = (
-            path.file_stem().and_then(|s| s.to_str()),
-            Fingerprint::of(&path),
-        ) else {
-            continue;
-        };
-        let grants = path.with_extension("toml");
-        found.insert(
-            stem.to_owned(),
-            Found {
-                print: (print, Fingerprint::of(&grants)),
-                wasm: path,
-                grants,
-            },
-        );
-    }
-    Ok(found)
-}
-
-/// The plugins folder of one config, and what was last attempted from it.
-pub struct Folder {
-    config: Arc<Config>,
-    /// The fingerprints each check's last load attempt saw.
-    seen: BTreeMap<String, (Fingerprint, Option<Fingerprint>)>,
-}
-
-/// How a scan treats files.
-#[derive(Debug, Clone, Copy)]
-pub struct Scan {
-    /// Load files whose last attempt failed even if they did not change (SIGHUP).
-    pub retry_failed: bool,
-    /// How long a file must be unchanged to be loaded.
-    pub settle: Duration,
-}
-
-impl Folder {
-    /// The plugins folder of `config`.
-    pub fn new(config: Arc<Config>) -> Folder {
-        Folder {
-            config,
-            seen: BTreeMap::new(),
-        }
-    }
-
-    /// The set that follows `current` given the folder's contents now, with the files
-    /// to load marked loading, and their loads; `None` when nothing changed.
-    pub fn scan(&mut self, current: &CheckSet, scan: Scan) -> Option<(CheckSet, Vec<Load>)> {
-        let dir = &self.config.plugins_dir;
-        let found = match scan_folder(dir) {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(folder = %dir.display(), error = %e, "cannot read the plugins folder; keeping the current checks");
-                return None;
-            }
-        };
-        let mut next = CheckSet::default();
-        let mut removed = false;
-        for (name, entry) in &current.entries {
-            if entry.source == Source::Config {
-                next.entries.insert(name.clone(), entry.clone());
-            } else if !found.contains_key(name) {
-                tracing::info!(check = %name, "plugin file removed; check removed");
-                removed = true;
-            }
-        }
-        self.seen.retain(|name, _| found.contains_key(name));
-
-        let mut to_load = Vec::new();
-        for (name, file) in found {
-            if next.entries.contains_key(&name) {
-                let message = format!(
-                    "a check named '{name}' is defined in the config file; rename this file"
-                );
-                if self.seen.insert(name, file.print) != Some(file.print) {
-                    tracing::warn!(file = %file.wasm.display(), "{message}");
-                }
-                next.rejected.insert(file.wasm, message);
-                continue;
-            }
-            let previous = current.entries.get(&name).cloned();
-            let unchanged = self.seen.get(&name) == Some(&file.print);
-            let failed = previous.as_ref().is_some_and(|e| e.load_error.is_some());
-            let settled = file.print.0.settled(scan.settle)
-                && file.print.1.is_none_or(|p| p.settled(scan.settle));
-            if (unchanged && !(scan.retry_failed && failed)) || !settled {
-                if let Some(previous) = previous {
-                    next.entries.insert(name, previous);
-                }
-                continue;
-            }
-            to_load.push((name, file, previous));
-        }
-        if to_load.is_empty() && !removed && next.rejected == current.rejected {
-            return None;
-        }
-        let loads: Vec<Load> = to_load
-            .into_iter()
-            .map(|(name, file, previous)| {
-                self.seen.insert(name.clone(), file.print);
-                // Critical as its grant file says, so that readiness waits for it.
-                let check = load_grants(&self.config, &name, &file)
-                    .map(Box::new)
-                    .map_err(Arc::new);
-                let critical = match &check {
-                    Ok(c) => c.critical,
-                    Err(_) => previous.as_ref().is_some_and(|p| p.critical),
-                };
-                Load::new(name, What::Folder(file, check), critical, previous)
-            })
-            .collect();
-        for load in &loads {
-            next.entries.insert(load.name.clone(), load.pending());
-        }
-        Some((next, loads))
-    }
-}
-
-/// The check a dropped-in file makes under its grant file (if any).
-fn load_grants(config: &Config, name: &str, file: &Found) -> Result<CheckConfig, LoadError> {
-    let text =
-        match file.print.1 {
-            Some(_) => Some(std::fs::read_to_string(&file.grants).map_err(|error| {
-                LoadError::GrantRead {
-                    path: file.grants.display().to_string(),
-                    error,
-                }
-            })?),
-            None => None,
-        };
-    config
-        .drop_in(name, file.wasm.clone(), text.as_deref(), |v| {
-            std::env::var(v).ok()
-        })
-        .map_err(|problems| {
-            let at = file.grants.display();
-            let located: Vec<String> = problems.iter().map(|p| format!("{at}:{p}")).collect();
-            LoadError::Grants {
-                problems: located.join("; "),
-            }
-        })
 }
 
 /// Rescans the plugins folder every `interval`, and at once on SIGHUP (which also

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{CheckConfig, Source};
 use crate::health::Entry;
-use crate::health::dropins::Found;
+use crate::health::folder::Found;
 use crate::runtime::{LoadError, read_plugin};
 
 /// Numbers the loads, so that an entry takes only the result of its newest one.
@@ -67,25 +67,32 @@ impl Load {
         }
     }
 
-    /// The OCI reference of a config check's plugin, if it has one.
+    /// The OCI reference of the check's plugin, if it has one.
     pub(super) fn oci(&self) -> Option<&crate::oci::Reference> {
         match &self.what {
-            What::Config(c) => c.oci.as_ref(),
-            What::Folder(..) => None,
+            What::Config(c) | What::Folder(_, Ok(c)) => c.oci.as_ref(),
+            What::Folder(_, Err(_)) => None,
         }
     }
 
     /// Reads the plugin (blocking I/O, no compile permit: a file that is slow to read
     /// holds up no other): the check and its component.
     pub(super) fn read(&self) -> Result<(CheckConfig, Vec<u8>), Arc<LoadError>> {
-        let check = match &self.what {
+        let mut check = match &self.what {
             What::Config(check) | What::Folder(_, Ok(check)) => (**check).clone(),
             What::Folder(_, Err(e)) => return Err(e.clone()),
         };
         // A plugin by OCI reference is read from the cache, checked against the
-        // digest its verified manifest names (or the config's own pin).
+        // digest its verified manifest names (or the config's own pin), and runs as
+        // the reference pinned to the digest that was verified.
         let (path, pin) = match &self.fetched {
-            Some(f) => (&f.path, check.sha256.as_deref().or(Some(&f.sha256))),
+            Some(f) => {
+                if let Some(pinned) = check.oci.as_ref().map(|r| r.pinned(&f.digest)) {
+                    check.plugin = pinned.to_string().into();
+                    check.oci = Some(pinned);
+                }
+                (&f.path, check.sha256.as_deref().or(Some(&f.sha256)))
+            }
             None => (&check.plugin, check.sha256.as_deref()),
         };
         let wasm = read_plugin(&self.name, path, pin).map_err(Arc::new)?;

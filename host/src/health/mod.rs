@@ -16,6 +16,7 @@
 //! last 1,440 results), which goes when the check is removed.
 
 pub mod dropins;
+pub mod folder;
 pub mod history;
 pub mod load;
 pub mod slo;

@@ -88,6 +88,8 @@ pub enum OciError {
         path: String,
         error: keyless::RootError,
     },
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
 }
 
 impl OciError {
@@ -130,6 +132,8 @@ pub struct Oci {
     /// Whether [`Oci::fetch_waiting`] waits out an unreachable registry (`serve`) or
     /// fails at once (`validate`, `list`).
     wait: bool,
+    /// The lock file that pins the tags of dropped-in checks (read at each load).
+    lock: Option<PathBuf>,
 }
 
 impl Oci {
@@ -182,12 +186,38 @@ impl Oci {
             mirror,
             clients: Mutex::new(BTreeMap::new()),
             wait: false,
+            lock: None,
         })
     }
 
     /// The store, waiting out unreachable registries in [`Oci::fetch_waiting`].
     pub fn waiting(self) -> Oci {
         Oci { wait: true, ..self }
+    }
+
+    /// The store, pinning references by the lock file at `path` in [`Oci::pin`].
+    pub fn with_lock(self, path: PathBuf) -> Oci {
+        Oci {
+            lock: Some(path),
+            ..self
+        }
+    }
+
+    /// `reference` pinned to its digest: its own, else the lock file's for its tag,
+    /// read now (so that `healthhost lock` run while `serve` runs pins a dropped-in
+    /// check's tag at its next load).
+    pub fn pin(&self, reference: &Reference) -> Result<Reference, OciError> {
+        if let Some(digest) = &reference.digest {
+            return Ok(reference.pinned(digest));
+        }
+        let path = self.lock.clone().unwrap_or_default();
+        lock::Lock::read(&path)?
+            .digest(reference)
+            .map(|digest| reference.pinned(&digest))
+            .ok_or_else(|| OciError::Unlocked {
+                reference: reference.to_string(),
+                lock: path.display().to_string(),
+            })
     }
 
     /// [`Oci::fetch`], tried again after a pause while the registry cannot be reached,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use healthhost::oci::artifact;
 
-use crate::common::{BIN, Host, Reply, StandIn, TempDir, routes, stderr, stdout};
+use crate::common::{BIN, Host, Reply, StandIn, TempDir, drop_file, routes, stderr, stdout};
 
 /// The registry server's command (Debian's package `docker-registry`).
 const REGISTRY: &str = "docker-registry";
@@ -414,16 +414,16 @@ fn layer_digest(dir: &Path, digest: &str) -> String {
 
 /// `trivial` pushed to the registry at `addr` as `checks/x:1`, signed by a new key
 /// `team` and locked, with the config that trusts that key written in `dir`: the
-/// reference and the config.
-fn published(dir: &Path, addr: &str) -> (String, String) {
+/// reference, the config and the digest.
+fn published(dir: &Path, addr: &str) -> (String, String, String) {
     let reference = format!("oci://{addr}/checks/x:1");
     let config = body(addr, &trust_keys(addr, "team.pub"), &reference);
     write_config(dir, &config);
     ok(dir, &["keygen", "team"]);
-    push(dir, test_artifacts::TRIVIAL, &reference);
+    let digest = push(dir, test_artifacts::TRIVIAL, &reference);
     ok(dir, &["sign", &reference, "--key", "team.key"]);
     ok(dir, &["lock"]);
-    (reference, config)
+    (reference, config, digest)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -432,7 +432,7 @@ async fn the_cache_and_then_the_mirror_serve_while_the_registry_is_down() {
     let dir = TempDir::new();
     let addr = registry.addr.clone();
     let d = dir.0.as_path();
-    let (reference, config) = published(d, &addr);
+    let (reference, config, _) = published(d, &addr);
     ok(d, &["validate"]);
     assert!(ok(d, &["mirror", "mirror"]).contains(&format!("mirrored {reference}@")));
     registry.stop();
@@ -459,7 +459,7 @@ async fn a_host_started_while_the_registry_is_down_loads_the_plugin_once_it_is_b
     let dir = TempDir::new();
     let addr = registry.addr.clone();
     let d = dir.0.as_path();
-    let (_, config) = published(d, &addr);
+    let (_, config, _) = published(d, &addr);
     registry.stop();
 
     // Neither the cache nor a mirror has the signature: the check waits, loading,
@@ -672,4 +672,80 @@ async fn hostile_registries_get_a_clear_error_and_nothing_else() {
             .contains("authorization"),
         "{sent_to_storage:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_file_alone_names_its_plugin_by_reference_and_loads_once_pinned() {
+    let registry = Registry::start(false);
+    let dir = TempDir::new();
+    let (d, addr) = (dir.0.clone(), registry.addr.clone());
+    let (_, _, digest) = published(&d, &addr);
+    std::fs::remove_file(d.join("healthhost.lock")).unwrap();
+    // No [checks]: the plugins come from the folder alone.
+    let config = format!(
+        "[registries.\"{addr}\"]\ninsecure = true\n{}",
+        trust_keys(&addr, "team.pub")
+    );
+    write_config(&d, &config);
+    let plugins = d.join("plugins.d");
+    let repository = format!("oci://{addr}/checks/x");
+    drop_file(
+        &plugins,
+        "tagged.toml",
+        format!("plugin = \"{repository}:1\"\n").as_bytes(),
+    );
+    let by_digest = format!("plugin = \"{repository}@{digest}\"\n");
+    drop_file(&plugins, "pinned.toml", by_digest.as_bytes());
+    // A plugin named twice, and a grant file that names a file.
+    drop_file(&plugins, "twice.toml", by_digest.as_bytes());
+    let trivial = std::fs::read(test_artifacts::TRIVIAL).unwrap();
+    drop_file(&plugins, "twice.wasm", &trivial);
+    drop_file(&plugins, "file.toml", b"plugin = \"x.wasm\"\n");
+    // A grant file written before its .wasm is copied in is not a check (yet).
+    drop_file(&plugins, "later.toml", b"interval = \"1h\"\n");
+
+    let host = Host::start_in(dir, &config).await;
+    let error = |b: &serde_json::Value, name: &str| {
+        b["checks"][name]["load_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (_, health) = host
+        .wait_for("/health", |_, b| {
+            b["checks"]["pinned"]["outcome"] == "pass" && !error(b, "tagged").is_empty()
+        })
+        .await;
+    assert_eq!(health["checks"]["pinned"]["digest"], digest.as_str());
+    let tagged = error(&health, "tagged");
+    assert!(
+        tagged.contains("the tag is not in") && tagged.contains("healthhost lock"),
+        "{tagged}"
+    );
+    assert!(
+        error(&health, "twice").contains("the .wasm beside this file is its plugin"),
+        "{health}"
+    );
+    assert!(
+        error(&health, "file").contains("a grant file names only an oci:// reference"),
+        "{health}"
+    );
+    assert!(health["checks"].get("later").is_none(), "{health}");
+
+    // `healthhost lock` pins the folder's tags too; the grant file's next change loads it.
+    let d2 = d.clone();
+    let locked = tokio::task::spawn_blocking(move || ok(&d2, &["lock"]))
+        .await
+        .unwrap();
+    assert!(
+        locked.contains(&format!("{repository}:1 -> {digest}")),
+        "{locked}"
+    );
+    let tagged = format!("plugin = \"{repository}:1\"\ncritical = true\n");
+    drop_file(&plugins, "tagged.toml", tagged.as_bytes());
+    let (_, health) = host
+        .wait_for("/health", |_, b| b["checks"]["tagged"]["outcome"] == "pass")
+        .await;
+    assert_eq!(health["checks"]["tagged"]["digest"], digest.as_str());
+    assert_eq!(health["checks"]["tagged"]["critical"], true);
 }
