@@ -46,7 +46,7 @@ pub(super) fn resolve_oci(
             .registries
             .into_iter()
             .map(|(host, raw)| {
-                let registry = resolve_registry(&host, raw, env, problems);
+                let registry = resolve_registry(&host, raw, base, env, problems);
                 (host, registry)
             })
             .collect(),
@@ -64,6 +64,7 @@ pub(super) fn resolve_oci(
 fn resolve_registry(
     host: &str,
     raw: Spanned<RawRegistry>,
+    base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> RegistryConfig {
@@ -89,17 +90,22 @@ fn resolve_registry(
         problems,
     );
     if password.is_some() && username.is_none() {
-        problems.add(span, key.clone(), "a password needs a username");
+        problems.add(span.clone(), key.clone(), "a password needs a username");
     }
     let timeout = raw.timeout.as_ref().map(|_| {
         let key = format!("{key}.timeout");
         duration(&raw.timeout, key, DEFAULT_REGISTRY_TIMEOUT, problems)
     });
+    if raw.ca.is_some() && raw.insecure {
+        let why = "`ca` is for an HTTPS registry; an insecure one speaks plain HTTP";
+        problems.add(span, format!("{key}.ca"), why);
+    }
     RegistryConfig {
         insecure: raw.insecure,
         username,
         password,
         timeout,
+        ca: raw.ca.map(|ca| base.join(ca)),
     }
 }
 

@@ -75,6 +75,8 @@ pub(super) struct RawRegistry {
     pub(super) password: Option<Spanned<String>>,
     /// One operation's deadline, like "5m".
     pub(super) timeout: Option<Spanned<String>>,
+    /// PEM certificates to trust besides the system's, relative to the config's folder.
+    pub(super) ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -510,6 +510,9 @@ plugin = "oci://reg.example:5000/checks/t:1"
         r#"
 [registries."https://reg.example"]
 password = "${NOPE}"
+[registries."plain.example"]
+insecure = true
+ca = "ca.pem"
 [trust."reg.example"]
 [trust."reg.example/ci"]
 keyless = [{ identity = "ci@example.com", issuer = "" }]
@@ -525,6 +528,7 @@ plugin = "oci://reg.example/Checks:1"
     for expected in [
         "registries.\"https://reg.example\": a registry is written host or host:port",
         "registries.\"https://reg.example\".password: the variable NOPE is unset or empty",
+        "registries.\"plain.example\".ca: `ca` is for an HTTPS registry",
         "trust.\"reg.example\": names no keys",
         "trust.\"reg.example/ci\".keyless: a keyless entry names both an identity and an issuer",
         "sigstore: keyless trust needs its root: fulcio_roots",

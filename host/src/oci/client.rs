@@ -56,6 +56,12 @@ pub enum ClientError {
     Timeout { registry: String, timeout: Duration },
     #[error("{registry}: {0}", .why)]
     Auth { registry: String, why: String },
+    #[error("{registry}: its `ca` {path}: {why}")]
+    Ca {
+        registry: String,
+        path: String,
+        why: String,
+    },
 }
 
 impl ClientError {
@@ -80,6 +86,9 @@ pub struct Settings {
     pub password: Option<String>,
     /// One operation's deadline.
     pub timeout: Duration,
+    /// PEM certificates to trust besides the system's, for a registry whose
+    /// certificate a private authority issued.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// A client of one registry.
@@ -98,7 +107,7 @@ pub struct Manifest {
 }
 
 impl Client {
-    pub fn new(registry: &str, settings: Settings) -> Client {
+    pub fn new(registry: &str, settings: Settings) -> Result<Client, ClientError> {
         let policy = reqwest::redirect::Policy::custom(|attempt| {
             let downgrade = attempt.url().scheme() == "http"
                 && attempt.previous().iter().any(|u| u.scheme() == "https");
@@ -111,18 +120,35 @@ impl Client {
                 attempt.follow()
             }
         });
+        let ca_error = |path: &std::path::Path, why: String| ClientError::Ca {
+            registry: registry.to_owned(),
+            path: path.display().to_string(),
+            why,
+        };
+        let mut roots = Vec::new();
+        if let Some(path) = &settings.ca {
+            let pem = std::fs::read(path).map_err(|e| ca_error(path, e.to_string()))?;
+            roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| ca_error(path, "not PEM certificates".into()))?;
+        }
         let http = reqwest::Client::builder()
             .redirect(policy)
             .user_agent(concat!("healthhost/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .tls_certs_merge(roots)
             .build()
-            .expect("a client with these settings builds");
-        Client {
+            .map_err(|e| ClientError::Http {
+                registry: registry.to_owned(),
+                error: e.to_string(),
+            })?;
+        Ok(Client {
             http,
             registry: registry.to_owned(),
             settings,
             authorization: tokio::sync::Mutex::new(None),
-        }
+        })
     }
 
     fn url(&self, path: &str) -> String {

@@ -178,7 +178,7 @@ impl Oci {
                 keys,
             });
         }
-        Ok(Oci {
+        let oci = Oci {
             config: config.clone(),
             trust,
             sigstore,
@@ -187,7 +187,13 @@ impl Oci {
             clients: Mutex::new(BTreeMap::new()),
             wait: false,
             lock: None,
-        })
+        };
+        // Each configured registry's client now, so that a bad `ca` is an error at
+        // start, not at the first pull.
+        for registry in config.registries.keys() {
+            oci.client(registry)?;
+        }
+        Ok(oci)
     }
 
     /// The store, waiting out unreachable registries in [`Oci::fetch_waiting`].
@@ -240,12 +246,14 @@ impl Oci {
         }
     }
 
-    fn client(&self, registry: &str) -> Arc<Client> {
+    fn client(&self, registry: &str) -> Result<Arc<Client>, ClientError> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients
-            .entry(registry.to_owned())
-            .or_insert_with(|| Arc::new(Client::new(registry, self.config.settings(registry))))
-            .clone()
+        if let Some(client) = clients.get(registry) {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(Client::new(registry, self.config.settings(registry))?);
+        clients.insert(registry.to_owned(), client.clone());
+        Ok(client)
     }
 
     /// The trust entry with the longest prefix covering `reference`.
@@ -309,7 +317,7 @@ impl Oci {
         if let Some(bytes) = self.local(digest, max)? {
             return Ok(bytes);
         }
-        let client = self.client(&reference.registry);
+        let client = self.client(&reference.registry)?;
         let bytes = self
             .remote(|| client.blob(&reference.repository, digest, max))
             .await?;
@@ -332,7 +340,7 @@ impl Oci {
         reference: &Reference,
         target: &str,
     ) -> Result<client::Manifest, OciError> {
-        let client = self.client(&reference.registry);
+        let client = self.client(&reference.registry)?;
         let manifest = self
             .remote(|| client.manifest(&reference.repository, target))
             .await?

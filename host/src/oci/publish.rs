@@ -35,7 +35,7 @@ impl Oci {
         target: &str,
         manifest: &Manifest,
     ) -> Result<(), OciError> {
-        let client = self.client(&reference.registry);
+        let client = self.client(&reference.registry)?;
         let repository = &reference.repository;
         for blob in blobs {
             self.remote(|| client.put_blob(repository, blob)).await?;
@@ -70,7 +70,7 @@ impl Oci {
         signature: &str,
         annotations: BTreeMap<String, String>,
     ) -> Result<(), OciError> {
-        let client = self.client(&reference.registry);
+        let client = self.client(&reference.registry)?;
         let tag = artifact::signature_tag(digest);
         let existing = self
             .remote(|| client.manifest(&reference.repository, &tag))

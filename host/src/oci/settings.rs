@@ -34,6 +34,8 @@ pub struct RegistryConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub timeout: Option<Duration>,
+    /// PEM certificates to trust for this registry besides the system's.
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +64,7 @@ impl OciConfig {
             username,
             password,
             timeout: entry.timeout.unwrap_or(DEFAULT_REGISTRY_TIMEOUT),
+            ca: entry.ca,
         }
     }
 }

@@ -63,7 +63,7 @@ impl Oci {
                 Err(why) => reasons.extend(why),
             }
         }
-        let client = self.client(&reference.registry);
+        let client = self.client(&reference.registry)?;
         let remote = self
             .remote(|| client.manifest(&reference.repository, &tag))
             .await;

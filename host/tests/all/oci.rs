@@ -749,3 +749,89 @@ async fn a_grant_file_alone_names_its_plugin_by_reference_and_loads_once_pinned(
     assert_eq!(health["checks"]["tagged"]["digest"], digest.as_str());
     assert_eq!(health["checks"]["tagged"]["critical"], true);
 }
+
+/// A private certificate authority and a certificate it issued for 127.0.0.1: the
+/// authority's PEM, and the server's certificate and key (PEM).
+fn private_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), server.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_registry_with_a_private_ca_is_reached_and_never_downgraded() {
+    let wasm = std::fs::read(test_artifacts::TRIVIAL).unwrap();
+    let (manifest, digest, layer, (config_route, config_blob)) = artifact_of(&wasm);
+    let oci_manifest = Reply::Respond(
+        200,
+        vec![("content-type", artifact::MANIFEST_MEDIA_TYPE.into())],
+        manifest,
+    );
+    // x/y sends its blob to plain HTTP; x/z serves it itself.
+    let plain = StandIn::start(routes([(&format!("/{layer}"), Reply::ok(wasm.clone()))])).await;
+    let mut all = routes([
+        ("/v2/x/y/manifests/ok", oci_manifest.clone()),
+        ("/v2/x/z/manifests/ok", oci_manifest),
+        (
+            &format!("/v2/x/y/blobs/{layer}"),
+            Reply::redirect(plain.url(&format!("/{layer}"))),
+        ),
+        (&format!("/v2/x/z/blobs/{layer}"), Reply::ok(wasm)),
+        (&config_route.replace("/x/y/", "/x/z/"), config_blob.clone()),
+    ]);
+    all.insert(config_route, config_blob);
+    let (ca, cert, key) = private_ca();
+    let registry = StandIn::start_tls(all, &cert, &key).await;
+    let addr = registry.origin.trim_start_matches("https://").to_owned();
+
+    let dir = TempDir::new();
+    let d = dir.0.clone();
+    std::fs::write(d.join("ca.pem"), ca).unwrap();
+    let config = |ca: &str| {
+        format!(
+            "[registries.\"{addr}\"]\ntimeout = \"5s\"\n{ca}\n[trust.\"{addr}\"]\nunsafe_allow_unsigned = true\n"
+        )
+    };
+    let verify = |config: String, target: &str, succeeds: bool| {
+        let (d, target) = (d.clone(), format!("oci://{addr}/{target}"));
+        async move {
+            tokio::task::spawn_blocking(move || {
+                write_config(&d, &config);
+                if succeeds {
+                    ok(&d, &["verify", &target])
+                } else {
+                    refused(&d, &["verify", &target])
+                }
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // Without the authority, the certificate is not trusted.
+    let error = verify(config(""), "x/z:ok", false).await;
+    assert!(error.contains(&addr), "{error}");
+    // With it: a redirect from https to http is refused, and nothing is asked of the
+    // plain server (first, before the same layer is in the cache)...
+    let error = verify(config("ca = \"ca.pem\""), "x/y:ok", false).await;
+    assert!(
+        error.contains("refused a redirect from https to http"),
+        "{error}"
+    );
+    assert!(plain.requests.lock().unwrap().is_empty());
+    // ...and the plugin verifies over HTTPS.
+    let verified = verify(config("ca = \"ca.pem\""), "x/z:ok", true).await;
+    assert!(verified.contains(&digest), "{verified}");
+    // A `ca` that is not certificates is an error at once, naming the file.
+    std::fs::write(d.join("bad.pem"), "not a certificate").unwrap();
+    let error = verify(config("ca = \"bad.pem\""), "x/z:ok", false).await;
+    assert!(error.contains("bad.pem: not PEM certificates"), "{error}");
+}

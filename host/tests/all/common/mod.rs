@@ -15,7 +15,7 @@ use healthhost::config::grants::{Grants, Settings};
 use healthhost::limits::Limits;
 use healthhost::runtime::{Plugin, RunReport, Runtime};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_healthhost");
@@ -101,74 +101,60 @@ pub struct StandIn {
 impl StandIn {
     /// Serves `routes` (path → reply); unknown paths get 404. Runs until the test ends.
     pub async fn start(routes: HashMap<String, Reply>) -> StandIn {
-        StandIn::serve(routes, false).await
+        StandIn::serve(routes, false, None).await
     }
 
     /// Like [`StandIn::start`], but a request without an `Authorization` header gets
     /// 401 with a Basic challenge, as a registry with passwords answers.
     pub async fn start_basic(routes: HashMap<String, Reply>) -> StandIn {
-        StandIn::serve(routes, true).await
+        StandIn::serve(routes, true, None).await
     }
 
-    async fn serve(routes: HashMap<String, Reply>, basic: bool) -> StandIn {
+    /// Like [`StandIn::start`], over HTTPS with the certificate `cert` (PEM) and its
+    /// key `key` (PKCS#8 PEM).
+    pub async fn start_tls(routes: HashMap<String, Reply>, cert: &str, key: &str) -> StandIn {
+        use tokio_rustls::rustls;
+        let certs: Vec<_> = rustls::pki_types::pem::PemObject::pem_slice_iter(cert.as_bytes())
+            .map(Result::unwrap)
+            .collect();
+        let key = rustls::pki_types::pem::PemObject::from_pem_slice(key.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        StandIn::serve(routes, false, Some(acceptor)).await
+    }
+
+    async fn serve(
+        routes: HashMap<String, Reply>,
+        basic: bool,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> StandIn {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let origin = format!("{scheme}://{}", listener.local_addr().unwrap());
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = requests.clone();
         let routes = Arc::new(routes);
         tokio::spawn(async move {
             loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
+                let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
-                let routes = routes.clone();
-                let seen = seen.clone();
+                let (routes, seen, tls) = (routes.clone(), seen.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&head).into_owned();
-                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                    let anonymous = !head.to_ascii_lowercase().contains("\nauthorization:");
-                    seen.lock().unwrap().push(head);
-                    let reply = if basic && anonymous {
-                        let challenge = ("www-authenticate", "Basic realm=\"test\"".to_owned());
-                        Reply::Respond(401, vec![challenge], b"{}".to_vec())
-                    } else {
-                        routes
-                            .get(&path)
-                            .cloned()
-                            .unwrap_or(Reply::status(404, "{}"))
-                    };
-                    match reply {
-                        Reply::Hang => {
-                            tokio::time::sleep(Duration::from_secs(3600)).await;
-                        }
-                        Reply::Slow(ms, body) => {
-                            tokio::time::sleep(Duration::from_millis(ms)).await;
-                            let out = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                                body.len()
-                            );
-                            let _ = socket.write_all(out.as_bytes()).await;
-                        }
-                        Reply::Respond(code, headers, body) => {
-                            let mut out = format!(
-                                "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n",
-                                body.len()
-                            );
-                            for (k, v) in headers {
-                                out.push_str(&format!("{k}: {v}\r\n"));
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(socket) = tls.accept(socket).await {
+                                answer(socket, &routes, &seen, basic).await;
                             }
-                            out.push_str("\r\n");
-                            let _ = socket.write_all(out.as_bytes()).await;
-                            let _ = socket.write_all(&body).await;
                         }
+                        None => answer(socket, &routes, &seen, basic).await,
                     }
                 });
             }
@@ -194,6 +180,63 @@ impl StandIn {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.origin)
     }
+}
+
+/// Reads one request from `socket` and answers it from `routes`, recording its head in
+/// `seen`; without an `Authorization` header and with `basic`, a Basic challenge.
+async fn answer(
+    mut socket: impl AsyncRead + AsyncWrite + Unpin,
+    routes: &HashMap<String, Reply>,
+    seen: &std::sync::Mutex<Vec<String>>,
+    basic: bool,
+) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let anonymous = !head.to_ascii_lowercase().contains("\nauthorization:");
+    seen.lock().unwrap().push(head);
+    let reply = if basic && anonymous {
+        let challenge = ("www-authenticate", "Basic realm=\"test\"".to_owned());
+        Reply::Respond(401, vec![challenge], b"{}".to_vec())
+    } else {
+        routes
+            .get(&path)
+            .cloned()
+            .unwrap_or(Reply::status(404, "{}"))
+    };
+    match reply {
+        Reply::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Reply::Slow(ms, body) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let out = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(out.as_bytes()).await;
+        }
+        Reply::Respond(code, headers, body) => {
+            let mut out = format!(
+                "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+                body.len()
+            );
+            for (k, v) in headers {
+                out.push_str(&format!("{k}: {v}\r\n"));
+            }
+            out.push_str("\r\n");
+            let _ = socket.write_all(out.as_bytes()).await;
+            let _ = socket.write_all(&body).await;
+        }
+    }
+    let _ = socket.shutdown().await;
 }
 
 /// Routes from (path, reply) pairs.
