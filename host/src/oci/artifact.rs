@@ -212,7 +212,46 @@ pub fn signatures(manifest: &Manifest) -> Vec<(&Descriptor, &str)> {
         .collect()
 }
 
+/// The artifact type of a cosign signature manifest attached as an OCI 1.1 referrer
+/// (`cosign sign --registry-referrers-mode=oci-1-1`).
+pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+
+/// The manifests of `artifact_type` an OCI image index lists (the referrers API's
+/// answer, or the referrers fallback tag's index), at most [`MAX_SIGNATURES`].
+pub fn referrers(index: &[u8], artifact_type: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Vec<Listed>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Listed {
+        digest: String,
+        artifact_type: Option<String>,
+    }
+    let Ok(index) = serde_json::from_slice::<Index>(index) else {
+        return Vec::new();
+    };
+    index
+        .manifests
+        .into_iter()
+        .filter(|m| {
+            m.artifact_type.as_deref() == Some(artifact_type)
+                && super::reference::valid_digest(&m.digest)
+        })
+        .map(|m| m.digest)
+        .take(MAX_SIGNATURES)
+        .collect()
+}
+
+/// The tag a registry without the referrers API holds the referrers of `digest` under
+/// (an image index): `sha256-HEX`.
+pub fn referrers_tag(digest: &str) -> String {
+    digest.replacen(':', "-", 1)
+}
+
 /// The tag cosign stores the signatures of `digest` under: `sha256-HEX.sig`.
 pub fn signature_tag(digest: &str) -> String {
-    format!("{}.sig", digest.replacen(':', "-", 1))
+    format!("{}.sig", referrers_tag(digest))
 }

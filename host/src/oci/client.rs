@@ -25,7 +25,9 @@ pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 const MAX_ERROR_BODY: usize = 512;
 /// The manifest types asked for: an OCI image manifest (what Wasm artifacts and
 /// cosign signatures are), and Docker's v2 schema 2, which some registries answer.
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+/// The media type of the referrers API's answer.
+const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 
 /// What went wrong talking to a registry.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +187,35 @@ impl Client {
                 return Err(self.mismatch(&what, target, &digest));
             }
             Ok(Some(Manifest { bytes, digest }))
+        })
+        .await
+    }
+
+    /// The referrers of the manifest `digest` of `repository` with `artifact_type`, as
+    /// the OCI 1.1 referrers API answers (an image index); `None` when the registry
+    /// does not have the API.
+    pub async fn referrers(
+        &self,
+        repository: &str,
+        digest: &str,
+        artifact_type: &str,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        let what = format!("referrers of {repository}@{digest}");
+        let mut url = reqwest::Url::parse(&self.url(&format!("{repository}/referrers/{digest}")))
+            .map_err(|e| self.auth_error(&format!("bad referrers URL: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("artifactType", artifact_type);
+        self.deadline(async {
+            let response = self
+                .send(Method::GET, url.as_str(), repository, false, |r| {
+                    r.header(ACCEPT, INDEX_MEDIA_TYPE)
+                })
+                .await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            let response = self.ok(response, &what).await?;
+            Ok(Some(self.body(response, &what, MAX_MANIFEST_BYTES).await?))
         })
         .await
     }

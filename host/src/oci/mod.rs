@@ -65,7 +65,7 @@ pub enum OciError {
     #[error("{reference}: not a Wasm component artifact: {why}")]
     NotWasm { reference: String, why: String },
     #[error(
-        "{reference}: unsigned: no signature ({tag}) in the registry, the mirror or the cache; sign it with `healthhost sign`"
+        "{reference}: unsigned: no signature ({tag}, or an OCI referrer) in the registry, the mirror or the cache; sign it with `healthhost sign`"
     )]
     Unsigned { reference: String, tag: String },
     #[error(

@@ -1,5 +1,6 @@
 //! Verifying an OCI plugin's signatures before it is compiled: the signature
-//! manifest at the digest's `.sig` tag (from the cache, the mirror or the registry),
+//! manifests at the digest's `.sig` tag (from the cache, the mirror or the registry)
+//! and, in the registry, those attached to it as OCI 1.1 referrers,
 //! each of its cosign signatures tried against the trust entry covering the
 //! reference (its keys, and its keyless identities through `keyless`), and the set
 //! that verified kept in the cache so the next start verifies offline.
@@ -8,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::artifact::{self, MAX_SMALL_BLOB_BYTES, Manifest};
-use super::client::MAX_MANIFEST_BYTES;
+use super::client::{Client, MAX_MANIFEST_BYTES};
 use super::keyless::{self, Identity};
 use super::layout::{self, Layout, Read};
 use super::{Oci, OciError, Reference, Trust, cosign, manifest_descriptor, stored};
@@ -63,27 +64,64 @@ impl Oci {
                 Err(why) => reasons.extend(why),
             }
         }
+        // The registry: the `.sig` tag first, then, only if that does not verify, the
+        // referrers (which cost more requests, and which most registries lack).
         let client = self.client(&reference.registry)?;
-        let remote = self
-            .remote(|| client.manifest(&reference.repository, &tag))
-            .await;
-        let manifest = match remote {
-            Ok(Some(manifest)) => manifest,
-            Ok(None) if reasons.is_empty() => {
-                return Err(OciError::Unsigned {
-                    reference: reference.to_string(),
-                    tag,
-                });
+        let repository = &reference.repository;
+        let (mut found, mut failed) = (false, None);
+        match self.remote(|| client.manifest(repository, &tag)).await {
+            Ok(Some(manifest)) => {
+                found = true;
+                let tried = self.try_remote(&client, reference, &manifest.bytes, digest, trust);
+                match tried.await? {
+                    Ok((signer, payloads)) => {
+                        self.keep_signatures(&name, &manifest.bytes, &payloads)?;
+                        return Ok(signer);
+                    }
+                    Err(why) => reasons.extend(why),
+                }
             }
-            Ok(None) => return Err(self.unverified(reference, trust, reasons)),
-            Err(e) if reasons.is_empty() => return Err(e.into()),
-            Err(e) => {
-                reasons.push(e.to_string());
-                return Err(self.unverified(reference, trust, reasons));
+            Ok(None) => {}
+            Err(e) => failed = Some(OciError::from(e)),
+        }
+        let (referrers, referrers_failed) = self.referrers(&client, reference, digest).await;
+        failed = failed.or(referrers_failed);
+        for manifest in referrers {
+            found = true;
+            let tried = self.try_remote(&client, reference, &manifest, digest, trust);
+            match tried.await? {
+                Ok((signer, payloads)) => {
+                    self.keep_signatures(&name, &manifest, &payloads)?;
+                    return Ok(signer);
+                }
+                Err(why) => reasons.extend(why),
             }
-        };
+        }
+        Err(match failed {
+            Some(e) if reasons.is_empty() => e,
+            None if !found && reasons.is_empty() => OciError::Unsigned {
+                reference: reference.to_string(),
+                tag,
+            },
+            failed => {
+                reasons.extend(failed.map(|e| e.to_string()));
+                self.unverified(reference, trust, reasons)
+            }
+        })
+    }
+
+    /// Checks the registry's signature manifest `manifest`, its payloads pulled: who
+    /// signed, with the payloads to keep, or why none passes.
+    async fn try_remote(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        manifest: &[u8],
+        digest: &str,
+        trust: &Trust,
+    ) -> Result<Result<(Signer, BTreeMap<String, Vec<u8>>), Vec<String>>, OciError> {
         let mut payloads = BTreeMap::new();
-        if let Ok(parsed) = Manifest::parse(&manifest.bytes) {
+        if let Ok(parsed) = Manifest::parse(manifest) {
             for (layer, _) in artifact::signatures(&parsed) {
                 let payload = self
                     .remote(|| {
@@ -93,16 +131,47 @@ impl Oci {
                 payloads.insert(layer.digest.clone(), payload);
             }
         }
-        match self.check(&manifest.bytes, &payloads, digest, trust) {
-            Ok(signer) => {
-                self.keep_signatures(&name, &manifest.bytes, &payloads)?;
-                Ok(signer)
+        Ok(self
+            .check(manifest, &payloads, digest, trust)
+            .map(|signer| (signer, payloads)))
+    }
+
+    /// The signature manifests attached to `digest` as OCI 1.1 referrers: listed by the
+    /// referrers API where the registry has it, else by its fallback tag; and the first
+    /// request that failed, if any did.
+    async fn referrers(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        digest: &str,
+    ) -> (Vec<Vec<u8>>, Option<OciError>) {
+        let repository = &reference.repository;
+        let kind = artifact::SIGNATURE_ARTIFACT_TYPE;
+        let index = match self
+            .remote(|| client.referrers(repository, digest, kind))
+            .await
+        {
+            Ok(None) => {
+                let fallback = artifact::referrers_tag(digest);
+                let listed = self.remote(|| client.manifest(repository, &fallback)).await;
+                listed.map(|m| m.map(|m| m.bytes))
             }
-            Err(why) => {
-                reasons.extend(why);
-                Err(self.unverified(reference, trust, reasons))
+            other => other,
+        };
+        let listed = match index {
+            Ok(index) => artifact::referrers(&index.unwrap_or_default(), kind),
+            Err(e) => return (Vec::new(), Some(e.into())),
+        };
+        let (mut found, mut failed) = (Vec::new(), None);
+        for referrer in listed {
+            match self.remote(|| client.manifest(repository, &referrer)).await {
+                Ok(manifest) => found.extend(manifest.map(|m| m.bytes)),
+                Err(e) => {
+                    failed.get_or_insert(e.into());
+                }
             }
         }
+        (found, failed)
     }
 
     fn unverified(

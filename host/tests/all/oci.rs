@@ -835,3 +835,130 @@ async fn an_https_registry_with_a_private_ca_is_reached_and_never_downgraded() {
     let error = verify(config("ca = \"bad.pem\""), "x/z:ok", false).await;
     assert!(error.contains("bad.pem: not PEM certificates"), "{error}");
 }
+
+/// A cosign signature attached to the manifest `digest` (of `size` bytes) as an OCI
+/// 1.1 referrer, as `cosign sign --registry-referrers-mode=oci-1-1` writes it: the
+/// payload, the signature manifest, and an index listing it (the referrers API's
+/// answer, and the fallback tag's content).
+fn referrer(digest: &str, size: usize, repository: &str, key: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    use healthhost::oci::cosign;
+    let sha = healthhost::oci::layout::sha256;
+    let payload = cosign::payload(repository, digest);
+    let key = cosign::open_private(key, KEY_PASSWORD).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": artifact::MANIFEST_MEDIA_TYPE,
+        "artifactType": artifact::SIGNATURE_ARTIFACT_TYPE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha(b"{}"), "size": 2},
+        "layers": [{
+            "mediaType": cosign::LAYER_MEDIA_TYPE,
+            "digest": sha(&payload),
+            "size": payload.len(),
+            "annotations": {cosign::SIGNATURE_ANNOTATION: cosign::sign(&key, &payload)},
+        }],
+        "subject": {"mediaType": artifact::MANIFEST_MEDIA_TYPE, "digest": digest, "size": size},
+    })
+    .to_string()
+    .into_bytes();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": artifact::MANIFEST_MEDIA_TYPE,
+            "digest": sha(&manifest),
+            "size": manifest.len(),
+            "artifactType": artifact::SIGNATURE_ARTIFACT_TYPE,
+        }],
+    })
+    .to_string()
+    .into_bytes();
+    (payload, manifest, index)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signatures_attached_as_oci_referrers_verify_through_the_api_or_its_fallback_tag() {
+    use healthhost::oci::client::{Client, Settings};
+    let sha = healthhost::oci::layout::sha256;
+    // A registry without the referrers API (Debian's Distribution 2.8): the index at
+    // the fallback tag sha256-HEX.
+    let registry = Registry::start(false);
+    let dir = TempDir::new();
+    let (d, addr) = (dir.0.clone(), registry.addr.clone());
+    let reference = format!("oci://{addr}/checks/x:1");
+    write_config(&d, &body(&addr, &trust_keys(&addr, "team.pub"), &reference));
+    ok(&d, &["keygen", "team"]);
+    let digest = push(&d, test_artifacts::TRIVIAL, &reference);
+    let key = std::fs::read_to_string(d.join("team.key")).unwrap();
+    let settings = Settings {
+        insecure: true,
+        username: None,
+        password: None,
+        timeout: Duration::from_secs(20),
+        ca: None,
+    };
+    let client = Client::new(&addr, settings).unwrap();
+    let size = client
+        .manifest("checks/x", &digest)
+        .await
+        .unwrap()
+        .unwrap()
+        .bytes
+        .len();
+    let (payload, manifest, index) = referrer(&digest, size, &format!("{addr}/checks/x"), &key);
+    client.put_blob("checks/x", &payload).await.unwrap();
+    client.put_blob("checks/x", b"{}").await.unwrap();
+    let media = artifact::MANIFEST_MEDIA_TYPE;
+    client
+        .put_manifest("checks/x", &sha(&manifest), media, &manifest)
+        .await
+        .unwrap();
+    let index_media = "application/vnd.oci.image.index.v1+json";
+    let fallback = digest.replacen(':', "-", 1);
+    client
+        .put_manifest("checks/x", &fallback, index_media, &index)
+        .await
+        .unwrap();
+    let (d2, r2) = (d.clone(), reference.clone());
+    let verified = tokio::task::spawn_blocking(move || {
+        ok(&d2, &["lock"]);
+        ok(&d2, &["verify", &r2])
+    })
+    .await
+    .unwrap();
+    assert!(verified.contains("signed by team.pub"), "{verified}");
+
+    // A registry with the API: the stand-in answers it (and has no .sig tag).
+    let wasm = std::fs::read(test_artifacts::TRIVIAL).unwrap();
+    let (wasm_manifest, digest, layer, (config_route, config_blob)) = artifact_of(&wasm);
+    let (payload, manifest, index) = referrer(&digest, wasm_manifest.len(), "127.0.0.1/x/y", &key);
+    let query = "?artifactType=application%2Fvnd.dev.cosign.artifact.sig.v1%2Bjson";
+    let mut all = routes([
+        ("/v2/x/y/manifests/ok", Reply::ok(wasm_manifest)),
+        (&format!("/v2/x/y/blobs/{layer}"), Reply::ok(wasm)),
+        (
+            &format!("/v2/x/y/referrers/{digest}{query}"),
+            Reply::ok(index),
+        ),
+        (
+            &format!("/v2/x/y/manifests/{}", sha(&manifest)),
+            Reply::ok(manifest),
+        ),
+        (
+            &format!("/v2/x/y/blobs/{}", sha(&payload)),
+            Reply::ok(payload),
+        ),
+    ]);
+    all.insert(config_route, config_blob);
+    let stand_in = StandIn::start(all).await;
+    let addr = stand_in.origin.trim_start_matches("http://").to_owned();
+    let reference = format!("oci://{addr}/x/y:ok");
+    let trust = format!("[trust.\"{addr}\"]\nkeys = [\"team.pub\"]\n");
+    write_config(&d, &body(&addr, &trust, &reference));
+    let verified = tokio::task::spawn_blocking(move || ok(&d, &["verify", &reference]))
+        .await
+        .unwrap();
+    assert!(verified.contains("signed by team.pub"), "{verified}");
+    assert!(verified.contains(&digest), "{verified}");
+    let asked = stand_in.requests.lock().unwrap().join("\n");
+    assert!(asked.contains("/referrers/"), "{asked}");
+}
