@@ -22,7 +22,7 @@ use rcgen::{
 use sha2::{Digest, Sha256};
 
 use crate::common::TempDir;
-use crate::oci::{Registry, body, ok, push, refused, write_config};
+use crate::oci::{Registry, body, lock_and_verify, push, refused, write_config};
 
 /// The leaves' validity: 2026-01-01 for a day; a signature logged at 01:00 that day
 /// is inside it, one logged on the 3rd is not.
@@ -284,13 +284,7 @@ async fn a_keyless_signed_plugin_verifies_for_its_identity_and_no_other() {
         .await
         .unwrap();
 
-    let (d2, r2) = (d.clone(), reference.clone());
-    let verified = tokio::task::spawn_blocking(move || {
-        ok(&d2, &["lock"]);
-        ok(&d2, &["verify", &r2])
-    })
-    .await
-    .unwrap();
+    let verified = lock_and_verify(&d, &reference).await;
     assert!(
         verified.contains(&format!("signed by {IDENTITY} (issuer {ISSUER})")),
         "{verified}"

@@ -158,6 +158,18 @@ fn trust_keys(addr: &str, keys: &str) -> String {
     format!("[trust.\"{addr}/checks\"]\nkeys = [\"{keys}\"]\n")
 }
 
+/// `healthhost lock`, then `verify REFERENCE`, in `dir` (on a blocking thread): what
+/// `verify` printed.
+pub(crate) async fn lock_and_verify(dir: &Path, reference: &str) -> String {
+    let (dir, reference) = (dir.to_owned(), reference.to_owned());
+    tokio::task::spawn_blocking(move || {
+        ok(&dir, &["lock"]);
+        ok(&dir, &["verify", &reference])
+    })
+    .await
+    .unwrap()
+}
+
 /// The first line of `text`, trimmed (a digest printed by `push`).
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().trim().to_owned()
@@ -918,13 +930,7 @@ async fn signatures_attached_as_oci_referrers_verify_through_the_api_or_its_fall
         .put_manifest("checks/x", &fallback, index_media, &index)
         .await
         .unwrap();
-    let (d2, r2) = (d.clone(), reference.clone());
-    let verified = tokio::task::spawn_blocking(move || {
-        ok(&d2, &["lock"]);
-        ok(&d2, &["verify", &r2])
-    })
-    .await
-    .unwrap();
+    let verified = lock_and_verify(&d, &reference).await;
     assert!(verified.contains("signed by team.pub"), "{verified}");
 
     // A registry with the API: the stand-in answers it (and has no .sig tag).
