@@ -760,6 +760,20 @@ async fn a_grant_file_alone_names_its_plugin_by_reference_and_loads_once_pinned(
         .await;
     assert_eq!(health["checks"]["tagged"]["digest"], digest.as_str());
     assert_eq!(health["checks"]["tagged"]["critical"], true);
+
+    // A new version nobody signed never loads: the verified one keeps running.
+    let (d2, unsigned) = (d.clone(), format!("{repository}:2"));
+    let second =
+        tokio::task::spawn_blocking(move || push(&d2, test_artifacts::MISBEHAVE, &unsigned))
+            .await
+            .unwrap();
+    let unsigned = format!("plugin = \"{repository}@{second}\"\ncritical = true\n");
+    drop_file(&plugins, "tagged.toml", unsigned.as_bytes());
+    let (_, health) = host
+        .wait_for("/health", |_, b| error(b, "tagged").contains("unsigned"))
+        .await;
+    assert_eq!(health["checks"]["tagged"]["outcome"], "pass", "{health}");
+    assert_eq!(health["checks"]["tagged"]["digest"], digest.as_str());
 }
 
 /// A private certificate authority and a certificate it issued for 127.0.0.1: the
