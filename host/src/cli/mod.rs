@@ -384,7 +384,7 @@ fn isolate_sql(datasources: &mut Datasources) {
 
 /// Every check of the config file and of its plugins folder, each as far as it loads.
 async fn everything(mut config: Config, path: &Path) -> anyhow::Result<(Arc<Config>, CheckSet)> {
-    let store = oci::prepare(&mut config, path, false, None)
+    let store = oci::prepare(&mut config, path, oci::Unlocked::Report, None)
         .await?
         .map(Arc::new);
     let config = Arc::new(config);

@@ -239,7 +239,12 @@ pub(super) fn lock(args: ConfigArgs) -> anyhow::Result<ExitCode> {
 pub(super) fn mirror(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::load(&args.config.config)?;
     let tokio = current_thread()?;
-    let oci = tokio.block_on(prepare(&mut config, &args.config.config, false, None))?;
+    let oci = tokio.block_on(prepare(
+        &mut config,
+        &args.config.config,
+        Unlocked::Refuse,
+        None,
+    ))?;
     let mirror = Layout::create(&args.path)
         .with_context(|| format!("cannot create {}", args.path.display()))?;
     let mut failed = 0;
@@ -263,14 +268,26 @@ pub(super) fn mirror(args: MirrorArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The OCI store when any check of `config` names an OCI plugin, with each such
-/// check pinned to its digest: its own, or the lock file's for its tag. A tag missing
-/// from the lock is refused, or with `update` resolved now and added to the lock.
-/// `mirror` replaces the config's `registry_mirror`.
+/// What [`prepare`] does with a config check whose tag the lock lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unlocked {
+    /// Refuses to go on, naming every such check (`serve`, `mirror`).
+    Refuse,
+    /// Resolves the tag now and adds it to the lock (`serve --update-lock`).
+    Add,
+    /// Leaves the check unpinned, so that its load fails with the reason
+    /// (`validate` and `list`, which report each check).
+    Report,
+}
+
+/// The OCI store when any check of `config` names an OCI plugin, or a `[trust]` entry
+/// lets the plugins folder name one, with each config check pinned to its digest: its
+/// own, or the lock file's for its tag (`unlocked` says what happens when the lock
+/// lacks it). `mirror` replaces the config's `registry_mirror`.
 pub(super) async fn prepare(
     config: &mut Config,
     config_path: &Path,
-    update: bool,
+    unlocked_tags: Unlocked,
     mirror: Option<&Path>,
 ) -> anyhow::Result<Option<Oci>> {
     if let Some(mirror) = mirror {
@@ -291,7 +308,8 @@ pub(super) async fn prepare(
         };
         let digest = match lock.digest(&reference) {
             Some(digest) => digest,
-            None if update => {
+            None if unlocked_tags == Unlocked::Report => continue,
+            None if unlocked_tags == Unlocked::Add => {
                 let digest = oci.resolve(&reference).await?;
                 lock.set(&reference, &digest);
                 added = true;

@@ -36,7 +36,12 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let served = tokio.block_on(async {
         check_roles(&config).await?;
         let mirror = args.registry_mirror.as_deref();
-        let oci = oci::prepare(&mut config, &args.config.config, args.update_lock, mirror)
+        let unlocked = if args.update_lock {
+            oci::Unlocked::Add
+        } else {
+            oci::Unlocked::Refuse
+        };
+        let oci = oci::prepare(&mut config, &args.config.config, unlocked, mirror)
             .await?
             .map(|store| Arc::new(store.waiting()));
         if !args.no_migrate {

@@ -175,7 +175,7 @@ pub(super) fn resolve_checks(
         let plugin = match check.plugin.take() {
             Some(text) if text.get_ref().starts_with(crate::oci::reference::SCHEME) => {
                 oci = reference(&text, &format!("{key}.plugin"), problems);
-                PathBuf::new()
+                PathBuf::from(text.into_inner())
             }
             Some(path) => base.join(path.get_ref()),
             None => {

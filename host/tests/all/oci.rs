@@ -207,6 +207,36 @@ async fn a_signed_plugin_goes_from_push_to_a_running_check_pinned_by_digest() {
         error.contains("the tag is not in") && error.contains("healthhost lock"),
         "{error}"
     );
+    // `serve` refuses to start on it; `serve --update-lock` pins it and goes on.
+    let out = hh(d, &["serve"], &[]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("the tag is not in"), "{}", stderr(&out));
+    let mut serving = Command::new(BIN)
+        .args(["serve", "--update-lock"])
+        .current_dir(d)
+        .env("HEALTHHOST_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock_file = d.join("healthhost.lock");
+    // An ordering wait: the lock is written before the host listens.
+    for _ in 0..600 {
+        if lock_file.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = serving.kill();
+    let _ = serving.wait();
+    let pinned = std::fs::read_to_string(&lock_file).unwrap();
+    assert!(pinned.contains(&digest), "{pinned}");
+    std::fs::remove_file(&lock_file).unwrap();
+    // `list` shows the unlocked check with the reason instead of failing.
+    let rows: serde_json::Value = serde_json::from_str(&ok(d, &["list", "--json"])).unwrap();
+    assert_eq!(rows[0]["file"], reference.as_str(), "{rows}");
+    let why = rows[0]["load_error"].as_str().unwrap_or_default();
+    assert!(why.contains("the tag is not in"), "{rows}");
     assert!(ok(d, &["lock"]).contains(&digest));
     let lock = std::fs::read_to_string(d.join("healthhost.lock")).unwrap();
     assert!(lock.contains(&format!("digest = \"{digest}\"")), "{lock}");
