@@ -389,7 +389,7 @@ async fn everything(mut config: Config, path: &Path) -> anyhow::Result<(Arc<Conf
         .map(Arc::new);
     let config = Arc::new(config);
     let runtime = Arc::new(open_runtime(&config, None)?);
-    let mut folder = Folder::new(config.clone());
+    let mut folder = Folder::new(config.clone(), None);
     let scan = Scan {
         retry_failed: true,
         settle: Duration::ZERO,

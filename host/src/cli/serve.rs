@@ -113,7 +113,11 @@ fn first_loads(
     oci: Option<Arc<crate::oci::Oci>>,
     metrics: &Arc<Metrics>,
 ) -> (Folder, Vec<Load>, Arc<Loader>) {
-    let mut folder = Folder::new(config.clone());
+    let lock = oci
+        .as_ref()
+        .and_then(|o| o.lock_path())
+        .map(std::path::Path::to_owned);
+    let mut folder = Folder::new(config.clone(), lock);
     let first = Scan {
         retry_failed: true,
         settle: dropins::SETTLE_TIME,

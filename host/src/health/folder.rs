@@ -145,6 +145,10 @@ pub struct Folder {
     seen: BTreeMap<String, (Fingerprint, Option<Fingerprint>)>,
     /// The grant files without a `.wasm` the last scan read.
     lone: Lone,
+    /// The lock file that pins OCI tags, and its fingerprint at the last scan: when it
+    /// changes (`healthhost lock` ran), grant files by reference whose load failed are
+    /// loaded again.
+    lock: Option<(PathBuf, Option<Fingerprint>)>,
 }
 
 /// How a scan treats files.
@@ -157,18 +161,29 @@ pub struct Scan {
 }
 
 impl Folder {
-    /// The plugins folder of `config`.
-    pub fn new(config: Arc<Config>) -> Folder {
+    /// The plugins folder of `config`, and the lock file that pins its OCI tags.
+    pub fn new(config: Arc<Config>, lock: Option<PathBuf>) -> Folder {
         Folder {
             config,
             seen: BTreeMap::new(),
             lone: Lone::new(),
+            lock: lock.map(|path| (path, None)),
         }
+    }
+
+    /// Whether the lock file changed since the last call.
+    fn lock_changed(&mut self) -> bool {
+        let Some((path, print)) = &mut self.lock else {
+            return false;
+        };
+        let now = Fingerprint::of(path);
+        std::mem::replace(print, now) != now
     }
 
     /// The set that follows `current` given the folder's contents now, with the files
     /// to load marked loading, and their loads; `None` when nothing changed.
     pub fn scan(&mut self, current: &CheckSet, scan: Scan) -> Option<(CheckSet, Vec<Load>)> {
+        let lock_changed = self.lock_changed();
         let dir = &self.config.plugins_dir;
         let found = match scan_folder(dir, &mut self.lone) {
             Ok(found) => found,
@@ -204,9 +219,10 @@ impl Folder {
             let previous = current.entries.get(&name).cloned();
             let unchanged = self.seen.get(&name) == Some(&file.print);
             let failed = previous.as_ref().is_some_and(|e| e.load_error.is_some());
+            let retry = scan.retry_failed || (lock_changed && file.by_reference);
             let settled = file.print.0.settled(scan.settle)
                 && file.print.1.is_none_or(|p| p.settled(scan.settle));
-            if (unchanged && !(scan.retry_failed && failed)) || !settled {
+            if (unchanged && !(retry && failed)) || !settled {
                 if let Some(previous) = previous {
                     next.entries.insert(name, previous);
                 }

@@ -209,6 +209,11 @@ impl Oci {
         }
     }
 
+    /// The lock file [`Oci::pin`] reads, if any.
+    pub fn lock_path(&self) -> Option<&Path> {
+        self.lock.as_deref()
+    }
+
     /// `reference` pinned to its digest: its own, else the lock file's for its tag,
     /// read now (so that `healthhost lock` run while `serve` runs pins a dropped-in
     /// check's tag at its next load).

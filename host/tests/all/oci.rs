@@ -210,7 +210,11 @@ async fn a_signed_plugin_goes_from_push_to_a_running_check_pinned_by_digest() {
     // `serve` refuses to start on it; `serve --update-lock` pins it and goes on.
     let out = hh(d, &["serve"], &[]);
     assert!(!out.status.success(), "{}", stdout(&out));
-    assert!(stderr(&out).contains("the tag is not in"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the tag is not in"),
+        "{}",
+        stderr(&out)
+    );
     let mut serving = Command::new(BIN)
         .args(["serve", "--update-lock"])
         .current_dir(d)
@@ -774,22 +778,23 @@ async fn a_grant_file_alone_names_its_plugin_by_reference_and_loads_once_pinned(
     );
     assert!(health["checks"].get("later").is_none(), "{health}");
 
-    // `healthhost lock` pins the folder's tags too; the grant file's next change loads it.
-    let d2 = d.clone();
-    let locked = tokio::task::spawn_blocking(move || ok(&d2, &["lock"]))
-        .await
-        .unwrap();
+    // `healthhost lock` pins the folder's tags too, and the host, seeing the lock
+    // change, loads the check again without its grant file being touched.
+    let locked = tokio::task::spawn_blocking({
+        let d = d.clone();
+        move || ok(&d, &["lock"])
+    })
+    .await
+    .unwrap();
     assert!(
         locked.contains(&format!("{repository}:1 -> {digest}")),
         "{locked}"
     );
-    let tagged = format!("plugin = \"{repository}:1\"\ncritical = true\n");
-    drop_file(&plugins, "tagged.toml", tagged.as_bytes());
     let (_, health) = host
         .wait_for("/health", |_, b| b["checks"]["tagged"]["outcome"] == "pass")
         .await;
     assert_eq!(health["checks"]["tagged"]["digest"], digest.as_str());
-    assert_eq!(health["checks"]["tagged"]["critical"], true);
+    assert!(error(&health, "file").contains("a grant file names only"));
 
     // A new version nobody signed never loads: the verified one keeps running.
     let (d2, unsigned) = (d.clone(), format!("{repository}:2"));
@@ -797,7 +802,7 @@ async fn a_grant_file_alone_names_its_plugin_by_reference_and_loads_once_pinned(
         tokio::task::spawn_blocking(move || push(&d2, test_artifacts::MISBEHAVE, &unsigned))
             .await
             .unwrap();
-    let unsigned = format!("plugin = \"{repository}@{second}\"\ncritical = true\n");
+    let unsigned = format!("plugin = \"{repository}@{second}\"\n");
     drop_file(&plugins, "tagged.toml", unsigned.as_bytes());
     let (_, health) = host
         .wait_for("/health", |_, b| error(b, "tagged").contains("unsigned"))
