@@ -187,8 +187,8 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
 
-    /// Resolve OCI tags missing from healthhost.lock now and add them to it, instead
-    /// of refusing to start.
+    /// Resolve OCI tags missing from healthhost.lock and add them to it, instead of
+    /// refusing to start (the config's at start, dropped-in ones as they load).
     #[arg(long)]
     update_lock: bool,
 

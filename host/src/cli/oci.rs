@@ -252,7 +252,8 @@ pub(super) fn mirror(args: MirrorArgs) -> anyhow::Result<ExitCode> {
         let Some(oci) = &oci else {
             bail!("{reference}: no [trust] entry of the config covers it");
         };
-        let mirrored = tokio.block_on(async { oci.mirror(&oci.pin(&reference)?, &mirror).await });
+        let mirrored =
+            tokio.block_on(async { oci.mirror(&oci.pin(&reference).await?, &mirror).await });
         match mirrored {
             Ok(_) => outln!("mirrored {reference}")?,
             Err(e) => {
@@ -273,7 +274,8 @@ pub(super) fn mirror(args: MirrorArgs) -> anyhow::Result<ExitCode> {
 pub(super) enum Unlocked {
     /// Refuses to go on, naming every such check (`serve`, `mirror`).
     Refuse,
-    /// Resolves the tag now and adds it to the lock (`serve --update-lock`).
+    /// Resolves the tag now and adds it to the lock, as each dropped-in check's load
+    /// does then too (`serve --update-lock`).
     Add,
     /// Leaves the check unpinned, so that its load fails with the reason
     /// (`validate` and `list`, which report each check).
@@ -299,7 +301,7 @@ pub(super) async fn prepare(
         return Ok(None);
     }
     let path = lock::path_for(config_path);
-    let oci = open(config)?.with_lock(path.clone());
+    let oci = open(config)?.with_lock(path.clone(), unlocked_tags == Unlocked::Add);
     let mut lock = Lock::read(&path)?;
     let (mut unlocked, mut added) = (Vec::new(), false);
     for check in &mut config.checks {

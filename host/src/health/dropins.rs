@@ -260,9 +260,8 @@ impl Loader {
                 "{reference}: no [trust] entry of the config covers it; add one and restart"
             ))
         })?;
-        let pinned = oci.pin(reference).map_err(|e| error(e.to_string()))?;
         let fetched = oci
-            .fetch_waiting(&pinned, wanted)
+            .fetch_waiting(reference, wanted)
             .await
             .map_err(|e| error(e.to_string()))?;
         tracing::info!(check = %name, digest = %fetched.digest, signed_by = %fetched.signed_by.as_ref().map_or("nobody (unsigned allowed)".to_owned(), ToString::to_string), "verified plugin {reference}");

@@ -134,6 +134,10 @@ pub struct Oci {
     wait: bool,
     /// The lock file that pins the tags of dropped-in checks (read at each load).
     lock: Option<PathBuf>,
+    /// Whether [`Oci::pin`] adds a tag the lock lacks.
+    update_lock: bool,
+    /// Held while the lock file is rewritten.
+    lock_writes: tokio::sync::Mutex<()>,
 }
 
 impl Oci {
@@ -187,6 +191,8 @@ impl Oci {
             clients: Mutex::new(BTreeMap::new()),
             wait: false,
             lock: None,
+            update_lock: false,
+            lock_writes: tokio::sync::Mutex::new(()),
         };
         // Each configured registry's client now, so that a bad `ca` is an error at
         // start, not at the first pull.
@@ -201,10 +207,12 @@ impl Oci {
         Oci { wait: true, ..self }
     }
 
-    /// The store, pinning references by the lock file at `path` in [`Oci::pin`].
-    pub fn with_lock(self, path: PathBuf) -> Oci {
+    /// The store, pinning references by the lock file at `path` in [`Oci::pin`], and
+    /// with `update` resolving and adding a tag the lock lacks (`serve --update-lock`).
+    pub fn with_lock(self, path: PathBuf, update: bool) -> Oci {
         Oci {
             lock: Some(path),
+            update_lock: update,
             ..self
         }
     }
@@ -216,23 +224,35 @@ impl Oci {
 
     /// `reference` pinned to its digest: its own, else the lock file's for its tag,
     /// read now (so that `healthhost lock` run while `serve` runs pins a dropped-in
-    /// check's tag at its next load).
-    pub fn pin(&self, reference: &Reference) -> Result<Reference, OciError> {
+    /// check's tag at its next load); a tag the lock lacks is refused, or resolved now
+    /// and added to the lock when the store updates it.
+    pub async fn pin(&self, reference: &Reference) -> Result<Reference, OciError> {
         if let Some(digest) = &reference.digest {
             return Ok(reference.pinned(digest));
         }
         let path = self.lock.clone().unwrap_or_default();
-        lock::Lock::read(&path)?
-            .digest(reference)
-            .map(|digest| reference.pinned(&digest))
-            .ok_or_else(|| OciError::Unlocked {
+        if let Some(digest) = lock::Lock::read(&path)?.digest(reference) {
+            return Ok(reference.pinned(&digest));
+        }
+        if !self.update_lock {
+            return Err(OciError::Unlocked {
                 reference: reference.to_string(),
                 lock: path.display().to_string(),
-            })
+            });
+        }
+        let digest = self.resolve(reference).await?;
+        // Read again under the lock: another load may have added its tag meanwhile.
+        let _writing = self.lock_writes.lock().await;
+        let mut pins = lock::Lock::read(&path)?;
+        pins.set(reference, &digest);
+        pins.write(&path)?;
+        tracing::info!("pinned {reference} to {digest} in {}", path.display());
+        Ok(reference.pinned(&digest))
     }
 
-    /// [`Oci::fetch`], tried again after a pause while the registry cannot be reached,
-    /// the store waits (see [`Oci::waiting`]) and `wanted` says so.
+    /// `reference` pinned ([`Oci::pin`]) and fetched ([`Oci::fetch`]), tried again
+    /// after a pause while the registry cannot be reached, the store waits (see
+    /// [`Oci::waiting`]) and `wanted` says so.
     pub async fn fetch_waiting(
         &self,
         reference: &Reference,
@@ -240,7 +260,8 @@ impl Oci {
     ) -> Result<Fetched, OciError> {
         let mut pause = WAIT_FIRST;
         loop {
-            match self.fetch(reference).await {
+            let fetched = async { self.fetch(&self.pin(reference).await?).await };
+            match fetched.await {
                 Err(e) if self.wait && e.transient() && wanted() => {
                     tracing::warn!("{e}; trying {reference} again in {pause:?}");
                     tokio::time::sleep(pause).await;

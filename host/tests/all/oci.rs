@@ -1017,3 +1017,58 @@ async fn signatures_attached_as_oci_referrers_verify_through_the_api_or_its_fall
     let asked = stand_in.requests.lock().unwrap().join("\n");
     assert!(asked.contains("/referrers/"), "{asked}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_with_update_lock_pins_a_dropped_in_tag_as_it_loads() {
+    let registry = Registry::start(false);
+    let dir = TempDir::new();
+    let (d, addr) = (dir.0.clone(), registry.addr.clone());
+    let (reference, _, digest) = published(&d, &addr);
+    std::fs::remove_file(d.join("healthhost.lock")).unwrap();
+    let config = format!(
+        "[registries.\"{addr}\"]\ninsecure = true\n{}",
+        trust_keys(&addr, "team.pub")
+    );
+    write_config(&d, &config);
+    let grant = format!("plugin = \"{reference}\"\n");
+    drop_file(&d.join("plugins.d"), "tagged.toml", grant.as_bytes());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serving = Command::new(BIN)
+        .args([
+            "serve",
+            "--update-lock",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(&d)
+        .env("HEALTHHOST_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/health");
+    let mut last = serde_json::Value::Null;
+    // An ordering wait: until the check has run, or the host's own deadline.
+    for _ in 0..600 {
+        if let Ok(answer) = reqwest::get(&url).await
+            && let Ok(text) = answer.text().await
+            && let Ok(body) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            last = body;
+            if last["checks"]["tagged"]["outcome"] == "pass" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = serving.kill();
+    let _ = serving.wait();
+    assert_eq!(last["checks"]["tagged"]["outcome"], "pass", "{last}");
+    assert_eq!(last["checks"]["tagged"]["digest"], digest.as_str());
+    let lock = std::fs::read_to_string(d.join("healthhost.lock")).unwrap();
+    assert!(lock.contains(&digest), "{lock}");
+}
