@@ -720,19 +720,25 @@ async fn hostile_registries_get_a_clear_error_and_nothing_else() {
     );
 }
 
+/// [`published`], unlocked, with a config that names no check, so that plugins come
+/// from the folder alone: the reference, the config and the digest.
+fn published_for_the_folder(dir: &Path, addr: &str) -> (String, String, String) {
+    let (reference, _, digest) = published(dir, addr);
+    std::fs::remove_file(dir.join("healthhost.lock")).unwrap();
+    let config = format!(
+        "[registries.\"{addr}\"]\ninsecure = true\n{}",
+        trust_keys(addr, "team.pub")
+    );
+    write_config(dir, &config);
+    (reference, config, digest)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_grant_file_alone_names_its_plugin_by_reference_and_loads_once_pinned() {
     let registry = Registry::start(false);
     let dir = TempDir::new();
     let (d, addr) = (dir.0.clone(), registry.addr.clone());
-    let (_, _, digest) = published(&d, &addr);
-    std::fs::remove_file(d.join("healthhost.lock")).unwrap();
-    // No [checks]: the plugins come from the folder alone.
-    let config = format!(
-        "[registries.\"{addr}\"]\ninsecure = true\n{}",
-        trust_keys(&addr, "team.pub")
-    );
-    write_config(&d, &config);
+    let (_, config, digest) = published_for_the_folder(&d, &addr);
     let plugins = d.join("plugins.d");
     let repository = format!("oci://{addr}/checks/x");
     drop_file(
@@ -1023,13 +1029,7 @@ async fn serve_with_update_lock_pins_a_dropped_in_tag_as_it_loads() {
     let registry = Registry::start(false);
     let dir = TempDir::new();
     let (d, addr) = (dir.0.clone(), registry.addr.clone());
-    let (reference, _, digest) = published(&d, &addr);
-    std::fs::remove_file(d.join("healthhost.lock")).unwrap();
-    let config = format!(
-        "[registries.\"{addr}\"]\ninsecure = true\n{}",
-        trust_keys(&addr, "team.pub")
-    );
-    write_config(&d, &config);
+    let (reference, _, digest) = published_for_the_folder(&d, &addr);
     let grant = format!("plugin = \"{reference}\"\n");
     drop_file(&d.join("plugins.d"), "tagged.toml", grant.as_bytes());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
