@@ -206,9 +206,7 @@ pub(super) fn verify(args: ReferenceArgs) -> anyhow::Result<ExitCode> {
 /// files.
 fn references(config: &Config) -> Vec<Reference> {
     let configured = config.checks.iter().filter_map(|c| c.oci.clone());
-    let dropped_in = crate::health::folder::references(config)
-        .into_iter()
-        .map(|(_, r)| r);
+    let dropped_in = crate::health::folder::references(config);
     configured.chain(dropped_in).collect()
 }
 
@@ -301,41 +299,26 @@ pub(super) async fn prepare(
         return Ok(None);
     }
     let path = lock::path_for(config_path);
-    let oci = open(config)?.with_lock(path.clone(), unlocked_tags == Unlocked::Add);
-    let mut lock = Lock::read(&path)?;
-    let (mut unlocked, mut added) = (Vec::new(), false);
+    let oci = open(config)?.with_lock(path, unlocked_tags == Unlocked::Add);
+    let mut unlocked = Vec::new();
     for check in &mut config.checks {
         let Some(reference) = check.oci.clone() else {
             continue;
         };
-        let digest = match lock.digest(&reference) {
-            Some(digest) => digest,
-            None if unlocked_tags == Unlocked::Report => continue,
-            None if unlocked_tags == Unlocked::Add => {
-                let digest = oci.resolve(&reference).await?;
-                lock.set(&reference, &digest);
-                added = true;
-                digest
+        match oci.pin(&reference).await {
+            Ok(pinned) => {
+                check.plugin = PathBuf::from(pinned.to_string());
+                check.oci = Some(pinned);
             }
-            None => {
-                let error = OciError::Unlocked {
-                    reference: reference.to_string(),
-                    lock: path.display().to_string(),
-                };
+            Err(OciError::Unlocked { .. }) if unlocked_tags == Unlocked::Report => {}
+            Err(error @ OciError::Unlocked { .. }) => {
                 unlocked.push(format!("check '{}': {error}", check.name));
-                continue;
             }
-        };
-        let pinned = reference.pinned(&digest);
-        check.plugin = PathBuf::from(pinned.to_string());
-        check.oci = Some(pinned);
+            Err(error) => return Err(error.into()),
+        }
     }
     if !unlocked.is_empty() {
         bail!("{}", unlocked.join("\n"));
-    }
-    if added {
-        lock.write(&path)?;
-        tracing::info!("added the new tags' digests to {}", path.display());
     }
     Ok(Some(oci))
 }

@@ -78,18 +78,13 @@ fn scan_folder(dir: &Path, lone: &mut Lone) -> std::io::Result<BTreeMap<String, 
                     continue;
                 };
                 let grants = path.with_extension("toml");
-                let print = (print, Fingerprint::of(&grants));
-                let by_reference = false;
-                let wasm = path;
-                found.insert(
-                    stem,
-                    Found {
-                        wasm,
-                        grants,
-                        print,
-                        by_reference,
-                    },
-                );
+                let found_file = Found {
+                    print: (print, Fingerprint::of(&grants)),
+                    wasm: path,
+                    grants,
+                    by_reference: false,
+                };
+                found.insert(stem, found_file);
             }
             Some("toml") => grant_files.push((stem, path)),
             _ => {}
@@ -109,16 +104,13 @@ fn scan_folder(dir: &Path, lone: &mut Lone) -> std::io::Result<BTreeMap<String, 
         };
         seen.insert(path.clone(), (print, named));
         if named {
-            let (wasm, print, by_reference) = (path.clone(), (print, Some(print)), true);
-            found.insert(
-                stem,
-                Found {
-                    wasm,
-                    grants: path,
-                    print,
-                    by_reference,
-                },
-            );
+            let found_file = Found {
+                wasm: path.clone(),
+                grants: path,
+                print: (print, Some(print)),
+                by_reference: true,
+            };
+            found.insert(stem, found_file);
         }
     }
     *lone = seen;
@@ -255,16 +247,16 @@ impl Folder {
     }
 }
 
-/// The OCI references the grant files of `config`'s plugins folder name, by check
-/// (for `healthhost lock` and `mirror`); a grant file with problems is skipped with a
+/// The OCI references the grant files of `config`'s plugins folder name (for
+/// `healthhost lock` and `mirror`); a grant file with problems is skipped with a
 /// warning, as its load would report them.
-pub fn references(config: &Config) -> Vec<(String, crate::oci::Reference)> {
+pub fn references(config: &Config) -> Vec<crate::oci::Reference> {
     let found = scan_folder(&config.plugins_dir, &mut Lone::new()).unwrap_or_default();
     found
         .iter()
         .filter(|(_, file)| file.by_reference)
         .filter_map(|(name, file)| match load_grants(config, name, file) {
-            Ok(check) => check.oci.map(|r| (name.clone(), r)),
+            Ok(check) => check.oci,
             Err(error) => {
                 tracing::warn!(file = %file.grants.display(), %error, "skipping this grant file");
                 None

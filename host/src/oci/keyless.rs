@@ -163,14 +163,15 @@ struct LogEntry {
 }
 
 /// Whether the signature layer with `annotations`, signing `payload` with
-/// `signature` (base64 DER), is a keyless signature by one of `identities`; the
-/// identity it names, or why not.
+/// `signature` (base64 DER), is a keyless signature by one of `identities` of the
+/// manifest `digest`; the identity it names, or why not.
 pub fn verify(
     sigstore: &Sigstore,
     identities: &[Identity],
     payload: &[u8],
     signature: &str,
     annotations: &BTreeMap<String, String>,
+    digest: &str,
 ) -> Result<Identity, String> {
     let pem = annotations
         .get(CERTIFICATE_ANNOTATION)
@@ -196,6 +197,7 @@ pub fn verify(
     if !PublicKey::of(&leaf)?.verifies(payload, &signature) {
         return Err("the certificate's key did not make this signature".into());
     }
+    super::cosign::signs(payload, digest).map_err(|e| e.to_string())?;
     Ok(named)
 }
 

@@ -56,11 +56,8 @@ impl Oci {
                 continue;
             };
             let payloads = local_payloads(layout, &bytes);
-            match self.check(&bytes, &payloads, digest, trust) {
-                Ok(signer) => {
-                    self.keep_signatures(&name, &bytes, &payloads)?;
-                    return Ok(signer);
-                }
+            match self.accept(&name, &bytes, &payloads, digest, trust)? {
+                Ok(signer) => return Ok(signer),
                 Err(why) => reasons.extend(why),
             }
         }
@@ -68,16 +65,15 @@ impl Oci {
         // referrers (which cost more requests, and which most registries lack).
         let client = self.client(&reference.registry)?;
         let repository = &reference.repository;
-        let (mut found, mut failed) = (false, None);
+        // Every signature manifest tried adds a reason when it fails, so no reasons
+        // means none was found.
+        let mut failed = None;
         match self.remote(|| client.manifest(repository, &tag)).await {
             Ok(Some(manifest)) => {
-                found = true;
-                let tried = self.try_remote(&client, reference, &manifest.bytes, digest, trust);
+                let tried =
+                    self.try_remote(&client, reference, &name, &manifest.bytes, digest, trust);
                 match tried.await? {
-                    Ok((signer, payloads)) => {
-                        self.keep_signatures(&name, &manifest.bytes, &payloads)?;
-                        return Ok(signer);
-                    }
+                    Ok(signer) => return Ok(signer),
                     Err(why) => reasons.extend(why),
                 }
             }
@@ -87,19 +83,15 @@ impl Oci {
         let (referrers, referrers_failed) = self.referrers(&client, reference, digest).await;
         failed = failed.or(referrers_failed);
         for manifest in referrers {
-            found = true;
-            let tried = self.try_remote(&client, reference, &manifest, digest, trust);
+            let tried = self.try_remote(&client, reference, &name, &manifest, digest, trust);
             match tried.await? {
-                Ok((signer, payloads)) => {
-                    self.keep_signatures(&name, &manifest, &payloads)?;
-                    return Ok(signer);
-                }
+                Ok(signer) => return Ok(signer),
                 Err(why) => reasons.extend(why),
             }
         }
         Err(match failed {
             Some(e) if reasons.is_empty() => e,
-            None if !found && reasons.is_empty() => OciError::Unsigned {
+            None if reasons.is_empty() => OciError::Unsigned {
                 reference: reference.to_string(),
                 tag,
             },
@@ -110,16 +102,17 @@ impl Oci {
         })
     }
 
-    /// Checks the registry's signature manifest `manifest`, its payloads pulled: who
-    /// signed, with the payloads to keep, or why none passes.
+    /// [`Oci::accept`] for the registry's signature manifest `manifest`, its payloads
+    /// pulled.
     async fn try_remote(
         &self,
         client: &Client,
         reference: &Reference,
+        name: &str,
         manifest: &[u8],
         digest: &str,
         trust: &Trust,
-    ) -> Result<Result<(Signer, BTreeMap<String, Vec<u8>>), Vec<String>>, OciError> {
+    ) -> Result<Result<Signer, Vec<String>>, OciError> {
         let mut payloads = BTreeMap::new();
         if let Ok(parsed) = Manifest::parse(manifest) {
             for (layer, _) in artifact::signatures(&parsed) {
@@ -131,9 +124,27 @@ impl Oci {
                 payloads.insert(layer.digest.clone(), payload);
             }
         }
-        Ok(self
-            .check(manifest, &payloads, digest, trust)
-            .map(|signer| (signer, payloads)))
+        self.accept(name, manifest, &payloads, digest, trust)
+    }
+
+    /// Who signed `digest` in the signature manifest `manifest` with `payloads`, as
+    /// `trust` accepts ([`Oci::check`]), the manifest then kept in the cache as `name`;
+    /// or why none passes.
+    fn accept(
+        &self,
+        name: &str,
+        manifest: &[u8],
+        payloads: &BTreeMap<String, Vec<u8>>,
+        digest: &str,
+        trust: &Trust,
+    ) -> Result<Result<Signer, Vec<String>>, OciError> {
+        match self.check(manifest, payloads, digest, trust) {
+            Ok(signer) => {
+                self.keep_signatures(name, manifest, payloads)?;
+                Ok(Ok(signer))
+            }
+            Err(why) => Ok(Err(why)),
+        }
     }
 
     /// The signature manifests attached to `digest` as OCI 1.1 referrers: listed by the
@@ -232,17 +243,15 @@ impl Oci {
             };
             if !trust.config.keyless.is_empty() {
                 let identities = &trust.config.keyless;
+                let annotations = &layer.annotations;
                 match keyless::verify(
                     &self.sigstore,
                     identities,
                     payload,
                     signature,
-                    &layer.annotations,
-                )
-                .and_then(|identity| {
-                    cosign::signs(payload, digest).map_err(|e| e.to_string())?;
-                    Ok(identity)
-                }) {
+                    annotations,
+                    digest,
+                ) {
                     Ok(identity) => return Ok(Signer::Identity(identity)),
                     Err(e) => reasons.push(e),
                 }

@@ -187,7 +187,14 @@ fn a_keyless_signature_passes_only_with_its_identity_its_root_its_log_and_in_tim
     let good = leaf(&ca, IDENTITY, ISSUER, true);
     let (signature, annotations) = keyless_signature(&ca, &good, &log, &payload, LOGGED_INSIDE);
     let verify = |signature: &str, annotations: &BTreeMap<String, String>| {
-        keyless::verify(&sigstore, &allowed, &payload, signature, annotations)
+        keyless::verify(
+            &sigstore,
+            &allowed,
+            &payload,
+            signature,
+            annotations,
+            DIGEST,
+        )
     };
     assert_eq!(verify(&signature, &annotations), Ok(allowed[0].clone()));
 
